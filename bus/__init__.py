@@ -1,0 +1,40 @@
+"""The only package that imports nats: connection, embedded server, streams, appends, consumers, services."""
+
+from bus.append import Appended, append_event, append_raw
+from bus.connection import Bus, connect
+from bus.consumer import Delivery, pull_loop
+from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
+from bus.errors import BusError, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
+from bus.micro import call, serve
+from bus.reader import Follower, StoredMsg, last_msg, read_all
+from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
+
+__all__ = [
+    "Appended",
+    "Bus",
+    "BusError",
+    "ConcurrencyConflict",
+    "Credentials",
+    "Delivery",
+    "EmbeddedServer",
+    "Follower",
+    "NotFound",
+    "ServerConfig",
+    "ServerStartError",
+    "ServiceError",
+    "StoredMsg",
+    "append_event",
+    "append_raw",
+    "call",
+    "connect",
+    "declare_all",
+    "declare_consumer",
+    "declare_kv",
+    "declare_stream",
+    "free_port",
+    "last_msg",
+    "nats_server_binary",
+    "pull_loop",
+    "read_all",
+    "serve",
+]

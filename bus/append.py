@@ -1,0 +1,83 @@
+"""Append events with a dedup id and, where order matters, an expected sequence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError
+
+import schemas
+from bus.errors import BusError, ConcurrencyConflict
+
+# JetStream error codes (server/errors.json) that mean "the expected sequence did not hold".
+_WRONG_LAST_SEQUENCE = 10071
+_WRONG_LAST_MSG_ID = 10070
+_CONFLICT_CODES = {_WRONG_LAST_SEQUENCE, _WRONG_LAST_MSG_ID}
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where an event landed; `duplicate` when the dedup id had been seen (nothing new stored)."""
+
+    stream: str
+    seq: int
+    duplicate: bool
+
+
+def _headers(
+    msg_id: str, expected_subject_seq: int | None, expected_subject: str | None
+) -> dict[str, str]:
+    headers = {"Nats-Msg-Id": msg_id}
+    if expected_subject_seq is not None:
+        headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_subject_seq)
+        if expected_subject is not None:
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = expected_subject
+    return headers
+
+
+async def append_raw(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    *,
+    msg_id: str,
+    expected_subject_seq: int | None = None,
+    expected_subject: str | None = None,
+    timeout: float = 5.0,
+) -> Appended:
+    """Publish bytes and await the ack; a conflict on the expected sequence raises ConcurrencyConflict.
+
+    `expected_subject_seq` is the sequence of the last message on `expected_subject` (a subject
+    or wildcard; default: the subject itself); 0 means "nothing there yet".
+    """
+    try:
+        ack = await js.publish(
+            subject, payload, timeout=timeout, headers=_headers(msg_id, expected_subject_seq, expected_subject)
+        )
+    except APIError as exc:
+        if exc.err_code in _CONFLICT_CODES:
+            raise ConcurrencyConflict(f"{subject}: {exc.description}") from exc
+        raise BusError(f"append to {subject} refused: {exc.description} (code {exc.err_code})") from exc
+    except NoStreamResponseError as exc:
+        raise BusError(f"no stream takes subject {subject}: run `chatbus admin init`") from exc
+    return Appended(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
+
+
+async def append_event(
+    js: JetStreamContext,
+    event: schemas.Event,
+    *,
+    msg_id: str | None = None,
+    expected_subject_seq: int | None = None,
+    expected_subject: str | None = None,
+) -> Appended:
+    """Append one event on its subject; the dedup id is the event id unless given."""
+    return await append_raw(
+        js,
+        schemas.subject_of(event),
+        schemas.encode(event),
+        msg_id=msg_id or event.event_id,  # type: ignore[union-attr]
+        expected_subject_seq=expected_subject_seq,
+        expected_subject=expected_subject,
+    )

@@ -1,0 +1,55 @@
+"""Connect to NATS with reconnects, and the Bus handle that the services share."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Bus:
+    """A NATS connection and its JetStream context."""
+
+    nc: Client
+    js: JetStreamContext
+
+    async def close(self) -> None:
+        """Flush pending publishes and close the connection."""
+        if not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self.nc.close()
+
+
+async def connect(url: str, name: str, timeout: float = 5.0) -> Bus:
+    """Connect to NATS (credentials may be in the URL) and keep reconnecting forever when cut."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats %s: %s", name, exc)
+
+    async def on_disconnect() -> None:
+        log.warning("nats %s: disconnected", name)
+
+    async def on_reconnect() -> None:
+        log.warning("nats %s: reconnected", name)
+
+    nc = await nats.connect(
+        servers=[u.strip() for u in url.split(",")],
+        name=name,
+        connect_timeout=timeout,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.25,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnect,
+        reconnected_cb=on_reconnect,
+        pending_size=64 * 1024 * 1024,
+    )
+    return Bus(nc=nc, js=nc.jetstream(timeout=timeout))

@@ -1,0 +1,93 @@
+"""A durable pull-consumer loop: fetch up to the free capacity, hand each message to a task."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.errors import FetchTimeoutError
+
+from bus.declare import declare_consumer
+from schemas.streams import ConsumerSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Delivery:
+    """One delivered message; the handler must ack, nak or term it once its effect is durable."""
+
+    msg: Msg
+    stream_seq: int
+    attempt: int
+
+    @property
+    def data(self) -> bytes:
+        """The payload."""
+        return self.msg.data
+
+    async def ack(self) -> None:
+        """Done: the effect is durable."""
+        await self.msg.ack_sync()
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Not done: redeliver (after `delay` seconds)."""
+        await self.msg.nak(delay=delay)
+
+    async def in_progress(self) -> None:
+        """Still working: reset the ack timer so the message is not redelivered."""
+        await self.msg.in_progress()
+
+    async def term(self) -> None:
+        """Never redeliver (poison message)."""
+        await self.msg.term()
+
+
+Handler = Callable[[Delivery], Awaitable[None]]
+
+
+async def pull_loop(
+    js: JetStreamContext,
+    spec: ConsumerSpec,
+    handler: Handler,
+    *,
+    capacity: Callable[[], int],
+    stop: asyncio.Event,
+    fetch_timeout: float = 1.0,
+) -> None:
+    """Fetch while `capacity()` > 0 and run `handler` for each message in its own task until `stop`."""
+    await declare_consumer(js, spec)
+    sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while not stop.is_set():
+            free = capacity()
+            if free <= 0:
+                await asyncio.sleep(0.005)
+                continue
+            try:
+                msgs = await sub.fetch(batch=free, timeout=fetch_timeout)
+            except (FetchTimeoutError, NatsTimeoutError, asyncio.TimeoutError):
+                continue
+            except ConnectionClosedError:
+                return
+            except Exception as exc:  # noqa: BLE001 - reconnecting, server restarting
+                log.warning("fetch from %s failed: %s; retrying", spec.durable, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                meta = msg.metadata
+                delivery = Delivery(msg=msg, stream_seq=meta.sequence.stream, attempt=meta.num_delivered)
+                task = asyncio.create_task(handler(delivery))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        await sub.unsubscribe()
+        for task in list(tasks):
+            task.cancel()

@@ -1,0 +1,81 @@
+"""Declare streams, KV buckets and consumers from their specs, idempotently."""
+
+from __future__ import annotations
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from schemas.streams import KV_BUCKETS, STREAMS, ConsumerSpec, KVSpec, StreamSpec
+
+
+def _stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description,
+        subjects=list(spec.subjects),
+        storage=StorageType.FILE if spec.storage == "file" else StorageType.MEMORY,
+        max_age=spec.max_age,
+        duplicate_window=spec.duplicate_window,
+        deny_delete=spec.deny_delete,
+        allow_direct=True,
+        discard=DiscardPolicy.OLD,
+        num_replicas=replicas,
+    )
+
+
+async def declare_stream(js: JetStreamContext, spec: StreamSpec, replicas: int = 1) -> None:
+    """Create the stream, or update it to the spec when it exists."""
+    config = _stream_config(spec, replicas)
+    try:
+        await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+async def declare_kv(js: JetStreamContext, spec: KVSpec, replicas: int = 1) -> None:
+    """Create the KV bucket if it does not exist."""
+    try:
+        await js.key_value(spec.bucket)
+    except (NotFoundError, BadRequestError, Exception):  # noqa: B014 - nats-py raises several kinds
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=spec.bucket,
+                description=spec.description,
+                ttl=spec.ttl or None,
+                history=spec.history,
+                replicas=replicas,
+            )
+        )
+
+
+async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create the durable pull consumer (all requests ever made for its filter, acked explicitly)."""
+    config = ConsumerConfig(
+        durable_name=spec.durable,
+        filter_subject=spec.filter_subject,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=spec.ack_wait,
+        max_deliver=spec.max_deliver,
+        max_ack_pending=spec.max_ack_pending,
+    )
+    await js.add_consumer(spec.stream, config=config)
+
+
+async def declare_all(js: JetStreamContext, replicas: int = 1) -> None:
+    """Declare every stream and KV bucket of the catalogue."""
+    for spec in STREAMS:
+        await declare_stream(js, spec, replicas)
+    for kv in KV_BUCKETS:
+        await declare_kv(js, kv, replicas)

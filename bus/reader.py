@@ -1,0 +1,154 @@
+"""Ordered readers: replay a stream (or one chat's subjects) from a sequence, and follow it live."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext as _JS
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMsg:
+    """A message as the stream stored it."""
+
+    stream: str
+    seq: int
+    subject: str
+    data: bytes
+    pending: int
+    time: datetime | None = None
+
+
+def _stored(msg: Msg) -> StoredMsg:
+    meta = msg.metadata
+    return StoredMsg(
+        stream=meta.stream,
+        seq=meta.sequence.stream,
+        subject=msg.subject,
+        data=msg.data,
+        pending=meta.num_pending,
+        time=meta.timestamp,
+    )
+
+
+def _config(filter_subjects: Sequence[str], start_seq: int) -> ConsumerConfig:
+    config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+    if start_seq > 1:
+        config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+        config.opt_start_seq = start_seq
+    if len(filter_subjects) == 1:
+        config.filter_subject = filter_subjects[0]
+    else:
+        config.filter_subjects = list(filter_subjects)
+    return config
+
+
+class Follower:
+    """An ordered push consumer that buffers messages from `start_seq` on, gap-free and in order."""
+
+    def __init__(
+        self, js: JetStreamContext, stream: str, filter_subjects: Sequence[str], start_seq: int = 1
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.filter_subjects = list(filter_subjects)
+        self.start_seq = max(start_seq, 1)
+        self.buffer: list[StoredMsg] = []
+        self.signal = asyncio.Event()
+        self.initial_pending = 0
+        self._sub: _JS.PushSubscription | None = None
+
+    async def start(self) -> None:
+        """Create the consumer; `initial_pending` says how many messages existed at that moment."""
+
+        async def on_msg(msg: Msg) -> None:
+            self.buffer.append(_stored(msg))
+            self.signal.set()
+
+        self._sub = await self.js.subscribe(
+            self.filter_subjects[0],
+            stream=self.stream,
+            cb=on_msg,
+            ordered_consumer=True,
+            config=_config(self.filter_subjects, self.start_seq),
+            idle_heartbeat=2.0,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=512 * 1024 * 1024,
+        )
+        info = await self._sub.consumer_info()
+        self.initial_pending = info.num_pending + info.num_ack_pending + len(self.buffer)
+
+    def take(self, limit: int | None = None) -> list[StoredMsg]:
+        """Take what is buffered now (at most `limit`)."""
+        if limit is None or len(self.buffer) <= limit:
+            taken, self.buffer = self.buffer, []
+        else:
+            taken, self.buffer = self.buffer[:limit], self.buffer[limit:]
+        if not self.buffer:
+            self.signal.clear()
+        return taken
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until something is buffered; False on timeout."""
+        if self.buffer:
+            return True
+        try:
+            await asyncio.wait_for(self.signal.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def batches(self, max_batch: int = 5000, max_wait: float = 0.05) -> AsyncIterator[list[StoredMsg]]:
+        """Yield batches forever: as soon as something arrives, after letting a batch fill briefly."""
+        while True:
+            await self.wait()
+            if len(self.buffer) < max_batch:
+                await asyncio.sleep(0)  # let already-received messages land
+            yield self.take(max_batch)
+
+    async def stop(self) -> None:
+        """Delete the consumer and stop receiving."""
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+            self._sub = None
+
+
+async def read_all(
+    js: JetStreamContext, stream: str, filter_subjects: Sequence[str], start_seq: int = 1, timeout: float = 10.0
+) -> list[StoredMsg]:
+    """Every message on the filter subjects from start_seq up to what the stream held when called."""
+    follower = Follower(js, stream, filter_subjects, start_seq)
+    await follower.start()
+    try:
+        out: list[StoredMsg] = []
+        remaining = follower.initial_pending
+        while len(out) < remaining:
+            if not await follower.wait(timeout):
+                raise TimeoutError(f"reading {stream} {filter_subjects}: got {len(out)} of {remaining}")
+            out.extend(follower.take())
+            if out and out[-1].pending == 0:
+                break
+        return out
+    finally:
+        await follower.stop()
+
+
+async def last_msg(js: JetStreamContext, stream: str, subject: str) -> StoredMsg | None:
+    """The last message on a subject (wildcards allowed), or None."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        raw = await js.get_last_msg(stream, subject, direct=True)
+    except NotFoundError:
+        return None
+    return StoredMsg(stream=stream, seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"",
+                     pending=0)

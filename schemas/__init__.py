@@ -1,0 +1,42 @@
+"""The event catalogue, API bodies and subject builders. Imports msgspec and the stdlib only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+from schemas import chat, identity, tokens
+from schemas.chat import ChatEventUnion
+from schemas.identity import IdentityEventUnion
+from schemas.tokens import TokenEventUnion
+
+Event = ChatEventUnion | IdentityEventUnion | TokenEventUnion
+EVENT_TYPES: tuple[type, ...] = (*ChatEventUnion.__args__, *IdentityEventUnion.__args__, TokenEventUnion)
+
+encoder = msgspec.json.Encoder()
+decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
+
+
+def encode(value: object) -> bytes:
+    """Encode an event or body as JSON."""
+    return encoder.encode(value)
+
+
+def decode_event(data: bytes) -> Event:
+    """Decode any event by its `type` tag."""
+    return decoder.decode(data)
+
+
+def subject_of(event: Event) -> str:
+    """The subject an event is appended on."""
+    if isinstance(event, ChatEventUnion.__args__):
+        return chat.subject_of(event)  # type: ignore[arg-type]
+    if isinstance(event, IdentityEventUnion.__args__):
+        return identity.subject_of(event)  # type: ignore[arg-type]
+    return tokens.subject_of(event)  # type: ignore[arg-type]
+
+
+def now() -> datetime:
+    """The current time in UTC, as events carry it."""
+    return datetime.now(UTC)

@@ -1,0 +1,75 @@
+"""The REST API's request and response bodies. Requests refuse unknown fields."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from schemas.ids import ID_PATTERN
+from schemas.sampling import SamplingParams
+
+MAX_TITLE = 200
+MAX_SYSTEM_PROMPT = 8_000
+ModelAlias = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE)]
+
+
+class CreateChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/chats."""
+
+    title: Title = "New chat"
+    model: ModelAlias | None = None
+    system_prompt: Annotated[str, msgspec.Meta(max_length=MAX_SYSTEM_PROMPT)] = ""
+
+
+class RenameChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """PATCH /v1/chats/{chat_id}."""
+
+    title: Title
+
+
+class PostMessageRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/chats/{chat_id}/messages; the content length limit is a setting."""
+
+    content: Annotated[str, msgspec.Meta(min_length=1)]
+    model: ModelAlias | None = None
+    params: SamplingParams | None = None
+
+
+class PostMessageResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """202 answer to a posted message: ids and the CHAT sequence of the reply request."""
+
+    chat_id: str
+    message_id: str
+    reply_id: str
+    model: str
+    seq: int
+
+
+class AcceptedResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to a write that appended one event."""
+
+    seq: int
+
+
+class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A model alias that workers serve now."""
+
+    alias: str
+    workers: int
+    active: int
+    capacity: int
+
+
+class ModelList(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /v1/models."""
+
+    models: list[ModelInfo]
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    """Every 4xx/5xx answer: a short machine code and a sentence for people."""
+
+    error: str
+    message: str

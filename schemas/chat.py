@@ -1,0 +1,160 @@
+"""Chat events: the facts of one conversation, on subjects `chat.<chat_id>.>` in stream CHAT."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from schemas.sampling import SamplingParams
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+class ChatEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of chat events: every event names its chat, its own id and when it happened."""
+
+    event_id: str
+    chat_id: str
+    at: datetime
+
+
+class ChatCreated(ChatEvent, frozen=True, kw_only=True, tag="chat.created"):
+    """A chat was created by its owner. Subject `chat.<chat_id>.created`."""
+
+    owner_id: str
+    title: str
+    model: str = ""
+    system_prompt: str = ""
+
+
+class ChatRenamed(ChatEvent, frozen=True, kw_only=True, tag="chat.renamed"):
+    """A chat got a new title. Subject `chat.<chat_id>.renamed`."""
+
+    title: str
+    by: str
+
+
+class ChatDeleted(ChatEvent, frozen=True, kw_only=True, tag="chat.deleted"):
+    """A chat was deleted (hidden; the log keeps it). Subject `chat.<chat_id>.deleted`."""
+
+    by: str
+
+
+class MessagePosted(ChatEvent, frozen=True, kw_only=True, tag="chat.message.posted"):
+    """A user (or system) message was posted. Subject `chat.<chat_id>.message.posted`."""
+
+    message_id: str
+    author_id: str
+    role: Role = "user"
+    content: str
+    parent_id: str | None = None
+
+
+class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.requested"):
+    """A reply was asked of a model. Subject `chat.<chat_id>.reply.<reply_id>.requested.<model>`.
+
+    `context` lists, in order, the message and reply ids the model will see.
+    """
+
+    reply_id: str
+    message_id: str
+    model: str
+    params: SamplingParams = SamplingParams()
+    context: list[str] = []
+    requested_by: str
+
+
+class ReplyStarted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.started"):
+    """A worker began an attempt at a reply. Subject `chat.<chat_id>.reply.<reply_id>.started`."""
+
+    reply_id: str
+    attempt: int
+    worker_id: str
+    model: str
+
+
+class ReplyCompleted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.completed"):
+    """A reply finished (stop, length or cancelled). Subject `chat.<chat_id>.reply.<reply_id>.completed`."""
+
+    reply_id: str
+    attempt: int
+    worker_id: str
+    model: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: FinishReason
+    queue_ms: float = 0.0
+    first_token_ms: float = 0.0
+    generation_ms: float = 0.0
+
+
+class ReplyFailed(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.failed"):
+    """A reply could not be produced. Subject `chat.<chat_id>.reply.<reply_id>.failed`."""
+
+    reply_id: str
+    attempt: int
+    worker_id: str
+    error: str
+
+
+class ReplyCancelled(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.cancelled"):
+    """Someone asked to stop a reply. Subject `chat.<chat_id>.reply.<reply_id>.cancelled`."""
+
+    reply_id: str
+    by: str
+
+
+ChatEventUnion = (
+    ChatCreated
+    | ChatRenamed
+    | ChatDeleted
+    | MessagePosted
+    | ReplyRequested
+    | ReplyStarted
+    | ReplyCompleted
+    | ReplyFailed
+    | ReplyCancelled
+)
+
+
+def chat_subject(chat_id: str, kind: str) -> str:
+    """Subject of a chat-level event, e.g. `chat.<id>.created`."""
+    return f"chat.{chat_id}.{kind}"
+
+
+def reply_subject(chat_id: str, reply_id: str, kind: str) -> str:
+    """Subject of a reply event, e.g. `chat.<id>.reply.<reply_id>.started`."""
+    return f"chat.{chat_id}.reply.{reply_id}.{kind}"
+
+
+def reply_requested_subject(chat_id: str, reply_id: str, model: str) -> str:
+    """Subject of a reply request; the model alias is last so workers filter on it."""
+    return f"chat.{chat_id}.reply.{reply_id}.requested.{model}"
+
+
+def subject_of(event: ChatEventUnion) -> str:
+    """The subject a chat event is appended on."""
+    match event:
+        case ChatCreated():
+            return chat_subject(event.chat_id, "created")
+        case ChatRenamed():
+            return chat_subject(event.chat_id, "renamed")
+        case ChatDeleted():
+            return chat_subject(event.chat_id, "deleted")
+        case MessagePosted():
+            return chat_subject(event.chat_id, "message.posted")
+        case ReplyRequested():
+            return reply_requested_subject(event.chat_id, event.reply_id, event.model)
+        case ReplyStarted():
+            return reply_subject(event.chat_id, event.reply_id, "started")
+        case ReplyCompleted():
+            return reply_subject(event.chat_id, event.reply_id, "completed")
+        case ReplyFailed():
+            return reply_subject(event.chat_id, event.reply_id, "failed")
+        case ReplyCancelled():
+            return reply_subject(event.chat_id, event.reply_id, "cancelled")
+    raise TypeError(f"not a chat event: {event!r}")

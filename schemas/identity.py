@@ -1,0 +1,75 @@
+"""Identity events: users and API keys, on `user.>` and `apikey.>` in stream IDENTITY."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+UserRole = Literal["admin", "user"]
+
+
+class IdentityEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of identity events."""
+
+    event_id: str
+    at: datetime
+
+
+class UserCreated(IdentityEvent, frozen=True, kw_only=True, tag="user.created"):
+    """A user account was created; `user_id` is the login name. Subject `user.<user_id>.created`."""
+
+    user_id: str
+    role: UserRole = "user"
+    display_name: str = ""
+
+
+class UserRoleChanged(IdentityEvent, frozen=True, kw_only=True, tag="user.role_changed"):
+    """A user's role changed. Subject `user.<user_id>.role_changed`."""
+
+    user_id: str
+    role: UserRole
+
+
+class ApiKeyIssued(IdentityEvent, frozen=True, kw_only=True, tag="apikey.issued"):
+    """An API key was issued; only its sha256 is kept. Subject `apikey.<key_id>.issued`."""
+
+    key_id: str
+    user_id: str
+    key_sha256: str
+    label: str = ""
+
+
+class ApiKeyRevoked(IdentityEvent, frozen=True, kw_only=True, tag="apikey.revoked"):
+    """An API key was revoked and no longer authenticates. Subject `apikey.<key_id>.revoked`."""
+
+    key_id: str
+    user_id: str
+
+
+IdentityEventUnion = UserCreated | UserRoleChanged | ApiKeyIssued | ApiKeyRevoked
+
+
+def user_subject(user_id: str, kind: str) -> str:
+    """Subject of a user event, e.g. `user.<id>.created`."""
+    return f"user.{user_id}.{kind}"
+
+
+def apikey_subject(key_id: str, kind: str) -> str:
+    """Subject of an API key event, e.g. `apikey.<key_id>.issued`."""
+    return f"apikey.{key_id}.{kind}"
+
+
+def subject_of(event: IdentityEventUnion) -> str:
+    """The subject an identity event is appended on."""
+    match event:
+        case UserCreated():
+            return user_subject(event.user_id, "created")
+        case UserRoleChanged():
+            return user_subject(event.user_id, "role_changed")
+        case ApiKeyIssued():
+            return apikey_subject(event.key_id, "issued")
+        case ApiKeyRevoked():
+            return apikey_subject(event.key_id, "revoked")
+    raise TypeError(f"not an identity event: {event!r}")

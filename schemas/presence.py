@@ -1,0 +1,25 @@
+"""Worker presence: what each worker serves, kept in the KV bucket `workers` with a TTL."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
+    """One worker's heartbeat. KV key `<alias>.<worker_id>` in bucket `workers`."""
+
+    worker_id: str
+    alias: str
+    model: str
+    host: str
+    active: int
+    capacity: int
+    started_at: datetime
+    heartbeat_at: datetime
+
+
+def presence_key(alias: str, worker_id: str) -> str:
+    """KV key of a worker's presence entry."""
+    return f"{alias}.{worker_id}"

@@ -1,0 +1,118 @@
+"""Queries the projector answers as the NATS micro service `projector`, and their answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class ListChats(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.chats.list`: a user's chats, newest first, paged by cursor."""
+
+    user_id: str
+    limit: int = 50
+    cursor: str | None = None
+    min_seq: int = 0
+    include_deleted: bool = False
+
+
+class GetChat(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.chats.get`: one chat."""
+
+    chat_id: str
+    min_seq: int = 0
+
+
+class ListMessages(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.messages.list`: a chat's messages and replies in order."""
+
+    chat_id: str
+    min_seq: int = 0
+
+
+class Checkpoints(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.status`: the last applied sequence of each stream."""
+
+
+class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat as the read model holds it."""
+
+    chat_id: str
+    owner_id: str
+    title: str
+    model: str
+    system_prompt: str
+    created_at: datetime
+    updated_at: datetime
+    deleted: bool
+    message_count: int
+
+
+class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A user message as the read model holds it."""
+
+    message_id: str
+    chat_id: str
+    author_id: str
+    role: str
+    content: str
+    parent_id: str | None
+    created_at: datetime
+    seq: int
+
+
+class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A reply with its status, token counts and timings."""
+
+    reply_id: str
+    chat_id: str
+    message_id: str
+    model: str
+    status: str  # requested | started | completed | failed | cancelled
+    attempt: int
+    worker_id: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    error: str
+    queue_ms: float
+    first_token_ms: float
+    generation_ms: float
+    requested_at: datetime
+    completed_at: datetime | None
+    seq: int
+
+
+class ChatPage(msgspec.Struct, frozen=True, kw_only=True):
+    """A page of chats and the cursor of the next page (None at the end)."""
+
+    items: list[ChatRow]
+    next_cursor: str | None = None
+
+
+class ChatAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to GetChat; `chat` is None when unknown."""
+
+    chat: ChatRow | None
+
+
+class MessagesAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to ListMessages."""
+
+    messages: list[MessageRow]
+    replies: list[ReplyRow]
+
+
+class CheckpointsAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to Checkpoints: stream name -> last applied sequence."""
+
+    applied: dict[str, int]
+
+
+class QueryError(msgspec.Struct, frozen=True, kw_only=True):
+    """Error answer of any query: `code` is one of bad_request, behind, internal."""
+
+    code: str
+    message: str

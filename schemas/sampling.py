@@ -1,0 +1,19 @@
+"""Sampling parameters shared by reply requests and the API."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+MAX_NEW_TOKENS_LIMIT = 4096
+
+
+class SamplingParams(msgspec.Struct, frozen=True, kw_only=True):
+    """How a reply is sampled: carried in `reply.requested` and honoured by the worker."""
+
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_NEW_TOKENS_LIMIT)] = 256
+    temperature: Annotated[float, msgspec.Meta(gt=0.0, le=5.0)] = 0.7
+    top_p: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 0.95
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    ignore_eos: bool = False

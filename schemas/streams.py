@@ -1,0 +1,82 @@
+"""The catalogue of streams, consumers and KV buckets: the one place that names them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A JetStream stream to declare (idempotently)."""
+
+    name: str
+    subjects: list[str]
+    description: str
+    max_age: float = 0.0  # seconds; 0 keeps forever
+    duplicate_window: float = 2 * 60.0
+    deny_delete: bool = True
+    storage: Literal["file", "memory"] = "file"
+
+
+class KVSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A JetStream key-value bucket to declare."""
+
+    bucket: str
+    description: str
+    ttl: float = 0.0
+    history: int = 1
+
+
+class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A durable pull consumer to declare."""
+
+    stream: str
+    durable: str
+    filter_subject: str
+    ack_wait: float = 30.0
+    max_deliver: int = 5
+    max_ack_pending: int = 1000
+
+
+CHAT = StreamSpec(
+    name="CHAT",
+    subjects=["chat.>"],
+    description="Conversation facts: chats, messages, replies (kept forever).",
+    # Long enough that a worker retrying a completion after a reconnect is still deduplicated.
+    duplicate_window=30 * 60.0,
+)
+IDENTITY = StreamSpec(
+    name="IDENTITY",
+    subjects=["user.>", "apikey.>", "group.>"],
+    description="Accounts, roles and API key hashes (never keys or passwords).",
+    duplicate_window=30 * 60.0,
+)
+TOKENS = StreamSpec(
+    name="TOKENS",
+    subjects=["tokens.>"],
+    description="Live token deltas of replies, so any client can resume a live reply.",
+    max_age=DAY,
+    deny_delete=False,
+)
+STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS)
+
+WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", ttl=15.0)
+KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV,)
+
+PROJECTOR_SERVICE = "projector"
+PROJECTED_STREAMS: tuple[str, ...] = (CHAT.name, IDENTITY.name)
+
+
+def worker_consumer(alias: str, ack_wait: float = 30.0, max_deliver: int = 5) -> ConsumerSpec:
+    """The durable consumer that the workers serving `alias` share."""
+    return ConsumerSpec(
+        stream=CHAT.name,
+        durable=f"worker-{alias}",
+        filter_subject=f"chat.*.reply.*.requested.{alias}",
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+    )

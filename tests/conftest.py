@@ -1,0 +1,56 @@
+"""Test harness: one real nats-server per session (random port, JetStream in a temp dir).
+
+Each test gets its own NATS account, hence its own streams, consumers and KV buckets,
+on the shared server. Tests that kill the server start their own (see `own_server`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import bus
+from bus import Bus, Credentials, EmbeddedServer, ServerConfig
+
+ACCOUNTS = [f"t{i}" for i in range(120)]
+_next_account = itertools.count()
+ARTIFACTS = Path(os.environ.get("CHATBUS_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
+
+
+@pytest.fixture(scope="session")
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedServer]:
+    """The session's nats-server, with one account per test."""
+    root = tmp_path_factory.mktemp("nats")
+    server = EmbeddedServer(
+        ServerConfig(store_dir=root / "jetstream", credentials=Credentials.generate(), accounts=ACCOUNTS)
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_url(nats_server: EmbeddedServer) -> str:
+    """A URL (with credentials) into a fresh account of the session server: isolated streams."""
+    account = ACCOUNTS[next(_next_account)]
+    return nats_server.url_for(account)
+
+
+@pytest.fixture
+async def nbus(nats_url: str) -> AsyncIterator[Bus]:
+    """A connected Bus in a fresh account with every stream and KV bucket declared."""
+    b = await bus.connect(nats_url, name="test")
+    await bus.declare_all(b.js)
+    yield b
+    await b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """Where tests leave screenshots and logs for people to look at."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS

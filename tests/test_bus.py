@@ -1,0 +1,108 @@
+"""The bus against a real nats-server: dedup, expected sequences, ordered reads, pull loop, micro."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+import bus
+import schemas
+from bus import Bus, ConcurrencyConflict
+from schemas.chat import ChatCreated, ChatRenamed, ReplyCompleted, ReplyStarted
+from schemas.ids import new_id
+from schemas.streams import worker_consumer
+
+
+def _created(chat_id: str) -> ChatCreated:
+    return ChatCreated(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), owner_id="ann", title="hi")
+
+
+async def test_append_with_same_dedup_id_stores_once(nbus: Bus) -> None:
+    event = _created("c1")
+    first = await bus.append_event(nbus.js, event)
+    again = await bus.append_event(nbus.js, event)
+    assert not first.duplicate and again.duplicate
+    assert again.seq == first.seq
+    info = await nbus.js.stream_info("CHAT")
+    assert info.state.messages == 1
+
+
+async def test_expected_subject_sequence_refuses_a_stale_writer(nbus: Bus) -> None:
+    await bus.append_event(nbus.js, _created("c2"), expected_subject_seq=0)
+    with pytest.raises(ConcurrencyConflict):
+        await bus.append_event(nbus.js, _created("c2"), expected_subject_seq=0)
+
+
+async def test_fence_on_another_subject_refuses_a_zombie(nbus: Bus) -> None:
+    def started(attempt: int) -> ReplyStarted:
+        return ReplyStarted(event_id=new_id("e"), chat_id="c3", at=schemas.now(), reply_id="r1",
+                            attempt=attempt, worker_id=f"w{attempt}", model="m")
+
+    first = await bus.append_event(nbus.js, started(1))
+    second = await bus.append_event(nbus.js, started(2))
+    done = ReplyCompleted(event_id=new_id("e"), chat_id="c3", at=schemas.now(), reply_id="r1", attempt=1,
+                          worker_id="w1", model="m", text="late", prompt_tokens=1, completion_tokens=1,
+                          finish_reason="stop")
+    fence = "chat.c3.reply.r1.started"
+    with pytest.raises(ConcurrencyConflict):
+        await bus.append_event(nbus.js, done, expected_subject_seq=first.seq, expected_subject=fence)
+    ok = await bus.append_event(nbus.js, done, expected_subject_seq=second.seq, expected_subject=fence)
+    assert not ok.duplicate
+
+
+async def test_read_all_returns_one_chat_in_order(nbus: Bus) -> None:
+    await bus.append_event(nbus.js, _created("a"))
+    await bus.append_event(nbus.js, _created("b"))
+    for i in range(5):
+        await bus.append_event(nbus.js, ChatRenamed(event_id=new_id("e"), chat_id="a", at=schemas.now(),
+                                                    title=f"t{i}", by="ann"))
+    msgs = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"])
+    titles = [getattr(schemas.decode_event(m.data), "title", None) for m in msgs]
+    assert titles == ["hi", "t0", "t1", "t2", "t3", "t4"]
+    assert [m.seq for m in msgs] == sorted(m.seq for m in msgs)
+    assert await bus.read_all(nbus.js, "CHAT", ["chat.nothing.>"]) == []
+    later = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"], start_seq=msgs[3].seq)
+    assert [m.seq for m in later] == [m.seq for m in msgs[3:]]
+
+
+async def test_pull_loop_redelivers_a_nak_and_counts_attempts(nbus: Bus) -> None:
+    spec = worker_consumer("m1", ack_wait=5)
+    await bus.append_raw(nbus.js, "chat.c.reply.r.requested.m1", b"{}", msg_id="x1")
+    attempts: list[int] = []
+    stop = asyncio.Event()
+
+    async def handle(delivery: bus.Delivery) -> None:
+        attempts.append(delivery.attempt)
+        if delivery.attempt == 1:
+            await delivery.nak()
+        else:
+            await delivery.ack()
+            stop.set()
+
+    await asyncio.wait_for(bus.pull_loop(nbus.js, spec, handle, capacity=lambda: 1, stop=stop,
+                                         fetch_timeout=0.2), 10)
+    assert attempts == [1, 2]
+
+
+class Ping(msgspec.Struct):
+    text: str
+
+
+async def test_micro_service_answers_and_reports_errors(nbus: Bus) -> None:
+    async def echo(data: bytes) -> bytes:
+        ping = msgspec.json.decode(data, type=Ping)
+        if ping.text == "boom":
+            raise bus.ServiceError("bad_request", "no booms")
+        return msgspec.json.encode(Ping(text=ping.text.upper()))
+
+    service = await bus.serve(nbus.nc, "echoer", "1.0.0", {"echo": echo})
+    try:
+        answer = await bus.call(nbus.nc, "echoer.echo", Ping(text="hi"), Ping)
+        assert answer.text == "HI"
+        with pytest.raises(bus.ServiceError) as err:
+            await bus.call(nbus.nc, "echoer.echo", Ping(text="boom"), Ping)
+        assert err.value.code == "bad_request"
+    finally:
+        await service.stop()
