@@ -54,3 +54,13 @@ def artifacts_dir() -> Path:
     """Where tests leave screenshots and logs for people to look at."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline demo text model (random weights, real tokenizer and chat template), built once."""
+    from services.llm_worker.demo_model import make_demo_model
+
+    out = tmp_path_factory.mktemp("models") / "demo-text"
+    make_demo_model(out)
+    return out

@@ -1,0 +1,40 @@
+# Two commands: `make up` runs chatbus on this machine, `make test` runs the whole suite.
+# Both set up .venv themselves on a fresh machine.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# CPU build of torch unless a GPU is present (a plain `torch` pulls a multi-GB CUDA build).
+TORCH_CPU_SPEC ?= torch==2.13.0
+TORCH_GPU_SPEC ?= torch
+
+.PHONY: up test install lint bench clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PY) -m pip install --quiet "$(TORCH_GPU_SPEC)"; \
+	else \
+		$(PY) -m pip install --quiet "$(TORCH_CPU_SPEC)"; \
+	fi
+	$(PY) -m pip install --quiet -e '.[worker,test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+up: install
+	$(VENV)/bin/chatbus up
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install lint
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

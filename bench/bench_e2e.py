@@ -1,0 +1,253 @@
+"""End-to-end benchmark: tokens/s through chatbus vs the raw engine, and live token latency vs raw NATS.
+
+    python bench/bench_e2e.py [--tokens 64] [--concurrency 1,4,16] [--latency-seconds 3]
+
+Everything runs on this machine: an embedded nats-server, the projector, the API and one worker
+as separate processes (as `chatbus up` runs them), with the offline demo model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bus  # noqa: E402
+import schemas  # noqa: E402
+from schemas.tokens import TokenDelta  # noqa: E402
+
+console = Console()
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _wait_http(url: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise TimeoutError(url)
+
+
+async def _wait_model(base: str, headers: dict[str, str], alias: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(headers=headers) as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"{base}/v1/models") as resp:
+                body = await resp.json()
+                if any(m["alias"] == alias for m in body.get("models", [])):
+                    return
+            await asyncio.sleep(0.3)
+    raise TimeoutError("worker never announced itself")
+
+
+async def chatbus_round(base: str, headers: dict[str, str], nbus: bus.Bus, concurrency: int, tokens: int) -> float:
+    """Post `concurrency` messages at once; tokens/s from the first post to the last completion."""
+    async with aiohttp.ClientSession(headers=headers) as http:
+        chat_ids = []
+        for i in range(concurrency):
+            async with http.post(f"{base}/v1/chats", json={"title": f"bench {i}", "model": "demo"}) as resp:
+                chat_ids.append((await resp.json())["chat_id"])
+        done: dict[str, int] = {}
+        finished = asyncio.Event()
+        finish_time = [0.0]
+
+        async def on_completed(msg: object) -> None:
+            event = schemas.decode_event(msg.data)  # type: ignore[attr-defined]
+            if event.chat_id in chat_ids:  # type: ignore[union-attr]
+                done[event.chat_id] = event.completion_tokens  # type: ignore[union-attr]
+                if len(done) == concurrency:
+                    finish_time[0] = time.perf_counter()
+                    finished.set()
+
+        sub = await nbus.nc.subscribe("chat.*.reply.*.completed", cb=on_completed)
+        body = {"content": "Tell me a short story about a lighthouse keeper.", "model": "demo",
+                "params": {"max_new_tokens": tokens, "ignore_eos": True}}
+        start = time.perf_counter()
+
+        async def post(chat_id: str) -> None:
+            async with http.post(f"{base}/v1/chats/{chat_id}/messages", json=body) as resp:
+                assert resp.status == 202, await resp.text()
+
+        await asyncio.gather(*(post(c) for c in chat_ids))
+        await asyncio.wait_for(finished.wait(), 600)
+        await sub.unsubscribe()
+    total = sum(done.values())
+    assert total == concurrency * tokens, f"expected {concurrency * tokens} tokens, got {total}"
+    return total / (finish_time[0] - start)
+
+
+async def ws_latency(base: str, headers: dict[str, str], nbus: bus.Bus, rate: float, seconds: float
+                     ) -> list[float]:
+    """Publish token deltas as a worker does (JetStream publish_async) and time their arrival on a WebSocket."""
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{base}/v1/chats", json={"title": "latency"}) as resp:
+            chat_id = (await resp.json())["chat_id"]
+        info = await nbus.js.stream_info("TOKENS")
+        ws_url = f"{base}/v1/chats/{chat_id}/ws?after_token_seq={info.state.last_seq}&after_chat_seq=0"
+        latencies: list[float] = []
+        count = int(rate * seconds)
+        async with http.ws_connect(ws_url) as ws:
+            await asyncio.sleep(0.5)
+
+            async def receive() -> None:
+                async for frame in ws:
+                    data = frame.json()
+                    if data.get("kind") == "tokens":
+                        sent = int(data["event"]["text"])
+                        latencies.append((time.perf_counter_ns() - sent) / 1e6)
+                        if len(latencies) >= count:
+                            return
+
+            receiver = asyncio.create_task(receive())
+            await _publish_paced(nbus, chat_id, rate, count)
+            await asyncio.wait_for(receiver, 30)
+    return latencies
+
+
+async def _publish_paced(nbus: bus.Bus, chat_id: str, rate: float, count: int) -> None:
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        delta = TokenDelta(chat_id=chat_id, reply_id="rbench", attempt=1, index=i,
+                           text=str(time.perf_counter_ns()), n_tokens=1)
+        await nbus.js.publish_async(f"tokens.{chat_id}.rbench", schemas.encode(delta),
+                                    headers={"Nats-Msg-Id": f"rbench.{chat_id}.{i}"})
+
+
+async def raw_nats_latency(nbus: bus.Bus, rate: float, seconds: float) -> list[float]:
+    """Baseline: core NATS publish -> subscribe on the same connection pair, same rate and payload."""
+    other = await bus.connect(_URL[0], name="bench-sub")
+    latencies: list[float] = []
+    count = int(rate * seconds)
+    got_all = asyncio.Event()
+
+    async def on_msg(msg: object) -> None:
+        latencies.append((time.perf_counter_ns() - int(msg.data)) / 1e6)  # type: ignore[attr-defined]
+        if len(latencies) >= count:
+            got_all.set()
+
+    await other.nc.subscribe("bench.raw", cb=on_msg)
+    await other.nc.flush()
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    for i in range(count):
+        delay = start + i * interval - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await nbus.nc.publish("bench.raw", str(time.perf_counter_ns()).encode())
+    await asyncio.wait_for(got_all.wait(), 30)
+    await other.close()
+    return latencies
+
+
+_URL: list[str] = [""]
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "wb")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env, stdout=out, stderr=out,
+                            start_new_session=True)
+
+
+async def main(args: argparse.Namespace) -> None:
+    from bench.engine_baseline import run_raw_manager
+    from services.api.identity import add_user, issue_key
+    from services.llm_worker.demo_model import make_demo_model
+    from services.llm_worker.engine import EngineConfig
+
+    levels = [int(x) for x in args.concurrency.split(",")]
+    tmp = Path(tempfile.mkdtemp(prefix="chatbus-bench-"))
+    model_dir = tmp / "model"
+    make_demo_model(model_dir)
+    raw: dict[int, float] = {}
+    for level in levels:
+        raw[level] = await asyncio.to_thread(run_raw_manager, str(model_dir), level, args.tokens, EngineConfig())
+        console.print(f"raw manager, {level} concurrent: {raw[level]:.0f} tokens/s")
+
+    server = bus.EmbeddedServer(bus.ServerConfig(store_dir=tmp / "js", credentials=bus.Credentials.generate()))
+    server.start()
+    _URL[0] = server.url_for()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        nbus = await bus.connect(_URL[0], name="bench")
+        await bus.declare_all(nbus.js)
+        await add_user(nbus.js, "bench")
+        _key_id, key = await issue_key(nbus.js, "bench")
+        headers = {"Authorization": f"Bearer {key}"}
+        port = bus.free_port()
+        env = {**os.environ, "CHATBUS_NATS_URL": _URL[0], "CHATBUS_API_PORT": str(port),
+               "CHATBUS_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        children.append(_spawn(["projector", "--db", str(tmp / "rm.duckdb")], env, tmp / "projector.log"))
+        children.append(_spawn(["api"], env, tmp / "api.log"))
+        children.append(_spawn(["worker", "--model", str(model_dir), "--alias", "demo", "--capacity",
+                                str(max(levels))], env, tmp / "worker.log"))
+        base = f"http://127.0.0.1:{port}"
+        await _wait_http(f"{base}/readyz")
+        await _wait_model(base, headers, "demo")
+        await chatbus_round(base, headers, nbus, 1, 8)  # warm-up
+        through: dict[int, float] = {}
+        for level in levels:
+            through[level] = await chatbus_round(base, headers, nbus, level, args.tokens)
+            console.print(f"chatbus, {level} concurrent: {through[level]:.0f} tokens/s")
+
+        raw_lat = await raw_nats_latency(nbus, args.rate, args.latency_seconds)
+        ws_lat = await ws_latency(base, headers, nbus, args.rate, args.latency_seconds)
+        await nbus.close()
+    finally:
+        for child in children:
+            child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        server.stop()
+
+    table = Table(title=f"chatbus end to end ({args.tokens} new tokens per reply, demo model, {os.cpu_count()} cores)")
+    for column in ("measure", "raw baseline", "chatbus", "ratio"):
+        table.add_column(column, justify="right")
+    for level in levels:
+        table.add_row(f"tokens/s, {level} concurrent chats", f"{raw[level]:.0f}", f"{through[level]:.0f}",
+                      f"{through[level] / raw[level]:.2f}")
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        r, w = _percentile(raw_lat, q), _percentile(ws_lat, q)
+        table.add_row(f"token latency {name} ms (publish -> client) @ {args.rate:.0f}/s", f"{r:.2f}", f"{w:.2f}",
+                      f"{w / r:.1f}x")
+    table.add_row("token latency median ms", f"{statistics.median(raw_lat):.2f}",
+                  f"{statistics.median(ws_lat):.2f}", "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=64, help="new tokens per reply (every reply generates all)")
+    parser.add_argument("--concurrency", default="1,4,16")
+    parser.add_argument("--rate", type=float, default=1000.0, help="token deltas per second for the latency run")
+    parser.add_argument("--latency-seconds", type=float, default=3.0)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,394 @@
+"""The `chatbus` command: the composition root, the one module that wires several services together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+import bus
+from bus import Bus, Credentials, EmbeddedServer, ServerConfig
+
+console = Console(stderr=True)
+app = typer.Typer(help="chatbus: self-hosted chatbots over an event log (NATS JetStream).", no_args_is_help=True)
+admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
+user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
+admin.add_typer(user_app, name="user")
+admin.add_typer(key_app, name="key")
+app.add_typer(admin, name="admin")
+
+ENV_VARS: tuple[tuple[str, str], ...] = (
+    ("CHATBUS_NATS_URL", "NATS server URL(s), comma-separated, credentials allowed in the URL "
+                         "(default nats://127.0.0.1:4222; `chatbus up` sets it for its children)."),
+    ("CHATBUS_DATA_DIR", "Where `chatbus up` keeps JetStream data, the read model and credentials "
+                         "(default `.data`)."),
+    ("CHATBUS_DB_PATH", "The projector's DuckDB file (default `<data dir>/readmodel.duckdb`)."),
+    ("CHATBUS_NATS_PORT", "Port of the embedded nats-server that `chatbus up` starts (default 4222)."),
+    ("CHATBUS_LOG_LEVEL", "Python log level of every service (default INFO)."),
+)
+
+NatsOption = Annotated[str, typer.Option("--nats", envvar="CHATBUS_NATS_URL", help="NATS URL (with credentials).")]
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("CHATBUS_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _data_dir(value: Path | None) -> Path:
+    return (value or Path(os.environ.get("CHATBUS_DATA_DIR", ".data"))).resolve()
+
+
+async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a service until SIGINT/SIGTERM sets its stop event."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+
+
+async def _connect(url: str, name: str) -> Bus:
+    try:
+        nbus = await bus.connect(url, name=name)
+    except Exception as exc:
+        console.print(f"[red]Cannot reach NATS at {_redact(url)}: {exc}.[/] Start it (`chatbus up`) or pass --nats.")
+        raise typer.Exit(2) from exc
+    return nbus
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+# ---------------------------------------------------------------- services
+
+
+@app.command()
+def projector(
+    nats: NatsOption = DEFAULT_NATS,
+    db: Annotated[Path | None, typer.Option(envvar="CHATBUS_DB_PATH", help="DuckDB file it owns.")] = None,
+) -> None:
+    """Run the projector: fold the log into DuckDB and answer read queries over NATS."""
+    from services.projector import run_projector
+
+    _setup_logging()
+    db_path = db or _data_dir(None) / "readmodel.duckdb"
+
+    async def main(stop: asyncio.Event) -> None:
+        nbus = await _connect(nats, "projector")
+        await bus.declare_all(nbus.js)
+        try:
+            await run_projector(nbus, db_path, stop)
+        finally:
+            await nbus.close()
+
+    asyncio.run(_until_signal(main))
+
+
+@app.command()
+def api(nats: NatsOption = DEFAULT_NATS) -> None:
+    """Run the stateless HTTP API (REST, WebSocket, SSE); configure it with CHATBUS_API_* variables."""
+    from services.api import ApiSettings, run_api
+
+    _setup_logging()
+    settings = ApiSettings.from_env()
+
+    async def main(stop: asyncio.Event) -> None:
+        nbus = await _connect(nats, "api")
+        await bus.declare_all(nbus.js)
+        try:
+            await run_api(settings, nbus, stop)
+        finally:
+            await nbus.close()
+
+    asyncio.run(_until_signal(main))
+
+
+@app.command()
+def worker(
+    model: Annotated[str | None, typer.Option(help="Local model directory or hub id.")] = None,
+    alias: Annotated[str | None, typer.Option(help="Name clients use for this model (token-safe).")] = None,
+    nats: NatsOption = DEFAULT_NATS,
+    capacity: Annotated[int | None, typer.Option(help="Replies generated at once.")] = None,
+    ack_wait: Annotated[float | None, typer.Option(help="Seconds before a silent worker's reply is redelivered.")]
+    = None,
+) -> None:
+    """Run an LLM worker: serve one model alias, generating replies with continuous batching."""
+    from services.llm_worker import WorkerSettings, run_worker
+
+    _setup_logging()
+    settings = WorkerSettings.from_env(model=model, alias=alias, capacity=capacity, ack_wait=ack_wait)
+    if not settings.model:
+        settings.model = str(_data_dir(None) / "models" / "demo-text")
+    from schemas.ids import is_valid_id
+
+    if not is_valid_id(settings.alias):
+        console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
+        raise typer.Exit(2)
+
+    async def main(stop: asyncio.Event) -> None:
+        nbus = await _connect(nats, f"worker-{settings.alias}")
+        await bus.declare_all(nbus.js)
+        try:
+            await run_worker(settings, nbus, stop)
+        finally:
+            await nbus.close()
+
+    asyncio.run(_until_signal(main))
+
+
+# ---------------------------------------------------------------- up
+
+
+def _ensure_admin_key(url: str, key_file: Path) -> str:
+    """The admin key kept in the data dir (0600); create user `admin` and the key the first time."""
+    if key_file.exists():
+        return key_file.read_text().strip()
+    from services.api.identity import add_user, issue_key
+
+    async def create() -> str:
+        nbus = await _connect(url, "up")
+        try:
+            await bus.declare_all(nbus.js)
+            with contextlib.suppress(bus.ConcurrencyConflict):
+                await add_user(nbus.js, "admin", role="admin")
+            _key_id, key = await issue_key(nbus.js, "admin", label="chatbus up")
+            return key
+        finally:
+            await nbus.close()
+
+    key = asyncio.run(create())
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key
+
+
+@app.command()
+def up(
+    data_dir: Annotated[Path | None, typer.Option(help="Where data lives (env CHATBUS_DATA_DIR).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for the worker (default: the demo model).")] = None,
+    alias: Annotated[str, typer.Option(help="Alias the worker serves.")] = "demo",
+    port: Annotated[int, typer.Option(envvar="CHATBUS_API_PORT", help="HTTP port of the API.")] = 8080,
+    nats_port: Annotated[int, typer.Option(envvar="CHATBUS_NATS_PORT", help="Embedded NATS port.")] = 4222,
+) -> None:
+    """Start everything on this machine: embedded NATS, projector, API and one worker. Ctrl-C stops it."""
+    _setup_logging()
+    root = _data_dir(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(model) if model else root / "models" / "demo-text"
+    if model is None and not (model_dir / "config.json").exists():
+        console.print("Building the demo model (random weights, not an assistant) ...")
+        from services.llm_worker.demo_model import make_demo_model
+
+        make_demo_model(model_dir)
+    creds = Credentials.load_or_create(root / "nats.creds")
+    server = EmbeddedServer(ServerConfig(store_dir=root / "jetstream", credentials=creds, port=nats_port),
+                            log_path=root / "nats-server.log")
+    try:
+        server.start()
+    except bus.ServerStartError as exc:
+        console.print(f"[red]{exc}[/] Is another `chatbus up` running, or is port {nats_port} taken? "
+                      "Try --nats-port.")
+        raise typer.Exit(2) from exc
+    url = server.url_for()
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        key = _ensure_admin_key(url, root / "admin.key")
+        env = {**os.environ, "CHATBUS_NATS_URL": url, "CHATBUS_DATA_DIR": str(root),
+               "CHATBUS_API_PORT": str(port)}
+        exe = [sys.executable, "-m", "services.cli"]
+        children.append(subprocess.Popen([*exe, "projector", "--db", str(root / "readmodel.duckdb")], env=env))
+        children.append(subprocess.Popen([*exe, "api"], env=env))
+        children.append(subprocess.Popen([*exe, "worker", "--model", str(model_dir), "--alias", alias], env=env))
+        console.print(f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/  (API under /v1)")
+        console.print(f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)")
+        console.print(f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n")
+        _wait_for_children(children)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        server.stop()
+        console.print("chatbus stopped; data kept in", root)
+
+
+def _wait_for_children(children: list[subprocess.Popen[bytes]]) -> None:
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                console.print(f"[red]{' '.join(map(str, child.args))} exited with {child.returncode}[/]")
+                return
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------- admin
+
+
+def _run_admin(url: str, action: Callable[[Bus], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        nbus = await _connect(url, "admin")
+        try:
+            await bus.declare_all(nbus.js)
+            return await action(nbus)
+        finally:
+            await nbus.close()
+
+    return asyncio.run(main())
+
+
+@admin.command("init")
+def admin_init(nats: NatsOption = DEFAULT_NATS, replicas: int = 1) -> None:
+    """Declare every stream and KV bucket (idempotent; use --replicas 3 on a cluster)."""
+
+    async def action(nbus: Bus) -> None:
+        await bus.declare_all(nbus.js, replicas=replicas)
+
+    _run_admin(nats, action)
+    console.print("streams and buckets declared")
+
+
+@admin.command("make-demo-model")
+def admin_make_demo_model(
+    out: Annotated[Path | None, typer.Option(help="Output directory (default <data dir>/models/demo-text).")]
+    = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+) -> None:
+    """Build the offline demo model: random weights, a real tokenizer and chat template. Not an assistant."""
+    from services.llm_worker.demo_model import make_demo_model
+
+    target = out or _data_dir(None) / "models" / "demo-text"
+    if (target / "config.json").exists() and not force:
+        console.print(f"{target} exists (use --force to rebuild)")
+        return
+    with console.status("building the demo model ..."):
+        make_demo_model(target)
+    console.print(f"demo model written to {target}")
+
+
+@user_app.command("add")
+def user_add(
+    user_id: Annotated[str, typer.Argument(help="Login name: lowercase letters, digits, _ and -.")],
+    role: Annotated[str, typer.Option(help="admin or user.")] = "user",
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Create a user account."""
+    from services.api.identity import add_user
+
+    if role not in ("admin", "user"):
+        console.print("[red]--role must be admin or user[/]")
+        raise typer.Exit(2)
+
+    async def action(nbus: Bus) -> None:
+        await add_user(nbus.js, user_id, role=role)
+
+    try:
+        _run_admin(nats, action)
+    except bus.ConcurrencyConflict as exc:
+        console.print(f"[red]user {user_id} already exists[/]")
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    console.print(f"user {user_id} ({role}) created; issue a key with `chatbus admin key issue {user_id}`")
+
+
+@key_app.command("issue")
+def key_issue(
+    user_id: Annotated[str, typer.Argument(help="The user the key acts as.")],
+    label: Annotated[str, typer.Option(help="A note to recognise the key by.")] = "",
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Issue an API key; it is printed once and only its hash is stored."""
+    from services.api.identity import issue_key
+
+    async def action(nbus: Bus) -> tuple[str, str]:
+        return await issue_key(nbus.js, user_id, label=label)
+
+    try:
+        key_id, key = _run_admin(nats, action)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/] Create the user first: `chatbus admin user add {user_id}`.")
+        raise typer.Exit(2) from exc
+    console.print(f"key id {key_id} (revoke with `chatbus admin key revoke {key_id}`)")
+    typer.echo(key)
+
+
+@key_app.command("revoke")
+def key_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key id printed when it was issued.")],
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Revoke an API key: it stops working at once on every API replica."""
+    from services.api.identity import revoke_key
+
+    async def action(nbus: Bus) -> None:
+        await revoke_key(nbus.js, key_id)
+
+    try:
+        _run_admin(nats, action)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    console.print(f"key {key_id} revoked")
+
+
+@admin.command("replay")
+def admin_replay(
+    out: Annotated[Path, typer.Option(help="New DuckDB file to build (must not exist).")],
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Rebuild the read model from the whole log into a fresh DuckDB file, with a progress bar."""
+    from services.projector import replay
+
+    if out.exists():
+        console.print(f"[red]{out} exists[/]: replay builds a fresh file; choose another --out.")
+        raise typer.Exit(2)
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("replay", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        async def action(nbus: Bus) -> Any:
+            return await replay(nbus, out, on_progress=on_progress)
+
+        summary = _run_admin(nats, action)
+    console.print(f"replayed into {out}: {summary}")
+
+
+def main() -> None:
+    """Entry point of the `chatbus` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,24 @@
+"""Start a worker: load the model into an engine, then serve the bus until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bus import Bus
+from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+from services.llm_worker.settings import WorkerSettings
+from services.llm_worker.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(settings: WorkerSettings, nbus: Bus, stop: asyncio.Event,
+                     engine_config: EngineConfig | None = None) -> None:
+    """Load `settings.model` (off the event loop) and serve its alias until `stop` is set."""
+    log.info("loading %s as %s", settings.model, settings.alias)
+    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model,
+                                     engine_config or EngineConfig())
+    worker = Worker(settings, nbus, engine, engine.tokenizer)
+    log.info("worker %s serves %s", settings.worker_id, settings.alias)
+    await worker.run(stop)

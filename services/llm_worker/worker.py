@@ -1,0 +1,235 @@
+"""The bus-facing loop: pull reply requests, drive the engine, stream tokens, end each reply once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+import bus
+import schemas
+from bus import Bus, ConcurrencyConflict, Delivery
+from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyStarted, reply_subject
+from schemas.ids import new_id
+from schemas.presence import WorkerPresence, presence_key
+from schemas.streams import CHAT, WORKERS_KV, worker_consumer
+from schemas.tokens import TokenDelta, tokens_subject
+from services.llm_worker.context import build_messages, context_subjects
+from services.llm_worker.engine import Engine, EngineOutput, GenerationParams, IncrementalDecoder
+from services.llm_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+_request_decoder = msgspec.json.Decoder(ReplyRequested)
+
+
+@dataclass
+class ActiveReply:
+    """A reply this worker is generating now."""
+
+    request: ReplyRequested
+    delivery: Delivery
+    engine_id: str
+    outputs: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
+
+
+class Worker:
+    """One worker process: serves one model alias through one engine."""
+
+    def __init__(self, settings: WorkerSettings, nbus: Bus, engine: Engine, tokenizer: Any) -> None:
+        self.settings = settings
+        self.bus = nbus
+        self.engine = engine
+        self.tokenizer = tokenizer
+        self.active: dict[str, ActiveReply] = {}
+        self.started_at = schemas.now()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def free_capacity(self) -> int:
+        """How many more replies the engine takes now."""
+        return self.settings.capacity - len(self.active)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop`; then hand unfinished replies back for another worker."""
+        self._loop = asyncio.get_running_loop()
+        self.engine.start()
+        spec = worker_consumer(self.settings.alias, self.settings.ack_wait, self.settings.max_deliver)
+        cancel_sub = await self.bus.nc.subscribe("chat.*.reply.*.cancelled", cb=self._on_cancel)
+        kv = await self.bus.js.key_value(WORKERS_KV.bucket)
+        await self._heartbeat(kv)
+        tasks = [
+            asyncio.create_task(self._heartbeats(kv, stop)),
+            asyncio.create_task(self._keep_alive(stop)),
+        ]
+        try:
+            await bus.pull_loop(self.bus.js, spec, self._handle, capacity=self.free_capacity, stop=stop)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await cancel_sub.unsubscribe()
+            for reply in list(self.active.values()):
+                self.engine.cancel(reply.engine_id)
+                with contextlib.suppress(Exception):
+                    await reply.delivery.nak()
+            with contextlib.suppress(Exception):
+                await kv.delete(presence_key(self.settings.alias, self.settings.worker_id))
+            self.engine.stop()
+
+    async def _heartbeat(self, kv: Any) -> None:
+        presence = WorkerPresence(
+            worker_id=self.settings.worker_id,
+            alias=self.settings.alias,
+            model=self.settings.model,
+            host=self.settings.host,
+            active=len(self.active),
+            capacity=self.settings.capacity,
+            started_at=self.started_at,
+            heartbeat_at=schemas.now(),
+        )
+        await kv.put(presence_key(self.settings.alias, self.settings.worker_id), schemas.encode(presence))
+
+    async def _heartbeats(self, kv: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await asyncio.sleep(self.settings.heartbeat_every)
+            try:
+                await self._heartbeat(kv)
+            except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep beating
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _keep_alive(self, stop: asyncio.Event) -> None:
+        """Tell JetStream the active requests are still being worked on, well inside ack_wait."""
+        while not stop.is_set():
+            await asyncio.sleep(max(self.settings.ack_wait / 3, 0.2))
+            for reply in list(self.active.values()):
+                with contextlib.suppress(Exception):
+                    await reply.delivery.in_progress()
+
+    async def _on_cancel(self, msg: Any) -> None:
+        reply_id = msg.subject.split(".")[3]
+        reply = self.active.get(reply_id)
+        if reply is not None:
+            self.engine.cancel(reply.engine_id)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            request = _request_decoder.decode(delivery.data)
+        except msgspec.DecodeError as exc:
+            log.error("unreadable reply request at seq %s: %s", delivery.stream_seq, exc)
+            await delivery.term()
+            return
+        try:
+            await self._serve(request, delivery)
+        except Exception:
+            log.exception("reply %s failed in the worker; handing it back", request.reply_id)
+            self.active.pop(request.reply_id, None)
+            with contextlib.suppress(Exception):
+                await delivery.nak(delay=1.0)
+
+    async def _serve(self, request: ReplyRequested, delivery: Delivery) -> None:
+        js = self.bus.js
+        chat_id, reply_id, attempt = request.chat_id, request.reply_id, delivery.attempt
+        last = await bus.last_msg(js, CHAT.name, f"chat.{chat_id}.reply.{reply_id}.>")
+        if last is not None and last.subject.endswith((".completed", ".failed")):
+            await delivery.ack()  # already ended (we died between appending the end and acking)
+            return
+        started = ReplyStarted(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=reply_id,
+                               attempt=attempt, worker_id=self.settings.worker_id, model=self.settings.alias)
+        fence = (await bus.append_event(js, started, msg_id=f"{reply_id}.started.{attempt}")).seq
+        began = time.monotonic()
+        queue_ms = max((started.at - request.at).total_seconds() * 1000.0, 0.0)
+        reply = ActiveReply(request=request, delivery=delivery, engine_id=f"{reply_id}.{attempt}")
+        self.active[reply_id] = reply
+        try:
+            if await bus.last_msg(js, CHAT.name, reply_subject(chat_id, reply_id, "cancelled")) is not None:
+                end: ReplyCompleted | ReplyFailed = self._completed(request, attempt, "", 0, 0, "cancelled",
+                                                                     queue_ms, 0.0, 0.0)
+            else:
+                end = await self._generate(reply, attempt, began, queue_ms)
+        finally:
+            self.active.pop(reply_id, None)
+        await self._finish(end, fence, delivery)
+
+    async def _generate(self, reply: ActiveReply, attempt: int, began: float, queue_ms: float
+                        ) -> ReplyCompleted | ReplyFailed:
+        request = reply.request
+        stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
+        messages = build_messages(request, (schemas.decode_event(m.data) for m in stored))
+        prompt_ids = self.engine.build_prompt(messages)  # type: ignore[attr-defined]
+        p = request.params
+        params = GenerationParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
+                                  top_k=p.top_k, ignore_eos=p.ignore_eos)
+        loop = asyncio.get_running_loop()
+        self.engine.submit(reply.engine_id, prompt_ids, params,
+                           lambda out: loop.call_soon_threadsafe(reply.outputs.put_nowait, out))
+        decoder = IncrementalDecoder(self.tokenizer)
+        subject = tokens_subject(request.chat_id, request.reply_id)
+        text_parts: list[str] = []
+        pending_text: list[str] = []
+        pending_tokens = 0
+        index = 0
+        last_flush = time.monotonic()
+        first_token_ms = 0.0
+        acks: list[asyncio.Future[Any]] = []
+        while True:
+            out = await reply.outputs.get()
+            if out.new_token_ids:
+                if not first_token_ms:
+                    first_token_ms = (time.monotonic() - began) * 1000.0
+                piece = decoder.push(out.new_token_ids)
+                pending_tokens += len(out.new_token_ids)
+                if piece:
+                    pending_text.append(piece)
+            if out.finished:
+                tail = decoder.flush()
+                if tail:
+                    pending_text.append(tail)
+            now = time.monotonic()
+            due = pending_tokens >= self.settings.coalesce_tokens or now - last_flush >= self.settings.coalesce_seconds
+            if pending_tokens and (due or out.finished):
+                text = "".join(pending_text)
+                delta = TokenDelta(chat_id=request.chat_id, reply_id=request.reply_id, attempt=attempt,
+                                   index=index, text=text, n_tokens=pending_tokens)
+                acks.append(await self.bus.js.publish_async(
+                    subject, schemas.encode(delta), headers={"Nats-Msg-Id": f"{request.reply_id}.{attempt}.{index}"}
+                ))
+                text_parts.append(text)
+                index += 1
+                pending_text, pending_tokens, last_flush = [], 0, now
+            if out.finished:
+                break
+        if acks:
+            await asyncio.gather(*acks, return_exceptions=True)  # deltas land before the end event
+        generation_ms = (time.monotonic() - began) * 1000.0
+        if out.finish_reason == "error":
+            return ReplyFailed(event_id=new_id("e"), chat_id=request.chat_id, at=schemas.now(),
+                               reply_id=request.reply_id, attempt=attempt, worker_id=self.settings.worker_id,
+                               error=out.error or "generation failed")
+        return self._completed(request, attempt, "".join(text_parts), out.prompt_tokens, out.completion_tokens,
+                               out.finish_reason or "stop", queue_ms, first_token_ms, generation_ms)
+
+    def _completed(self, request: ReplyRequested, attempt: int, text: str, prompt_tokens: int,
+                   completion_tokens: int, finish_reason: str, queue_ms: float, first_token_ms: float,
+                   generation_ms: float) -> ReplyCompleted:
+        return ReplyCompleted(
+            event_id=new_id("e"), chat_id=request.chat_id, at=schemas.now(), reply_id=request.reply_id,
+            attempt=attempt, worker_id=self.settings.worker_id, model=self.settings.alias, text=text,
+            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            finish_reason=finish_reason,  # type: ignore[arg-type]
+            queue_ms=queue_ms, first_token_ms=first_token_ms, generation_ms=generation_ms,
+        )
+
+    async def _finish(self, end: ReplyCompleted | ReplyFailed, fence: int, delivery: Delivery) -> None:
+        """Append the one end event, fenced by our `started` sequence; a zombie's result is refused."""
+        started_subject = reply_subject(end.chat_id, end.reply_id, "started")
+        try:
+            await bus.append_event(self.bus.js, end, msg_id=f"{end.reply_id}.end",
+                                   expected_subject_seq=fence, expected_subject=started_subject)
+        except ConcurrencyConflict:
+            # A later attempt owns this reply now; its worker acks the request, we must not.
+            log.warning("reply %s attempt %s was superseded; dropping its result", end.reply_id, end.attempt)
+            return
+        await delivery.ack()

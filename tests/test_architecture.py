@@ -1,0 +1,99 @@
+"""The rules of DESIGN.md that code can break: import boundaries and the event catalogue."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import msgspec
+import pytest
+
+import schemas
+
+ROOT = Path(__file__).parent.parent
+PROJECT_PACKAGES = {"schemas", "bus", "services"}
+SERVICES = ["api", "llm_worker", "projector", "image_store"]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _files(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def test_schemas_imports_no_project_package() -> None:
+    for path in _files("schemas"):
+        for name in _imports(path):
+            top = name.split(".")[0]
+            assert top not in {"bus", "services"}, f"{path} imports {name}"
+            assert top in {"schemas", "msgspec", "__future__"} or top in _stdlib(), f"{path} imports {name}"
+
+
+def _stdlib() -> set[str]:
+    import sys
+
+    return set(sys.stdlib_module_names)
+
+
+def test_bus_imports_only_schemas() -> None:
+    for path in _files("bus"):
+        for name in _imports(path):
+            assert not name.startswith("services"), f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_never_imports_another(service: str) -> None:
+    others = [s for s in SERVICES if s != service]
+    for path in _files(f"services/{service}"):
+        for name in _imports(path):
+            for other in others:
+                assert not name.startswith(f"services.{other}"), f"{path} imports {name}"
+            assert name != "services.cli", f"{path} imports the CLI"
+
+
+def test_heavy_libraries_stay_in_their_service() -> None:
+    owners = {"torch": "services/llm_worker", "transformers": "services/llm_worker",
+              "accelerate": "services/llm_worker", "duckdb": "services/projector", "nats": "bus"}
+    for package in ("schemas", "bus", "services"):
+        for path in _files(package):
+            rel = path.relative_to(ROOT).as_posix()
+            for name in _imports(path):
+                top = name.split(".")[0]
+                if top in owners:
+                    assert rel.startswith(owners[top]), f"{rel} imports {top}, owned by {owners[top]}"
+
+
+@pytest.mark.parametrize("event_type", schemas.EVENT_TYPES, ids=lambda t: t.__name__)
+def test_every_event_has_a_docstring_a_subject_and_a_stable_tag(event_type: type) -> None:
+    doc = inspect.getdoc(event_type) or ""
+    assert "Subject `" in doc, f"{event_type.__name__} docstring must name its subject"
+    info = msgspec.inspect.type_info(event_type)
+    assert isinstance(info, msgspec.inspect.StructType)
+    assert isinstance(info.tag, str) and "." in info.tag and "schemas" not in info.tag
+    assert info.tag_field == "type"
+    assert event_type.__struct_config__.frozen
+    assert not event_type.__struct_config__.forbid_unknown_fields, "old readers must skip new fields"
+
+
+def test_event_tags_are_unique() -> None:
+    tags = [msgspec.inspect.type_info(t).tag for t in schemas.EVENT_TYPES]  # type: ignore[attr-defined]
+    assert len(tags) == len(set(tags))
+
+
+def test_api_request_bodies_refuse_unknown_fields() -> None:
+    from schemas import api
+
+    requests = [v for k, v in vars(api).items() if k.endswith("Request") and isinstance(v, type)]
+    assert requests
+    for body in requests:
+        assert body.__struct_config__.forbid_unknown_fields, body.__name__

@@ -1,0 +1,140 @@
+"""The worker loop against a real nats-server and the demo model (no API): stream, end once, cancel, fence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import bus
+import schemas
+from bus import Bus
+from schemas.chat import ChatCreated, MessagePosted, ReplyCancelled, ReplyCompleted, ReplyRequested, ReplyStarted
+from schemas.ids import new_id
+from schemas.sampling import SamplingParams
+from schemas.tokens import TokenDelta
+from services.llm_worker import WorkerSettings
+from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+from services.llm_worker.worker import Worker
+
+
+@pytest.fixture(scope="module")
+def engine_factory(demo_model_dir: Path):  # type: ignore[no-untyped-def]
+    def make() -> ContinuousBatchingEngine:
+        return ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig())
+
+    return make
+
+
+@pytest.fixture
+async def worker(nbus: Bus, engine_factory, demo_model_dir: Path) -> AsyncIterator[Worker]:  # type: ignore[no-untyped-def]
+    engine = await asyncio.to_thread(engine_factory)
+    settings = WorkerSettings(model=str(demo_model_dir), alias="demo", capacity=8, ack_wait=5.0)
+    w = Worker(settings, nbus, engine, engine.tokenizer)
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    yield w
+    stop.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 20)
+
+
+async def post(nbus: Bus, chat_id: str, text: str, params: SamplingParams) -> ReplyRequested:
+    """Append what the API appends for a new message: the message, then the reply request."""
+    now = schemas.now()
+    with contextlib.suppress(bus.ConcurrencyConflict):
+        await bus.append_event(nbus.js, ChatCreated(event_id=new_id("e"), chat_id=chat_id, at=now, owner_id="ann",
+                                                    title="t", model="demo", system_prompt="Be brief."),
+                               expected_subject_seq=0)
+    message = MessagePosted(event_id=new_id("e"), chat_id=chat_id, at=now, message_id=new_id("m"),
+                            author_id="ann", content=text)
+    await bus.append_event(nbus.js, message)
+    request = ReplyRequested(event_id=new_id("e"), chat_id=chat_id, at=now, reply_id=new_id("r"),
+                             message_id=message.message_id, model="demo", params=params,
+                             context=[message.message_id], requested_by="ann")
+    await bus.append_event(nbus.js, request)
+    return request
+
+
+async def wait_end(nbus: Bus, chat_id: str, reply_id: str, timeout: float = 60) -> ReplyCompleted:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        last = await bus.last_msg(nbus.js, "CHAT", f"chat.{chat_id}.reply.{reply_id}.completed")
+        if last is not None:
+            event = schemas.decode_event(last.data)
+            assert isinstance(event, ReplyCompleted)
+            return event
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"reply {reply_id} never completed")
+
+
+async def test_a_reply_streams_tokens_and_completes_once(nbus: Bus, worker: Worker) -> None:
+    request = await post(nbus, "c1", "Hello there", SamplingParams(max_new_tokens=24, ignore_eos=True))
+    done = await wait_end(nbus, "c1", request.reply_id)
+    assert done.completion_tokens == 24 and done.finish_reason == "length"
+    assert done.prompt_tokens > 3
+    deltas = [schemas.decode_event(m.data) for m in await bus.read_all(nbus.js, "TOKENS", ["tokens.c1.>"])]
+    assert all(isinstance(d, TokenDelta) for d in deltas)
+    assert [d.index for d in deltas] == list(range(len(deltas)))  # type: ignore[union-attr]
+    assert sum(d.n_tokens for d in deltas) == 24  # type: ignore[union-attr]
+    assert "".join(d.text for d in deltas) == done.text  # type: ignore[union-attr]
+    ends = await bus.read_all(nbus.js, "CHAT", [f"chat.c1.reply.{request.reply_id}.>"])
+    kinds = [m.subject.rsplit(".", 1)[-1] for m in ends]
+    assert kinds == ["demo", "started", "completed"]
+    await asyncio.sleep(0.2)
+    info = await nbus.js.consumer_info("CHAT", "worker-demo")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_two_chats_share_the_batch(nbus: Bus, worker: Worker) -> None:
+    params = SamplingParams(max_new_tokens=40, ignore_eos=True)
+    first = await post(nbus, "ca", "One", params)
+    second = await post(nbus, "cb", "Two", params)
+    a = await wait_end(nbus, "ca", first.reply_id)
+    b = await wait_end(nbus, "cb", second.reply_id)
+    # Both were generating at the same time: each started before the other finished.
+    starts = {}
+    for chat_id, req in (("ca", first), ("cb", second)):
+        msg = await bus.last_msg(nbus.js, "CHAT", f"chat.{chat_id}.reply.{req.reply_id}.started")
+        assert msg is not None
+        starts[chat_id] = schemas.decode_event(msg.data).at  # type: ignore[union-attr]
+    assert starts["ca"] < b.at and starts["cb"] < a.at
+    tokens = await bus.read_all(nbus.js, "TOKENS", ["tokens.ca.>", "tokens.cb.>"])
+    order = [m.subject.split(".")[1] for m in tokens]
+    switches = sum(1 for x, y in zip(order, order[1:], strict=False) if x != y)
+    assert switches >= 2, f"token deltas did not interleave: {order}"
+
+
+async def test_cancel_stops_a_reply_early(nbus: Bus, worker: Worker) -> None:
+    request = await post(nbus, "cc", "Go on", SamplingParams(max_new_tokens=2000, ignore_eos=True))
+    for _ in range(400):
+        if await bus.last_msg(nbus.js, "TOKENS", f"tokens.cc.{request.reply_id}") is not None:
+            break
+        await asyncio.sleep(0.02)
+    await bus.append_event(nbus.js, ReplyCancelled(event_id=new_id("e"), chat_id="cc", at=schemas.now(),
+                                                   reply_id=request.reply_id, by="ann"))
+    done = await wait_end(nbus, "cc", request.reply_id, timeout=20)
+    assert done.finish_reason == "cancelled"
+    assert 0 < done.completion_tokens < 2000
+
+
+async def test_a_zombie_result_is_fenced(nbus: Bus, worker: Worker) -> None:
+    """A later attempt's `started` makes the earlier attempt's end event conflict; only one end lands."""
+    request = await post(nbus, "cz", "Hi", SamplingParams(max_new_tokens=300, ignore_eos=True))
+    for _ in range(400):
+        if await bus.last_msg(nbus.js, "CHAT", f"chat.cz.reply.{request.reply_id}.started") is not None:
+            break
+        await asyncio.sleep(0.02)
+    # Another worker takes over (as after a redelivery): its `started` supersedes ours.
+    await bus.append_event(nbus.js, ReplyStarted(event_id=new_id("e"), chat_id="cz", at=schemas.now(),
+                                                 reply_id=request.reply_id, attempt=2, worker_id="other",
+                                                 model="demo"))
+    await asyncio.sleep(0.1)
+    for _ in range(300):
+        if not worker.active:
+            break
+        await asyncio.sleep(0.05)
+    assert await bus.last_msg(nbus.js, "CHAT", f"chat.cz.reply.{request.reply_id}.completed") is None
