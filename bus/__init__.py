@@ -1,6 +1,9 @@
 """The only package that imports nats: connection, embedded server, streams, appends, consumers, services."""
 
+from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
+
 from bus.append import Appended, append_event, append_raw
+from bus.bulk_reader import BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
@@ -12,12 +15,15 @@ from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nat
 __all__ = [
     "Appended",
     "Bus",
+    "BulkReader",
+    "BulkReaderError",
     "BusError",
     "ConcurrencyConflict",
     "Credentials",
     "Delivery",
     "EmbeddedServer",
     "Follower",
+    "JetStream",
     "NotFound",
     "ServerConfig",
     "ServerStartError",

@@ -25,9 +25,7 @@ class Appended:
     duplicate: bool
 
 
-def _headers(
-    msg_id: str, expected_subject_seq: int | None, expected_subject: str | None
-) -> dict[str, str]:
+def _headers(msg_id: str, expected_subject_seq: int | None, expected_subject: str | None) -> dict[str, str]:
     headers = {"Nats-Msg-Id": msg_id}
     if expected_subject_seq is not None:
         headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_subject_seq)
@@ -53,7 +51,10 @@ async def append_raw(
     """
     try:
         ack = await js.publish(
-            subject, payload, timeout=timeout, headers=_headers(msg_id, expected_subject_seq, expected_subject)
+            subject,
+            payload,
+            timeout=timeout,
+            headers=_headers(msg_id, expected_subject_seq, expected_subject),
         )
     except APIError as exc:
         if exc.err_code in _CONFLICT_CODES:

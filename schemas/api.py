@@ -73,3 +73,19 @@ class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
 
     error: str
     message: str
+
+
+class ChatCreatedResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """201 answer to POST /v1/chats: the new chat and the CHAT sequence of its creation."""
+
+    chat_id: str
+    owner_id: str
+    title: str
+    model: str
+    seq: int
+
+
+class StatusResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /healthz and /readyz when all is well."""
+
+    status: str

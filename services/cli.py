@@ -22,7 +22,9 @@ import bus
 from bus import Bus, Credentials, EmbeddedServer, ServerConfig
 
 console = Console(stderr=True)
-app = typer.Typer(help="chatbus: self-hosted chatbots over an event log (NATS JetStream).", no_args_is_help=True)
+app = typer.Typer(
+    help="chatbus: self-hosted chatbots over an event log (NATS JetStream).", no_args_is_help=True
+)
 admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
@@ -31,16 +33,23 @@ admin.add_typer(key_app, name="key")
 app.add_typer(admin, name="admin")
 
 ENV_VARS: tuple[tuple[str, str], ...] = (
-    ("CHATBUS_NATS_URL", "NATS server URL(s), comma-separated, credentials allowed in the URL "
-                         "(default nats://127.0.0.1:4222; `chatbus up` sets it for its children)."),
-    ("CHATBUS_DATA_DIR", "Where `chatbus up` keeps JetStream data, the read model and credentials "
-                         "(default `.data`)."),
+    (
+        "CHATBUS_NATS_URL",
+        "NATS server URL(s), comma-separated, credentials allowed in the URL "
+        "(default nats://127.0.0.1:4222; `chatbus up` sets it for its children).",
+    ),
+    (
+        "CHATBUS_DATA_DIR",
+        "Where `chatbus up` keeps JetStream data, the read model and credentials (default `.data`).",
+    ),
     ("CHATBUS_DB_PATH", "The projector's DuckDB file (default `<data dir>/readmodel.duckdb`)."),
     ("CHATBUS_NATS_PORT", "Port of the embedded nats-server that `chatbus up` starts (default 4222)."),
     ("CHATBUS_LOG_LEVEL", "Python log level of every service (default INFO)."),
 )
 
-NatsOption = Annotated[str, typer.Option("--nats", envvar="CHATBUS_NATS_URL", help="NATS URL (with credentials).")]
+NatsOption = Annotated[
+    str, typer.Option("--nats", envvar="CHATBUS_NATS_URL", help="NATS URL (with credentials).")
+]
 DEFAULT_NATS = "nats://127.0.0.1:4222"
 
 
@@ -68,7 +77,9 @@ async def _connect(url: str, name: str) -> Bus:
     try:
         nbus = await bus.connect(url, name=name)
     except Exception as exc:
-        console.print(f"[red]Cannot reach NATS at {_redact(url)}: {exc}.[/] Start it (`chatbus up`) or pass --nats.")
+        console.print(
+            f"[red]Cannot reach NATS at {_redact(url)}: {exc}.[/] Start it (`chatbus up`) or pass --nats."
+        )
         raise typer.Exit(2) from exc
     return nbus
 
@@ -130,8 +141,9 @@ def worker(
     alias: Annotated[str | None, typer.Option(help="Name clients use for this model (token-safe).")] = None,
     nats: NatsOption = DEFAULT_NATS,
     capacity: Annotated[int | None, typer.Option(help="Replies generated at once.")] = None,
-    ack_wait: Annotated[float | None, typer.Option(help="Seconds before a silent worker's reply is redelivered.")]
-    = None,
+    ack_wait: Annotated[
+        float | None, typer.Option(help="Seconds before a silent worker's reply is redelivered.")
+    ] = None,
 ) -> None:
     """Run an LLM worker: serve one model alias, generating replies with continuous batching."""
     from services.llm_worker import WorkerSettings, run_worker
@@ -203,27 +215,41 @@ def up(
 
         make_demo_model(model_dir)
     creds = Credentials.load_or_create(root / "nats.creds")
-    server = EmbeddedServer(ServerConfig(store_dir=root / "jetstream", credentials=creds, port=nats_port),
-                            log_path=root / "nats-server.log")
+    server = EmbeddedServer(
+        ServerConfig(store_dir=root / "jetstream", credentials=creds, port=nats_port),
+        log_path=root / "nats-server.log",
+    )
     try:
         server.start()
     except bus.ServerStartError as exc:
-        console.print(f"[red]{exc}[/] Is another `chatbus up` running, or is port {nats_port} taken? "
-                      "Try --nats-port.")
+        console.print(
+            f"[red]{exc}[/] Is another `chatbus up` running, or is port {nats_port} taken? Try --nats-port."
+        )
         raise typer.Exit(2) from exc
     url = server.url_for()
     children: list[subprocess.Popen[bytes]] = []
     try:
         key = _ensure_admin_key(url, root / "admin.key")
-        env = {**os.environ, "CHATBUS_NATS_URL": url, "CHATBUS_DATA_DIR": str(root),
-               "CHATBUS_API_PORT": str(port)}
+        env = {
+            "CHATBUS_DEFAULT_MODEL": alias,
+            **os.environ,
+            "CHATBUS_NATS_URL": url,
+            "CHATBUS_DATA_DIR": str(root),
+            "CHATBUS_API_PORT": str(port),
+        }
         exe = [sys.executable, "-m", "services.cli"]
-        children.append(subprocess.Popen([*exe, "projector", "--db", str(root / "readmodel.duckdb")], env=env))
+        children.append(
+            subprocess.Popen([*exe, "projector", "--db", str(root / "readmodel.duckdb")], env=env)
+        )
         children.append(subprocess.Popen([*exe, "api"], env=env))
-        children.append(subprocess.Popen([*exe, "worker", "--model", str(model_dir), "--alias", alias], env=env))
+        children.append(
+            subprocess.Popen([*exe, "worker", "--model", str(model_dir), "--alias", alias], env=env)
+        )
         console.print(f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/  (API under /v1)")
         console.print(f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)")
-        console.print(f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n")
+        console.print(
+            f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n"
+        )
         _wait_for_children(children)
     except KeyboardInterrupt:
         pass
@@ -265,7 +291,10 @@ def _run_admin(url: str, action: Callable[[Bus], Awaitable[Any]]) -> Any:
 
 
 @admin.command("init")
-def admin_init(nats: NatsOption = DEFAULT_NATS, replicas: int = 1) -> None:
+def admin_init(
+    nats: NatsOption = DEFAULT_NATS,
+    replicas: Annotated[int, typer.Option(help="Stream replicas: 1 on one server, 3 on a cluster.")] = 1,
+) -> None:
     """Declare every stream and KV bucket (idempotent; use --replicas 3 on a cluster)."""
 
     async def action(nbus: Bus) -> None:
@@ -277,8 +306,9 @@ def admin_init(nats: NatsOption = DEFAULT_NATS, replicas: int = 1) -> None:
 
 @admin.command("make-demo-model")
 def admin_make_demo_model(
-    out: Annotated[Path | None, typer.Option(help="Output directory (default <data dir>/models/demo-text).")]
-    = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default <data dir>/models/demo-text).")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
 ) -> None:
     """Build the offline demo model: random weights, a real tokenizer and chat template. Not an assistant."""

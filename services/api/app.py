@@ -1,0 +1,70 @@
+"""The aiohttp application: middlewares, the route table, shared resources, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiohttp import WSCloseCode, web
+
+import bus
+from services.api.auth import auth_middleware
+from services.api.errors import error_middleware
+from services.api.keys import BUS, CLOSING, OPENAPI, PUBLIC_ROUTES, SETTINGS, SOCKETS
+from services.api.openapi import build_openapi
+from services.api.routes import ROUTES
+from services.api.settings import ApiSettings
+
+log = logging.getLogger(__name__)
+SHUTDOWN_TIMEOUT = 5.0
+
+
+async def _live_connections(app: web.Application) -> AsyncIterator[None]:
+    """Track open WebSockets and SSE streams for the app's lifetime; none may outlive it."""
+    app[SOCKETS] = weakref.WeakSet()
+    app[CLOSING] = asyncio.Event()
+    yield
+    await _close_live(app)
+
+
+async def _close_live(app: web.Application) -> None:
+    """Tell SSE streams to end and close every WebSocket with 1001 GOING_AWAY."""
+    app[CLOSING].set()
+    registry = app[SOCKETS]
+    sockets = list(registry)
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in sockets),
+        return_exceptions=True,
+    )
+
+
+def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
+    """The API application over an open bus (the caller owns and closes the bus)."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware]
+    )
+    app[SETTINGS] = settings
+    app[BUS] = nbus
+    app[PUBLIC_ROUTES] = frozenset(route.name for route in ROUTES if route.public)
+    app[OPENAPI] = msgspec.json.encode(build_openapi(ROUTES))
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler, name=route.name)
+    app.cleanup_ctx.append(_live_connections)
+    app.on_shutdown.append(_close_live)
+    return app
+
+
+async def run_api(settings: ApiSettings, nbus: bus.Bus, stop: asyncio.Event) -> None:
+    """Serve the API on settings.host:port until `stop` is set, then shut down gracefully."""
+    runner = web.AppRunner(create_app(settings, nbus), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        await site.start()
+        log.info("chatbus API listening on http://%s:%d", settings.host, settings.port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

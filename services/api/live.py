@@ -1,0 +1,205 @@
+"""Watch a chat live over WebSocket or SSE: its CHAT events and TOKENS deltas, resumable by sequence."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+
+import bus
+import schemas
+from bus import JetStream, StoredMsg
+from schemas.streams import CHAT, TOKENS
+from schemas.tokens import tokens_subject
+from services.api.access import chat_access
+from services.api.errors import ApiError
+from services.api.inputs import query_int
+from services.api.keys import BUS, CLOSING, SETTINGS, SOCKETS
+
+log = logging.getLogger(__name__)
+SSE_KEEPALIVE_SECONDS = 15.0
+WS_HEARTBEAT_SECONDS = 25.0
+_PING = ("ping", '{"kind":"ping"}', '{"kind": "ping"}')
+_PONG = '{"kind":"pong"}'
+
+
+class LiveFrame(msgspec.Struct, frozen=True, kw_only=True):
+    """One server frame: kind `event` (CHAT, seq = CHAT sequence) or `tokens` (seq = TOKENS sequence)."""
+
+    kind: str
+    seq: int
+    event: Any
+
+
+_encoder = msgspec.json.Encoder()
+Send = Callable[[list[bytes]], Awaitable[None]]
+
+
+@dataclass
+class Position:
+    """The last CHAT and TOKENS sequences sent; an SSE event id is `<chat_seq>:<token_seq>`."""
+
+    chat_seq: int
+    token_seq: int
+
+    def event_id(self) -> str:
+        """The SSE id a client sends back as Last-Event-ID."""
+        return f"{self.chat_seq}:{self.token_seq}"
+
+
+class ChatFeed:
+    """Two ordered consumers of one chat, CHAT and TOKENS, each from the position's seq + 1."""
+
+    def __init__(self, js: JetStream, chat_id: str, position: Position) -> None:
+        self.position = position
+        self.chat = bus.Follower(js, CHAT.name, [f"chat.{chat_id}.>"], start_seq=position.chat_seq + 1)
+        self.tokens = bus.Follower(
+            js, TOKENS.name, [tokens_subject(chat_id, "*")], start_seq=position.token_seq + 1
+        )
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Create both consumers; they buffer until `pump` forwards."""
+        try:
+            await asyncio.gather(self.chat.start(), self.tokens.start())
+        except BaseException:
+            await self.stop()
+            raise
+
+    def pump(self, send: Send, frame: Callable[[str, StoredMsg], bytes | None]) -> list[asyncio.Task[None]]:
+        """Forward each arriving batch of both consumers through `send`, in their own tasks."""
+        self.tasks = [
+            asyncio.create_task(self._forward(self.chat, "event", send, frame)),
+            asyncio.create_task(self._forward(self.tokens, "tokens", send, frame)),
+        ]
+        return self.tasks
+
+    async def _forward(
+        self, follower: bus.Follower, kind: str, send: Send, frame: Callable[[str, StoredMsg], bytes | None]
+    ) -> None:
+        while True:
+            await follower.wait()
+            frames = [f for msg in follower.take() if (f := frame(kind, msg)) is not None]
+            if frames:
+                await send(frames)
+
+    async def stop(self) -> None:
+        """Stop forwarding and delete both consumers."""
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        await asyncio.gather(self.chat.stop(), self.tokens.stop())
+
+
+def encode_frame(position: Position, kind: str, msg: StoredMsg) -> bytes | None:
+    """The JSON frame of a stored message (and advance the position), or None if unreadable."""
+    try:
+        event = schemas.decode_event(msg.data)
+    except msgspec.DecodeError:
+        log.warning("skipping unreadable %s message %s seq %d", msg.stream, msg.subject, msg.seq)
+        return None
+    if kind == "event":
+        position.chat_seq = msg.seq
+    else:
+        position.token_seq = msg.seq
+    return _encoder.encode(LiveFrame(kind=kind, seq=msg.seq, event=event))
+
+
+def start_position(request: web.Request, last_event_id: bool) -> Position:
+    """From `after_chat_seq`/`after_token_seq`, or (SSE) a `Last-Event-ID: <chat_seq>:<token_seq>` header."""
+    header = request.headers.get("Last-Event-ID", "").strip() if last_event_id else ""
+    if header:
+        chat, sep, token = header.partition(":")
+        if not (sep and chat.isdigit() and token.isdigit()):
+            raise ApiError(400, "bad_parameter", "Last-Event-ID must be <chat_seq>:<token_seq>")
+        return Position(chat_seq=int(chat), token_seq=int(token))
+    return Position(
+        chat_seq=query_int(request, "after_chat_seq", 0), token_seq=query_int(request, "after_token_seq", 0)
+    )
+
+
+async def watch_ws(request: web.Request) -> web.StreamResponse:
+    """WebSocket: JSON frames of the chat's events and token deltas after the given sequences."""
+    access = await chat_access(request, write=False)
+    position = start_position(request, last_event_id=False)
+    ws = web.WebSocketResponse(
+        max_msg_size=request.app[SETTINGS].ws_max_frame_bytes, heartbeat=WS_HEARTBEAT_SECONDS, compress=False
+    )
+    if not ws.can_prepare(request).ok:
+        raise ApiError(400, "not_websocket", "this route speaks WebSocket; send an Upgrade request")
+    feed = ChatFeed(request.app[BUS].js, access.chat_id, position)
+    await feed.start()
+    sockets = request.app[SOCKETS]
+    try:
+        await ws.prepare(request)
+        sockets.add(ws)
+
+        async def send(frames: list[bytes]) -> None:
+            for data in frames:
+                await ws.send_frame(data, WSMsgType.TEXT)
+
+        pumps = feed.pump(send, lambda kind, msg: encode_frame(position, kind, msg))
+        feed.tasks.append(asyncio.create_task(_close_on_failure(pumps, ws)))
+        async for msg in ws:
+            # Clients only ever need to ping; anything else is ignored.
+            if msg.type == WSMsgType.TEXT and msg.data.strip() in _PING:
+                await ws.send_str(_PONG)
+    finally:
+        sockets.discard(ws)
+        await feed.stop()
+    return ws
+
+
+async def _close_on_failure(pumps: list[asyncio.Task[None]], ws: web.WebSocketResponse) -> None:
+    """Close the socket with 1011 when forwarding fails (the bus went away), so the client reconnects."""
+    done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_EXCEPTION)
+    exc = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
+    if exc is not None and not ws.closed:
+        if not isinstance(exc, ConnectionResetError):
+            log.warning("live feed failed: %r", exc)
+        await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"feed failed")
+
+
+async def watch_sse(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the same frames as the WebSocket, each with `id: <chat_seq>:<token_seq>`."""
+    access = await chat_access(request, write=False)
+    position = start_position(request, last_event_id=True)
+    feed = ChatFeed(request.app[BUS].js, access.chat_id, position)
+    await feed.start()
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    closing = asyncio.create_task(request.app[CLOSING].wait())
+    try:
+        await response.prepare(request)
+        await response.write(b"retry: 1000\n\n")
+
+        def frame(kind: str, msg: StoredMsg) -> bytes | None:
+            data = encode_frame(position, kind, msg)
+            return None if data is None else b"id: %s\ndata: %s\n\n" % (position.event_id().encode(), data)
+
+        async def send(frames: list[bytes]) -> None:
+            await response.write(b"".join(frames))
+
+        pumps = feed.pump(send, frame)
+        while True:
+            done, _ = await asyncio.wait(
+                [*pumps, closing], timeout=SSE_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+            )
+            if done:
+                break
+            await response.write(b": keepalive\n\n")
+    except ConnectionResetError:
+        pass  # the client went away
+    finally:
+        closing.cancel()
+        await feed.stop()
+    return response

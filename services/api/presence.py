@@ -1,0 +1,55 @@
+"""Which model aliases workers serve right now, read from the `workers` KV bucket (TTL heartbeats)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import msgspec
+
+import bus
+from bus import JetStream
+from schemas.api import ModelInfo
+from schemas.presence import WorkerPresence
+from schemas.streams import WORKERS_KV
+
+log = logging.getLogger(__name__)
+_STREAM = f"KV_{WORKERS_KV.bucket}"
+_decoder = msgspec.json.Decoder(WorkerPresence)
+
+
+async def live_workers(js: JetStream, alias: str | None = None) -> list[WorkerPresence]:
+    """Workers whose heartbeat has not expired (all, or those serving `alias`)."""
+    key_filter = f"{alias}.*" if alias else ">"
+    # The bucket keeps one message per key; expired heartbeats are gone, deleted keys are empty markers.
+    msgs = await bus.read_all(js, _STREAM, [f"$KV.{WORKERS_KV.bucket}.{key_filter}"], timeout=5.0)
+    workers = []
+    for msg in msgs:
+        if not msg.data:
+            continue
+        try:
+            workers.append(_decoder.decode(msg.data))
+        except msgspec.DecodeError:
+            log.warning("skipping unreadable presence entry %s", msg.subject)
+    return workers
+
+
+async def serves(js: JetStream, alias: str) -> bool:
+    """True when at least one live worker serves `alias`."""
+    return any(w.alias == alias for w in await live_workers(js, alias))
+
+
+def group_models(workers: list[WorkerPresence]) -> list[ModelInfo]:
+    """One ModelInfo per alias with its worker count, active requests and capacity."""
+    by_alias: dict[str, list[WorkerPresence]] = defaultdict(list)
+    for worker in workers:
+        by_alias[worker.alias].append(worker)
+    return [
+        ModelInfo(
+            alias=alias,
+            workers=len(group),
+            active=sum(w.active for w in group),
+            capacity=sum(w.capacity for w in group),
+        )
+        for alias, group in sorted(by_alias.items())
+    ]

@@ -1,0 +1,30 @@
+"""Reads from the projector micro service, with its errors mapped to HTTP answers."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+import bus
+from schemas.streams import PROJECTOR_SERVICE
+from services.api.errors import ApiError, unavailable
+from services.api.keys import BUS, SETTINGS
+
+T = TypeVar("T")
+
+
+async def query(request: web.Request, endpoint: str, body: Any, answer_type: type[T]) -> T:
+    """Ask `projector.<endpoint>`; behind or absent → 503 with Retry-After, bad request → 400."""
+    app = request.app
+    subject = f"{PROJECTOR_SERVICE}.{endpoint}"
+    try:
+        return await bus.call(app[BUS].nc, subject, body, answer_type, timeout=app[SETTINGS].read_timeout)
+    except bus.ServiceError as exc:
+        if exc.code == "behind":
+            raise unavailable("the read model has not caught up yet; retry shortly") from None
+        if exc.code in ("unavailable", "timeout"):
+            raise unavailable(f"the projector is not answering ({exc.code})", retry_after=2) from None
+        if exc.code == "bad_request":
+            raise ApiError(400, "bad_request", exc.message) from None
+        raise ApiError(502, "projector_error", f"the projector failed: {exc.message}") from None

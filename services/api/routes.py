@@ -1,0 +1,149 @@
+"""The route table: the one list that registers every route and describes it in the OpenAPI document."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp.typedefs import Handler
+
+from schemas.api import (
+    AcceptedResponse,
+    ChatCreatedResponse,
+    CreateChatRequest,
+    ModelList,
+    PostMessageRequest,
+    PostMessageResponse,
+    RenameChatRequest,
+    StatusResponse,
+)
+from schemas.queries import ChatPage, ChatRow, MessagesAnswer
+from services.api import live, routes_chats, routes_misc
+
+
+@dataclass(frozen=True)
+class Param:
+    """A query parameter (or header) a route reads."""
+
+    name: str
+    type: Literal["integer", "string"]
+    description: str
+    where: Literal["query", "header"] = "query"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: how it is registered and how the OpenAPI document describes it."""
+
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    status: int = 200
+    body: type | None = None
+    answer: type | None = None
+    params: tuple[Param, ...] = ()
+    public: bool = False
+    media: Literal["application/json", "text/event-stream", "websocket"] = "application/json"
+
+
+MIN_SEQ = Param(
+    "min_seq", "integer", "Read your writes: wait until the read model has applied this CHAT seq."
+)
+AFTER = (
+    Param("after_chat_seq", "integer", "Send CHAT events after this stream sequence (default 0: all)."),
+    Param(
+        "after_token_seq", "integer", "Send TOKENS deltas after this stream sequence (default 0: all kept)."
+    ),
+)
+CHAT = "/v1/chats/{chat_id}"
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", routes_misc.healthz, "healthz", answer=StatusResponse, public=True),
+    Route("GET", "/readyz", routes_misc.readyz, "readyz", answer=StatusResponse, public=True),
+    Route("GET", "/v1/openapi.json", routes_misc.openapi, "openapi", public=True),
+    Route("GET", "/v1/models", routes_misc.list_models, "models", answer=ModelList),
+    Route(
+        "POST",
+        "/v1/chats",
+        routes_chats.create_chat,
+        "chats.create",
+        status=201,
+        body=CreateChatRequest,
+        answer=ChatCreatedResponse,
+    ),
+    Route(
+        "GET",
+        "/v1/chats",
+        routes_chats.list_chats,
+        "chats.list",
+        answer=ChatPage,
+        params=(
+            Param("limit", "integer", "Page size, 1 to CHATBUS_MAX_PAGE_SIZE (default 50)."),
+            Param("cursor", "string", "The `next_cursor` of the previous page."),
+            MIN_SEQ,
+        ),
+    ),
+    Route("GET", CHAT, routes_chats.get_chat, "chats.get", answer=ChatRow, params=(MIN_SEQ,)),
+    Route(
+        "PATCH",
+        CHAT,
+        routes_chats.rename_chat,
+        "chats.rename",
+        body=RenameChatRequest,
+        answer=AcceptedResponse,
+    ),
+    Route("DELETE", CHAT, routes_chats.delete_chat, "chats.delete", answer=AcceptedResponse),
+    Route(
+        "POST",
+        f"{CHAT}/messages",
+        routes_chats.post_message,
+        "messages.post",
+        status=202,
+        body=PostMessageRequest,
+        answer=PostMessageResponse,
+    ),
+    Route(
+        "GET",
+        f"{CHAT}/messages",
+        routes_chats.list_messages,
+        "messages.list",
+        answer=MessagesAnswer,
+        params=(MIN_SEQ,),
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/replies/{{reply_id}}/cancel",
+        routes_chats.cancel_reply,
+        "replies.cancel",
+        status=202,
+        answer=AcceptedResponse,
+    ),
+    Route(
+        "GET",
+        f"{CHAT}/ws",
+        live.watch_ws,
+        "chats.ws",
+        status=101,
+        answer=live.LiveFrame,
+        params=AFTER,
+        media="websocket",
+    ),
+    Route(
+        "GET",
+        f"{CHAT}/events",
+        live.watch_sse,
+        "chats.events",
+        answer=live.LiveFrame,
+        params=(
+            *AFTER,
+            Param(
+                "Last-Event-ID",
+                "string",
+                "Resume from `<chat_seq>:<token_seq>` (overrides the query).",
+                "header",
+            ),
+        ),
+        media="text/event-stream",
+    ),
+)
