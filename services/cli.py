@@ -144,12 +144,15 @@ def worker(
     ack_wait: Annotated[
         float | None, typer.Option(help="Seconds before a silent worker's reply is redelivered.")
     ] = None,
+    worker_id: Annotated[str | None, typer.Option(help="Stable id of this worker (default: random).")] = None,
 ) -> None:
     """Run an LLM worker: serve one model alias, generating replies with continuous batching."""
     from services.llm_worker import WorkerSettings, run_worker
 
     _setup_logging()
-    settings = WorkerSettings.from_env(model=model, alias=alias, capacity=capacity, ack_wait=ack_wait)
+    settings = WorkerSettings.from_env(
+        model=model, alias=alias, capacity=capacity, ack_wait=ack_wait, worker_id=worker_id
+    )
     if not settings.model:
         settings.model = str(_data_dir(None) / "models" / "demo-text")
     from schemas.ids import is_valid_id

@@ -1,0 +1,115 @@
+"""Helpers that start chatbus pieces for end-to-end tests: in-process or as real child processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+import bus
+import schemas
+from bus import Bus
+from schemas.queries import Checkpoints, CheckpointsAnswer
+
+ROOT = Path(__file__).parent.parent
+
+
+def spawn(args: list[str], nats_url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
+    """Run `chatbus ARGS` as a child process (its own session, so kill -9 hits only it)."""
+    full_env = {**os.environ, "CHATBUS_NATS_URL": nats_url, "CHATBUS_LOG_LEVEL": "INFO", **env}
+    out = open(log, "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args],
+        env=full_env,
+        stdout=out,
+        stderr=out,
+        cwd=ROOT,
+        start_new_session=True,
+    )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def wait_projector(nbus: Bus, timeout: float = 60.0) -> CheckpointsAnswer:
+    """Wait until a projector answers `status`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await bus.call(nbus.nc, "projector.status", Checkpoints(), CheckpointsAnswer, timeout=1.0)
+        except bus.ServiceError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def wait_caught_up(nbus: Bus, timeout: float = 60.0) -> None:
+    """Wait until the projector has applied everything CHAT and IDENTITY hold now."""
+    targets = {name: (await nbus.js.stream_info(name)).state.last_seq for name in ("CHAT", "IDENTITY")}
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        status = await wait_projector(nbus, timeout)
+        if all(status.applied.get(name, 0) >= seq for name, seq in targets.items()):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"projector at {status.applied}, log at {targets}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_models(nbus: Bus, alias: str, count: int = 1, timeout: float = 120.0) -> None:
+    """Wait until `count` workers announce `alias` in the presence bucket."""
+    kv = await nbus.js.key_value("workers")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            keys = await kv.keys()
+        except Exception:  # noqa: BLE001 - nats-py raises NoKeysError on an empty bucket
+            keys = []
+        if sum(1 for k in keys if k.startswith(f"{alias}.")) >= count:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{count} workers for {alias} never appeared")
+
+
+async def chat_events(nbus: Bus, chat_id: str) -> list[schemas.Event]:
+    """Every event of one chat, from the log."""
+    return [schemas.decode_event(m.data) for m in await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])]
+
+
+@dataclass
+class Client:
+    """An HTTP client acting as one user."""
+
+    base: str
+    key: str
+    session: aiohttp.ClientSession = field(init=False)
+
+    async def __aenter__(self) -> Client:
+        self.session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {self.key}"})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.session.request(method, f"{self.base}{path}", **kwargs) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    def ws(self, chat_id: str, after_chat_seq: int = 0, after_token_seq: int = 0) -> Any:
+        query = f"after_chat_seq={after_chat_seq}&after_token_seq={after_token_seq}"
+        return self.session.ws_connect(f"{self.base}/v1/chats/{chat_id}/ws?{query}")
