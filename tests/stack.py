@@ -113,3 +113,49 @@ class Client:
     def ws(self, chat_id: str, after_chat_seq: int = 0, after_token_seq: int = 0) -> Any:
         query = f"after_chat_seq={after_chat_seq}&after_token_seq={after_token_seq}"
         return self.session.ws_connect(f"{self.base}/v1/chats/{chat_id}/ws?{query}")
+
+
+async def request_reply(nbus: Bus, chat_id: str, text: str, params: Any, model: str = "demo") -> Any:
+    """Append what the API appends for a new message (creating the chat if needed); the reply request."""
+    import contextlib
+
+    from schemas.chat import ChatCreated, MessagePosted, ReplyRequested
+    from schemas.ids import new_id
+
+    now = schemas.now()
+    with contextlib.suppress(bus.ConcurrencyConflict):
+        created = ChatCreated(
+            event_id=new_id("e"), chat_id=chat_id, at=now, owner_id="ann", title="t", model=model
+        )
+        await bus.append_event(nbus.js, created, expected_subject_seq=0)
+    message = MessagePosted(
+        event_id=new_id("e"), chat_id=chat_id, at=now, message_id=new_id("m"), author_id="ann", content=text
+    )
+    await bus.append_event(nbus.js, message)
+    request = ReplyRequested(
+        event_id=new_id("e"),
+        chat_id=chat_id,
+        at=now,
+        reply_id=new_id("r"),
+        message_id=message.message_id,
+        model=model,
+        params=params,
+        context=[message.message_id],
+        requested_by="ann",
+    )
+    await bus.append_event(nbus.js, request)
+    return request
+
+
+async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0) -> Any:
+    """Wait for the last event on a subject to exist and return it decoded."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        try:
+            last = await bus.last_msg(nbus.js, "CHAT", subject)
+        except Exception:  # noqa: BLE001 - the server may be restarting
+            last = None
+        if last is not None:
+            return schemas.decode_event(last.data)
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"nothing on {subject} after {timeout}s")
