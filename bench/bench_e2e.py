@@ -63,7 +63,9 @@ async def _wait_model(base: str, headers: dict[str, str], alias: str, timeout: f
     raise TimeoutError("worker never announced itself")
 
 
-async def chatbus_round(base: str, headers: dict[str, str], nbus: bus.Bus, concurrency: int, tokens: int) -> float:
+async def chatbus_round(
+    base: str, headers: dict[str, str], nbus: bus.Bus, concurrency: int, tokens: int
+) -> float:
     """Post `concurrency` messages at once; tokens/s from the first post to the last completion."""
     async with aiohttp.ClientSession(headers=headers) as http:
         chat_ids = []
@@ -71,6 +73,7 @@ async def chatbus_round(base: str, headers: dict[str, str], nbus: bus.Bus, concu
             async with http.post(f"{base}/v1/chats", json={"title": f"bench {i}", "model": "demo"}) as resp:
                 chat_ids.append((await resp.json())["chat_id"])
         done: dict[str, int] = {}
+        timings: list[tuple[float, float, float]] = []
         finished = asyncio.Event()
         finish_time = [0.0]
 
@@ -78,13 +81,17 @@ async def chatbus_round(base: str, headers: dict[str, str], nbus: bus.Bus, concu
             event = schemas.decode_event(msg.data)  # type: ignore[attr-defined]
             if event.chat_id in chat_ids:  # type: ignore[union-attr]
                 done[event.chat_id] = event.completion_tokens  # type: ignore[union-attr]
+                timings.append((event.queue_ms, event.first_token_ms, event.generation_ms))  # type: ignore[union-attr]
                 if len(done) == concurrency:
                     finish_time[0] = time.perf_counter()
                     finished.set()
 
         sub = await nbus.nc.subscribe("chat.*.reply.*.completed", cb=on_completed)
-        body = {"content": "Tell me a short story about a lighthouse keeper.", "model": "demo",
-                "params": {"max_new_tokens": tokens, "ignore_eos": True}}
+        body = {
+            "content": "Tell me a short story about a lighthouse keeper.",
+            "model": "demo",
+            "params": {"max_new_tokens": tokens, "ignore_eos": True},
+        }
         start = time.perf_counter()
 
         async def post(chat_id: str) -> None:
@@ -95,13 +102,19 @@ async def chatbus_round(base: str, headers: dict[str, str], nbus: bus.Bus, concu
         await asyncio.wait_for(finished.wait(), 600)
         await sub.unsubscribe()
     total = sum(done.values())
+    console.print(
+        f"  {concurrency} concurrent: queue/first-token/generation ms (median) "
+        f"{statistics.median(x[0] for x in timings):.0f} / {statistics.median(x[1] for x in timings):.0f}"
+        f" / {statistics.median(x[2] for x in timings):.0f}; wall {finish_time[0] - start:.2f}s"
+    )
     assert total == concurrency * tokens, f"expected {concurrency * tokens} tokens, got {total}"
     return total / (finish_time[0] - start)
 
 
-async def ws_latency(base: str, headers: dict[str, str], nbus: bus.Bus, rate: float, seconds: float
-                     ) -> list[float]:
-    """Publish token deltas as a worker does (JetStream publish_async) and time their arrival on a WebSocket."""
+async def ws_latency(
+    base: str, headers: dict[str, str], nbus: bus.Bus, rate: float, seconds: float
+) -> list[float]:
+    """Publish token deltas as a worker does (JetStream publish_async); time their arrival on a WebSocket."""
     async with aiohttp.ClientSession(headers=headers) as http:
         async with http.post(f"{base}/v1/chats", json={"title": "latency"}) as resp:
             chat_id = (await resp.json())["chat_id"]
@@ -134,10 +147,19 @@ async def _publish_paced(nbus: bus.Bus, chat_id: str, rate: float, count: int) -
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        delta = TokenDelta(chat_id=chat_id, reply_id="rbench", attempt=1, index=i,
-                           text=str(time.perf_counter_ns()), n_tokens=1)
-        await nbus.js.publish_async(f"tokens.{chat_id}.rbench", schemas.encode(delta),
-                                    headers={"Nats-Msg-Id": f"rbench.{chat_id}.{i}"})
+        delta = TokenDelta(
+            chat_id=chat_id,
+            reply_id="rbench",
+            attempt=1,
+            index=i,
+            text=str(time.perf_counter_ns()),
+            n_tokens=1,
+        )
+        await nbus.js.publish_async(
+            f"tokens.{chat_id}.rbench",
+            schemas.encode(delta),
+            headers={"Nats-Msg-Id": f"rbench.{chat_id}.{i}"},
+        )
 
 
 async def raw_nats_latency(nbus: bus.Bus, rate: float, seconds: float) -> list[float]:
@@ -169,17 +191,28 @@ async def raw_nats_latency(nbus: bus.Bus, rate: float, seconds: float) -> list[f
 _URL: list[str] = [""]
 
 
+def _raw_in_child(model_dir: Path, concurrency: int, tokens: int) -> float:
+    """The baseline in a fresh process, so torch never runs in this (measuring) process."""
+    code = (
+        "from bench.engine_baseline import run_raw_manager;"
+        "from services.llm_worker.engine import EngineConfig;"
+        f"print(run_raw_manager({str(model_dir)!r}, {concurrency}, {tokens}, EngineConfig()))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen([sys.executable, "-m", "services.cli", *args], env=env, stdout=out, stderr=out,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", *args], env=env, stdout=out, stderr=out, start_new_session=True
+    )
 
 
 async def main(args: argparse.Namespace) -> None:
-    from bench.engine_baseline import run_raw_manager
     from services.api.identity import add_user, issue_key
     from services.llm_worker.demo_model import make_demo_model
-    from services.llm_worker.engine import EngineConfig
 
     levels = [int(x) for x in args.concurrency.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="chatbus-bench-"))
@@ -187,10 +220,14 @@ async def main(args: argparse.Namespace) -> None:
     make_demo_model(model_dir)
     raw: dict[int, float] = {}
     for level in levels:
-        raw[level] = await asyncio.to_thread(run_raw_manager, str(model_dir), level, args.tokens, EngineConfig())
+        raw[level] = statistics.median(
+            _raw_in_child(model_dir, level, args.tokens) for _ in range(args.repeat)
+        )
         console.print(f"raw manager, {level} concurrent: {raw[level]:.0f} tokens/s")
 
-    server = bus.EmbeddedServer(bus.ServerConfig(store_dir=tmp / "js", credentials=bus.Credentials.generate()))
+    server = bus.EmbeddedServer(
+        bus.ServerConfig(store_dir=tmp / "js", credentials=bus.Credentials.generate())
+    )
     server.start()
     _URL[0] = server.url_for()
     children: list[subprocess.Popen[bytes]] = []
@@ -201,19 +238,30 @@ async def main(args: argparse.Namespace) -> None:
         _key_id, key = await issue_key(nbus.js, "bench")
         headers = {"Authorization": f"Bearer {key}"}
         port = bus.free_port()
-        env = {**os.environ, "CHATBUS_NATS_URL": _URL[0], "CHATBUS_API_PORT": str(port),
-               "CHATBUS_LOG_LEVEL": "WARNING", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        env = {
+            **os.environ,
+            "CHATBUS_NATS_URL": _URL[0],
+            "CHATBUS_API_PORT": str(port),
+            "CHATBUS_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
         children.append(_spawn(["projector", "--db", str(tmp / "rm.duckdb")], env, tmp / "projector.log"))
         children.append(_spawn(["api"], env, tmp / "api.log"))
-        children.append(_spawn(["worker", "--model", str(model_dir), "--alias", "demo", "--capacity",
-                                str(max(levels))], env, tmp / "worker.log"))
+        children.append(
+            _spawn(
+                ["worker", "--model", str(model_dir), "--alias", "demo", "--capacity", str(max(levels))],
+                env,
+                tmp / "worker.log",
+            )
+        )
         base = f"http://127.0.0.1:{port}"
         await _wait_http(f"{base}/readyz")
         await _wait_model(base, headers, "demo")
         await chatbus_round(base, headers, nbus, 1, 8)  # warm-up
         through: dict[int, float] = {}
         for level in levels:
-            through[level] = await chatbus_round(base, headers, nbus, level, args.tokens)
+            runs = [await chatbus_round(base, headers, nbus, level, args.tokens) for _ in range(args.repeat)]
+            through[level] = statistics.median(runs)
             console.print(f"chatbus, {level} concurrent: {through[level]:.0f} tokens/s")
 
         raw_lat = await raw_nats_latency(nbus, args.rate, args.latency_seconds)
@@ -229,25 +277,43 @@ async def main(args: argparse.Namespace) -> None:
                 child.kill()
         server.stop()
 
-    table = Table(title=f"chatbus end to end ({args.tokens} new tokens per reply, demo model, {os.cpu_count()} cores)")
+    table = Table(
+        title=f"chatbus end to end ({args.tokens} new tokens per reply, demo model, {os.cpu_count()} cores)"
+    )
     for column in ("measure", "raw baseline", "chatbus", "ratio"):
         table.add_column(column, justify="right")
     for level in levels:
-        table.add_row(f"tokens/s, {level} concurrent chats", f"{raw[level]:.0f}", f"{through[level]:.0f}",
-                      f"{through[level] / raw[level]:.2f}")
+        table.add_row(
+            f"tokens/s, {level} concurrent chats",
+            f"{raw[level]:.0f}",
+            f"{through[level]:.0f}",
+            f"{through[level] / raw[level]:.2f}",
+        )
     for name, q in (("p50", 0.5), ("p99", 0.99)):
         r, w = _percentile(raw_lat, q), _percentile(ws_lat, q)
-        table.add_row(f"token latency {name} ms (publish -> client) @ {args.rate:.0f}/s", f"{r:.2f}", f"{w:.2f}",
-                      f"{w / r:.1f}x")
-    table.add_row("token latency median ms", f"{statistics.median(raw_lat):.2f}",
-                  f"{statistics.median(ws_lat):.2f}", "")
+        table.add_row(
+            f"token latency {name} ms (publish -> client) @ {args.rate:.0f}/s",
+            f"{r:.2f}",
+            f"{w:.2f}",
+            f"{w / r:.1f}x",
+        )
+    table.add_row(
+        "token latency median ms", f"{statistics.median(raw_lat):.2f}", f"{statistics.median(ws_lat):.2f}", ""
+    )
     console.print(table)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tokens", type=int, default=64, help="new tokens per reply (every reply generates all)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--tokens", type=int, default=64, help="new tokens per reply (every reply generates all)"
+    )
     parser.add_argument("--concurrency", default="1,4,16")
-    parser.add_argument("--rate", type=float, default=1000.0, help="token deltas per second for the latency run")
+    parser.add_argument(
+        "--rate", type=float, default=1000.0, help="token deltas per second for the latency run"
+    )
     parser.add_argument("--latency-seconds", type=float, default=3.0)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measure; the table shows medians")
     asyncio.run(main(parser.parse_args()))

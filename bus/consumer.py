@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
@@ -49,7 +50,7 @@ class Delivery:
         await self.msg.term()
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
+Handler = Callable[[Delivery], Coroutine[Any, Any, None]]
 
 
 async def pull_loop(

@@ -273,7 +273,7 @@ def _wait_for_children(children: list[subprocess.Popen[bytes]]) -> None:
     while True:
         for child in children:
             if child.poll() is not None:
-                console.print(f"[red]{' '.join(map(str, child.args))} exited with {child.returncode}[/]")
+                console.print(f"[red]{child.args!r} exited with {child.returncode}[/]")
                 return
         time.sleep(0.5)
 

@@ -136,8 +136,15 @@ class Worker:
         if last is not None and last.subject.endswith((".completed", ".failed")):
             await delivery.ack()  # already ended (we died between appending the end and acking)
             return
-        started = ReplyStarted(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=reply_id,
-                               attempt=attempt, worker_id=self.settings.worker_id, model=self.settings.alias)
+        started = ReplyStarted(
+            event_id=new_id("e"),
+            chat_id=chat_id,
+            at=schemas.now(),
+            reply_id=reply_id,
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+            model=self.settings.alias,
+        )
         fence = (await bus.append_event(js, started, msg_id=f"{reply_id}.started.{attempt}")).seq
         began = time.monotonic()
         queue_ms = max((started.at - request.at).total_seconds() * 1000.0, 0.0)
@@ -145,26 +152,36 @@ class Worker:
         self.active[reply_id] = reply
         try:
             if await bus.last_msg(js, CHAT.name, reply_subject(chat_id, reply_id, "cancelled")) is not None:
-                end: ReplyCompleted | ReplyFailed = self._completed(request, attempt, "", 0, 0, "cancelled",
-                                                                     queue_ms, 0.0, 0.0)
+                end: ReplyCompleted | ReplyFailed = self._completed(
+                    request, attempt, "", 0, 0, "cancelled", queue_ms, 0.0, 0.0
+                )
             else:
                 end = await self._generate(reply, attempt, began, queue_ms)
         finally:
             self.active.pop(reply_id, None)
         await self._finish(end, fence, delivery)
 
-    async def _generate(self, reply: ActiveReply, attempt: int, began: float, queue_ms: float
-                        ) -> ReplyCompleted | ReplyFailed:
+    async def _generate(
+        self, reply: ActiveReply, attempt: int, began: float, queue_ms: float
+    ) -> ReplyCompleted | ReplyFailed:
         request = reply.request
         stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
         messages = build_messages(request, (schemas.decode_event(m.data) for m in stored))
         prompt_ids = self.engine.build_prompt(messages)  # type: ignore[attr-defined]
         p = request.params
-        params = GenerationParams(max_new_tokens=p.max_new_tokens, temperature=p.temperature, top_p=p.top_p,
-                                  top_k=p.top_k, ignore_eos=p.ignore_eos)
+        params = GenerationParams(
+            max_new_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            ignore_eos=p.ignore_eos,
+        )
         loop = asyncio.get_running_loop()
-        self.engine.submit(reply.engine_id, prompt_ids, params,
-                           lambda out: loop.call_soon_threadsafe(reply.outputs.put_nowait, out))
+
+        def on_output(out: EngineOutput) -> None:  # called on the engine's thread
+            loop.call_soon_threadsafe(reply.outputs.put_nowait, out)
+
+        self.engine.submit(reply.engine_id, prompt_ids, params, on_output)
         decoder = IncrementalDecoder(self.tokenizer)
         subject = tokens_subject(request.chat_id, request.reply_id)
         text_parts: list[str] = []
@@ -188,14 +205,27 @@ class Worker:
                 if tail:
                     pending_text.append(tail)
             now = time.monotonic()
-            due = pending_tokens >= self.settings.coalesce_tokens or now - last_flush >= self.settings.coalesce_seconds
+            due = (
+                pending_tokens >= self.settings.coalesce_tokens
+                or now - last_flush >= self.settings.coalesce_seconds
+            )
             if pending_tokens and (due or out.finished):
                 text = "".join(pending_text)
-                delta = TokenDelta(chat_id=request.chat_id, reply_id=request.reply_id, attempt=attempt,
-                                   index=index, text=text, n_tokens=pending_tokens)
-                acks.append(await self.bus.js.publish_async(
-                    subject, schemas.encode(delta), headers={"Nats-Msg-Id": f"{request.reply_id}.{attempt}.{index}"}
-                ))
+                delta = TokenDelta(
+                    chat_id=request.chat_id,
+                    reply_id=request.reply_id,
+                    attempt=attempt,
+                    index=index,
+                    text=text,
+                    n_tokens=pending_tokens,
+                )
+                acks.append(
+                    await self.bus.js.publish_async(
+                        subject,
+                        schemas.encode(delta),
+                        headers={"Nats-Msg-Id": f"{request.reply_id}.{attempt}.{index}"},
+                    )
+                )
                 text_parts.append(text)
                 index += 1
                 pending_text, pending_tokens, last_flush = [], 0, now
@@ -205,29 +235,67 @@ class Worker:
             await asyncio.gather(*acks, return_exceptions=True)  # deltas land before the end event
         generation_ms = (time.monotonic() - began) * 1000.0
         if out.finish_reason == "error":
-            return ReplyFailed(event_id=new_id("e"), chat_id=request.chat_id, at=schemas.now(),
-                               reply_id=request.reply_id, attempt=attempt, worker_id=self.settings.worker_id,
-                               error=out.error or "generation failed")
-        return self._completed(request, attempt, "".join(text_parts), out.prompt_tokens, out.completion_tokens,
-                               out.finish_reason or "stop", queue_ms, first_token_ms, generation_ms)
+            return ReplyFailed(
+                event_id=new_id("e"),
+                chat_id=request.chat_id,
+                at=schemas.now(),
+                reply_id=request.reply_id,
+                attempt=attempt,
+                worker_id=self.settings.worker_id,
+                error=out.error or "generation failed",
+            )
+        return self._completed(
+            request,
+            attempt,
+            "".join(text_parts),
+            out.prompt_tokens,
+            out.completion_tokens,
+            out.finish_reason or "stop",
+            queue_ms,
+            first_token_ms,
+            generation_ms,
+        )
 
-    def _completed(self, request: ReplyRequested, attempt: int, text: str, prompt_tokens: int,
-                   completion_tokens: int, finish_reason: str, queue_ms: float, first_token_ms: float,
-                   generation_ms: float) -> ReplyCompleted:
+    def _completed(
+        self,
+        request: ReplyRequested,
+        attempt: int,
+        text: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        finish_reason: str,
+        queue_ms: float,
+        first_token_ms: float,
+        generation_ms: float,
+    ) -> ReplyCompleted:
         return ReplyCompleted(
-            event_id=new_id("e"), chat_id=request.chat_id, at=schemas.now(), reply_id=request.reply_id,
-            attempt=attempt, worker_id=self.settings.worker_id, model=self.settings.alias, text=text,
-            prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            event_id=new_id("e"),
+            chat_id=request.chat_id,
+            at=schemas.now(),
+            reply_id=request.reply_id,
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+            model=self.settings.alias,
+            text=text,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
             finish_reason=finish_reason,  # type: ignore[arg-type]
-            queue_ms=queue_ms, first_token_ms=first_token_ms, generation_ms=generation_ms,
+            queue_ms=queue_ms,
+            first_token_ms=first_token_ms,
+            generation_ms=generation_ms,
         )
 
     async def _finish(self, end: ReplyCompleted | ReplyFailed, fence: int, delivery: Delivery) -> None:
         """Append the one end event, fenced by our `started` sequence; a zombie's result is refused."""
         started_subject = reply_subject(end.chat_id, end.reply_id, "started")
         try:
-            await bus.append_event(self.bus.js, end, msg_id=f"{end.reply_id}.end",
-                                   expected_subject_seq=fence, expected_subject=started_subject)
+            await bus.append_event(
+                self.bus.js,
+                end,
+                msg_id=f"{end.reply_id}.end",
+                expected_subject_seq=fence,
+                expected_subject=started_subject,
+            )
         except ConcurrencyConflict:
             # A later attempt owns this reply now; its worker acks the request, we must not.
             log.warning("reply %s attempt %s was superseded; dropping its result", end.reply_id, end.attempt)
