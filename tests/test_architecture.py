@@ -62,8 +62,13 @@ def test_a_service_never_imports_another(service: str) -> None:
 
 
 def test_heavy_libraries_stay_in_their_service() -> None:
-    owners = {"torch": "services/llm_worker", "transformers": "services/llm_worker",
-              "accelerate": "services/llm_worker", "duckdb": "services/projector", "nats": "bus"}
+    owners = {
+        "torch": "services/llm_worker",
+        "transformers": "services/llm_worker",
+        "accelerate": "services/llm_worker",
+        "duckdb": "services/projector",
+        "nats": "bus",
+    }
     for package in ("schemas", "bus", "services"):
         for path in _files(package):
             rel = path.relative_to(ROOT).as_posix()

@@ -37,14 +37,31 @@ async def test_expected_subject_sequence_refuses_a_stale_writer(nbus: Bus) -> No
 
 async def test_fence_on_another_subject_refuses_a_zombie(nbus: Bus) -> None:
     def started(attempt: int) -> ReplyStarted:
-        return ReplyStarted(event_id=new_id("e"), chat_id="c3", at=schemas.now(), reply_id="r1",
-                            attempt=attempt, worker_id=f"w{attempt}", model="m")
+        return ReplyStarted(
+            event_id=new_id("e"),
+            chat_id="c3",
+            at=schemas.now(),
+            reply_id="r1",
+            attempt=attempt,
+            worker_id=f"w{attempt}",
+            model="m",
+        )
 
     first = await bus.append_event(nbus.js, started(1))
     second = await bus.append_event(nbus.js, started(2))
-    done = ReplyCompleted(event_id=new_id("e"), chat_id="c3", at=schemas.now(), reply_id="r1", attempt=1,
-                          worker_id="w1", model="m", text="late", prompt_tokens=1, completion_tokens=1,
-                          finish_reason="stop")
+    done = ReplyCompleted(
+        event_id=new_id("e"),
+        chat_id="c3",
+        at=schemas.now(),
+        reply_id="r1",
+        attempt=1,
+        worker_id="w1",
+        model="m",
+        text="late",
+        prompt_tokens=1,
+        completion_tokens=1,
+        finish_reason="stop",
+    )
     fence = "chat.c3.reply.r1.started"
     with pytest.raises(ConcurrencyConflict):
         await bus.append_event(nbus.js, done, expected_subject_seq=first.seq, expected_subject=fence)
@@ -56,8 +73,9 @@ async def test_read_all_returns_one_chat_in_order(nbus: Bus) -> None:
     await bus.append_event(nbus.js, _created("a"))
     await bus.append_event(nbus.js, _created("b"))
     for i in range(5):
-        await bus.append_event(nbus.js, ChatRenamed(event_id=new_id("e"), chat_id="a", at=schemas.now(),
-                                                    title=f"t{i}", by="ann"))
+        await bus.append_event(
+            nbus.js, ChatRenamed(event_id=new_id("e"), chat_id="a", at=schemas.now(), title=f"t{i}", by="ann")
+        )
     msgs = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"])
     titles = [getattr(schemas.decode_event(m.data), "title", None) for m in msgs]
     assert titles == ["hi", "t0", "t1", "t2", "t3", "t4"]
@@ -81,8 +99,9 @@ async def test_pull_loop_redelivers_a_nak_and_counts_attempts(nbus: Bus) -> None
             await delivery.ack()
             stop.set()
 
-    await asyncio.wait_for(bus.pull_loop(nbus.js, spec, handle, capacity=lambda: 1, stop=stop,
-                                         fetch_timeout=0.2), 10)
+    await asyncio.wait_for(
+        bus.pull_loop(nbus.js, spec, handle, capacity=lambda: 1, stop=stop, fetch_timeout=0.2), 10
+    )
     assert attempts == [1, 2]
 
 

@@ -19,7 +19,12 @@ def test_there_are_configs_to_check() -> None:
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
 def test_nats_config_is_valid(config: Path) -> None:
-    result = subprocess.run([nats_server_binary(), "-t", "-c", config.name], cwd=config.parent,
-                            capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [nats_server_binary(), "-t", "-c", config.name],
+        cwd=config.parent,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     assert "is valid" in result.stderr + result.stdout

@@ -12,7 +12,14 @@ import pytest
 import bus
 import schemas
 from bus import Bus
-from schemas.chat import ChatCreated, MessagePosted, ReplyCancelled, ReplyCompleted, ReplyRequested, ReplyStarted
+from schemas.chat import (
+    ChatCreated,
+    MessagePosted,
+    ReplyCancelled,
+    ReplyCompleted,
+    ReplyRequested,
+    ReplyStarted,
+)
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
 from schemas.tokens import TokenDelta
@@ -46,15 +53,34 @@ async def post(nbus: Bus, chat_id: str, text: str, params: SamplingParams) -> Re
     """Append what the API appends for a new message: the message, then the reply request."""
     now = schemas.now()
     with contextlib.suppress(bus.ConcurrencyConflict):
-        await bus.append_event(nbus.js, ChatCreated(event_id=new_id("e"), chat_id=chat_id, at=now, owner_id="ann",
-                                                    title="t", model="demo", system_prompt="Be brief."),
-                               expected_subject_seq=0)
-    message = MessagePosted(event_id=new_id("e"), chat_id=chat_id, at=now, message_id=new_id("m"),
-                            author_id="ann", content=text)
+        await bus.append_event(
+            nbus.js,
+            ChatCreated(
+                event_id=new_id("e"),
+                chat_id=chat_id,
+                at=now,
+                owner_id="ann",
+                title="t",
+                model="demo",
+                system_prompt="Be brief.",
+            ),
+            expected_subject_seq=0,
+        )
+    message = MessagePosted(
+        event_id=new_id("e"), chat_id=chat_id, at=now, message_id=new_id("m"), author_id="ann", content=text
+    )
     await bus.append_event(nbus.js, message)
-    request = ReplyRequested(event_id=new_id("e"), chat_id=chat_id, at=now, reply_id=new_id("r"),
-                             message_id=message.message_id, model="demo", params=params,
-                             context=[message.message_id], requested_by="ann")
+    request = ReplyRequested(
+        event_id=new_id("e"),
+        chat_id=chat_id,
+        at=now,
+        reply_id=new_id("r"),
+        message_id=message.message_id,
+        model="demo",
+        params=params,
+        context=[message.message_id],
+        requested_by="ann",
+    )
     await bus.append_event(nbus.js, request)
     return request
 
@@ -114,8 +140,12 @@ async def test_cancel_stops_a_reply_early(nbus: Bus, worker: Worker) -> None:
         if await bus.last_msg(nbus.js, "TOKENS", f"tokens.cc.{request.reply_id}") is not None:
             break
         await asyncio.sleep(0.02)
-    await bus.append_event(nbus.js, ReplyCancelled(event_id=new_id("e"), chat_id="cc", at=schemas.now(),
-                                                   reply_id=request.reply_id, by="ann"))
+    await bus.append_event(
+        nbus.js,
+        ReplyCancelled(
+            event_id=new_id("e"), chat_id="cc", at=schemas.now(), reply_id=request.reply_id, by="ann"
+        ),
+    )
     done = await wait_end(nbus, "cc", request.reply_id, timeout=20)
     assert done.finish_reason == "cancelled"
     assert 0 < done.completion_tokens < 2000
@@ -129,9 +159,18 @@ async def test_a_zombie_result_is_fenced(nbus: Bus, worker: Worker) -> None:
             break
         await asyncio.sleep(0.02)
     # Another worker takes over (as after a redelivery): its `started` supersedes ours.
-    await bus.append_event(nbus.js, ReplyStarted(event_id=new_id("e"), chat_id="cz", at=schemas.now(),
-                                                 reply_id=request.reply_id, attempt=2, worker_id="other",
-                                                 model="demo"))
+    await bus.append_event(
+        nbus.js,
+        ReplyStarted(
+            event_id=new_id("e"),
+            chat_id="cz",
+            at=schemas.now(),
+            reply_id=request.reply_id,
+            attempt=2,
+            worker_id="other",
+            model="demo",
+        ),
+    )
     await asyncio.sleep(0.1)
     for _ in range(300):
         if not worker.active:

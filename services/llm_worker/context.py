@@ -14,7 +14,7 @@ def context_subjects(chat_id: str) -> list[str]:
 
 
 def build_messages(request: ReplyRequested, events: Iterable[schemas.Event]) -> list[dict[str, str]]:
-    """The chat-template messages for a request: the system prompt, then exactly `request.context` in order."""
+    """Chat-template messages for a request: the system prompt, then exactly `request.context` in order."""
     system = ""
     turns: dict[str, dict[str, str]] = {}
     for event in events:

@@ -13,12 +13,18 @@ from services.llm_worker.worker import Worker
 log = logging.getLogger(__name__)
 
 
-async def run_worker(settings: WorkerSettings, nbus: Bus, stop: asyncio.Event,
-                     engine_config: EngineConfig | None = None) -> None:
+async def run_worker(
+    settings: WorkerSettings, nbus: Bus, stop: asyncio.Event, engine_config: EngineConfig | None = None
+) -> None:
     """Load `settings.model` (off the event loop) and serve its alias until `stop` is set."""
     log.info("loading %s as %s", settings.model, settings.alias)
-    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model,
-                                     engine_config or EngineConfig())
+    config = engine_config or EngineConfig(
+        num_blocks=settings.kv_blocks,
+        page_size=settings.kv_page_size,
+        max_batch_tokens=settings.max_batch_tokens,
+        num_threads=settings.threads or None,
+    )
+    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model, config)
     worker = Worker(settings, nbus, engine, engine.tokenizer)
     log.info("worker %s serves %s", settings.worker_id, settings.alias)
     await worker.run(stop)

@@ -12,8 +12,17 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("CHATBUS_WORKER_MODEL", "Local model directory or hub id the worker loads (default: the demo model)."),
     ("CHATBUS_WORKER_ALIAS", "Model alias the worker serves; clients ask for this name (default `demo`)."),
     ("CHATBUS_WORKER_CAPACITY", "Replies generated at once by one worker (continuous batching), default 16."),
-    ("CHATBUS_WORKER_ACK_WAIT", "Seconds without a heartbeat before a reply goes to another worker, default 30."),
-    ("CHATBUS_WORKER_THREADS", "torch CPU threads (default: all cores)."),
+    (
+        "CHATBUS_WORKER_ACK_WAIT",
+        "Seconds without a heartbeat before a reply goes to another worker, default 30.",
+    ),
+    (
+        "CHATBUS_WORKER_THREADS",
+        "torch CPU threads of the worker; default 1 (degrades gently beside other services), 0 = all cores.",
+    ),
+    ("CHATBUS_WORKER_KV_BLOCKS", "Paged KV-cache blocks of the engine (default 64; raise it on a GPU)."),
+    ("CHATBUS_WORKER_KV_PAGE_SIZE", "Tokens per KV-cache block (default 32)."),
+    ("CHATBUS_WORKER_MAX_BATCH_TOKENS", "Tokens one engine step may process (default 512)."),
 )
 
 
@@ -30,6 +39,10 @@ class WorkerSettings:
     # A token delta is published when this many tokens or this many seconds have gathered.
     coalesce_tokens: int = 8
     coalesce_seconds: float = 0.05
+    threads: int = 1
+    kv_blocks: int = 64
+    kv_page_size: int = 32
+    max_batch_tokens: int = 512
     worker_id: str = field(default_factory=lambda: new_id("w"))
     host: str = field(default_factory=socket.gethostname)
 
@@ -41,6 +54,10 @@ class WorkerSettings:
             "alias": os.environ.get("CHATBUS_WORKER_ALIAS", "demo"),
             "capacity": int(os.environ.get("CHATBUS_WORKER_CAPACITY", "16")),
             "ack_wait": float(os.environ.get("CHATBUS_WORKER_ACK_WAIT", "30")),
+            "threads": int(os.environ.get("CHATBUS_WORKER_THREADS", "1")),
+            "kv_blocks": int(os.environ.get("CHATBUS_WORKER_KV_BLOCKS", "64")),
+            "kv_page_size": int(os.environ.get("CHATBUS_WORKER_KV_PAGE_SIZE", "32")),
+            "max_batch_tokens": int(os.environ.get("CHATBUS_WORKER_MAX_BATCH_TOKENS", "512")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

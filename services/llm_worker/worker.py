@@ -167,7 +167,7 @@ class Worker:
         request = reply.request
         stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
         messages = build_messages(request, (schemas.decode_event(m.data) for m in stored))
-        prompt_ids = self.engine.build_prompt(messages)  # type: ignore[attr-defined]
+        prompt_ids = self.engine.build_prompt(messages)
         p = request.params
         params = GenerationParams(
             max_new_tokens=p.max_new_tokens,

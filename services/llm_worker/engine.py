@@ -1,0 +1,327 @@
+"""Generation engine: a small thread-safe interface over transformers' continuous batching, with no NATS."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+from transformers.generation.configuration_utils import ContinuousBatchingConfig
+from transformers.generation.continuous_batching.continuous_api import OutputRouter
+from transformers.generation.continuous_batching.requests import GenerationOutput, RequestStatus
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling parameters of one request; temperature <= 0 means greedy."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 50
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class EngineOutput:
+    """New tokens of one request since its previous output; the last output has finished=True."""
+
+    request_id: str
+    new_token_ids: list[int]
+    finished: bool
+    finish_reason: str | None  # "stop" | "length" | "cancelled" | "error"
+    error: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+OutputCallback = Callable[[EngineOutput], None]
+
+
+class Engine(Protocol):
+    """What the worker loop needs from a generation engine."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def submit(
+        self, request_id: str, input_ids: list[int], params: GenerationParams, on_output: OutputCallback
+    ) -> None: ...
+
+    def cancel(self, request_id: str) -> None: ...
+
+    def active(self) -> int: ...
+
+    def build_prompt(self, messages: list[dict[str, str]]) -> list[int]: ...
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Sizing of the paged KV cache and the CPU threads used by the continuous batching engine."""
+
+    # Measured with bench/engine_baseline.py (16 concurrent replies of 128 tokens, 3.4M-param demo Llama,
+    # 2-core CPU): a small paged cache keeps each step's tensors small. 64 blocks x 32 tokens = 2048 cached
+    # tokens; num_blocks/max_batch_tokens = None let transformers size the cache from 60% of free RAM on CPU,
+    # which ran 2-10x slower. 128/256 blocks, page 16/64 and 256/1024 batch tokens were within noise.
+    num_blocks: int | None = 64
+    page_size: int = 32
+    max_batch_tokens: int | None = 512
+    # flash attention does not exist on CPU; "paged|eager" was within noise of "sdpa".
+    attn_implementation: str = "sdpa"
+    # torch intra-op threads (process-wide). 2 threads beat 1 by ~15% on an idle 2-core box, but collapse
+    # 2-10x when another process takes a core (nats-server, API, projector on the same box), while 1 thread
+    # degrades gently. None keeps torch's default (one per core), for a dedicated worker machine.
+    num_threads: int | None = 1
+    seed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # passed through to ContinuousBatchingConfig
+
+    def to_cb_config(self) -> ContinuousBatchingConfig:
+        """Build the transformers ContinuousBatchingConfig for this engine."""
+        return ContinuousBatchingConfig(
+            num_blocks=self.num_blocks,
+            page_size=self.page_size,
+            max_batch_tokens=self.max_batch_tokens,
+            per_request_processors=True,
+            auto_switch_to_flash=False,
+            seed=self.seed,
+            **self.extra,
+        )
+
+
+def sampling_generation_config(base: GenerationConfig | None, defaults: GenerationParams) -> GenerationConfig:
+    """Return a sampling GenerationConfig whose warpers exist, so per-request temperature/top-k/top-p work."""
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    # Per-request processors are only created when the base value is "active": temperature != 1.0, top_k set,
+    # top_p < 1.0. Requests override these values through logit_processor_kwargs.
+    config.do_sample = True
+    config.temperature = defaults.temperature if defaults.temperature not in (0.0, 1.0) else 0.7
+    config.top_k = defaults.top_k if defaults.top_k > 0 else 50
+    config.top_p = defaults.top_p if defaults.top_p < 1.0 else 0.95
+    config.max_new_tokens = defaults.max_new_tokens
+    return config
+
+
+def sampling_kwargs(params: GenerationParams, vocab_size: int) -> dict[str, Any]:
+    """Map GenerationParams to the per-request logits processor kwargs of the manager."""
+    if params.temperature <= 0.0:  # greedy: the warpers divide by temperature, so use top_k=1 instead
+        return {"temperature": 1.0, "top_k": 1, "top_p": 1.0}
+    top_k = params.top_k if 0 < params.top_k <= vocab_size else vocab_size
+    return {"temperature": float(params.temperature), "top_k": int(top_k), "top_p": float(params.top_p)}
+
+
+class _CallbackRouter(OutputRouter):
+    """Output router that hands every manager output straight to a callback on the generation thread."""
+
+    def __init__(self, callback: Callable[[GenerationOutput], None]) -> None:
+        super().__init__()
+        self._callback = callback
+
+    def deliver(self, output: GenerationOutput) -> None:
+        self._callback(output)
+
+    def deliver_batch(self, outputs: list[GenerationOutput]) -> None:
+        for output in outputs:
+            self._callback(output)
+
+
+@dataclass
+class _Request:
+    on_output: OutputCallback
+    prompt_tokens: int
+    eos_ids: frozenset[int]
+    sent: int = 0
+
+
+class ContinuousBatchingEngine:
+    """Engine over transformers' ContinuousBatchingManager; on_output runs on the generation thread."""
+
+    def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.tokenizer = tokenizer
+        self.model = model
+        defaults = GenerationParams()
+        self.generation_config = sampling_generation_config(model.generation_config, defaults)
+        eos = self.generation_config.eos_token_id
+        if eos is None:
+            eos = tokenizer.eos_token_id
+        self.eos_ids = frozenset([eos] if isinstance(eos, int) else (eos or []))
+        text_config = model.config.get_text_config()
+        self.vocab_size = int(text_config.vocab_size)
+        self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 30)
+        self._stopping = False
+        self._requests: dict[str, _Request] = {}
+        # Re-entrant so that on_output may call cancel()/submit(); held while calling on_output so that a
+        # request's outputs are strictly ordered and nothing follows its final output.
+        self._lock = threading.RLock()
+        self._manager: Any = None
+
+    @classmethod
+    def from_pretrained(cls, path: str, config: EngineConfig | None = None) -> ContinuousBatchingEngine:
+        """Load tokenizer and model from a local directory (never from the hub)."""
+        config = config or EngineConfig()
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, local_files_only=True, attn_implementation=config.attn_implementation
+        )
+        return cls(model.eval(), tokenizer, config)
+
+    def build_prompt(self, messages: list[dict[str, str]]) -> list[int]:
+        """Render messages with the chat template (plus the assistant header) into token ids."""
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return [int(i) for i in ids]
+
+    def decode(self, ids: list[int]) -> str:
+        """Decode token ids to text, dropping special tokens."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def start(self) -> None:
+        """Create the manager and start its generation thread."""
+        if self._manager is not None:
+            return
+        self._stopping = False
+        manager = self.model.init_continuous_batching(
+            generation_config=self.generation_config,
+            continuous_batching_config=self.config.to_cb_config(),
+        )
+        # The batch processor picks the router up in start(), so outputs reach us on the generation thread
+        # without the manager's asyncio handler or its shared queue (which would need one more thread hop).
+        manager.output_router = _CallbackRouter(self._on_generation_output)
+        manager.start()
+        self._manager = manager
+
+    def stop(self) -> None:
+        """Stop the generation thread; unfinished requests end with finish_reason "error"."""
+        manager, self._manager = self._manager, None
+        if manager is None:
+            return
+        self._stopping = True
+        manager.stop(block=True, hard_stop=True)
+        manager.destroy()
+        with self._lock:
+            leftovers = list(self._requests)
+        for request_id in leftovers:
+            self._finish(request_id, [], "error", "engine stopped", None)
+
+    def submit(
+        self, request_id: str, input_ids: list[int], params: GenerationParams, on_output: OutputCallback
+    ) -> None:
+        """Queue a request; on_output gets token deltas, then exactly one finished output."""
+        if self._manager is None:
+            raise RuntimeError("engine is not started")
+        if not input_ids:
+            raise ValueError("input_ids must not be empty")
+        max_new = min(params.max_new_tokens, self.max_context - len(input_ids))
+        if max_new < 1:
+            raise ValueError(
+                f"prompt of {len(input_ids)} tokens leaves no room in a {self.max_context} context"
+            )
+        eos_ids = frozenset() if params.ignore_eos else self.eos_ids
+        with self._lock:
+            if request_id in self._requests:
+                raise ValueError(f"request {request_id!r} is already active")
+            self._requests[request_id] = _Request(on_output, len(input_ids), eos_ids)
+        try:
+            accepted = self._manager.add_request(
+                input_ids=list(input_ids),
+                request_id=request_id,
+                max_new_tokens=max_new,
+                streaming=True,
+                eos_token_id=-1 if params.ignore_eos else sorted(self.eos_ids),
+                **sampling_kwargs(params, self.vocab_size),
+            )
+        except BaseException:
+            with self._lock:
+                self._requests.pop(request_id, None)
+            raise
+        if accepted is None:
+            self._finish(request_id, [], "error", "engine is not accepting requests", None)
+
+    def cancel(self, request_id: str) -> None:
+        """Stop a request now: its final output (finish_reason "cancelled") is sent before this returns."""
+        with self._lock:
+            if request_id not in self._requests:
+                return
+            self._finish(request_id, [], "cancelled", None, None)
+        if self._manager is not None:
+            self._manager.cancel_request(request_id)
+
+    def active(self) -> int:
+        """Number of submitted requests that have not had their final output yet."""
+        with self._lock:
+            return len(self._requests)
+
+    def _on_generation_output(self, output: GenerationOutput) -> None:
+        with self._lock:
+            request = self._requests.get(output.request_id)
+            if request is None:  # cancelled, or a late output after stop()
+                return
+            tokens = output.generated_tokens
+            delta = tokens[request.sent :]
+            if output.status == RequestStatus.FAILED:
+                error = "engine stopped" if self._stopping else output.error or "generation failed"
+                self._finish(output.request_id, delta, "error", error, len(tokens))
+            elif output.is_finished():
+                stopped = bool(tokens) and tokens[-1] in request.eos_ids
+                if stopped:
+                    delta = delta[:-1]  # the stop token is not content
+                self._finish(output.request_id, delta, "stop" if stopped else "length", None, len(tokens))
+            elif delta:
+                request.sent = len(tokens)
+                request.on_output(
+                    EngineOutput(
+                        output.request_id, delta, False, None, None, request.prompt_tokens, len(tokens)
+                    )
+                )
+
+    def _finish(
+        self, request_id: str, delta: list[int], reason: str, error: str | None, completion: int | None
+    ) -> None:
+        with self._lock:
+            request = self._requests.pop(request_id, None)
+            if request is None:
+                return
+            count = request.sent + len(delta) if completion is None else completion
+            request.on_output(
+                EngineOutput(request_id, delta, True, reason, error, request.prompt_tokens, count)
+            )
+
+
+class IncrementalDecoder:
+    """Turns streamed token id deltas into text deltas, holding back incomplete UTF-8 sequences."""
+
+    def __init__(self, tokenizer: Any, skip_special_tokens: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.skip_special_tokens = skip_special_tokens
+        self._ids: list[int] = []
+        self._prefix_offset = 0  # start of the window decoded for context
+        self._read_offset = 0  # ids before this index have been emitted as text
+
+    def push(self, new_ids: list[int]) -> str:
+        """Add token ids and return the text they complete (possibly empty)."""
+        self._ids.extend(new_ids)
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self._ids[self._prefix_offset :])
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            self._prefix_offset = self._read_offset
+            self._read_offset = len(self._ids)
+            return full[len(prefix) :]
+        return ""
+
+    def flush(self) -> str:
+        """Return whatever text is still held back (at the end of a reply)."""
+        prefix = self._decode(self._ids[self._prefix_offset : self._read_offset])
+        full = self._decode(self._ids[self._prefix_offset :])
+        self._prefix_offset = self._read_offset = len(self._ids)
+        return full[len(prefix) :]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=self.skip_special_tokens)
