@@ -1,0 +1,98 @@
+"""`chatbus up`: one command starts everything, prints the URL and a key, stops cleanly, keeps data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+import bus
+
+ROOT = Path(__file__).parent.parent
+
+
+def _start(data_dir: Path, model_dir: Path, port: int, nats_port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CHATBUS_DATA_DIR": str(data_dir), "COLUMNS": "200"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "up",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--nats-port",
+        str(nats_port),
+    ]
+    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+async def _wait_ready(base: str, key: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(f"{base}/v1/models") as resp:
+                    if resp.status == 200 and (await resp.json())["models"]:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.3)
+    raise TimeoutError("chatbus up never became ready")
+
+
+def _key_from(log: Path, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(r"admin API key: (cb_[A-Za-z0-9_-]+)", log.read_text(errors="replace"))
+        if found:
+            return found.group(1)
+        time.sleep(0.2)
+    raise TimeoutError(f"no key printed:\n{log.read_text(errors='replace')}")
+
+
+def _interrupt(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(timeout=60)
+
+
+async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_model_dir: Path) -> None:
+    data = tmp_path / "data"
+    port, nats_port = bus.free_port(), bus.free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "up.log"
+    proc = _start(data, demo_model_dir, port, nats_port, log)
+    try:
+        key = _key_from(log)
+        assert f"http://127.0.0.1:{port}/" in log.read_text()
+        await _wait_ready(base, key)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with http.post(f"{base}/v1/chats", json={"title": "kept"}) as resp:
+                assert resp.status == 201
+                chat_id = (await resp.json())["chat_id"]
+    finally:
+        code = _interrupt(proc)
+    assert code == 0, log.read_text(errors="replace")
+    for secret in ("nats.creds", "admin.key", "nats-server.conf"):
+        assert stat.S_IMODE((data / secret).stat().st_mode) == 0o600, secret
+    assert 'listen: "127.0.0.1:' in (data / "nats-server.conf").read_text()
+
+    proc = _start(data, demo_model_dir, port, nats_port, log)
+    try:
+        assert _key_from(log) == key
+        await _wait_ready(base, key)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+            async with http.get(f"{base}/v1/chats/{chat_id}") as resp:
+                assert resp.status == 200
+                assert (await resp.json())["title"] == "kept"
+    finally:
+        assert _interrupt(proc) == 0
