@@ -3,7 +3,7 @@
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
 from bus.append import Appended, append_event, append_raw
-from bus.bulk_reader import BulkReader, BulkReaderError
+from bus.bulk_reader import BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
@@ -15,6 +15,7 @@ from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nat
 __all__ = [
     "Appended",
     "Bus",
+    "BulkMsg",
     "BulkReader",
     "BulkReaderError",
     "BusError",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import nats
 from nats.aio.client import Client
@@ -19,11 +19,20 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bus.connection import Bus
 from bus.errors import BusError
-from bus.reader import StoredMsg
 
 _STATUS_AT = len(b"NATS/1.0")
 _STALLED = b"Nats-Consumer-Stalled:"
 _LAST_CONSUMER = b"Nats-Last-Consumer:"
+
+
+class BulkMsg(NamedTuple):
+    """A message as the stream stored it (StoredMsg's fields, as a tuple: ~30x cheaper to make)."""
+
+    stream: str
+    seq: int
+    subject: str
+    data: bytes
+    pending: int
 
 
 class BulkReaderError(BusError):
@@ -35,7 +44,49 @@ def _header(headers: bytes, name: bytes) -> bytes | None:
     if start < 0:
         return None
     end = headers.find(b"\r\n", start)
-    return headers[start + len(name): end if end >= 0 else None].strip()
+    return headers[start + len(name) : end if end >= 0 else None].strip()
+
+
+class _FrameParser:
+    """Parses MSG/HMSG frames straight into the reader; hands every other protocol line to nats-py."""
+
+    def __init__(self, fallback: Any, reader: BulkReader) -> None:
+        self.fallback = fallback
+        self.reader = reader
+        self.buf = bytearray()
+
+    def reset(self) -> None:
+        """Forget partial input (nats-py calls this on reconnect)."""
+        self.buf.clear()
+        self.fallback.reset()
+
+    async def parse(self, data: bytes = b"") -> None:
+        """Consume complete frames from the buffered input."""
+        buf = self.buf
+        buf.extend(data)
+        pos, size, reader = 0, len(buf), self.reader
+        while pos < size:
+            end = buf.find(b"\r\n", pos)
+            if end < 0:
+                break
+            kind = buf[pos : pos + 4]
+            if kind == b"HMSG" or kind[:3] == b"MSG":
+                parts = bytes(buf[pos:end]).split()
+                total = int(parts[-1])
+                body = end + 2
+                if body + total + 2 > size:
+                    break  # the rest of this frame has not arrived yet
+                header_len = int(parts[-2]) if kind == b"HMSG" else 0
+                reply = parts[3] if len(parts) == (6 if header_len else 5) else b""
+                pos = body + total + 2
+                if header_len and buf[body + _STATUS_AT : body + _STATUS_AT + 1] == b" ":
+                    await reader._on_status(reply, bytes(buf[body : body + header_len]))
+                else:
+                    reader._on_data(parts[1], reply, bytes(buf[body + header_len : body + total]))
+            else:
+                await self.fallback.parse(bytes(buf[pos : end + 2]))
+                pos = end + 2
+        del buf[:pos]
 
 
 class BulkReader:
@@ -54,7 +105,7 @@ class BulkReader:
         self.filter_subjects = list(filter_subjects)
         self.start_seq = max(start_seq, 1)
         self.high_water = high_water
-        self.buffer: list[StoredMsg] = []
+        self.buffer: list[BulkMsg] = []
         self.signal = asyncio.Event()
         self.initial_pending = 0
         self.error: BulkReaderError | None = None
@@ -67,7 +118,8 @@ class BulkReader:
         """Connect, subscribe an inbox and create the ephemeral consumer that pushes into it."""
         main = self.nbus.nc
         options: dict[str, Any] = {
-            key: main.options[key] for key in ("user", "password", "token", "tls", "tls_hostname")
+            key: main.options[key]
+            for key in ("user", "password", "token", "tls", "tls_hostname")
             if main.options.get(key)
         }
 
@@ -78,12 +130,16 @@ class BulkReader:
             self._fail(f"{self.stream}: {exc}")
 
         self._nc = await nats.connect(
-            servers=[uri.geturl() for uri in main.servers], name=f"bulk-reader-{self.stream}",
-            allow_reconnect=False, pending_size=64 * 1024 * 1024, closed_cb=on_closed, error_cb=on_error,
+            servers=[uri.geturl() for uri in main.servers],
+            name=f"bulk-reader-{self.stream}",
+            allow_reconnect=False,
+            pending_size=64 * 1024 * 1024,
+            closed_cb=on_closed,
+            error_cb=on_error,
             **options,
         )
-        # The dedicated connection carries nothing but this consumer's frames.
-        self._nc._process_msg = self._on_frame  # type: ignore[method-assign]
+        # The dedicated connection carries nothing but this consumer's frames: read them ourselves.
+        self._nc._ps = _FrameParser(self._nc._ps, self)  # type: ignore[assignment]
         inbox = self._nc.new_inbox()
         await self._nc.subscribe(inbox)
         await self._nc.flush()
@@ -109,12 +165,7 @@ class BulkReader:
         self._consumer = info.name
         self.initial_pending = (info.num_pending or 0) + len(self.buffer)
 
-    async def _on_frame(
-        self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None
-    ) -> None:
-        if headers is not None and headers[_STATUS_AT:_STATUS_AT + 1] == b" ":
-            await self._on_status(reply, headers)
-            return
+    def _on_data(self, subject: bytes, reply: bytes, data: bytes) -> None:
         tokens = reply.split(b".")
         if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
             sseq, dseq, pending = tokens[5], tokens[6], tokens[8]
@@ -124,11 +175,11 @@ class BulkReader:
             self._fail(f"{self.stream}: expected delivery {self._next_dseq}, got {int(dseq)}")
             return
         self._next_dseq += 1
-        self.buffer.append(StoredMsg(self.stream, int(sseq), subject.decode(), data, int(pending)))
+        self.buffer.append(BulkMsg(self.stream, int(sseq), subject.decode(), data, int(pending)))
         self.signal.set()
 
     async def _on_status(self, reply: bytes, headers: bytes) -> None:
-        code = headers[_STATUS_AT + 1:_STATUS_AT + 4]
+        code = headers[_STATUS_AT + 1 : _STATUS_AT + 4]
         if code != b"100":
             self._fail(f"{self.stream}: consumer status {headers[_STATUS_AT:].strip()!r}")
             return
@@ -155,7 +206,7 @@ class BulkReader:
             self.error = BulkReaderError(message)
         self.signal.set()
 
-    def take(self, limit: int | None = None) -> list[StoredMsg]:
+    def take(self, limit: int | None = None) -> list[BulkMsg]:
         """Take what is buffered now (at most `limit`)."""
         if self.error is not None:
             raise self.error

@@ -1,0 +1,217 @@
+"""Replay throughput: fill CHAT with a realistic mix, then time `replay` against a raw ordered-consumer read.
+
+    python bench/bench_replay.py --events 200000
+
+Starts its own nats-server in a temp dir; acceptance is replay >= 50,000 events/s on 200,000 events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import bus  # noqa: E402
+import schemas  # noqa: E402
+from schemas.chat import (  # noqa: E402
+    ChatCreated,
+    ChatRenamed,
+    MessagePosted,
+    ReplyCompleted,
+    ReplyFailed,
+    ReplyRequested,
+    ReplyStarted,
+)
+from schemas.ids import new_id  # noqa: E402
+from services.projector import replay  # noqa: E402
+
+TARGET = 50_000
+WORDS = "the a lighthouse keeper wrote letters to sea every night about storms and gulls and tea".split()
+
+
+def _text(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def make_events(n: int, seed: int = 7) -> list[schemas.Event]:
+    """About n chat events: chats with turns of message, reply requested, started, completed (some fail)."""
+    rng = random.Random(seed)
+    at = schemas.now() - timedelta(days=30)
+    events: list[schemas.Event] = []
+    users = [f"user{i}" for i in range(200)]
+    while len(events) < n:
+        chat_id, owner = new_id("c"), rng.choice(users)
+        at += timedelta(seconds=1)
+        events.append(
+            ChatCreated(
+                event_id=new_id("e"),
+                chat_id=chat_id,
+                at=at,
+                owner_id=owner,
+                title=_text(rng, 4),
+                model="smollm2-135m",
+            )
+        )
+        for turn in range(rng.randint(3, 15)):
+            message_id, reply_id = new_id("m"), new_id("r")
+            at += timedelta(milliseconds=200)
+            events.append(
+                MessagePosted(
+                    event_id=new_id("e"),
+                    chat_id=chat_id,
+                    at=at,
+                    message_id=message_id,
+                    author_id=owner,
+                    content=_text(rng, rng.randint(5, 60)),
+                )
+            )
+            events.append(
+                ReplyRequested(
+                    event_id=new_id("e"),
+                    chat_id=chat_id,
+                    at=at,
+                    reply_id=reply_id,
+                    message_id=message_id,
+                    model="smollm2-135m",
+                    requested_by=owner,
+                )
+            )
+            events.append(
+                ReplyStarted(
+                    event_id=new_id("e"),
+                    chat_id=chat_id,
+                    at=at,
+                    reply_id=reply_id,
+                    attempt=1,
+                    worker_id="w1",
+                    model="smollm2-135m",
+                )
+            )
+            at += timedelta(milliseconds=800)
+            if rng.random() < 0.03:
+                events.append(
+                    ReplyFailed(
+                        event_id=new_id("e"),
+                        chat_id=chat_id,
+                        at=at,
+                        reply_id=reply_id,
+                        attempt=1,
+                        worker_id="w1",
+                        error="out of memory",
+                    )
+                )
+            else:
+                events.append(
+                    ReplyCompleted(
+                        event_id=new_id("e"),
+                        chat_id=chat_id,
+                        at=at,
+                        reply_id=reply_id,
+                        attempt=1,
+                        worker_id="w1",
+                        model="smollm2-135m",
+                        text=_text(rng, rng.randint(20, 120)),
+                        prompt_tokens=40 + 30 * turn,
+                        completion_tokens=80,
+                        finish_reason="stop",
+                        queue_ms=3.0,
+                        first_token_ms=40.0,
+                        generation_ms=700.0,
+                    )
+                )
+            if turn == 0:
+                events.append(
+                    ChatRenamed(event_id=new_id("e"), chat_id=chat_id, at=at, title=_text(rng, 3), by=owner)
+                )
+    return events[:n]
+
+
+async def fill(nbus: bus.Bus, events: list[schemas.Event], window: int = 4000) -> float:
+    """Publish events with many acks in flight; returns seconds taken."""
+    started = time.perf_counter()
+    futures = []
+    for event in events:
+        futures.append(
+            await nbus.js.publish_async(
+                schemas.subject_of(event),
+                schemas.encode(event),
+                headers={"Nats-Msg-Id": event.event_id},  # type: ignore[union-attr]
+            )
+        )
+        if len(futures) >= window:
+            await asyncio.gather(*futures)
+            futures.clear()
+    await asyncio.gather(*futures)
+    return time.perf_counter() - started
+
+
+async def raw_read(nbus: bus.Bus, reader: str, stream: str, subjects: list[str], expected: int) -> float:
+    """Seconds to read every message of the stream with an ordered push consumer, without decoding."""
+    started = time.perf_counter()
+    follower: bus.Follower | bus.BulkReader
+    if reader == "follower":
+        follower = bus.Follower(nbus.js, stream, subjects, 1)
+    else:
+        follower = bus.BulkReader(nbus, stream, subjects, 1)
+    await follower.start()
+    got = 0
+    try:
+        while got < expected:
+            if not await follower.wait(30):
+                raise TimeoutError(f"raw read stalled at {got} of {expected}")
+            got += len(follower.take())
+    finally:
+        await follower.stop()
+    return time.perf_counter() - started
+
+
+async def main(n_events: int) -> int:
+    """Run the benchmark and print the table; exit 1 when replay misses the target."""
+    with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
+        root = Path(tmp)
+        server = bus.EmbeddedServer(
+            bus.ServerConfig(store_dir=root / "jetstream", credentials=bus.Credentials.generate())
+        )
+        server.start()
+        try:
+            nbus = await bus.connect(server.url_for(), name="bench-replay")
+            await bus.declare_all(nbus.js)
+            events = make_events(n_events)
+            fill_s = await fill(nbus, events)
+            print(
+                f"filled CHAT with {len(events):,} events in {fill_s:.1f} s ({len(events) / fill_s:,.0f}/s)"
+            )
+
+            follower_s = await raw_read(nbus, "follower", "CHAT", ["chat.>"], len(events))
+            bulk_s = await raw_read(nbus, "bulk", "CHAT", ["chat.>"], len(events))
+            summary = await replay(nbus, root / "replayed.duckdb")
+            await nbus.close()
+        finally:
+            server.stop()
+    rows = [
+        ("ordered consumer (bus.Follower), no decode", len(events), follower_s),
+        ("ordered consumer (bus.BulkReader), no decode", len(events), bulk_s),
+        ("replay into DuckDB", summary.events, summary.seconds),
+    ]
+    print(f"\n{'path':<46} {'events':>9} {'seconds':>8} {'events/s':>10}")
+    for name, count, seconds in rows:
+        print(f"{name:<46} {count:>9,} {seconds:>8.2f} {count / seconds:>10,.0f}")
+    print(f"\nrows: {summary.rows}")
+    ok = summary.events_per_s >= TARGET
+    print(f"replay {'meets' if ok else 'MISSES'} the target of {TARGET:,} events/s")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=200_000, help="events to put in CHAT")
+    sys.exit(asyncio.run(main(parser.parse_args().events)))

@@ -1,0 +1,160 @@
+"""The DuckDB read model: schema, loading the rows a batch touches, and writing a batch atomically.
+
+A Store is used from one thread at a time (the projector's writer thread); readers take
+their own cursor with `reader()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from services.projector import tables
+from services.projector.fold import Changes, Keys
+from services.projector.tables import MESSAGES, MUTABLE, Row, Table
+
+# Below this many keys a lookup is an IN list (index point lookups); above it, a join with Arrow.
+_IN_LIST_MAX = 64
+
+
+class Store:
+    """One DuckDB read-model file and the last applied sequence of each stream."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.checkpoints: dict[str, int] = dict(
+            con.execute("SELECT stream, last_seq FROM checkpoints").fetchall()
+        )
+
+    @classmethod
+    def open(cls, path: Path, *, indexes: bool = True) -> Store:
+        """Open (or create) the read model file with its tables (and indexes, unless bulk loading)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path))
+        for table in tables.ALL:
+            con.execute(table.create_table())
+        store = cls(con)
+        if indexes:
+            store.create_indexes()
+        return store
+
+    def create_indexes(self) -> None:
+        """Create the unique keys and lookup indexes that do not exist yet."""
+        for table in tables.ALL:
+            for statement in table.create_indexes():
+                self.con.execute(statement)
+
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for queries from another thread (sees each committed batch)."""
+        return self.con.cursor()
+
+    def close(self) -> None:
+        """Close the file (checkpointing DuckDB's WAL)."""
+        self.con.close()
+
+    def checkpoint(self, stream: str) -> int:
+        """The last applied sequence of `stream` (0 when none)."""
+        return self.checkpoints.get(stream, 0)
+
+    def load(self, keys: Keys, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, dict[str, Row]]:
+        """The stored rows of the touched keys, per mutable table (for messages: only the key)."""
+        con = con or self.con
+        loaded = {table.name: _load(con, table, keys.by_table[table.name], table.names) for table in MUTABLE}
+        loaded[MESSAGES.name] = _load(con, MESSAGES, keys.by_table[MESSAGES.name], [MESSAGES.key])
+        return loaded
+
+    def write(self, batch: ArrowBatch) -> None:
+        """Insert new rows, write back changed ones and move the checkpoint, in one transaction."""
+        con = self.con
+        con.begin()
+        try:
+            for table, inserts, updates in batch.tables:
+                if inserts is not None:
+                    _insert(con, table, inserts)
+                if updates is not None:
+                    _update(con, table, updates)
+            con.execute(
+                "INSERT INTO checkpoints VALUES (?, ?)"
+                " ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq",
+                [batch.stream, batch.last_seq],
+            )
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        self.checkpoints[batch.stream] = batch.last_seq
+
+
+@dataclass
+class ArrowBatch:
+    """A folded batch ready to write: per table, Arrow rows to insert and to write back."""
+
+    stream: str
+    last_seq: int
+    tables: list[tuple[Table, pa.Table | None, pa.Table | None]]
+
+    @classmethod
+    def of(cls, changes: Changes, stream: str, last_seq: int) -> ArrowBatch:
+        """Convert the fold's rows to Arrow (the slow part of a write that needs the GIL)."""
+        tables: list[tuple[Table, pa.Table | None, pa.Table | None]] = []
+        for table in MUTABLE:
+            inserts, updates = changes.inserts[table.name], changes.updates[table.name]
+            tables.append(
+                (table, table.arrow(inserts) if inserts else None, table.arrow(updates) if updates else None)
+            )
+        tables.append((MESSAGES, MESSAGES.arrow(changes.messages) if changes.messages else None, None))
+        return cls(stream=stream, last_seq=last_seq, tables=tables)
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection, table: Table, keys: set[str], names: Sequence[str]
+) -> dict[str, Row]:
+    if not keys:
+        return {}
+    select = f"SELECT {', '.join(names)} FROM {table.name} WHERE {table.key} IN"
+    if len(keys) <= _IN_LIST_MAX:
+        fetched = con.execute(f"{select} ({', '.join('?' * len(keys))})", list(keys)).fetchall()
+    else:
+        con.register("wanted_keys", pa.table({"k": pa.array(list(keys), pa.string())}))
+        try:
+            fetched = con.execute(f"{select} (SELECT k FROM wanted_keys)").fetchall()
+        finally:
+            con.unregister("wanted_keys")
+    return {values[0]: dict(zip(names, values, strict=True)) for values in fetched}
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: Table, rows: pa.Table) -> None:
+    con.register("batch_rows", rows)
+    try:
+        con.execute(f"INSERT INTO {table.name} SELECT * FROM batch_rows")
+    finally:
+        con.unregister("batch_rows")
+
+
+def _update(con: duckdb.DuckDBPyConnection, table: Table, rows: pa.Table) -> None:
+    # Indexed columns never change (and DuckDB rewrites a row whose indexed column is set).
+    assignments = ", ".join(f"{name} = b.{name}" for name in table.names[1:] if name not in table.indexes)
+    con.register("batch_rows", rows)
+    try:
+        con.execute(
+            f"UPDATE {table.name} SET {assignments} FROM batch_rows b"
+            f" WHERE {table.name}.{table.key} = b.{table.key}"
+        )
+    finally:
+        con.unregister("batch_rows")
+
+
+def dump_read_model(db_path: Path) -> dict[str, list[tuple]]:
+    """Every table but checkpoints, rows sorted: for comparing a live read model with a replayed one."""
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return {
+            table.name: con.execute(f"SELECT * FROM {table.name} ORDER BY {table.key}").fetchall()
+            for table in tables.READ_MODEL
+        }
+    finally:
+        con.close()
