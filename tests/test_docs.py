@@ -62,3 +62,12 @@ def test_every_cli_command_is_in_the_readme() -> None:
             continue
         leaf = name.split()[-1]
         assert leaf in section, f"`chatbus {name}` is not in the README's command table"
+
+
+def test_every_route_is_in_the_readme_api_table() -> None:
+    from services.api.routes import ROUTES
+
+    section = README.split("## HTTP API", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (GET|POST|PATCH|DELETE|PUT) \| `([^`]+)` \|", section, flags=re.M)
+    documented = {(method, path.split("?")[0]) for method, path in rows}
+    assert {(r.method, r.path) for r in ROUTES} == documented

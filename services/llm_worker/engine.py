@@ -68,7 +68,7 @@ class EngineConfig:
     # 2-core CPU): a small paged cache keeps each step's tensors small. 64 blocks x 32 tokens = 2048 cached
     # tokens; num_blocks/max_batch_tokens = None let transformers size the cache from 60% of free RAM on CPU,
     # which ran 2-10x slower. 128/256 blocks, page 16/64 and 256/1024 batch tokens were within noise.
-    num_blocks: int | None = 64
+    num_blocks: int | None = 256
     page_size: int = 32
     max_batch_tokens: int | None = 512
     # flash attention does not exist on CPU; "paged|eager" was within noise of "sdpa".

@@ -20,7 +20,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
         "CHATBUS_WORKER_THREADS",
         "torch CPU threads of the worker; default 1 (degrades gently beside other services), 0 = all cores.",
     ),
-    ("CHATBUS_WORKER_KV_BLOCKS", "Paged KV-cache blocks of the engine (default 64; raise it on a GPU)."),
+    ("CHATBUS_WORKER_KV_BLOCKS", "KV-cache blocks of the engine (default 256: 16 replies of ~500 tokens)."),
     ("CHATBUS_WORKER_KV_PAGE_SIZE", "Tokens per KV-cache block (default 32)."),
     ("CHATBUS_WORKER_MAX_BATCH_TOKENS", "Tokens one engine step may process (default 512)."),
 )
@@ -38,9 +38,9 @@ class WorkerSettings:
     heartbeat_every: float = 5.0
     # A token delta is published when this many tokens or this many seconds have gathered.
     coalesce_tokens: int = 8
-    coalesce_seconds: float = 0.05
+    coalesce_seconds: float = 0.08
     threads: int = 1
-    kv_blocks: int = 64
+    kv_blocks: int = 256
     kv_page_size: int = 32
     max_batch_tokens: int = 512
     worker_id: str = field(default_factory=lambda: new_id("w"))
@@ -55,7 +55,7 @@ class WorkerSettings:
             "capacity": int(os.environ.get("CHATBUS_WORKER_CAPACITY", "16")),
             "ack_wait": float(os.environ.get("CHATBUS_WORKER_ACK_WAIT", "30")),
             "threads": int(os.environ.get("CHATBUS_WORKER_THREADS", "1")),
-            "kv_blocks": int(os.environ.get("CHATBUS_WORKER_KV_BLOCKS", "64")),
+            "kv_blocks": int(os.environ.get("CHATBUS_WORKER_KV_BLOCKS", "256")),
             "kv_page_size": int(os.environ.get("CHATBUS_WORKER_KV_PAGE_SIZE", "32")),
             "max_batch_tokens": int(os.environ.get("CHATBUS_WORKER_MAX_BATCH_TOKENS", "512")),
         }

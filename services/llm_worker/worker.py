@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,8 +21,9 @@ from schemas.ids import new_id
 from schemas.presence import WorkerPresence, presence_key
 from schemas.streams import CHAT, WORKERS_KV, worker_consumer
 from schemas.tokens import TokenDelta, tokens_subject
+from services.llm_worker.coalesce import Chunk, Coalescer
 from services.llm_worker.context import build_messages, context_subjects
-from services.llm_worker.engine import Engine, EngineOutput, GenerationParams, IncrementalDecoder
+from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder
 from services.llm_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -34,7 +37,7 @@ class ActiveReply:
     request: ReplyRequested
     delivery: Delivery
     engine_id: str
-    outputs: asyncio.Queue[EngineOutput] = field(default_factory=asyncio.Queue)
+    chunks: asyncio.Queue[Chunk] = field(default_factory=asyncio.Queue)
 
 
 class Worker:
@@ -48,6 +51,17 @@ class Worker:
         self.active: dict[str, ActiveReply] = {}
         self.started_at = schemas.now()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inbox: collections.deque[tuple[ActiveReply, Chunk]] = collections.deque()
+        self._inbox_lock = threading.Lock()
+        self._wake_pending = False
+
+    def _drain_inbox(self) -> None:
+        """Hand engine outputs to their replies: one wake-up of the loop per engine step, not per reply."""
+        with self._inbox_lock:
+            self._wake_pending = False
+        while self._inbox:
+            reply, chunk = self._inbox.popleft()
+            reply.chunks.put_nowait(chunk)
 
     def free_capacity(self) -> int:
         """How many more replies the engine takes now."""
@@ -178,46 +192,33 @@ class Worker:
         )
         loop = asyncio.get_running_loop()
 
-        def on_output(out: EngineOutput) -> None:  # called on the engine's thread
-            loop.call_soon_threadsafe(reply.outputs.put_nowait, out)
+        def hand_over(chunk: Chunk) -> None:  # called on the engine's thread
+            self._inbox.append((reply, chunk))
+            with self._inbox_lock:
+                if self._wake_pending:
+                    return
+                self._wake_pending = True
+            loop.call_soon_threadsafe(self._drain_inbox)
 
-        self.engine.submit(reply.engine_id, prompt_ids, params, on_output)
+        coalescer = Coalescer(self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over)
+        self.engine.submit(reply.engine_id, prompt_ids, params, coalescer.on_output)
         decoder = IncrementalDecoder(self.tokenizer)
         subject = tokens_subject(request.chat_id, request.reply_id)
         text_parts: list[str] = []
-        pending_text: list[str] = []
-        pending_tokens = 0
         index = 0
-        last_flush = time.monotonic()
-        first_token_ms = 0.0
         acks: list[asyncio.Future[Any]] = []
         while True:
-            out = await reply.outputs.get()
-            if out.new_token_ids:
-                if not first_token_ms:
-                    first_token_ms = (time.monotonic() - began) * 1000.0
-                piece = decoder.push(out.new_token_ids)
-                pending_tokens += len(out.new_token_ids)
-                if piece:
-                    pending_text.append(piece)
-            if out.finished:
-                tail = decoder.flush()
-                if tail:
-                    pending_text.append(tail)
-            now = time.monotonic()
-            due = (
-                pending_tokens >= self.settings.coalesce_tokens
-                or now - last_flush >= self.settings.coalesce_seconds
-            )
-            if pending_tokens and (due or out.finished):
-                text = "".join(pending_text)
+            chunk = await reply.chunks.get()
+            out, finished = chunk.last, chunk.last.finished
+            if chunk.token_ids:
+                text = decoder.push(chunk.token_ids) + (decoder.flush() if finished else "")
                 delta = TokenDelta(
                     chat_id=request.chat_id,
                     reply_id=request.reply_id,
                     attempt=attempt,
                     index=index,
                     text=text,
-                    n_tokens=pending_tokens,
+                    n_tokens=len(chunk.token_ids),
                 )
                 acks.append(
                     await self.bus.js.publish_async(
@@ -228,9 +229,9 @@ class Worker:
                 )
                 text_parts.append(text)
                 index += 1
-                pending_text, pending_tokens, last_flush = [], 0, now
-            if out.finished:
+            if finished:
                 break
+        first_token_ms = (coalescer.first_token_at - began) * 1000.0 if coalescer.first_token_at else 0.0
         if acks:
             await asyncio.gather(*acks, return_exceptions=True)  # deltas land before the end event
         generation_ms = (time.monotonic() - began) * 1000.0

@@ -1,0 +1,46 @@
+"""Gather a reply's tokens on the engine's thread and hand them on in chunks (a few tokens each)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.llm_worker.engine import EngineOutput
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Tokens gathered since the previous chunk; `last` is the newest engine output (finished or not)."""
+
+    token_ids: list[int]
+    last: EngineOutput
+
+
+class Coalescer:
+    """Per reply: wakes the worker's event loop once per chunk instead of once per engine step.
+
+    The loop shares the GIL with the engine's thread, so fewer, larger hand-overs leave more
+    of each step to the engine. A chunk is due at `max_tokens` tokens, after `max_seconds`,
+    or when the reply finishes.
+    """
+
+    def __init__(self, max_tokens: int, max_seconds: float, hand_over: Callable[[Chunk], None]) -> None:
+        self.max_tokens = max_tokens
+        self.max_seconds = max_seconds
+        self.hand_over = hand_over
+        self.first_token_at: float | None = None
+        self._ids: list[int] = []
+        self._last_hand_over = time.monotonic()
+
+    def on_output(self, out: EngineOutput) -> None:
+        """Engine callback (engine thread): gather, and hand over when a chunk is due."""
+        now = time.monotonic()
+        if out.new_token_ids:
+            if self.first_token_at is None:
+                self.first_token_at = now
+            self._ids.extend(out.new_token_ids)
+        due = len(self._ids) >= self.max_tokens or now - self._last_hand_over >= self.max_seconds
+        if out.finished or (self._ids and due):
+            chunk, self._ids, self._last_hand_over = Chunk(self._ids, out), [], now
+            self.hand_over(chunk)
