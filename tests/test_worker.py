@@ -177,3 +177,23 @@ async def test_a_zombie_result_is_fenced(nbus: Bus, worker: Worker) -> None:
             break
         await asyncio.sleep(0.05)
     assert await bus.last_msg(nbus.js, "CHAT", f"chat.cz.reply.{request.reply_id}.completed") is None
+
+
+async def test_a_prompt_too_long_for_the_model_fails_once_and_is_not_retried(
+    nbus: Bus, worker: Worker
+) -> None:
+    from schemas.chat import ReplyFailed
+
+    request = await post(nbus, "cl", "word " * 6000, SamplingParams(max_new_tokens=16))
+    for _ in range(400):
+        last = await bus.last_msg(nbus.js, "CHAT", f"chat.cl.reply.{request.reply_id}.failed")
+        if last is not None:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("no reply.failed")
+    failed = schemas.decode_event(last.data)
+    assert isinstance(failed, ReplyFailed) and failed.attempt == 1 and failed.error
+    await asyncio.sleep(0.3)
+    info = await nbus.js.consumer_info("CHAT", "worker-demo")
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0

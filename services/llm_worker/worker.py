@@ -181,7 +181,10 @@ class Worker:
         request = reply.request
         stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
         messages = build_messages(request, (schemas.decode_event(m.data) for m in stored))
-        prompt_ids = self.engine.build_prompt(messages)
+        try:
+            prompt_ids = self.engine.build_prompt(messages)
+        except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
+            return self._failed(request, attempt, f"cannot build the prompt: {exc}")
         p = request.params
         params = GenerationParams(
             max_new_tokens=p.max_new_tokens,
@@ -201,7 +204,10 @@ class Worker:
             loop.call_soon_threadsafe(self._drain_inbox)
 
         coalescer = Coalescer(self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over)
-        self.engine.submit(reply.engine_id, prompt_ids, params, coalescer.on_output)
+        try:
+            self.engine.submit(reply.engine_id, prompt_ids, params, coalescer.on_output)
+        except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
+            return self._failed(request, attempt, str(exc))
         decoder = IncrementalDecoder(self.tokenizer)
         subject = tokens_subject(request.chat_id, request.reply_id)
         text_parts: list[str] = []
@@ -236,15 +242,7 @@ class Worker:
             await asyncio.gather(*acks, return_exceptions=True)  # deltas land before the end event
         generation_ms = (time.monotonic() - began) * 1000.0
         if out.finish_reason == "error":
-            return ReplyFailed(
-                event_id=new_id("e"),
-                chat_id=request.chat_id,
-                at=schemas.now(),
-                reply_id=request.reply_id,
-                attempt=attempt,
-                worker_id=self.settings.worker_id,
-                error=out.error or "generation failed",
-            )
+            return self._failed(request, attempt, out.error or "generation failed")
         return self._completed(
             request,
             attempt,
@@ -255,6 +253,17 @@ class Worker:
             queue_ms,
             first_token_ms,
             generation_ms,
+        )
+
+    def _failed(self, request: ReplyRequested, attempt: int, error: str) -> ReplyFailed:
+        return ReplyFailed(
+            event_id=new_id("e"),
+            chat_id=request.chat_id,
+            at=schemas.now(),
+            reply_id=request.reply_id,
+            attempt=attempt,
+            worker_id=self.settings.worker_id,
+            error=error,
         )
 
     def _completed(
