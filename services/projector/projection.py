@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
-from services.projector.fold import Delivered, decode_batch, fold, touched
+from services.projector.fold import Delivered, Keys, decode_batch, fold, touched
 from services.projector.store import ArrowBatch, Store
 from services.projector.tables import MESSAGES, MUTABLE, Row
 
@@ -34,8 +34,13 @@ def prepare(
     msgs: Sequence[Delivered],
     after: Prepared | None = None,
     con: duckdb.DuckDBPyConnection | None = None,
+    stored_keys: dict[str, set[str]] | None = None,
 ) -> Prepared | None:
-    """Fold a batch that follows `after` (or the store's checkpoint); None when all of it is applied."""
+    """Fold a batch that follows `after` (or the store's checkpoint); None when all of it is applied.
+
+    `stored_keys` (replay into a fresh file) holds every key earlier batches wrote: only those
+    can exist in the store, so the others are not looked up.
+    """
     last = after.batch.last_seq if after is not None else store.checkpoint(stream)
     if msgs and msgs[0].seq <= last:
         msgs = [m for m in msgs if m.seq > last]
@@ -43,7 +48,10 @@ def prepare(
         return None
     events = decode_batch(msgs)
     keys = touched(events)
-    existing = store.load(keys, con)
+    if stored_keys is None:
+        existing = store.load(keys, con)
+    else:
+        existing = store.load(Keys(by_table={n: k & stored_keys[n] for n, k in keys.by_table.items()}), con)
     if after is not None:
         for table in MUTABLE:
             newer = after.rows[table.name]
@@ -52,6 +60,10 @@ def prepare(
         for message_id in keys.by_table[MESSAGES.name] & after.message_ids:
             existing[MESSAGES.name][message_id] = {MESSAGES.key: message_id}
     changes = fold(events, existing)
+    if stored_keys is not None:
+        for table in MUTABLE:
+            stored_keys[table.name].update(row[table.key] for row in changes.inserts[table.name])
+        stored_keys[MESSAGES.name].update(row[MESSAGES.key] for row in changes.messages)
     rows: dict[str, dict[str, Row]] = {}
     for table in MUTABLE:
         written = (*changes.inserts[table.name], *changes.updates[table.name])

@@ -51,6 +51,7 @@ async def replay(nbus: bus.Bus, db_path: Path, *, on_progress: Progress | None =
     started = time.perf_counter()
     projector = Projector(await asyncio.to_thread(Store.open, partial, indexes=False))
     done = 0
+    stored_keys: dict[str, set[str]] = {table.name: set() for table in READ_MODEL}
     # Replay allocates millions of short-lived objects and few cycles: the cyclic GC would cost a third.
     gc_was_enabled = gc.isenabled()
     gc.disable()
@@ -71,7 +72,7 @@ async def replay(nbus: bus.Bus, db_path: Path, *, on_progress: Progress | None =
                 if on_progress is not None:
                     on_progress(done, total)
 
-            await _replay_stream(nbus, projector, stream, state.last_seq, progress)
+            await _replay_stream(nbus, projector, stream, state.last_seq, progress, stored_keys)
         await projector.run_in_writer(projector.store.create_indexes)
         rows = await projector.run_in_writer(lambda: _count_rows(projector.store))
         checkpoints = dict(projector.store.checkpoints)
@@ -86,7 +87,12 @@ async def replay(nbus: bus.Bus, db_path: Path, *, on_progress: Progress | None =
 
 
 async def _replay_stream(
-    nbus: bus.Bus, projector: Projector, stream: str, last_seq: int, progress: Callable[[int], None]
+    nbus: bus.Bus,
+    projector: Projector,
+    stream: str,
+    last_seq: int,
+    progress: Callable[[int], None],
+    stored_keys: dict[str, set[str]],
 ) -> None:
     """Apply one stream from its first message to last_seq; reading runs ahead while a batch is written."""
     follower = bus.BulkReader(nbus, stream, SUBJECTS[stream], 1)
@@ -99,7 +105,7 @@ async def _replay_stream(
                 raise TimeoutError(f"replaying {stream}: nothing arrived for {READ_TIMEOUT}s")
             batch = _until(follower.take(REPLAY_BATCH), last_seq)
             end = _at_end(batch, last_seq)
-            prepared = projector.prepare_now(stream, batch, previous)
+            prepared = projector.prepare_now(stream, batch, previous, stored_keys)
             if writing is not None:
                 progress(await writing)
                 writing = None

@@ -58,13 +58,19 @@ class Projector:
             self.advanced.notify_all()
         return applied
 
-    def prepare_now(self, stream: str, msgs: Sequence[Delivered], after: Prepared | None) -> Prepared | None:
+    def prepare_now(
+        self,
+        stream: str,
+        msgs: Sequence[Delivered],
+        after: Prepared | None,
+        stored_keys: dict[str, set[str]] | None = None,
+    ) -> Prepared | None:
         """Fold a batch on the calling thread, while the writer commits the previous one.
 
         Replay calls this on the event loop: it answers no queries, and folding on a second
         thread only made the reader and the fold trade the GIL back and forth.
         """
-        return prepare(self.store, stream, msgs, after, self._cursor())
+        return prepare(self.store, stream, msgs, after, self._cursor(), stored_keys)
 
     async def commit(self, prepared: Prepared) -> int:
         """Commit a prepared batch in the writer thread, then wake queries waiting for it."""
