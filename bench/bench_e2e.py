@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -140,13 +141,19 @@ async def ws_latency(
     return latencies
 
 
-async def _publish_paced(nbus: bus.Bus, chat_id: str, rate: float, count: int) -> None:
+async def _paced(rate: float, count: int, send: Callable[[int], Awaitable[object]]) -> None:
+    """Call send(i) for i in range(count) at `rate` per second."""
     interval = 1.0 / rate
     start = time.perf_counter()
     for i in range(count):
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
+        await send(i)
+
+
+async def _publish_paced(nbus: bus.Bus, chat_id: str, rate: float, count: int) -> None:
+    def send(i: int) -> Awaitable[object]:
         delta = TokenDelta(
             chat_id=chat_id,
             reply_id="rbench",
@@ -155,11 +162,13 @@ async def _publish_paced(nbus: bus.Bus, chat_id: str, rate: float, count: int) -
             text=str(time.perf_counter_ns()),
             n_tokens=1,
         )
-        await nbus.js.publish_async(
+        return nbus.js.publish_async(
             f"tokens.{chat_id}.rbench",
             schemas.encode(delta),
             headers={"Nats-Msg-Id": f"rbench.{chat_id}.{i}"},
         )
+
+    await _paced(rate, count, send)
 
 
 async def raw_nats_latency(nbus: bus.Bus, rate: float, seconds: float) -> list[float]:
@@ -176,13 +185,7 @@ async def raw_nats_latency(nbus: bus.Bus, rate: float, seconds: float) -> list[f
 
     await other.nc.subscribe("bench.raw", cb=on_msg)
     await other.nc.flush()
-    interval = 1.0 / rate
-    start = time.perf_counter()
-    for i in range(count):
-        delay = start + i * interval - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await nbus.nc.publish("bench.raw", str(time.perf_counter_ns()).encode())
+    await _paced(rate, count, lambda i: nbus.nc.publish("bench.raw", str(time.perf_counter_ns()).encode()))
     await asyncio.wait_for(got_all.wait(), 30)
     await other.close()
     return latencies

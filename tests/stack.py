@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,10 @@ import aiohttp
 import bus
 import schemas
 from bus import Bus
+from schemas.chat import ChatCreated, MessagePosted, ReplyRequested
+from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
+from schemas.sampling import SamplingParams
 
 ROOT = Path(__file__).parent.parent
 
@@ -115,17 +119,20 @@ class Client:
         return self.session.ws_connect(f"{self.base}/v1/chats/{chat_id}/ws?{query}")
 
 
-async def request_reply(nbus: Bus, chat_id: str, text: str, params: Any, model: str = "demo") -> Any:
+async def request_reply(
+    nbus: Bus, chat_id: str, text: str, params: SamplingParams, model: str = "demo", system_prompt: str = ""
+) -> ReplyRequested:
     """Append what the API appends for a new message (creating the chat if needed); the reply request."""
-    import contextlib
-
-    from schemas.chat import ChatCreated, MessagePosted, ReplyRequested
-    from schemas.ids import new_id
-
     now = schemas.now()
     with contextlib.suppress(bus.ConcurrencyConflict):
         created = ChatCreated(
-            event_id=new_id("e"), chat_id=chat_id, at=now, owner_id="ann", title="t", model=model
+            event_id=new_id("e"),
+            chat_id=chat_id,
+            at=now,
+            owner_id="ann",
+            title="t",
+            model=model,
+            system_prompt=system_prompt,
         )
         await bus.append_event(nbus.js, created, expected_subject_seq=0)
     message = MessagePosted(

@@ -13,8 +13,6 @@ import bus
 import schemas
 from bus import Bus
 from schemas.chat import (
-    ChatCreated,
-    MessagePosted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyRequested,
@@ -26,6 +24,7 @@ from schemas.tokens import TokenDelta
 from services.llm_worker import WorkerSettings
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.worker import Worker
+from tests.stack import request_reply
 
 
 @pytest.fixture(scope="module")
@@ -51,38 +50,7 @@ async def worker(nbus: Bus, engine_factory, demo_model_dir: Path) -> AsyncIterat
 
 async def post(nbus: Bus, chat_id: str, text: str, params: SamplingParams) -> ReplyRequested:
     """Append what the API appends for a new message: the message, then the reply request."""
-    now = schemas.now()
-    with contextlib.suppress(bus.ConcurrencyConflict):
-        await bus.append_event(
-            nbus.js,
-            ChatCreated(
-                event_id=new_id("e"),
-                chat_id=chat_id,
-                at=now,
-                owner_id="ann",
-                title="t",
-                model="demo",
-                system_prompt="Be brief.",
-            ),
-            expected_subject_seq=0,
-        )
-    message = MessagePosted(
-        event_id=new_id("e"), chat_id=chat_id, at=now, message_id=new_id("m"), author_id="ann", content=text
-    )
-    await bus.append_event(nbus.js, message)
-    request = ReplyRequested(
-        event_id=new_id("e"),
-        chat_id=chat_id,
-        at=now,
-        reply_id=new_id("r"),
-        message_id=message.message_id,
-        model="demo",
-        params=params,
-        context=[message.message_id],
-        requested_by="ann",
-    )
-    await bus.append_event(nbus.js, request)
-    return request
+    return await request_reply(nbus, chat_id, text, params, system_prompt="Be brief.")
 
 
 async def wait_end(nbus: Bus, chat_id: str, reply_id: str, timeout: float = 60) -> ReplyCompleted:
