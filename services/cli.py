@@ -248,7 +248,10 @@ def up(
         children.append(
             subprocess.Popen([*exe, "worker", "--model", str(model_dir), "--alias", alias], env=env)
         )
-        console.print(f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/  (API under /v1)")
+        console.print(
+            f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/v1  "
+            f"(routes: http://127.0.0.1:{port}/v1/openapi.json; the web UI is not built yet)"
+        )
         console.print(f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)")
         console.print(
             f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n"
