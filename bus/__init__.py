@@ -7,7 +7,7 @@ from bus.bulk_reader import BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
-from bus.errors import BusError, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
+from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
 from bus.micro import call, serve
 from bus.reader import Follower, StoredMsg, last_msg, read_all
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
@@ -19,6 +19,7 @@ __all__ = [
     "BulkReader",
     "BulkReaderError",
     "BusError",
+    "BusUnavailable",
     "ConcurrencyConflict",
     "Credentials",
     "Delivery",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
 import schemas
-from bus.errors import BusError, ConcurrencyConflict
+from bus.errors import BusError, BusUnavailable, ConcurrencyConflict
 
 # JetStream error codes (server/errors.json) that mean "the expected sequence did not hold".
 _WRONG_LAST_SEQUENCE = 10071
@@ -62,6 +63,8 @@ async def append_raw(
         raise BusError(f"append to {subject} refused: {exc.description} (code {exc.err_code})") from exc
     except NoStreamResponseError as exc:
         raise BusError(f"no stream takes subject {subject}: run `chatbus admin init`") from exc
+    except NatsError as exc:  # timeout or cut connection: unknown whether stored; retry with the same id
+        raise BusUnavailable(f"append to {subject} unanswered: {exc!r}") from exc
     return Appended(stream=ack.stream, seq=ack.seq, duplicate=bool(ack.duplicate))
 
 

@@ -58,17 +58,17 @@ async def pull_loop(
     spec: ConsumerSpec,
     handler: Handler,
     *,
-    capacity: Callable[[], int],
+    capacity: int,
     stop: asyncio.Event,
     fetch_timeout: float = 1.0,
 ) -> None:
-    """Fetch while `capacity()` > 0 and run `handler` for each message in its own task until `stop`."""
+    """Run `handler` for each message in its own task, at most `capacity` at once, until `stop`."""
     await declare_consumer(js, spec)
     sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
     tasks: set[asyncio.Task[None]] = set()
     try:
         while not stop.is_set():
-            free = capacity()
+            free = capacity - len(tasks)  # counts handlers still setting up, not just busy ones
             if free <= 0:
                 await asyncio.sleep(0.005)
                 continue

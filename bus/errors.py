@@ -11,6 +11,10 @@ class ConcurrencyConflict(BusError):
     """An append's expected sequence did not hold: someone else appended first."""
 
 
+class BusUnavailable(BusError):
+    """NATS or JetStream did not answer (restarting, electing a leader, cut off): try again soon."""
+
+
 class NotFound(BusError):
     """The stream, consumer, key or message does not exist."""
 

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext as _JS
+
+from bus.errors import BusUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,26 +65,36 @@ class Follower:
         self.buffer: list[StoredMsg] = []
         self.signal = asyncio.Event()
         self.initial_pending = 0
+        self.last_seq = self.start_seq - 1
         self._sub: _JS.PushSubscription | None = None
 
     async def start(self) -> None:
         """Create the consumer; `initial_pending` says how many messages existed at that moment."""
 
         async def on_msg(msg: Msg) -> None:
-            self.buffer.append(_stored(msg))
+            stored = _stored(msg)
+            # nats-py recreates an ordered consumer from its last delivered sequence + 1, which is
+            # 1 when nothing was delivered yet: never hand on anything at or before our position.
+            if stored.seq <= self.last_seq:
+                return
+            self.last_seq = stored.seq
+            self.buffer.append(stored)
             self.signal.set()
 
-        self._sub = await self.js.subscribe(
-            self.filter_subjects[0],
-            stream=self.stream,
-            cb=on_msg,
-            ordered_consumer=True,
-            config=_config(self.filter_subjects, self.start_seq),
-            idle_heartbeat=2.0,
-            pending_msgs_limit=1_000_000,
-            pending_bytes_limit=512 * 1024 * 1024,
-        )
-        info = await self._sub.consumer_info()
+        try:
+            self._sub = await self.js.subscribe(
+                self.filter_subjects[0],
+                stream=self.stream,
+                cb=on_msg,
+                ordered_consumer=True,
+                config=_config(self.filter_subjects, self.start_seq),
+                idle_heartbeat=2.0,
+                pending_msgs_limit=1_000_000,
+                pending_bytes_limit=512 * 1024 * 1024,
+            )
+            info = await self._sub.consumer_info()
+        except NatsError as exc:
+            raise BusUnavailable(f"cannot read {self.stream}: {exc!r}") from exc
         # Delivered-so-far plus still-pending, both from the same server snapshot: counting the local
         # buffer instead races with deliveries that land after the snapshot (an overcount that never drains).
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
@@ -157,6 +170,8 @@ async def last_msg(js: JetStreamContext, stream: str, subject: str) -> StoredMsg
         raw = await js.get_last_msg(stream, subject, direct=True)
     except NotFoundError:
         return None
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot read {stream} {subject}: {exc!r}") from exc
     return StoredMsg(
         stream=stream, seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", pending=0
     )

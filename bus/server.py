@@ -131,7 +131,10 @@ class EmbeddedServer:
         """Write the config, start the server and wait until its port accepts connections."""
         self.config.store_dir.mkdir(parents=True, exist_ok=True)
         conf_path = self.config.store_dir.parent / "nats-server.conf"
-        conf_path.write_text(self.config.render())
+        # Created 0600 from the start: it holds the password in clear.
+        fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.config.render())
         os.chmod(conf_path, 0o600)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(

@@ -6,7 +6,7 @@ import re
 import secrets
 import time
 
-ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}\Z"  # \Z: `$` would accept a trailing newline
 _ID_RE = re.compile(ID_PATTERN)
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -85,10 +86,7 @@ async def _connect(url: str, name: str) -> Bus:
 
 
 def _redact(url: str) -> str:
-    if "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return ",".join(re.sub(r"//[^/@]*@", "//***@", one) for one in url.split(","))
 
 
 # ---------------------------------------------------------------- services
@@ -209,8 +207,10 @@ def up(
 ) -> None:
     """Start everything on this machine: embedded NATS, projector, API and one worker. Ctrl-C stops it."""
     _setup_logging()
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, systemd and docker stop act like Ctrl-C
     root = _data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)  # chats, keys and credentials live here
     model_dir = Path(model) if model else root / "models" / "demo-text"
     if model is None and not (model_dir / "config.json").exists():
         console.print("Building the demo model (random weights, not an assistant) ...")
@@ -256,9 +256,9 @@ def up(
         console.print(
             f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n"
         )
-        _wait_for_children(children)
+        failed = _wait_for_children(children)
     except KeyboardInterrupt:
-        pass
+        failed = False
     finally:
         for child in children:
             if child.poll() is None:
@@ -270,14 +270,21 @@ def up(
                 child.kill()
         server.stop()
         console.print("chatbus stopped; data kept in", root)
+    if failed:
+        raise typer.Exit(1)
 
 
-def _wait_for_children(children: list[subprocess.Popen[bytes]]) -> None:
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _wait_for_children(children: list[subprocess.Popen[bytes]]) -> bool:
+    """Wait until a child exits; True (a failure) then, as nothing should exit on its own."""
     while True:
         for child in children:
             if child.poll() is not None:
-                console.print(f"[red]{child.args!r} exited with {child.returncode}[/]")
-                return
+                console.print(f"[red]{child.args!r} exited with {child.returncode}[/]; stopping the rest")
+                return True
         time.sleep(0.5)
 
 

@@ -600,3 +600,23 @@ async def test_without_a_projector_reads_answer_503_and_surprises_500_json(nbus:
             assert resp.status == 503 and _is_error(await resp.json())
         async with client.get("/boom", headers=headers) as resp:
             assert resp.status == 500 and (await resp.json())["error"] == "internal"
+
+
+async def test_ids_and_positions_with_a_trailing_newline_or_out_of_range_get_400(api: Api) -> None:
+    from schemas.ids import is_valid_id
+
+    assert not is_valid_id("abc\n") and is_valid_id("abc")
+    chat_id = (await api.new_chat())["chat_id"]
+    status, body = await api.call("GET", "/v1/chats/abc%0A")
+    assert status == 400 and _is_error(body)
+    status, body = await api.call("POST", "/v1/chats", json={"title": "x", "model": "demo\n"})
+    assert status == 422 and _is_error(body)
+    for query in (f"after_chat_seq={2**64}", "after_token_seq=-1", f"min_seq={2**70}"):
+        path = f"/v1/chats/{chat_id}/events?{query}" if "after" in query else f"/v1/chats/{chat_id}?{query}"
+        status, body = await api.call("GET", path)
+        assert status == 400 and _is_error(body), query
+    for header in ("\u00b2:0", f"{2**64}:0", "1:x"):
+        async with api.client.get(
+            f"/v1/chats/{chat_id}/events", headers={**api.auth("ann"), "Last-Event-ID": header}
+        ) as resp:
+            assert resp.status == 400, header

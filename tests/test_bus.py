@@ -99,9 +99,7 @@ async def test_pull_loop_redelivers_a_nak_and_counts_attempts(nbus: Bus) -> None
             await delivery.ack()
             stop.set()
 
-    await asyncio.wait_for(
-        bus.pull_loop(nbus.js, spec, handle, capacity=lambda: 1, stop=stop, fetch_timeout=0.2), 10
-    )
+    await asyncio.wait_for(bus.pull_loop(nbus.js, spec, handle, capacity=1, stop=stop, fetch_timeout=0.2), 10)
     assert attempts == [1, 2]
 
 

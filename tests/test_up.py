@@ -82,6 +82,7 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
     finally:
         code = _interrupt(proc)
     assert code == 0, log.read_text(errors="replace")
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for secret in ("nats.creds", "admin.key", "nats-server.conf"):
         assert stat.S_IMODE((data / secret).stat().st_mode) == 0o600, secret
     assert 'listen: "127.0.0.1:' in (data / "nats-server.conf").read_text()
@@ -95,4 +96,5 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
                 assert resp.status == 200
                 assert (await resp.json())["title"] == "kept"
     finally:
-        assert _interrupt(proc) == 0
+        proc.send_signal(signal.SIGTERM)  # as systemd or docker stop would
+        assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,9 @@ SSE_KEEPALIVE_SECONDS = 15.0
 WS_HEARTBEAT_SECONDS = 25.0
 _PING = ("ping", '{"kind":"ping"}', '{"kind": "ping"}')
 _PONG = '{"kind":"pong"}'
+
+MAX_SEQ = 2**63 - 1  # JetStream sequences are uint64; nats-server refuses larger start sequences
+_SEQ = re.compile(r"[0-9]{1,18}")
 
 
 class LiveFrame(msgspec.Struct, frozen=True, kw_only=True):
@@ -118,11 +122,12 @@ def start_position(request: web.Request, last_event_id: bool) -> Position:
     header = request.headers.get("Last-Event-ID", "").strip() if last_event_id else ""
     if header:
         chat, sep, token = header.partition(":")
-        if not (sep and chat.isdigit() and token.isdigit()):
+        if not (sep and _SEQ.fullmatch(chat) and _SEQ.fullmatch(token)):
             raise ApiError(400, "bad_parameter", "Last-Event-ID must be <chat_seq>:<token_seq>")
         return Position(chat_seq=int(chat), token_seq=int(token))
     return Position(
-        chat_seq=query_int(request, "after_chat_seq", 0), token_seq=query_int(request, "after_token_seq", 0)
+        chat_seq=query_int(request, "after_chat_seq", 0, high=MAX_SEQ),
+        token_seq=query_int(request, "after_token_seq", 0, high=MAX_SEQ),
     )
 
 

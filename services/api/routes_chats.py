@@ -75,7 +75,7 @@ async def list_chats(request: web.Request) -> web.StreamResponse:
         user_id=principal_of(request).user_id,
         limit=limit,
         cursor=query_str(request, "cursor"),
-        min_seq=query_int(request, "min_seq", 0),
+        min_seq=query_int(request, "min_seq", 0, high=2**63 - 1),
     )
     return json_response(await query(request, "chats.list", question, ChatPage))
 
@@ -83,7 +83,7 @@ async def list_chats(request: web.Request) -> web.StreamResponse:
 async def get_chat(request: web.Request) -> web.StreamResponse:
     """One chat as the read model holds it (at least as new as `min_seq`)."""
     access = await chat_access(request, write=False)
-    min_seq = max(query_int(request, "min_seq", 0), access.created_seq)
+    min_seq = max(query_int(request, "min_seq", 0, high=2**63 - 1), access.created_seq)
     answer = await query(request, "chats.get", GetChat(chat_id=access.chat_id, min_seq=min_seq), ChatAnswer)
     if answer.chat is None:
         raise ApiError(404, "not_found", f"no chat {access.chat_id}")
@@ -121,7 +121,7 @@ async def delete_chat(request: web.Request) -> web.StreamResponse:
 async def list_messages(request: web.Request) -> web.StreamResponse:
     """A chat's messages and replies in order (at least as new as `min_seq`)."""
     access = await chat_access(request, write=False)
-    min_seq = max(query_int(request, "min_seq", 0), access.created_seq)
+    min_seq = max(query_int(request, "min_seq", 0, high=2**63 - 1), access.created_seq)
     answer = await query(
         request, "messages.list", ListMessages(chat_id=access.chat_id, min_seq=min_seq), MessagesAnswer
     )

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +55,7 @@ class Worker:
         self._inbox: collections.deque[tuple[ActiveReply, Chunk]] = collections.deque()
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
+        self._cancels: dict[str, None] = {}  # insertion-ordered set of recently cancelled replies
 
     def _drain_inbox(self) -> None:
         """Hand engine outputs to their replies: one wake-up of the loop per engine step, not per reply."""
@@ -62,10 +64,6 @@ class Worker:
         while self._inbox:
             reply, chunk = self._inbox.popleft()
             reply.chunks.put_nowait(chunk)
-
-    def free_capacity(self) -> int:
-        """How many more replies the engine takes now."""
-        return self.settings.capacity - len(self.active)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop`; then hand unfinished replies back for another worker."""
@@ -80,7 +78,7 @@ class Worker:
             asyncio.create_task(self._keep_alive(stop)),
         ]
         try:
-            await bus.pull_loop(self.bus.js, spec, self._handle, capacity=self.free_capacity, stop=stop)
+            await bus.pull_loop(self.bus.js, spec, self._handle, capacity=self.settings.capacity, stop=stop)
         finally:
             for task in tasks:
                 task.cancel()
@@ -126,6 +124,10 @@ class Worker:
         reply_id = msg.subject.split(".")[3]
         reply = self.active.get(reply_id)
         if reply is not None:
+            # Remembered too: the reply may be between its cancel check and reaching the engine.
+            self._cancels[reply_id] = None
+            while len(self._cancels) > 10_000:
+                self._cancels.pop(next(iter(self._cancels)))
             self.engine.cancel(reply.engine_id)
 
     async def _handle(self, delivery: Delivery) -> None:
@@ -137,11 +139,20 @@ class Worker:
             return
         try:
             await self._serve(request, delivery)
-        except Exception:
-            log.exception("reply %s failed in the worker; handing it back", request.reply_id)
-            self.active.pop(request.reply_id, None)
+        except Exception as exc:
+            if delivery.attempt < self.settings.max_deliver:
+                log.exception("reply %s failed in the worker; handing it back", request.reply_id)
+                with contextlib.suppress(Exception):
+                    await delivery.nak(delay=1.0)
+                return
+            # JetStream will not deliver it again: end the reply rather than leave it open forever.
+            log.exception("reply %s failed on its last delivery", request.reply_id)
+            failed = self._failed(
+                request, delivery.attempt, f"gave up after {delivery.attempt} attempts: {exc}"
+            )
             with contextlib.suppress(Exception):
-                await delivery.nak(delay=1.0)
+                await bus.append_event(self.bus.js, failed, msg_id=f"{request.reply_id}.end")
+                await delivery.ack()
 
     async def _serve(self, request: ReplyRequested, delivery: Delivery) -> None:
         js = self.bus.js
@@ -172,7 +183,8 @@ class Worker:
             else:
                 end = await self._generate(reply, attempt, began, queue_ms)
         finally:
-            self.active.pop(reply_id, None)
+            if self.active.get(reply_id) is reply:
+                del self.active[reply_id]
         await self._finish(end, fence, delivery)
 
     async def _generate(
@@ -180,7 +192,7 @@ class Worker:
     ) -> ReplyCompleted | ReplyFailed:
         request = reply.request
         stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
-        messages = build_messages(request, (schemas.decode_event(m.data) for m in stored))
+        messages = build_messages(request, _decodable(stored))
         try:
             prompt_ids = self.engine.build_prompt(messages)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
@@ -208,36 +220,42 @@ class Worker:
             self.engine.submit(reply.engine_id, prompt_ids, params, coalescer.on_output)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
             return self._failed(request, attempt, str(exc))
+        if request.reply_id in self._cancels:  # cancelled while its context was loading
+            self.engine.cancel(reply.engine_id)
         decoder = IncrementalDecoder(self.tokenizer)
         subject = tokens_subject(request.chat_id, request.reply_id)
         text_parts: list[str] = []
         index = 0
         acks: list[asyncio.Future[Any]] = []
-        while True:
-            chunk = await reply.chunks.get()
-            out, finished = chunk.last, chunk.last.finished
-            if chunk.token_ids:
-                text = decoder.push(chunk.token_ids) + (decoder.flush() if finished else "")
-                delta = TokenDelta(
-                    chat_id=request.chat_id,
-                    reply_id=request.reply_id,
-                    attempt=attempt,
-                    index=index,
-                    text=text,
-                    n_tokens=len(chunk.token_ids),
-                )
-                acks.append(
-                    await self.bus.js.publish_async(
-                        subject,
-                        schemas.encode(delta),
-                        headers={"Nats-Msg-Id": f"{request.reply_id}.{attempt}.{index}"},
+        try:
+            while True:
+                chunk = await reply.chunks.get()
+                out, finished = chunk.last, chunk.last.finished
+                if chunk.token_ids:
+                    text = decoder.push(chunk.token_ids) + (decoder.flush() if finished else "")
+                    delta = TokenDelta(
+                        chat_id=request.chat_id,
+                        reply_id=request.reply_id,
+                        attempt=attempt,
+                        index=index,
+                        text=text,
+                        n_tokens=len(chunk.token_ids),
                     )
-                )
-                text_parts.append(text)
-                index += 1
-            if finished:
-                break
-        first_token_ms = (coalescer.first_token_at - began) * 1000.0 if coalescer.first_token_at else 0.0
+                    acks.append(
+                        await self.bus.js.publish_async(
+                            subject,
+                            schemas.encode(delta),
+                            headers={"Nats-Msg-Id": f"{request.reply_id}.{attempt}.{index}"},
+                        )
+                    )
+                    text_parts.append(text)
+                    index += 1
+                if finished:
+                    break
+            first_token_ms = (coalescer.first_token_at - began) * 1000.0 if coalescer.first_token_at else 0.0
+        except BaseException:
+            self.engine.cancel(reply.engine_id)  # nobody reads its output any more: free its slot
+            raise
         if acks:
             await asyncio.gather(*acks, return_exceptions=True)  # deltas land before the end event
         generation_ms = (time.monotonic() - began) * 1000.0
@@ -311,3 +329,12 @@ class Worker:
             log.warning("reply %s attempt %s was superseded; dropping its result", end.reply_id, end.attempt)
             return
         await delivery.ack()
+
+
+def _decodable(stored: list[bus.StoredMsg]) -> Iterator[schemas.Event]:
+    """The events this version can read; newer kinds (from a newer writer) are skipped."""
+    for msg in stored:
+        try:
+            yield schemas.decode_event(msg.data)
+        except msgspec.ValidationError:
+            log.warning("skipping an event this worker cannot read: %s seq %s", msg.subject, msg.seq)
