@@ -92,6 +92,20 @@ def _redact(url: str) -> str:
 # ---------------------------------------------------------------- services
 
 
+def _serve(url: str, name: str, run: Callable[[Bus, asyncio.Event], Awaitable[None]]) -> None:
+    """Connect, declare the streams, and run one service until SIGINT/SIGTERM."""
+
+    async def main(stop: asyncio.Event) -> None:
+        nbus = await _connect(url, name)
+        await bus.declare_all(nbus.js)
+        try:
+            await run(nbus, stop)
+        finally:
+            await nbus.close()
+
+    asyncio.run(_until_signal(main))
+
+
 @app.command()
 def projector(
     nats: NatsOption = DEFAULT_NATS,
@@ -103,15 +117,7 @@ def projector(
     _setup_logging()
     db_path = db or _data_dir(None) / "readmodel.duckdb"
 
-    async def main(stop: asyncio.Event) -> None:
-        nbus = await _connect(nats, "projector")
-        await bus.declare_all(nbus.js)
-        try:
-            await run_projector(nbus, db_path, stop)
-        finally:
-            await nbus.close()
-
-    asyncio.run(_until_signal(main))
+    _serve(nats, "projector", lambda nbus, stop: run_projector(nbus, db_path, stop))
 
 
 @app.command()
@@ -122,15 +128,7 @@ def api(nats: NatsOption = DEFAULT_NATS) -> None:
     _setup_logging()
     settings = ApiSettings.from_env()
 
-    async def main(stop: asyncio.Event) -> None:
-        nbus = await _connect(nats, "api")
-        await bus.declare_all(nbus.js)
-        try:
-            await run_api(settings, nbus, stop)
-        finally:
-            await nbus.close()
-
-    asyncio.run(_until_signal(main))
+    _serve(nats, "api", lambda nbus, stop: run_api(settings, nbus, stop))
 
 
 @app.command()
@@ -159,15 +157,7 @@ def worker(
         console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
         raise typer.Exit(2)
 
-    async def main(stop: asyncio.Event) -> None:
-        nbus = await _connect(nats, f"worker-{settings.alias}")
-        await bus.declare_all(nbus.js)
-        try:
-            await run_worker(settings, nbus, stop)
-        finally:
-            await nbus.close()
-
-    asyncio.run(_until_signal(main))
+    _serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop))
 
 
 # ---------------------------------------------------------------- up
