@@ -27,7 +27,12 @@ from services.api import ENV_VARS, ApiSettings, create_app
 from services.api.identity import UserExists, add_user, authenticate, issue_key, revoke_key
 
 SETTINGS = ApiSettings(
-    max_body_bytes=4096, max_message_chars=100, max_page_size=20, ws_max_frame_bytes=256, read_timeout=5.0
+    max_body_bytes=4096,
+    max_message_chars=100,
+    max_page_size=20,
+    ws_max_frame_bytes=256,
+    read_timeout=5.0,
+    access_recheck_seconds=0.2,
 )
 NOT_CHECKED = {"healthz", "readyz", "openapi", "models"}
 
@@ -620,3 +625,22 @@ async def test_ids_and_positions_with_a_trailing_newline_or_out_of_range_get_400
             f"/v1/chats/{chat_id}/events", headers={**api.auth("ann"), "Last-Event-ID": header}
         ) as resp:
             assert resp.status == 400, header
+
+
+async def test_open_feeds_close_when_the_key_is_revoked_or_the_chat_deleted(api: Api) -> None:
+    chat_id = (await api.new_chat())["chat_id"]
+    key_id = api.keys["ann"].split("_")[1]
+    async with api.client.ws_connect(f"/v1/chats/{chat_id}/ws", headers=api.auth("ann")) as ws:
+        await revoke_key(api.nbus.js, key_id)
+        async with asyncio.timeout(5):
+            async for _ in ws:
+                pass
+        assert ws.close_code == WSCloseCode.POLICY_VIOLATION
+
+    bob_chat = (await api.new_chat("bob"))["chat_id"]
+    async with api.client.get(f"/v1/chats/{bob_chat}/events", headers=api.auth("bob")) as resp:
+        assert resp.status == 200
+        status, _ = await api.call("DELETE", f"/v1/chats/{bob_chat}", "bob")
+        assert status == 200
+        async with asyncio.timeout(5):
+            await resp.read()  # the stream ends

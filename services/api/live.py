@@ -19,7 +19,9 @@ from bus import JetStream, StoredMsg
 from schemas.streams import CHAT, TOKENS
 from schemas.tokens import tokens_subject
 from services.api.access import chat_access
+from services.api.auth import bearer_key
 from services.api.errors import ApiError
+from services.api.identity import authenticate
 from services.api.inputs import query_int
 from services.api.keys import BUS, CLOSING, SETTINGS, SOCKETS
 
@@ -153,6 +155,7 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
 
         pumps = feed.pump(send, lambda kind, msg: encode_frame(position, kind, msg))
         feed.tasks.append(asyncio.create_task(_close_on_failure(pumps, ws)))
+        feed.tasks.append(asyncio.create_task(_close_when_denied(request, ws)))
         async for msg in ws:
             # Clients only ever need to ping; anything else is ignored.
             if msg.type == WSMsgType.TEXT and msg.data.strip() in _PING:
@@ -161,6 +164,28 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
         sockets.discard(ws)
         await feed.stop()
     return ws
+
+
+async def _until_denied(request: web.Request) -> None:
+    """Return once the caller's key is revoked or the chat is gone: an open feed must not outlive access."""
+    js = request.app[BUS].js
+    while True:
+        await asyncio.sleep(request.app[SETTINGS].access_recheck_seconds)
+        key = bearer_key(request)
+        try:
+            if key is None or await authenticate(js, key) is None:
+                return
+            await chat_access(request, write=False)
+        except ApiError:
+            return
+        except bus.BusError:
+            continue  # NATS is briefly away: keep serving, check again later
+
+
+async def _close_when_denied(request: web.Request, ws: web.WebSocketResponse) -> None:
+    await _until_denied(request)
+    if not ws.closed:
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"access revoked")
 
 
 async def _close_on_failure(pumps: list[asyncio.Task[None]], ws: web.WebSocketResponse) -> None:
@@ -183,6 +208,7 @@ async def watch_sse(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     closing = asyncio.create_task(request.app[CLOSING].wait())
+    denied = asyncio.create_task(_until_denied(request))
     try:
         await response.prepare(request)
         await response.write(b"retry: 1000\n\n")
@@ -197,7 +223,7 @@ async def watch_sse(request: web.Request) -> web.StreamResponse:
         pumps = feed.pump(send, frame)
         while True:
             done, _ = await asyncio.wait(
-                [*pumps, closing], timeout=SSE_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                [*pumps, closing, denied], timeout=SSE_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
             )
             if done:
                 break
@@ -206,5 +232,6 @@ async def watch_sse(request: web.Request) -> web.StreamResponse:
         pass  # the client went away
     finally:
         closing.cancel()
+        denied.cancel()
         await feed.stop()
     return response

@@ -37,6 +37,8 @@ class ApiSettings:
     ws_max_frame_bytes: int = 64 * KIB
     default_model: str = ""
     read_timeout: float = 5.0
+    # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.
+    access_recheck_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
