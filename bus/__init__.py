@@ -2,6 +2,7 @@
 
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
+from bus.advisories import MaxDeliveries, decode_max_deliveries, max_deliveries_subject
 from bus.append import Appended, append_event, append_raw
 from bus.bulk_reader import BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
@@ -9,7 +10,7 @@ from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
 from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
 from bus.micro import call, serve
-from bus.reader import Follower, StoredMsg, last_msg, read_all
+from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
 
 __all__ = [
@@ -41,6 +42,10 @@ __all__ = [
     "declare_stream",
     "free_port",
     "last_msg",
+    "max_deliveries_subject",
+    "msg_at",
+    "decode_max_deliveries",
+    "MaxDeliveries",
     "nats_server_binary",
     "pull_loop",
     "read_all",

@@ -175,3 +175,16 @@ async def last_msg(js: JetStreamContext, stream: str, subject: str) -> StoredMsg
     return StoredMsg(
         stream=stream, seq=raw.seq or 0, subject=raw.subject or subject, data=raw.data or b"", pending=0
     )
+
+
+async def msg_at(js: JetStreamContext, stream: str, seq: int) -> StoredMsg | None:
+    """The message stored at `seq`, or None when there is none (deleted, purged, never)."""
+    from nats.js.errors import NotFoundError
+
+    try:
+        raw = await js.get_msg(stream, seq, direct=True)
+    except NotFoundError:
+        return None
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot read {stream} seq {seq}: {exc!r}") from exc
+    return StoredMsg(stream=stream, seq=seq, subject=raw.subject or "", data=raw.data or b"", pending=0)

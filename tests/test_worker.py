@@ -165,3 +165,35 @@ async def test_a_prompt_too_long_for_the_model_fails_once_and_is_not_retried(
     await asyncio.sleep(0.3)
     info = await nbus.js.consumer_info("CHAT", "worker-demo")
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
+
+
+async def test_a_request_whose_last_delivery_died_with_its_worker_ends_failed(
+    nbus: Bus, worker: Worker
+) -> None:
+    """The server gives up after max_deliver; a live worker of the alias then appends `reply.failed`."""
+    from schemas.chat import ReplyFailed
+    from schemas.streams import worker_consumer
+
+    # A worker that takes the request and dies: it fetches and never acks. One delivery allowed.
+    request = await request_reply(nbus, "cg", "Hi", SamplingParams(max_new_tokens=4), model="ghost")
+    ghost = worker_consumer("ghost", ack_wait=1.0, max_deliver=1)
+    await bus.declare_consumer(nbus.js, ghost)
+    sub = await nbus.js.pull_subscribe_bind(durable=ghost.durable, stream=ghost.stream)
+    (taken,) = await sub.fetch(1, timeout=5)
+    assert taken.metadata.sequence.stream > 0
+    # A live worker serving that alias hears the advisory.
+    gave_up = await nbus.nc.subscribe(
+        bus.max_deliveries_subject("CHAT", ghost.durable), queue=ghost.durable, cb=worker._on_gave_up
+    )
+    try:
+        for _ in range(200):
+            last = await bus.last_msg(nbus.js, "CHAT", f"chat.cg.reply.{request.reply_id}.failed")
+            if last is not None:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("no reply.failed after the server gave up")
+    finally:
+        await gave_up.unsubscribe()
+    failed = schemas.decode_event(last.data)
+    assert isinstance(failed, ReplyFailed) and "1 attempts" in failed.error

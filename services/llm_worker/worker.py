@@ -71,6 +71,10 @@ class Worker:
         self.engine.start()
         spec = worker_consumer(self.settings.alias, self.settings.ack_wait, self.settings.max_deliver)
         cancel_sub = await self.bus.nc.subscribe("chat.*.reply.*.cancelled", cb=self._on_cancel)
+        # One worker of the alias (queue group) ends a reply whose request JetStream gave up on.
+        gave_up_sub = await self.bus.nc.subscribe(
+            bus.max_deliveries_subject(spec.stream, spec.durable), queue=spec.durable, cb=self._on_gave_up
+        )
         kv = await self.bus.js.key_value(WORKERS_KV.bucket)
         await self._heartbeat(kv)
         tasks = [
@@ -83,6 +87,7 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await cancel_sub.unsubscribe()
+            await gave_up_sub.unsubscribe()
             for reply in list(self.active.values()):
                 self.engine.cancel(reply.engine_id)
                 with contextlib.suppress(Exception):
@@ -129,6 +134,28 @@ class Worker:
             while len(self._cancels) > 10_000:
                 self._cancels.pop(next(iter(self._cancels)))
             self.engine.cancel(reply.engine_id)
+
+    async def _on_gave_up(self, msg: Any) -> None:
+        """After the last delivery's worker died too: end the reply with `reply.failed`, once."""
+        try:
+            advisory = bus.decode_max_deliveries(msg.data)
+            stored = await bus.msg_at(self.bus.js, advisory.stream, advisory.stream_seq)
+            if stored is None:
+                return
+            request = _request_decoder.decode(stored.data)
+            last = await bus.last_msg(
+                self.bus.js, CHAT.name, f"chat.{request.chat_id}.reply.{request.reply_id}.>"
+            )
+            if last is not None and last.subject.endswith((".completed", ".failed")):
+                return
+            error = f"no worker finished it in {advisory.deliveries} attempts"
+            await bus.append_event(
+                self.bus.js,
+                self._failed(request, advisory.deliveries, error),
+                msg_id=f"{request.reply_id}.end",
+            )
+        except Exception:  # noqa: BLE001 - an advisory must never take the worker down
+            log.exception("could not end a reply JetStream gave up on")
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
