@@ -184,10 +184,6 @@ class Worker:
     async def _serve(self, request: ReplyRequested, delivery: Delivery) -> None:
         js = self.bus.js
         chat_id, reply_id, attempt = request.chat_id, request.reply_id, delivery.attempt
-        last = await bus.last_msg(js, CHAT.name, f"chat.{chat_id}.reply.{reply_id}.>")
-        if last is not None and last.subject.endswith((".completed", ".failed")):
-            await delivery.ack()  # already ended (we died between appending the end and acking)
-            return
         started = ReplyStarted(
             event_id=new_id("e"),
             chat_id=chat_id,
@@ -197,7 +193,10 @@ class Worker:
             worker_id=self.settings.worker_id,
             model=self.settings.alias,
         )
-        fence = (await bus.append_event(js, started, msg_id=f"{reply_id}.started.{attempt}")).seq
+        fence = await self._append_fenced(started, f"{reply_id}.started.{attempt}", None)
+        if fence is None:
+            await delivery.ack()  # already ended (we died between appending the end and acking)
+            return
         began = time.monotonic()
         queue_ms = max((started.at - request.at).total_seconds() * 1000.0, 0.0)
         reply = ActiveReply(request=request, delivery=delivery, engine_id=f"{reply_id}.{attempt}")
@@ -340,21 +339,48 @@ class Worker:
             generation_ms=generation_ms,
         )
 
+    async def _append_fenced(
+        self, event: ReplyStarted | ReplyCompleted | ReplyFailed, msg_id: str, expected: int | None
+    ) -> int | None:
+        """Append on the reply only if nothing but a cancel landed on it since `expected` (our `started`;
+        None: whatever is last now). Returns the sequence, or None when another attempt or an end got
+        there first: then this attempt's result must be dropped."""
+        reply_all = f"chat.{event.chat_id}.reply.{event.reply_id}.>"
+        if expected is None:
+            last = await bus.last_msg(self.bus.js, CHAT.name, reply_all)
+            if last is None or last.subject.endswith((".completed", ".failed")):
+                return None
+            expected = last.seq
+        for _ in range(20):
+            try:
+                appended = await bus.append_event(
+                    self.bus.js,
+                    event,
+                    msg_id=msg_id,
+                    expected_subject_seq=expected,
+                    expected_subject=reply_all,
+                )
+            except ConcurrencyConflict:
+                last = await bus.last_msg(self.bus.js, CHAT.name, reply_all)
+                if last is None or not last.subject.endswith(".cancelled"):
+                    return None
+                expected = last.seq  # a cancel is not a competitor: append after it
+                continue
+            return None if appended.duplicate else appended.seq
+        return None
+
     async def _finish(self, end: ReplyCompleted | ReplyFailed, fence: int, delivery: Delivery) -> None:
-        """Append the one end event, fenced by our `started` sequence; a zombie's result is refused."""
-        started_subject = reply_subject(end.chat_id, end.reply_id, "started")
-        try:
-            await bus.append_event(
-                self.bus.js,
-                end,
-                msg_id=f"{end.reply_id}.end",
-                expected_subject_seq=fence,
-                expected_subject=started_subject,
-            )
-        except ConcurrencyConflict:
-            # A later attempt owns this reply now; its worker acks the request, we must not.
-            log.warning("reply %s attempt %s was superseded; dropping its result", end.reply_id, end.attempt)
-            return
+        """Append the one end event, fenced by our `started`; a zombie's late result is refused."""
+        if await self._append_fenced(end, f"{end.reply_id}.end", fence) is None:
+            last = await bus.last_msg(self.bus.js, CHAT.name, f"chat.{end.chat_id}.reply.{end.reply_id}.>")
+            if last is not None and last.subject.endswith((".completed", ".failed")) and last.seq >= fence:
+                pass  # the end is in the log (ours, deduplicated after a retry): acking is right
+            else:
+                # A later attempt owns this reply now; its worker acks the request, we must not.
+                log.warning(
+                    "reply %s attempt %s was superseded; dropping its result", end.reply_id, end.attempt
+                )
+                return
         await delivery.ack()
 
 
