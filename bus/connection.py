@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nats
 from nats.aio.client import Client
@@ -18,9 +18,11 @@ class Bus:
 
     nc: Client
     js: JetStreamContext
+    closing: list[Client] = field(default_factory=list)
 
     async def close(self) -> None:
         """Flush pending publishes and close the connection."""
+        self.closing.append(self.nc)
         if not self.nc.is_closed:
             try:
                 await self.nc.drain()
@@ -35,10 +37,14 @@ async def connect(url: str, name: str, timeout: float = 5.0) -> Bus:
         log.warning("nats %s: %s", name, exc)
 
     async def on_disconnect() -> None:
+        if closing:  # our own close or drain, not a cut
+            return
         log.warning("nats %s: disconnected", name)
 
     async def on_reconnect() -> None:
         log.warning("nats %s: reconnected", name)
+
+    closing: list[Client] = []  # becomes non-empty once the caller closes the connection
 
     nc = await nats.connect(
         servers=[u.strip() for u in url.split(",")],
@@ -52,4 +58,4 @@ async def connect(url: str, name: str, timeout: float = 5.0) -> Bus:
         reconnected_cb=on_reconnect,
         pending_size=64 * 1024 * 1024,
     )
-    return Bus(nc=nc, js=nc.jetstream(timeout=timeout))
+    return Bus(nc=nc, js=nc.jetstream(timeout=timeout), closing=closing)

@@ -240,11 +240,15 @@ def up(
         )
         console.print(
             f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/v1  "
-            f"(routes: http://127.0.0.1:{port}/v1/openapi.json; the web UI is not built yet)"
+            f"(routes: http://127.0.0.1:{port}/v1/openapi.json; the web UI is not built yet)",
+            soft_wrap=True,
         )
-        console.print(f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)")
         console.print(
-            f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n"
+            f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)", soft_wrap=True
+        )
+        console.print(
+            f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n",
+            soft_wrap=True,
         )
         failed = _wait_for_children(children)
     except KeyboardInterrupt:
