@@ -1,0 +1,151 @@
+"""SSRF: a URL a user gives never makes the server connect inside the network (canary on loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from services.image_store.errors import ImageRejected
+from services.image_store.fetch import FetchPolicy, fetch_image, system_resolve
+
+BODY = b"\x89PNG\r\n\x1a\n" + b"0" * 100
+
+
+@dataclass
+class Canary:
+    """A loopback HTTP server that counts every TCP connection it receives."""
+
+    port: int
+    connections: int = 0
+    redirect_to: str | None = None
+
+
+async def _serve(canary: Canary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    canary.connections += 1
+    try:
+        await reader.readuntil(b"\r\n\r\n")
+        if canary.redirect_to:
+            head = f"HTTP/1.1 302 Found\r\nLocation: {canary.redirect_to}\r\nContent-Length: 0\r\n"
+            writer.write(head.encode() + b"Connection: close\r\n\r\n")
+        else:
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len(BODY)}\r\n"
+            writer.write(head.encode() + b"Connection: close\r\n\r\n" + BODY)
+        await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def canary() -> AsyncIterator[Canary]:
+    box: list[Canary] = []
+    server = await asyncio.start_server(lambda r, w: _serve(box[0], r, w), "127.0.0.1", 0)
+    box.append(Canary(port=server.sockets[0].getsockname()[1]))
+    yield box[0]
+    server.close()
+    await server.wait_closed()
+
+
+def _names(mapping: dict[str, str]):  # type: ignore[no-untyped-def]
+    """A resolver for test names (as a DNS server would answer), falling back to the system's."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host in mapping:
+            return [mapping[host]]
+        return await system_resolve(host, port)
+
+    return resolve
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["127.0.0.1", "localhost", "[::ffff:127.0.0.1]", "0x7f000001", "2130706433", "127.1", "[::1]"],
+)
+async def test_loopback_in_any_spelling_is_refused_without_a_connection(canary: Canary, host: str) -> None:
+    with pytest.raises(ImageRejected) as refused:
+        await fetch_image(f"http://{host}:{canary.port}/cat.png")
+    assert refused.value.code in ("forbidden_address", "unresolvable")
+    assert canary.connections == 0
+
+
+async def test_a_dns_name_that_resolves_to_loopback_is_refused(canary: Canary) -> None:
+    resolve = _names({"images.example.test": "127.0.0.1"})
+    with pytest.raises(ImageRejected) as refused:
+        await fetch_image(f"http://images.example.test:{canary.port}/cat.png", resolve=resolve)
+    assert refused.value.code == "forbidden_address"
+    assert canary.connections == 0
+
+
+async def test_a_redirect_to_the_canary_is_refused_at_the_hop(canary: Canary) -> None:
+    # A second loopback server plays a public host (allowed by name) that redirects inside.
+    redirector_box: list[Canary] = []
+    server = await asyncio.start_server(lambda r, w: _serve(redirector_box[0], r, w), "127.0.0.1", 0)
+    redirector = Canary(
+        port=server.sockets[0].getsockname()[1], redirect_to=f"http://127.0.0.1:{canary.port}/cat.png"
+    )
+    redirector_box.append(redirector)
+    policy = FetchPolicy(private_hosts=frozenset({"public.example.test"}))
+    try:
+        with pytest.raises(ImageRejected) as refused:
+            await fetch_image(
+                f"http://public.example.test:{redirector.port}/r",
+                policy,
+                resolve=_names({"public.example.test": "127.0.0.1"}),
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert refused.value.code == "forbidden_address"
+    assert redirector.connections == 1 and canary.connections == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "file:///etc/passwd",
+        "ftp://example.org/x.png",
+        "gopher://x/",
+        "http://user:pw@example.org/x",
+        "http:///x",
+    ],
+)
+async def test_only_plain_http_and_https_urls(url: str) -> None:
+    with pytest.raises(ImageRejected) as refused:
+        await fetch_image(url)
+    assert refused.value.code == "bad_url"
+
+
+async def test_a_named_home_host_may_be_private_and_the_byte_cap_holds(canary: Canary) -> None:
+    resolve = _names({"nas.home.test": "127.0.0.1"})
+    policy = FetchPolicy(private_hosts=frozenset({"nas.home.test"}))
+    body, media_type = await fetch_image(
+        f"http://nas.home.test:{canary.port}/cat.png", policy, resolve=resolve
+    )
+    assert body == BODY and media_type == "image/png" and canary.connections == 1
+    small = FetchPolicy(private_hosts=frozenset({"nas.home.test"}), max_bytes=50)
+    with pytest.raises(ImageRejected) as refused:
+        await fetch_image(f"http://nas.home.test:{canary.port}/cat.png", small, resolve=resolve)
+    assert refused.value.code == "too_large"
+
+
+async def test_a_silent_server_times_out(canary: Canary) -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(5)
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    policy = FetchPolicy(private_hosts=frozenset({"slow.home.test"}), total_timeout=0.5)
+    try:
+        with pytest.raises(ImageRejected) as refused:
+            await fetch_image(
+                f"http://slow.home.test:{port}/x", policy, resolve=_names({"slow.home.test": "127.0.0.1"})
+            )
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert refused.value.code == "timeout"
