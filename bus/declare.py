@@ -9,12 +9,21 @@ from nats.js.api import (
     DeliverPolicy,
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
 
-from schemas.streams import KV_BUCKETS, STREAMS, ConsumerSpec, KVSpec, StreamSpec
+from schemas.streams import (
+    KV_BUCKETS,
+    OBJECT_STORES,
+    STREAMS,
+    ConsumerSpec,
+    KVSpec,
+    ObjectStoreSpec,
+    StreamSpec,
+)
 
 
 def _stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
@@ -59,6 +68,18 @@ async def declare_kv(js: JetStreamContext, spec: KVSpec, replicas: int = 1) -> N
         )
 
 
+async def declare_object_store(js: JetStreamContext, spec: ObjectStoreSpec, replicas: int = 1) -> None:
+    """Create the object-store bucket if it does not exist."""
+    try:
+        await js.object_store(spec.bucket)
+    except Exception:  # noqa: BLE001 - nats-py raises several kinds for a missing bucket
+        # nats-py overwrites config.bucket with its `bucket` argument: pass both.
+        await js.create_object_store(
+            spec.bucket,
+            config=ObjectStoreConfig(bucket=spec.bucket, description=spec.description, replicas=replicas),
+        )
+
+
 async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     """Create the durable pull consumer (all requests ever made for its filter, acked explicitly)."""
     config = ConsumerConfig(
@@ -79,3 +100,5 @@ async def declare_all(js: JetStreamContext, replicas: int = 1) -> None:
         await declare_stream(js, spec, replicas)
     for kv in KV_BUCKETS:
         await declare_kv(js, kv, replicas)
+    for store in OBJECT_STORES:
+        await declare_object_store(js, store, replicas)

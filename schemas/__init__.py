@@ -6,13 +6,19 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from schemas import chat, identity, tokens
+from schemas import chat, identity, image, tokens
 from schemas.chat import ChatEventUnion
 from schemas.identity import IdentityEventUnion
+from schemas.image import ImageEventUnion
 from schemas.tokens import TokenEventUnion
 
-Event = ChatEventUnion | IdentityEventUnion | TokenEventUnion
-EVENT_TYPES: tuple[type, ...] = (*ChatEventUnion.__args__, *IdentityEventUnion.__args__, TokenEventUnion)
+Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | TokenEventUnion
+EVENT_TYPES: tuple[type, ...] = (
+    *ChatEventUnion.__args__,
+    *IdentityEventUnion.__args__,
+    ImageEventUnion,
+    TokenEventUnion,
+)
 
 encoder = msgspec.json.Encoder()
 decoder: msgspec.json.Decoder[Event] = msgspec.json.Decoder(Event)
@@ -34,6 +40,8 @@ def subject_of(event: Event) -> str:
         return chat.subject_of(event)  # type: ignore[arg-type]
     if isinstance(event, IdentityEventUnion.__args__):
         return identity.subject_of(event)  # type: ignore[arg-type]
+    if isinstance(event, ImageEventUnion):
+        return image.subject_of(event)
     return tokens.subject_of(event)  # type: ignore[arg-type]
 
 

@@ -62,7 +62,24 @@ TOKENS = StreamSpec(
     max_age=DAY,
     deny_delete=False,
 )
-STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS)
+IMAGE = StreamSpec(
+    name="IMAGE",
+    subjects=["image.>"],
+    description="Images stored by content (sha256); their bytes live in the object store `images`.",
+    duplicate_window=30 * 60.0,
+)
+STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE)
+
+
+class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """A JetStream object-store bucket to declare."""
+
+    bucket: str
+    description: str
+
+
+IMAGES_OBJECTS = ObjectStoreSpec(bucket="images", description="Normalised image bytes, named by sha256")
+OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (IMAGES_OBJECTS,)
 
 WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", ttl=15.0)
 KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV,)
