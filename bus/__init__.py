@@ -10,6 +10,7 @@ from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
 from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
 from bus.micro import call, serve
+from bus.objects import get_object, object_size, put_object
 from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
 
@@ -42,6 +43,9 @@ __all__ = [
     "declare_stream",
     "free_port",
     "last_msg",
+    "get_object",
+    "object_size",
+    "put_object",
     "max_deliveries_subject",
     "msg_at",
     "decode_max_deliveries",
