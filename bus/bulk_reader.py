@@ -9,7 +9,6 @@ on a gap instead of resetting: a replay that sees an error simply starts again.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -17,6 +16,7 @@ import nats
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from bus.buffer import MessageBuffer
 from bus.connection import Bus
 from bus.errors import BusError
 
@@ -89,7 +89,7 @@ class _FrameParser:
         del buf[:pos]
 
 
-class BulkReader:
+class BulkReader(MessageBuffer[BulkMsg]):
     """Messages of a stream from `start_seq` on, in order, buffered; same take/wait shape as Follower."""
 
     def __init__(
@@ -100,13 +100,12 @@ class BulkReader:
         start_seq: int = 1,
         high_water: int = 100_000,
     ) -> None:
+        super().__init__()
         self.nbus = nbus
         self.stream = stream
         self.filter_subjects = list(filter_subjects)
         self.start_seq = max(start_seq, 1)
         self.high_water = high_water
-        self.buffer: list[BulkMsg] = []
-        self.signal = asyncio.Event()
         self.initial_pending = 0
         self.error: BulkReaderError | None = None
         self._nc: Client | None = None
@@ -175,8 +174,7 @@ class BulkReader:
             self._fail(f"{self.stream}: expected delivery {self._next_dseq}, got {int(dseq)}")
             return
         self._next_dseq += 1
-        self.buffer.append(BulkMsg(self.stream, int(sseq), subject.decode(), data, int(pending)))
-        self.signal.set()
+        self.push(BulkMsg(self.stream, int(sseq), subject.decode(), data, int(pending)))
 
     async def _on_status(self, reply: bytes, headers: bytes) -> None:
         code = headers[_STATUS_AT + 1 : _STATUS_AT + 4]
@@ -206,35 +204,16 @@ class BulkReader:
             self.error = BulkReaderError(message)
         self.signal.set()
 
-    def take(self, limit: int | None = None) -> list[BulkMsg]:
-        """Take what is buffered now (at most `limit`)."""
+    def _check(self) -> None:
         if self.error is not None:
             raise self.error
-        if limit is None or len(self.buffer) <= limit:
-            taken, self.buffer = self.buffer, []
-        else:
-            taken, self.buffer = self.buffer[:limit], self.buffer[limit:]
-        if not self.buffer:
-            self.signal.clear()
-        return taken
 
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until something is buffered; False on timeout; BulkReaderError when it lost its place."""
+    async def _before_wait(self) -> None:
+        """Answer flow control held back while the buffer was full, now that it has room."""
         if self._held_flow_control and len(self.buffer) < self.high_water:
             held, self._held_flow_control = self._held_flow_control, []
             for reply in held:
                 await self._publish(reply)
-        if self.error is not None:
-            raise self.error
-        if self.buffer:
-            return True
-        try:
-            await asyncio.wait_for(self.signal.wait(), timeout)
-        except TimeoutError:
-            return False
-        if self.error is not None:
-            raise self.error
-        return True
 
     async def stop(self) -> None:
         """Delete the consumer and close the dedicated connection."""

@@ -13,6 +13,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext as _JS
 
+from bus.buffer import MessageBuffer
 from bus.errors import BusUnavailable
 
 
@@ -52,18 +53,17 @@ def _config(filter_subjects: Sequence[str], start_seq: int) -> ConsumerConfig:
     return config
 
 
-class Follower:
+class Follower(MessageBuffer[StoredMsg]):
     """An ordered push consumer that buffers messages from `start_seq` on, gap-free and in order."""
 
     def __init__(
         self, js: JetStreamContext, stream: str, filter_subjects: Sequence[str], start_seq: int = 1
     ) -> None:
+        super().__init__()
         self.js = js
         self.stream = stream
         self.filter_subjects = list(filter_subjects)
         self.start_seq = max(start_seq, 1)
-        self.buffer: list[StoredMsg] = []
-        self.signal = asyncio.Event()
         self.initial_pending = 0
         self.last_seq = self.start_seq - 1
         self._sub: _JS.PushSubscription | None = None
@@ -78,8 +78,7 @@ class Follower:
             if stored.seq <= self.last_seq:
                 return
             self.last_seq = stored.seq
-            self.buffer.append(stored)
-            self.signal.set()
+            self.push(stored)
 
         try:
             self._sub = await self.js.subscribe(
@@ -99,26 +98,6 @@ class Follower:
         # buffer instead races with deliveries that land after the snapshot (an overcount that never drains).
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
         self.initial_pending = delivered + (info.num_pending or 0) + (info.num_ack_pending or 0)
-
-    def take(self, limit: int | None = None) -> list[StoredMsg]:
-        """Take what is buffered now (at most `limit`)."""
-        if limit is None or len(self.buffer) <= limit:
-            taken, self.buffer = self.buffer, []
-        else:
-            taken, self.buffer = self.buffer[:limit], self.buffer[limit:]
-        if not self.buffer:
-            self.signal.clear()
-        return taken
-
-    async def wait(self, timeout: float | None = None) -> bool:
-        """Wait until something is buffered; False on timeout."""
-        if self.buffer:
-            return True
-        try:
-            await asyncio.wait_for(self.signal.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     async def batches(self, max_batch: int = 5000, max_wait: float = 0.05) -> AsyncIterator[list[StoredMsg]]:
         """Yield batches forever: as soon as something arrives, after letting a batch fill briefly."""
