@@ -154,12 +154,12 @@ async def request_reply(
     return request
 
 
-async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0) -> Any:
+async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0, stream: str = "CHAT") -> Any:
     """Wait for the last event on a subject to exist and return it decoded."""
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         try:
-            last = await bus.last_msg(nbus.js, "CHAT", subject)
+            last = await bus.last_msg(nbus.js, stream, subject)
         except Exception:  # noqa: BLE001 - the server may be restarting
             last = None
         if last is not None:

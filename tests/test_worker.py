@@ -24,7 +24,7 @@ from schemas.tokens import TokenDelta
 from services.llm_worker import WorkerSettings
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.worker import Worker
-from tests.stack import request_reply
+from tests.stack import request_reply, wait_event
 
 
 @pytest.fixture(scope="module")
@@ -54,15 +54,9 @@ async def post(nbus: Bus, chat_id: str, text: str, params: SamplingParams) -> Re
 
 
 async def wait_end(nbus: Bus, chat_id: str, reply_id: str, timeout: float = 60) -> ReplyCompleted:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        last = await bus.last_msg(nbus.js, "CHAT", f"chat.{chat_id}.reply.{reply_id}.completed")
-        if last is not None:
-            event = schemas.decode_event(last.data)
-            assert isinstance(event, ReplyCompleted)
-            return event
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"reply {reply_id} never completed")
+    event = await wait_event(nbus, f"chat.{chat_id}.reply.{reply_id}.completed", timeout)
+    assert isinstance(event, ReplyCompleted)
+    return event
 
 
 async def test_a_reply_streams_tokens_and_completes_once(nbus: Bus, worker: Worker) -> None:
@@ -104,10 +98,7 @@ async def test_two_chats_share_the_batch(nbus: Bus, worker: Worker) -> None:
 
 async def test_cancel_stops_a_reply_early(nbus: Bus, worker: Worker) -> None:
     request = await post(nbus, "cc", "Go on", SamplingParams(max_new_tokens=2000, ignore_eos=True))
-    for _ in range(400):
-        if await bus.last_msg(nbus.js, "TOKENS", f"tokens.cc.{request.reply_id}") is not None:
-            break
-        await asyncio.sleep(0.02)
+    await wait_event(nbus, f"tokens.cc.{request.reply_id}", 10, stream="TOKENS")
     await bus.append_event(
         nbus.js,
         ReplyCancelled(
@@ -122,10 +113,7 @@ async def test_cancel_stops_a_reply_early(nbus: Bus, worker: Worker) -> None:
 async def test_a_zombie_result_is_fenced(nbus: Bus, worker: Worker) -> None:
     """A later attempt's `started` makes the earlier attempt's end event conflict; only one end lands."""
     request = await post(nbus, "cz", "Hi", SamplingParams(max_new_tokens=300, ignore_eos=True))
-    for _ in range(400):
-        if await bus.last_msg(nbus.js, "CHAT", f"chat.cz.reply.{request.reply_id}.started") is not None:
-            break
-        await asyncio.sleep(0.02)
+    await wait_event(nbus, f"chat.cz.reply.{request.reply_id}.started", 10)
     # Another worker takes over (as after a redelivery): its `started` supersedes ours.
     await bus.append_event(
         nbus.js,
@@ -153,14 +141,7 @@ async def test_a_prompt_too_long_for_the_model_fails_once_and_is_not_retried(
     from schemas.chat import ReplyFailed
 
     request = await post(nbus, "cl", "word " * 6000, SamplingParams(max_new_tokens=16))
-    for _ in range(400):
-        last = await bus.last_msg(nbus.js, "CHAT", f"chat.cl.reply.{request.reply_id}.failed")
-        if last is not None:
-            break
-        await asyncio.sleep(0.05)
-    else:
-        raise AssertionError("no reply.failed")
-    failed = schemas.decode_event(last.data)
+    failed = await wait_event(nbus, f"chat.cl.reply.{request.reply_id}.failed", 20)
     assert isinstance(failed, ReplyFailed) and failed.attempt == 1 and failed.error
     await asyncio.sleep(0.3)
     info = await nbus.js.consumer_info("CHAT", "worker-demo")
@@ -186,14 +167,7 @@ async def test_a_request_whose_last_delivery_died_with_its_worker_ends_failed(
         bus.max_deliveries_subject("CHAT", ghost.durable), queue=ghost.durable, cb=worker._on_gave_up
     )
     try:
-        for _ in range(200):
-            last = await bus.last_msg(nbus.js, "CHAT", f"chat.cg.reply.{request.reply_id}.failed")
-            if last is not None:
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("no reply.failed after the server gave up")
+        failed = await wait_event(nbus, f"chat.cg.reply.{request.reply_id}.failed", 10)
     finally:
         await gave_up.unsubscribe()
-    failed = schemas.decode_event(last.data)
     assert isinstance(failed, ReplyFailed) and "1 attempts" in failed.error
