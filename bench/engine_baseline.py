@@ -21,6 +21,7 @@ from services.llm_worker.engine import (  # noqa: E402
     EngineConfig,
     EngineOutput,
     GenerationParams,
+    Prompt,
     sampling_generation_config,
     sampling_kwargs,
 )
@@ -112,7 +113,7 @@ def _engine_round(
 
     params = GenerationParams(max_new_tokens=new_tokens, ignore_eos=True)
     for i, ids in enumerate(prompts):
-        engine.submit(f"{tag}-{i}", ids, params, on_output)
+        engine.submit(f"{tag}-{i}", Prompt(input_ids=ids), params, on_output)
     if not done.wait(timeout=300):
         raise RuntimeError("engine did not finish within 300 s")
     return state["tokens"]

@@ -3,14 +3,14 @@
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
 from bus.advisories import MaxDeliveries, decode_max_deliveries, max_deliveries_subject
-from bus.append import Appended, append_event, append_raw
+from bus.append import Appended, append_event, append_raw, purge_subject
 from bus.bulk_reader import BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
 from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
-from bus.micro import call, serve
-from bus.objects import get_object, object_size, put_object
+from bus.micro import call, call_raw, serve
+from bus.objects import ObjectEntry, delete_object, get_object, list_objects, object_size, put_object
 from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
 
@@ -36,6 +36,10 @@ __all__ = [
     "append_event",
     "append_raw",
     "call",
+    "call_raw",
+    "delete_object",
+    "list_objects",
+    "ObjectEntry",
     "connect",
     "declare_all",
     "declare_consumer",
@@ -52,6 +56,7 @@ __all__ = [
     "MaxDeliveries",
     "nats_server_binary",
     "pull_loop",
+    "purge_subject",
     "read_all",
     "serve",
 ]

@@ -85,3 +85,11 @@ async def append_event(
         expected_subject_seq=expected_subject_seq,
         expected_subject=expected_subject,
     )
+
+
+async def purge_subject(js: JetStreamContext, stream: str, subject: str) -> None:
+    """Remove every message on `subject` (wildcards allowed) from a stream: erasure, not history."""
+    try:
+        await js.purge_stream(stream, subject=subject)
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot purge {subject} from {stream}: {exc!r}") from exc

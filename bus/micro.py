@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,24 +21,67 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EndpointHandler = Callable[[bytes], Awaitable[bytes]]
+# Raw endpoints take bytes that are not JSON (an upload) with their metadata in the request headers.
+RawEndpointHandler = Callable[[bytes, Mapping[str, str]], Awaitable[bytes]]
 
 
 async def serve(
-    nc: Client, name: str, version: str, endpoints: dict[str, EndpointHandler], description: str = ""
+    nc: Client,
+    name: str,
+    version: str,
+    endpoints: dict[str, EndpointHandler],
+    description: str = "",
+    *,
+    raw_endpoints: dict[str, RawEndpointHandler] | None = None,
+    concurrency: int = 1,
 ) -> Service:
-    """Start a micro service; each endpoint `x.y` answers on subject `<name>.x.y` (queue group shared)."""
+    """Start a micro service; each endpoint `x.y` answers on subject `<name>.x.y` (queue group shared).
+
+    With `concurrency` > 1 up to that many requests are handled at once (nats-py otherwise runs one
+    subscription's callbacks one after another); the rest wait in order.
+    """
     service = await add_service(nc, ServiceConfig(name=name, version=version, description=description))
     group = service.add_group(name=name)
-    for endpoint, handler in endpoints.items():
+    slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
+    handlers: dict[str, RawEndpointHandler] = {
+        **{endpoint: _ignore_headers(handler) for endpoint, handler in endpoints.items()},
+        **(raw_endpoints or {}),
+    }
+    for endpoint, handler in handlers.items():
         # Endpoint names allow no dots (nats micro); the subject keeps them: `chats.list` -> `chats_list`.
-        await group.add_endpoint(name=endpoint.replace(".", "_"), subject=endpoint, handler=_wrap(handler))
+        await group.add_endpoint(
+            name=endpoint.replace(".", "_"), subject=endpoint, handler=_wrap(handler, slots)
+        )
     return service
 
 
-def _wrap(handler: EndpointHandler) -> Callable[[Request], Awaitable[None]]:
+def _ignore_headers(handler: EndpointHandler) -> RawEndpointHandler:
+    async def handle(data: bytes, headers: Mapping[str, str]) -> bytes:
+        return await handler(data)
+
+    return handle
+
+
+def _wrap(
+    handler: RawEndpointHandler, slots: asyncio.Semaphore | None
+) -> Callable[[Request], Awaitable[None]]:
+    tasks: set[asyncio.Task[None]] = set()
+
     async def handle(request: Request) -> None:
+        if slots is None:
+            await answer(request)
+            return
+        task = asyncio.create_task(guarded(request))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def guarded(request: Request) -> None:
+        async with slots:  # type: ignore[union-attr]
+            await answer(request)
+
+    async def answer(request: Request) -> None:
         try:
-            body = await handler(request.data)
+            body = await handler(request.data, request.headers or {})
         except ServiceError as exc:
             await request.respond_error(exc.code, exc.message)
             return
@@ -55,8 +99,20 @@ def _wrap(handler: EndpointHandler) -> Callable[[Request], Awaitable[None]]:
 
 async def call(nc: Client, subject: str, body: Any, answer_type: type[T], timeout: float = 10.0) -> T:
     """Request a micro service endpoint and decode its answer; errors raise ServiceError."""
+    return await call_raw(nc, subject, msgspec.json.encode(body), answer_type, timeout=timeout)
+
+
+async def call_raw(
+    nc: Client,
+    subject: str,
+    data: bytes,
+    answer_type: type[T],
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> T:
+    """Request an endpoint with raw bytes (and headers), decode its JSON answer; errors raise ServiceError."""
     try:
-        reply = await nc.request(subject, msgspec.json.encode(body), timeout=timeout)
+        reply = await nc.request(subject, data, timeout=timeout, headers=dict(headers) if headers else None)
     except NoRespondersError as exc:
         raise ServiceError("unavailable", f"no service answers {subject}") from exc
     except NatsTimeoutError as exc:

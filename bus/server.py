@@ -88,7 +88,7 @@ class ServerConfig:
         lines = [
             f"server_name: {_quote(self.server_name)}",
             f"listen: {_quote(f'{self.host}:{port}')}",
-            "max_payload: 8MB",
+            "max_payload: 16MB",
             f"jetstream {{ store_dir: {_quote(str(self.store_dir))} }}",
         ]
         user, password = _quote(self.credentials.user), _quote(self.credentials.password)

@@ -16,7 +16,7 @@ Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | TokenEventUnion
 EVENT_TYPES: tuple[type, ...] = (
     *ChatEventUnion.__args__,
     *IdentityEventUnion.__args__,
-    ImageEventUnion,
+    *ImageEventUnion.__args__,
     TokenEventUnion,
 )
 
@@ -40,8 +40,8 @@ def subject_of(event: Event) -> str:
         return chat.subject_of(event)  # type: ignore[arg-type]
     if isinstance(event, IdentityEventUnion.__args__):
         return identity.subject_of(event)  # type: ignore[arg-type]
-    if isinstance(event, ImageEventUnion):
-        return image.subject_of(event)
+    if isinstance(event, ImageEventUnion.__args__):
+        return image.subject_of(event)  # type: ignore[arg-type]
     return tokens.subject_of(event)  # type: ignore[arg-type]
 
 

@@ -7,10 +7,13 @@ from typing import Annotated
 import msgspec
 
 from schemas.ids import ID_PATTERN
+from schemas.image import Sha256
 from schemas.sampling import SamplingParams
 
 MAX_TITLE = 200
 MAX_SYSTEM_PROMPT = 8_000
+MAX_IMAGES_PER_MESSAGE = 8
+MAX_URL = 2_048
 ModelAlias = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE)]
 
@@ -30,11 +33,34 @@ class RenameChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknow
 
 
 class PostMessageRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/chats/{chat_id}/messages; the content length limit is a setting."""
+    """POST /v1/chats/{chat_id}/messages; the content length limit is a setting.
 
-    content: Annotated[str, msgspec.Meta(min_length=1)]
+    `images` are sha256 hashes of images the caller stored (POST /v1/images); content may be empty
+    when there are images.
+    """
+
+    content: str = ""
+    images: Annotated[list[Sha256], msgspec.Meta(max_length=MAX_IMAGES_PER_MESSAGE)] = []
     model: ModelAlias | None = None
     params: SamplingParams | None = None
+
+
+class ImageFromUrlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/images/from-url: the server fetches the image (public addresses only)."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_URL)]
+
+
+class ImageInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """201 answer to an image upload: what was stored (the hash is the server's, of the normalised bytes)."""
+
+    sha256: str
+    media_type: str
+    width: int
+    height: int
+    size: int
+    deduplicated: bool  # the store already had these bytes (from anyone)
+    url: str
 
 
 class PostMessageResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -60,6 +86,7 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     workers: int
     active: int
     capacity: int
+    images: bool = False  # some worker of this alias shows images to its model
 
 
 class ModelList(msgspec.Struct, frozen=True, kw_only=True):

@@ -51,6 +51,7 @@ class MessagePosted(ChatEvent, frozen=True, kw_only=True, tag="chat.message.post
     role: Role = "user"
     content: str
     parent_id: str | None = None
+    images: list[str] = []  # sha256 hashes of stored images, in the order the user attached them
 
 
 class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.requested"):
@@ -90,6 +91,9 @@ class ReplyCompleted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.compl
     queue_ms: float = 0.0
     first_token_ms: float = 0.0
     generation_ms: float = 0.0
+    # Images of the context the model saw, and those it did not (a text-only model, or over its limit).
+    images_seen: list[str] = []
+    images_ignored: list[str] = []
 
 
 class ReplyFailed(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.failed"):

@@ -1,10 +1,18 @@
-"""Image events: images stored by content, on `image.<sha256>.>` in stream IMAGE (bytes: object store)."""
+"""Image events: images stored by content, on `image.<sha256>.>` in stream IMAGE (bytes: object store).
+
+`image.<sha256>.>` is one image's whole history. The uploader is the last token of a stored
+event's subject, so "did this user store this image" is one direct get.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
+
+SHA256_PATTERN = r"^[0-9a-f]{64}\Z"
+Sha256 = Annotated[str, msgspec.Meta(pattern=SHA256_PATTERN)]
 
 
 class ImageEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
@@ -16,7 +24,10 @@ class ImageEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class ImageStored(ImageEvent, frozen=True, kw_only=True, tag="image.stored"):
-    """A user stored an image (normalised; `sha256` of the stored bytes). Subject `image.<sha256>.stored`."""
+    """A user stored an image (normalised; `sha256` of the stored bytes).
+
+    Subject `image.<sha256>.stored.<uploaded_by>`: one per image and uploader.
+    """
 
     media_type: str
     width: int
@@ -25,14 +36,33 @@ class ImageStored(ImageEvent, frozen=True, kw_only=True, tag="image.stored"):
     uploaded_by: str
 
 
-ImageEventUnion = ImageStored
+class ImagePurged(ImageEvent, frozen=True, kw_only=True, tag="image.purged"):
+    """An unreferenced image's bytes and stored events were removed. Subject `image.<sha256>.purged`."""
+
+    by: str
+    reason: str = "unreferenced"
+
+
+ImageEventUnion = ImageStored | ImagePurged
 
 
 def image_subject(sha256: str, kind: str) -> str:
-    """Subject of an image event, e.g. `image.<sha256>.stored`."""
+    """Subject of an image event, e.g. `image.<sha256>.purged`."""
     return f"image.{sha256}.{kind}"
 
 
-def subject_of(event: ImageStored) -> str:
+def stored_subject(sha256: str, uploaded_by: str) -> str:
+    """Subject of `uploaded_by`'s stored event of an image (`*` for every uploader)."""
+    return image_subject(sha256, f"stored.{uploaded_by}")
+
+
+def subject_of(event: ImageStored | ImagePurged) -> str:
     """The subject an image event is appended on."""
-    return image_subject(event.sha256, "stored")
+    if isinstance(event, ImageStored):
+        return stored_subject(event.sha256, event.uploaded_by)
+    return image_subject(event.sha256, "purged")
+
+
+def is_sha256(value: str) -> bool:
+    """Whether value is a lowercase hex sha256 digest."""
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

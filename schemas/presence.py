@@ -16,6 +16,7 @@ class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     host: str
     active: int
     capacity: int
+    images: bool = False  # the model sees images (a vision-language model)
     started_at: datetime
     heartbeat_at: datetime
 

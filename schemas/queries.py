@@ -1,4 +1,4 @@
-"""Queries the projector answers as the NATS micro service `projector`, and their answers."""
+"""Queries of the projector micro service `projector` (and the image store's `images.fetch`)."""
 
 from __future__ import annotations
 
@@ -116,3 +116,10 @@ class QueryError(msgspec.Struct, frozen=True, kw_only=True):
 
     code: str
     message: str
+
+
+class FetchImage(msgspec.Struct, frozen=True, kw_only=True):
+    """`images.fetch`: fetch `url` for `uploaded_by` and store it; answers ImageInfo."""
+
+    url: str
+    uploaded_by: str

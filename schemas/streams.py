@@ -85,6 +85,10 @@ WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", 
 KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV,)
 
 PROJECTOR_SERVICE = "projector"
+# The image store answers `images.upload` (raw bytes + these headers) and `images.fetch` (JSON FetchImage).
+IMAGE_SERVICE = "images"
+MEDIA_TYPE_HEADER = "Chatbus-Media-Type"
+UPLOADER_HEADER = "Chatbus-Uploaded-By"
 PROJECTED_STREAMS: tuple[str, ...] = (CHAT.name, IDENTITY.name)
 
 

@@ -29,7 +29,9 @@ app = typer.Typer(
 admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
+images_app = typer.Typer(help="Look after stored images.", no_args_is_help=True)
 admin.add_typer(user_app, name="user")
+admin.add_typer(images_app, name="images")
 admin.add_typer(key_app, name="key")
 app.add_typer(admin, name="admin")
 
@@ -160,6 +162,17 @@ def worker(
     _serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop))
 
 
+@app.command("image-store")
+def image_store(nats: NatsOption = DEFAULT_NATS) -> None:
+    """Run the image store: normalise uploads, fetch image URLs safely, store images once by sha256."""
+    from services.image_store import ImageStoreSettings, run_image_store
+
+    _setup_logging()
+    settings = ImageStoreSettings.from_env()
+
+    _serve(nats, "image-store", lambda nbus, stop: run_image_store(settings, nbus, stop))
+
+
 # ---------------------------------------------------------------- up
 
 
@@ -192,21 +205,35 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="Where data lives (env CHATBUS_DATA_DIR).")] = None,
     model: Annotated[str | None, typer.Option(help="Model for the worker (default: the demo model).")] = None,
     alias: Annotated[str, typer.Option(help="Alias the worker serves.")] = "demo",
+    vision_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Vision-language model for a second worker (default: the demo one with the demo model)."
+        ),
+    ] = None,
+    vision_alias: Annotated[str, typer.Option(help="Alias the vision worker serves.")] = "demo-vision",
     port: Annotated[int, typer.Option(envvar="CHATBUS_API_PORT", help="HTTP port of the API.")] = 8080,
     nats_port: Annotated[int, typer.Option(envvar="CHATBUS_NATS_PORT", help="Embedded NATS port.")] = 4222,
 ) -> None:
-    """Start everything on this machine: embedded NATS, projector, API and one worker. Ctrl-C stops it."""
+    """Start everything on this machine: embedded NATS, projector, API, image store and the workers.
+
+    Without --model it serves the demo text model (alias `demo`) and the demo vision model (alias
+    `demo-vision`), building them first if needed. Ctrl-C stops everything; data stays in --data-dir.
+    """
     _setup_logging()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, systemd and docker stop act like Ctrl-C
     root = _data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)  # chats, keys and credentials live here
     model_dir = Path(model) if model else root / "models" / "demo-text"
-    if model is None and not (model_dir / "config.json").exists():
-        console.print("Building the demo model (random weights, not an assistant) ...")
-        from services.llm_worker.demo_model import make_demo_model
-
-        make_demo_model(model_dir)
+    # With the demo text model comes the demo vision model; with a real model only an explicit one.
+    vision_dir = (
+        Path(vision_model) if vision_model else (root / "models" / "demo-vision" if model is None else None)
+    )
+    for name, target, given in (("demo-text", model_dir, model), ("demo-vision", vision_dir, vision_model)):
+        if target is not None and given is None and not (target / "config.json").exists():
+            console.print(f"Building the {name} model (random weights, not an assistant) ...")
+            _build_demo(name, target)
     creds = Credentials.load_or_create(root / "nats.creds")
     server = EmbeddedServer(
         ServerConfig(store_dir=root / "jetstream", credentials=creds, port=nats_port),
@@ -235,9 +262,16 @@ def up(
             subprocess.Popen([*exe, "projector", "--db", str(root / "readmodel.duckdb")], env=env)
         )
         children.append(subprocess.Popen([*exe, "api"], env=env))
+        children.append(subprocess.Popen([*exe, "image-store"], env=env))
         children.append(
             subprocess.Popen([*exe, "worker", "--model", str(model_dir), "--alias", alias], env=env)
         )
+        if vision_dir is not None:
+            children.append(
+                subprocess.Popen(
+                    [*exe, "worker", "--model", str(vision_dir), "--alias", vision_alias], env=env
+                )
+            )
         console.print(
             f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/v1  "
             f"(routes: http://127.0.0.1:{port}/v1/openapi.json; the web UI is not built yet)",
@@ -314,20 +348,36 @@ def admin_init(
 @admin.command("make-demo-model")
 def admin_make_demo_model(
     out: Annotated[
-        Path | None, typer.Option(help="Output directory (default <data dir>/models/demo-text).")
+        Path | None,
+        typer.Option(help="Directory for both models (default <data dir>/models): demo-text/, demo-vision/."),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Rebuild even if it exists.")] = False,
+    force: Annotated[bool, typer.Option(help="Rebuild even if they exist.")] = False,
 ) -> None:
-    """Build the offline demo model: random weights, a real tokenizer and chat template. Not an assistant."""
-    from services.llm_worker.demo_model import make_demo_model
+    """Build the offline demo models: a text LM and a vision-language model (Llava).
 
-    target = out or _data_dir(None) / "models" / "demo-text"
-    if (target / "config.json").exists() and not force:
-        console.print(f"{target} exists (use --force to rebuild)")
-        return
-    with console.status("building the demo model ..."):
+    Random weights with a real tokenizer and chat template, so every code path (continuous batching,
+    streaming, images) runs without a model hub. Their replies are noise: they are not assistants.
+    """
+    root = out or _data_dir(None) / "models"
+    for name, label in (("demo-text", "text"), ("demo-vision", "vision-language")):
+        target = root / name
+        if (target / "config.json").exists() and not force:
+            console.print(f"{target} exists (use --force to rebuild)")
+            continue
+        with console.status(f"building the demo {label} model ..."):
+            _build_demo(name, target)
+        console.print(f"demo {label} model written to {target}")
+
+
+def _build_demo(name: str, target: Path) -> None:
+    if name == "demo-vision":
+        from services.llm_worker.demo_vlm import make_demo_vlm
+
+        make_demo_vlm(target)
+    else:
+        from services.llm_worker.demo_model import make_demo_model
+
         make_demo_model(target)
-    console.print(f"demo model written to {target}")
 
 
 @user_app.command("add")
@@ -420,6 +470,49 @@ def admin_replay(
 
         summary = _run_admin(nats, action)
     console.print(f"replayed into {out}: {summary}")
+
+
+@images_app.command("collect")
+def images_collect(
+    grace_hours: Annotated[
+        float, typer.Option(help="Keep unreferenced images younger than this (not yet attached).")
+    ] = 24.0,
+    dry_run: Annotated[bool, typer.Option(help="Only report what would be purged.")] = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Purge images that no live chat references (only deleted or erased chats used them).
+
+    Removes their bytes from the object store and their stored events from the IMAGE stream, and
+    appends an `image.<sha256>.purged` event for each.
+    """
+    from datetime import timedelta
+
+    from services.image_store.collect import collect_images
+
+    columns = (TextColumn("purging"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("purge", total=None)
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        async def action(nbus: Bus) -> Any:
+            return await collect_images(
+                nbus,
+                by="admin-cli",
+                grace=timedelta(hours=grace_hours),
+                dry_run=dry_run,
+                on_progress=on_progress,
+            )
+
+        report = _run_admin(nats, action)
+    verb = "would purge" if dry_run else "purged"
+    console.print(
+        f"{report.images} images: {report.referenced} referenced, {report.too_young} younger than "
+        f"{grace_hours:g} h; {verb} {len(report.purged)} ({report.purged_bytes} bytes)"
+    )
+    for sha in report.purged:
+        console.print(f"  {sha}")
 
 
 def main() -> None:

@@ -64,3 +64,13 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "demo-text"
     make_demo_model(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The offline demo vision-language model (Llava: tiny CLIP tower + tiny Llama), built once."""
+    from services.llm_worker.demo_vlm import make_demo_vlm
+
+    out = tmp_path_factory.mktemp("models") / "demo-vision"
+    make_demo_vlm(out)
+    return out

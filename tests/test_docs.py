@@ -10,6 +10,7 @@ import typer.main
 from services.api.settings import ENV_VARS as API_VARS
 from services.cli import ENV_VARS as CLI_VARS
 from services.cli import app
+from services.image_store.settings import ENV_VARS as IMAGE_VARS
 from services.llm_worker.settings import ENV_VARS as WORKER_VARS
 
 ROOT = Path(__file__).parent.parent
@@ -22,12 +23,12 @@ def _config_table() -> set[str]:
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
-    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS)}
+    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS)}
     assert declared == _config_table()
 
 
 def test_every_env_var_read_in_code_is_declared() -> None:
-    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS)}
+    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS)}
     used: set[str] = set()
     for path in [*ROOT.glob("services/**/*.py"), *ROOT.glob("bus/*.py")]:
         used.update(re.findall(r"\"(CHATBUS_[A-Z_]+)\"", path.read_text()))

@@ -77,7 +77,7 @@ def test_chat_template_renders_chatml(engine: ContinuousBatchingEngine) -> None:
         "<|im_start|>user\nHello, café? 😀<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
-    ids = engine.build_prompt(MESSAGES)
+    ids = engine.build_prompt(MESSAGES).input_ids
     assert ids == engine.tokenizer.encode(rendered)
     assert engine.decode(ids) == rendered.replace("<|im_start|>", "").replace("<|im_end|>", "")
 
@@ -99,7 +99,7 @@ def test_concurrent_requests_complete_with_exact_length_and_interleave(
         final = outputs[-1]
         assert final.finish_reason == "length" and final.error is None
         assert len(collector.tokens(request_id)) == 48 == final.completion_tokens
-        assert final.prompt_tokens == len(prompt)
+        assert final.prompt_tokens == len(prompt.input_ids)
         assert all(o.new_token_ids for o in outputs[:-1])  # no empty deltas
     # Batched in the same steps: before any request finishes, the outputs alternate between requests.
     order = [o.request_id for o in collector.outputs]

@@ -148,4 +148,4 @@ async def test_a_silent_server_times_out(canary: Canary) -> None:
     finally:
         server.close()
         await server.wait_closed()
-    assert refused.value.code == "timeout"
+    assert refused.value.code == "fetch_timeout"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import signal
@@ -13,10 +14,14 @@ import time
 from pathlib import Path
 
 import aiohttp
+from PIL import Image
 
 import bus
 
 ROOT = Path(__file__).parent.parent
+
+
+PNG = {"Content-Type": "image/png"}
 
 
 def _start(data_dir: Path, model_dir: Path, port: int, nats_port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -79,6 +84,11 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
             async with http.post(f"{base}/v1/chats", json={"title": "kept"}) as resp:
                 assert resp.status == 201
                 chat_id = (await resp.json())["chat_id"]
+            image = io.BytesIO()
+            Image.new("RGB", (8, 8), (1, 2, 3)).save(image, "PNG")
+            async with http.post(f"{base}/v1/images", data=image.getvalue(), headers=PNG) as resp:
+                assert resp.status == 201, await resp.text()  # the image store runs too
+                sha = (await resp.json())["sha256"]
     finally:
         code = _interrupt(proc)
     assert code == 0, log.read_text(errors="replace")
@@ -95,6 +105,8 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
             async with http.get(f"{base}/v1/chats/{chat_id}") as resp:
                 assert resp.status == 200
                 assert (await resp.json())["title"] == "kept"
+            async with http.get(f"{base}/v1/images/{sha}") as resp:
+                assert resp.status == 200 and resp.content_type == "image/png"
     finally:
         proc.send_signal(signal.SIGTERM)  # as systemd or docker stop would
         assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")

@@ -12,14 +12,16 @@ from schemas.api import ErrorBody
 from services.api.routes import Route
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
+_PATTERNS = {"sha256": "^[0-9a-f]{64}$"}
 _REF = "#/components/schemas/{name}"
 _ERRORS = {
     "400": "Bad input (malformed JSON, bad id or parameter).",
     "401": "Missing, invalid or revoked API key.",
-    "404": "No such chat, or not yours.",
+    "404": "No such chat or image, or not yours.",
     "409": "Conflict (no worker serves the model, reply finished).",
-    "413": "Body or message too large.",
-    "422": "Unknown fields or wrong types.",
+    "413": "Body, message or image too large.",
+    "415": "Not an accepted image format (PNG, JPEG, WebP, GIF), or not the declared one.",
+    "422": "Unknown fields or wrong types; an image that is corrupt, unknown, or whose URL was refused.",
     "503": "The bus or the read model is not ready; see Retry-After.",
 }
 
@@ -34,7 +36,7 @@ def _operation(route: Route, refs: dict[type, Any]) -> dict[str, Any]:
             "name": name,
             "in": "path",
             "required": True,
-            "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            "schema": {"type": "string", "pattern": _PATTERNS.get(name, "^[A-Za-z0-9_-]{1,64}$")},
         }
         for name in _PATH_PARAM.findall(route.path)
     ]
@@ -49,7 +51,9 @@ def _operation(route: Route, refs: dict[type, Any]) -> dict[str, Any]:
         for p in route.params
     ]
     answer: dict[str, Any] = {"description": _summary(route)}
-    if route.answer is not None:
+    if route.media == "image/*":
+        answer["content"] = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
+    elif route.answer is not None:
         media = "application/json" if route.media == "websocket" else route.media
         answer["content"] = {media: {"schema": refs[route.answer]}}
     elif route.name == "openapi":
@@ -65,7 +69,12 @@ def _operation(route: Route, refs: dict[type, Any]) -> dict[str, Any]:
         "parameters": params,
         "responses": responses,
     }
-    if route.body is not None:
+    if route.request_media == "image/*":
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    elif route.body is not None:
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": refs[route.body]}},

@@ -50,6 +50,7 @@ def group_models(workers: list[WorkerPresence]) -> list[ModelInfo]:
             workers=len(group),
             active=sum(w.active for w in group),
             capacity=sum(w.capacity for w in group),
+            images=any(w.images for w in group),
         )
         for alias, group in sorted(by_alias.items())
     ]

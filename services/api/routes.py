@@ -11,6 +11,8 @@ from schemas.api import (
     AcceptedResponse,
     ChatCreatedResponse,
     CreateChatRequest,
+    ImageFromUrlRequest,
+    ImageInfo,
     ModelList,
     PostMessageRequest,
     PostMessageResponse,
@@ -18,7 +20,7 @@ from schemas.api import (
     StatusResponse,
 )
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
-from services.api import live, routes_chats, routes_misc
+from services.api import live, routes_chats, routes_images, routes_misc
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,8 @@ class Route:
     answer: type | None = None
     params: tuple[Param, ...] = ()
     public: bool = False
-    media: Literal["application/json", "text/event-stream", "websocket"] = "application/json"
+    media: Literal["application/json", "text/event-stream", "websocket", "image/*"] = "application/json"
+    request_media: Literal["application/json", "image/*"] = "application/json"
 
 
 MIN_SEQ = Param(
@@ -118,6 +121,34 @@ ROUTES: tuple[Route, ...] = (
         "replies.cancel",
         status=202,
         answer=AcceptedResponse,
+    ),
+    Route(
+        "POST",
+        "/v1/images",
+        routes_images.upload_image,
+        "images.upload",
+        status=201,
+        answer=ImageInfo,
+        request_media="image/*",
+    ),
+    Route(
+        "POST",
+        "/v1/images/from-url",
+        routes_images.image_from_url,
+        "images.from_url",
+        status=201,
+        body=ImageFromUrlRequest,
+        answer=ImageInfo,
+    ),
+    Route(
+        "GET",
+        "/v1/images/{sha256}",
+        routes_images.get_image,
+        "images.get",
+        media="image/*",
+        params=(
+            Param("If-None-Match", "string", "The image's ETag: answered 304 when it matches.", "header"),
+        ),
     ),
     Route(
         "GET",

@@ -39,6 +39,7 @@ from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, SETTINGS
 from services.api.presence import serves
 from services.api.projector import query
+from services.api.routes_images import unseen_images
 
 DEFAULT_PAGE_SIZE = 50
 POST_ATTEMPTS = 5
@@ -160,7 +161,9 @@ def _context_filters(chat_id: str) -> list[str]:
     ]
 
 
-async def _post(js: JetStream, chat_id: str, author_id: str, content: str) -> tuple[MessagePosted, list[str]]:
+async def _post(
+    js: JetStream, chat_id: str, author_id: str, content: str, images: list[str]
+) -> tuple[MessagePosted, list[str]]:
     """Append the message, fenced on the chat's last post so concurrent posts each see a whole context."""
     for _ in range(POST_ATTEMPTS):
         context, last_post_seq = conversation(await bus.read_all(js, CHAT.name, _context_filters(chat_id)))
@@ -171,6 +174,7 @@ async def _post(js: JetStream, chat_id: str, author_id: str, content: str) -> tu
             message_id=new_id("m"),
             author_id=author_id,
             content=content,
+            images=images,
         )
         try:
             await bus.append_event(
@@ -196,16 +200,24 @@ async def post_message(request: web.Request) -> web.StreamResponse:
             "message_too_long",
             f"content has {len(body.content)} characters; the limit is {settings.max_message_chars}",
         )
+    if not body.content and not body.images:
+        raise ApiError(422, "empty_message", "a message needs content, images, or both")
+    principal = principal_of(request)
+    js = request.app[BUS].js
+    images = list(dict.fromkeys(body.images))  # the same image twice is attached once
+    unknown = await unseen_images(js, principal, images)
+    if unknown:
+        raise ApiError(
+            422, "unknown_image", f"no image {unknown[0]} that you stored; upload it with POST /v1/images"
+        )
     model = body.model or access.chat.model or settings.default_model
     if not model or not is_valid_id(model):
         raise ApiError(
             409, "no_model", "name a model: neither the message nor the chat has one, nor a default"
         )
-    js = request.app[BUS].js
     if not await serves(js, model):
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
-    principal = principal_of(request)
-    message, context = await _post(js, access.chat_id, principal.user_id, body.content)
+    message, context = await _post(js, access.chat_id, principal.user_id, body.content, images)
     reply = ReplyRequested(
         event_id=new_id("e"),
         chat_id=access.chat_id,

@@ -137,14 +137,14 @@ async def fetch_image(
                     return await _read_capped(resp, policy.max_bytes), resp.headers.get("Content-Type")
             raise ImageRejected("too_many_redirects", f"more than {policy.max_redirects} redirects")
     except TimeoutError:
-        raise ImageRejected("timeout", f"no complete answer within {policy.total_timeout}s") from None
+        raise ImageRejected("fetch_timeout", f"no complete answer within {policy.total_timeout}s") from None
     except aiohttp.ClientConnectorError as exc:
         cause: Any = exc.os_error
         if isinstance(cause, ImageRejected):
             raise cause from None
-        raise ImageRejected("unreachable", f"cannot connect: {exc}") from None
+        raise ImageRejected("fetch_failed", f"cannot connect: {exc}") from None
     except aiohttp.ClientError as exc:
-        raise ImageRejected("unreachable", f"fetch failed: {type(exc).__name__}") from None
+        raise ImageRejected("fetch_failed", f"fetch failed: {type(exc).__name__}") from None
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, max_bytes: int) -> bytes:

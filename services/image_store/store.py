@@ -36,5 +36,10 @@ async def store_image(
         size=len(image.data),
         uploaded_by=uploaded_by,
     )
-    await bus.append_event(nbus.js, event, msg_id=f"image.{image.sha256}.{uploaded_by}")
+    try:  # one stored event per image and uploader, ever: a repeat upload appends nothing
+        await bus.append_event(
+            nbus.js, event, msg_id=f"image.{image.sha256}.{uploaded_by}", expected_subject_seq=0
+        )
+    except bus.ConcurrencyConflict:
+        pass
     return event, is_new

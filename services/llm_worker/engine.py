@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -40,24 +40,44 @@ class EngineOutput:
 
 
 OutputCallback = Callable[[EngineOutput], None]
+# A chat-template message: role, content, and (for a vision model) the sha256 of each attached image.
+ChatMessage = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rendered prompt: token ids, the extra model inputs (pixel values), and which images it holds."""
+
+    input_ids: list[int]
+    model_inputs: dict[str, Any] = field(default_factory=dict)
+    images_seen: tuple[str, ...] = ()
 
 
 class Engine(Protocol):
     """What the worker loop needs from a generation engine."""
+
+    supports_images: bool
 
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
 
     def submit(
-        self, request_id: str, input_ids: list[int], params: GenerationParams, on_output: OutputCallback
+        self, request_id: str, prompt: Prompt, params: GenerationParams, on_output: OutputCallback
     ) -> None: ...
 
     def cancel(self, request_id: str) -> None: ...
 
     def active(self) -> int: ...
 
-    def build_prompt(self, messages: list[dict[str, str]]) -> list[int]: ...
+    def build_prompt(
+        self, messages: list[ChatMessage], images: Mapping[str, Any] | None = None
+    ) -> Prompt: ...
+
+
+def text_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
+    """Messages with their text only (what a text-only model's chat template expects)."""
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,8 @@ class _Request:
 class ContinuousBatchingEngine:
     """Engine over transformers' ContinuousBatchingManager; on_output runs on the generation thread."""
 
+    supports_images = False
+
     def __init__(self, model: Any, tokenizer: Any, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()
         self.tokenizer = tokenizer
@@ -172,12 +194,12 @@ class ContinuousBatchingEngine:
         )
         return cls(model.eval(), tokenizer, config)
 
-    def build_prompt(self, messages: list[dict[str, str]]) -> list[int]:
-        """Render messages with the chat template (plus the assistant header) into token ids."""
+    def build_prompt(self, messages: list[ChatMessage], images: Mapping[str, Any] | None = None) -> Prompt:
+        """Render messages with the chat template (plus the assistant header); a text model sees no images."""
         ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            text_messages(messages), add_generation_prompt=True, tokenize=True, return_dict=False
         )
-        return [int(i) for i in ids]
+        return Prompt(input_ids=[int(i) for i in ids])
 
     def decode(self, ids: list[int]) -> str:
         """Decode token ids to text, dropping special tokens."""
@@ -212,9 +234,10 @@ class ContinuousBatchingEngine:
             self._finish(request_id, [], "error", "engine stopped", None)
 
     def submit(
-        self, request_id: str, input_ids: list[int], params: GenerationParams, on_output: OutputCallback
+        self, request_id: str, prompt: Prompt, params: GenerationParams, on_output: OutputCallback
     ) -> None:
         """Queue a request; on_output gets token deltas, then exactly one finished output."""
+        input_ids = prompt.input_ids
         if self._manager is None:
             raise RuntimeError("engine is not started")
         if not input_ids:

@@ -8,6 +8,7 @@ import logging
 from bus import Bus
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.settings import WorkerSettings
+from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,11 @@ async def run_worker(
         max_batch_tokens=settings.max_batch_tokens,
         num_threads=settings.threads or None,
     )
-    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model, config)
+    engine: ContinuousBatchingEngine | VisionEngine
+    if await asyncio.to_thread(is_vision_model, settings.model):
+        engine = await asyncio.to_thread(VisionEngine.from_pretrained, settings.model, config)
+    else:
+        engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model, config)
     worker = Worker(settings, nbus, engine, engine.tokenizer)
     log.info("worker %s serves %s", settings.worker_id, settings.alias)
     await worker.run(stop)

@@ -23,6 +23,10 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("CHATBUS_WORKER_KV_BLOCKS", "KV-cache blocks of the engine (default 256: 16 replies of ~500 tokens)."),
     ("CHATBUS_WORKER_KV_PAGE_SIZE", "Tokens per KV-cache block (default 32)."),
     ("CHATBUS_WORKER_MAX_BATCH_TOKENS", "Tokens one engine step may process (default 512)."),
+    (
+        "CHATBUS_WORKER_MAX_IMAGES",
+        "Images a vision model sees per reply: the chat's newest (default 4); the rest are noted as ignored.",
+    ),
 )
 
 
@@ -43,6 +47,7 @@ class WorkerSettings:
     kv_blocks: int = 256
     kv_page_size: int = 32
     max_batch_tokens: int = 512
+    max_images: int = 4
     worker_id: str = field(default_factory=lambda: new_id("w"))
     host: str = field(default_factory=socket.gethostname)
 
@@ -58,6 +63,7 @@ class WorkerSettings:
             "kv_blocks": int(os.environ.get("CHATBUS_WORKER_KV_BLOCKS", "256")),
             "kv_page_size": int(os.environ.get("CHATBUS_WORKER_KV_PAGE_SIZE", "32")),
             "max_batch_tokens": int(os.environ.get("CHATBUS_WORKER_MAX_BATCH_TOKENS", "512")),
+            "max_images": int(os.environ.get("CHATBUS_WORKER_MAX_IMAGES", "4")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

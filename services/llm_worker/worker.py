@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import io
 import logging
 import threading
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from PIL import Image
 
 import bus
 import schemas
@@ -20,10 +22,10 @@ from bus import Bus, ConcurrencyConflict, Delivery
 from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyStarted, reply_subject
 from schemas.ids import new_id
 from schemas.presence import WorkerPresence, presence_key
-from schemas.streams import CHAT, WORKERS_KV, worker_consumer
+from schemas.streams import CHAT, IMAGES_OBJECTS, WORKERS_KV, worker_consumer
 from schemas.tokens import TokenDelta, tokens_subject
 from services.llm_worker.coalesce import Chunk, Coalescer
-from services.llm_worker.context import build_messages, context_subjects
+from services.llm_worker.context import build_messages, context_subjects, image_hashes
 from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder
 from services.llm_worker.settings import WorkerSettings
 
@@ -104,6 +106,7 @@ class Worker:
             host=self.settings.host,
             active=len(self.active),
             capacity=self.settings.capacity,
+            images=self.engine.supports_images,
             started_at=self.started_at,
             heartbeat_at=schemas.now(),
         )
@@ -219,10 +222,16 @@ class Worker:
         request = reply.request
         stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
         messages = build_messages(request, _decodable(stored))
+        wanted = image_hashes(messages)
+        pictures = await self._load_images(wanted) if self.engine.supports_images else {}
         try:
-            prompt_ids = self.engine.build_prompt(messages)
+            prompt = await asyncio.to_thread(self.engine.build_prompt, messages, pictures)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
             return self._failed(request, attempt, f"cannot build the prompt: {exc}")
+        ignored = [sha for sha in wanted if sha not in prompt.images_seen]
+        if ignored:
+            why = "is text-only" if not self.engine.supports_images else "sees at most its image limit"
+            log.info("reply %s: %d image(s) not shown, the model %s", request.reply_id, len(ignored), why)
         p = request.params
         params = GenerationParams(
             max_new_tokens=p.max_new_tokens,
@@ -243,7 +252,7 @@ class Worker:
 
         coalescer = Coalescer(self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over)
         try:
-            self.engine.submit(reply.engine_id, prompt_ids, params, coalescer.on_output)
+            self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
             return self._failed(request, attempt, str(exc))
         if request.reply_id in self._cancels:  # cancelled while its context was loading
@@ -297,7 +306,18 @@ class Worker:
             queue_ms,
             first_token_ms,
             generation_ms,
+            images_seen=list(prompt.images_seen),
+            images_ignored=ignored,
         )
+
+    async def _load_images(self, wanted: list[str]) -> dict[str, Any]:
+        """The newest `max_images` wanted images, read by hash from the object store (purged: left out)."""
+        keep = wanted[-self.settings.max_images :] if self.settings.max_images > 0 else []
+        blobs = await asyncio.gather(
+            *(bus.get_object(self.bus.js, IMAGES_OBJECTS.bucket, sha) for sha in keep)
+        )
+        found = {sha: data for sha, data in zip(keep, blobs, strict=True) if data is not None}
+        return await asyncio.to_thread(_open_images, found)
 
     def _failed(self, request: ReplyRequested, attempt: int, error: str) -> ReplyFailed:
         return ReplyFailed(
@@ -321,6 +341,8 @@ class Worker:
         queue_ms: float,
         first_token_ms: float,
         generation_ms: float,
+        images_seen: list[str] | None = None,
+        images_ignored: list[str] | None = None,
     ) -> ReplyCompleted:
         return ReplyCompleted(
             event_id=new_id("e"),
@@ -337,6 +359,8 @@ class Worker:
             queue_ms=queue_ms,
             first_token_ms=first_token_ms,
             generation_ms=generation_ms,
+            images_seen=images_seen or [],
+            images_ignored=images_ignored or [],
         )
 
     async def _append_fenced(
@@ -382,6 +406,15 @@ class Worker:
                 )
                 return
         await delivery.ack()
+
+
+def _open_images(blobs: dict[str, bytes]) -> dict[str, Any]:
+    """Decode stored (already normalised) image bytes into RGB pictures."""
+    pictures = {}
+    for sha, data in blobs.items():
+        with Image.open(io.BytesIO(data)) as image:
+            pictures[sha] = image.convert("RGB")
+    return pictures
 
 
 def _decodable(stored: list[bus.StoredMsg]) -> Iterator[schemas.Event]:

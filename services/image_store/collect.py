@@ -1,0 +1,109 @@
+"""Collect unreferenced images: bytes and stored events of images no live chat uses any more.
+
+An image is referenced while a message of a chat that is not deleted (or erased) carries its hash.
+Images younger than a grace period are kept even when unreferenced: a user may have uploaded one
+and not yet sent the message that attaches it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import msgspec
+
+import bus
+import schemas
+from bus import Bus
+from schemas.chat import ChatDeleted, MessagePosted
+from schemas.ids import new_id
+from schemas.image import ImagePurged, image_subject
+from schemas.streams import CHAT, IMAGE, IMAGES_OBJECTS
+
+# Only these two event kinds decide what is referenced; decoding just them keeps a scan fast.
+_FILTERS = ["chat.*.message.posted", "chat.*.deleted"]
+_decoder = msgspec.json.Decoder(MessagePosted | ChatDeleted)
+
+
+@dataclass
+class CollectReport:
+    """What a collection found and did."""
+
+    scanned_events: int = 0
+    images: int = 0
+    referenced: int = 0
+    too_young: int = 0
+    purged: list[str] = field(default_factory=list)
+    purged_bytes: int = 0
+
+
+def _fold(msgs: list[bus.StoredMsg], uses: dict[str, set[str]], deleted: set[str]) -> None:
+    """Add the messages' image uses (hash -> chat ids) and the deleted chats."""
+    for msg in msgs:
+        try:
+            event = _decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            continue  # another kind, or a newer version's
+        if isinstance(event, MessagePosted):
+            for sha in event.images:
+                uses.setdefault(sha, set()).add(event.chat_id)
+        else:
+            deleted.add(event.chat_id)
+
+
+def _live(uses: dict[str, set[str]], deleted: set[str]) -> set[str]:
+    return {sha for sha, chats in uses.items() if chats - deleted}
+
+
+async def collect_images(
+    nbus: Bus,
+    *,
+    by: str,
+    grace: timedelta = timedelta(hours=24),
+    dry_run: bool = False,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> CollectReport:
+    """Purge every image that no live chat references and that is older than `grace`."""
+    report = CollectReport()
+    uses: dict[str, set[str]] = {}
+    deleted: set[str] = set()
+    msgs = await bus.read_all(nbus.js, CHAT.name, _FILTERS)
+    _fold(msgs, uses, deleted)
+    report.scanned_events = len(msgs)
+    last_seq = msgs[-1].seq if msgs else 0
+    objects = await bus.list_objects(nbus.js, IMAGES_OBJECTS.bucket)
+    report.images = len(objects)
+    cutoff = schemas.now() - grace
+    referenced = _live(uses, deleted)
+    candidates = []
+    for entry in objects:
+        if entry.name in referenced:
+            report.referenced += 1
+        elif entry.mtime is not None and entry.mtime > cutoff:
+            report.too_young += 1
+        else:
+            candidates.append(entry)
+    if dry_run or not candidates:
+        report.purged = [entry.name for entry in candidates]
+        report.purged_bytes = sum(entry.size for entry in candidates)
+        return report
+    # Messages posted while we scanned may have attached a candidate: read the tail once more.
+    _fold(await bus.read_all(nbus.js, CHAT.name, _FILTERS, start_seq=last_seq + 1), uses, deleted)
+    referenced = _live(uses, deleted)
+    for done, entry in enumerate(candidates, 1):
+        if entry.name not in referenced:
+            await _purge(nbus, entry.name, by)
+            report.purged.append(entry.name)
+            report.purged_bytes += entry.size
+        if on_progress is not None:
+            on_progress(done, len(candidates))
+    return report
+
+
+async def _purge(nbus: Bus, sha256: str, by: str) -> None:
+    """Remove who-stored-it first (nobody can attach it after that), then the bytes; record the purge."""
+    await bus.purge_subject(nbus.js, IMAGE.name, image_subject(sha256, "stored.>"))
+    await bus.delete_object(nbus.js, IMAGES_OBJECTS.bucket, sha256)
+    event = ImagePurged(event_id=new_id("e"), at=schemas.now(), sha256=sha256, by=by)
+    await bus.append_event(nbus.js, event)
