@@ -34,7 +34,9 @@ test: install lint
 	$(VENV)/bin/pytest -q
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/bench_e2e.py
+	$(PY) bench/bench_replay.py
+	$(PY) bench/bench_images.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
