@@ -60,6 +60,7 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     parent_id: str | None
     created_at: datetime
     seq: int
+    images: list[str] = []  # sha256 of the attached images (GET /v1/images/{sha256})
 
 
 class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,6 +84,8 @@ class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
     requested_at: datetime
     completed_at: datetime | None
     seq: int
+    images_seen: list[str] = []
+    images_ignored: list[str] = []  # images of its context the model did not see (text-only, over its limit)
 
 
 class ChatPage(msgspec.Struct, frozen=True, kw_only=True):

@@ -286,6 +286,8 @@ async def test_only_the_uploader_sees_or_attaches_an_image(api: Api) -> None:
     assert status == 202, posted
     message = next(e for e in await _chat_events(api.nbus, ann_chat) if isinstance(e, MessagePosted))
     assert (message.content, message.images) == ("", [sha])
+    status, listed = await api.call("GET", f"/v1/chats/{ann_chat}/messages?min_seq={posted['seq']}")
+    assert status == 200 and [m["images"] for m in listed["messages"]] == [[sha]]  # the read model has them
     status, body = await api.call(
         "POST", f"/v1/chats/{ann_chat}/messages", json={"content": "x", "images": ["abc"]}
     )

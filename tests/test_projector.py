@@ -409,3 +409,26 @@ async def _collect(nbus: Bus, subject: str, wait: float = 0.5) -> list[dict[str,
     await asyncio.sleep(wait)
     await sub.unsubscribe()
     return answers
+
+
+def test_a_read_model_built_for_another_schema_is_rebuilt_from_the_log(tmp_path: Path) -> None:
+    """An upgrade that changes the tables must not leave a half-fitting file: it starts over from seq 1."""
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE messages (message_id VARCHAR, chat_id VARCHAR)")  # an older version's table
+    con.execute("CREATE TABLE checkpoints (stream VARCHAR PRIMARY KEY, last_seq BIGINT NOT NULL)")
+    con.execute("INSERT INTO checkpoints VALUES ('CHAT', 99)")
+    con.close()
+
+    store = Store.open(path)
+    assert store.checkpoint("CHAT") == 0
+    columns = {row[0] for row in store.con.execute("DESCRIBE messages").fetchall()}
+    assert {"images", "content", "seq"} <= columns
+    store.con.execute("INSERT INTO checkpoints VALUES ('CHAT', 5)")
+    store.close()
+
+    store = Store.open(path)  # same schema: kept as it is
+    assert store.checkpoint("CHAT") == 5
+    store.close()

@@ -167,3 +167,9 @@ async def test_a_text_model_replies_to_an_image_message_and_says_it_ignored_it(
     done = await wait_event(api.nbus, f"chat.{chat_id}.reply.{posted['reply_id']}.completed")
     assert isinstance(done, ReplyCompleted) and done.finish_reason in ("stop", "length")
     assert done.images_seen == [] and done.images_ignored == [info["sha256"]]
+    for _ in range(100):  # the read model shows it too, once the projector has the completion
+        status, listed = await api.call("GET", f"/v1/chats/{chat_id}/messages")
+        if listed["replies"] and listed["replies"][0]["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
+    assert listed["replies"][0]["images_ignored"] == [info["sha256"]]

@@ -28,6 +28,10 @@ async def run_worker(
     engine: ContinuousBatchingEngine | VisionEngine
     if await asyncio.to_thread(is_vision_model, settings.model):
         engine = await asyncio.to_thread(VisionEngine.from_pretrained, settings.model, config)
+        if settings.capacity > VisionEngine.max_active:
+            # It generates one reply at a time: holding more requests would keep them from other workers.
+            log.info("vision model: capacity %d -> %d", settings.capacity, VisionEngine.max_active)
+            settings.capacity = VisionEngine.max_active
     else:
         engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model, config)
     worker = Worker(settings, nbus, engine, engine.tokenizer)

@@ -103,6 +103,8 @@ class VisionEngine:
     """Engine over a vision-language model; on_output runs on the engine's generation thread."""
 
     supports_images = True
+    # Requests a worker should hold at once: one generating, one with its prompt ready behind it.
+    max_active = 2
 
     def __init__(self, model: Any, processor: Any, config: EngineConfig | None = None) -> None:
         self.config = config or EngineConfig()

@@ -194,6 +194,7 @@ class Fold:
                 "parent_id": e.parent_id,
                 "created_at": e.at,
                 "seq": seq,
+                "images": list(e.images),
             }
         chat = self.chats.get(e.chat_id)
         if chat is not None:
@@ -223,6 +224,8 @@ class Fold:
                 "requested_at": e.at,
                 "completed_at": None,
                 "seq": seq,
+                "images_seen": [],
+                "images_ignored": [],
             },
         )
 
@@ -259,6 +262,8 @@ class Fold:
                 first_token_ms=e.first_token_ms,
                 generation_ms=e.generation_ms,
                 completed_at=e.at,
+                images_seen=list(e.images_seen),
+                images_ignored=list(e.images_ignored),
             )
 
     def reply_failed(self, seq: int, e: ReplyFailed) -> None:

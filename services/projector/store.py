@@ -6,6 +6,7 @@ their own cursor with `reader()`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ import pyarrow as pa
 from services.projector import tables
 from services.projector.fold import Changes, Keys
 from services.projector.tables import MESSAGES, MUTABLE, Row, Table
+
+log = logging.getLogger(__name__)
 
 # Below this many keys a lookup is an IN list (index point lookups); above it, a join with Arrow.
 _IN_LIST_MAX = 64
@@ -35,6 +38,7 @@ class Store:
         """Open (or create) the read model file with its tables (and indexes, unless bulk loading)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(str(path))
+        _match_schema(con, path)
         for table in tables.ALL:
             con.execute(table.create_table())
         store = cls(con)
@@ -87,6 +91,25 @@ class Store:
             con.rollback()
             raise
         self.checkpoints[batch.stream] = batch.last_seq
+
+
+def _match_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """A read model built by a version with other tables is dropped, so it is rebuilt from the log."""
+    con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
+    found = con.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    wanted = tables.schema_fingerprint()
+    if found is not None and found[0] == wanted:
+        return
+    existing = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    stale = [table.name for table in tables.ALL if table.name in existing]
+    if found is not None or stale:
+        log.warning("%s was built for another schema: rebuilding it from the log", path)
+    for name in stale:
+        con.execute(f"DROP TABLE {name}")
+    con.execute(
+        "INSERT INTO meta VALUES ('schema', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [wanted],
+    )
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ _TYPES: dict[str, tuple[str, pa.DataType]] = {
     "seq": ("BIGINT", pa.int64()),
     "float": ("DOUBLE", pa.float64()),
     "bool": ("BOOLEAN", pa.bool_()),
+    "list": ("VARCHAR[]", pa.list_(pa.string())),
 }
 
 
@@ -114,6 +116,7 @@ MESSAGES = Table(
         ("parent_id", "text?"),
         ("created_at", "time"),
         ("seq", "seq"),
+        ("images", "list"),
     ),
     indexes=("chat_id",),
     primary_key=False,
@@ -139,6 +142,8 @@ REPLIES = Table(
         ("requested_at", "time"),
         ("completed_at", "time?"),
         ("seq", "seq"),
+        ("images_seen", "list"),
+        ("images_ignored", "list"),
     ),
     indexes=("chat_id",),
     primary_key=False,
@@ -150,3 +155,11 @@ CHECKPOINTS = Table("checkpoints", (("stream", "text"), ("last_seq", "seq")))
 MUTABLE: tuple[Table, ...] = (USERS, API_KEYS, CHATS, REPLIES)
 READ_MODEL: tuple[Table, ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES)
 ALL: tuple[Table, ...] = (*READ_MODEL, CHECKPOINTS)
+
+
+def schema_fingerprint() -> str:
+    """A digest of every table's definition: a read model built under another one is rebuilt."""
+    statements = [table.create_table() for table in ALL] + [
+        s for table in ALL for s in table.create_indexes()
+    ]
+    return hashlib.sha256("\n".join(statements).encode()).hexdigest()[:16]
