@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +59,9 @@ class Worker:
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
         self._cancels: dict[str, None] = {}  # insertion-ordered set of recently cancelled replies
+        # Prompts are rendered off the event loop, one at a time: a tokenizer is not meant for
+        # concurrent use from several threads.
+        self._prompts = ThreadPoolExecutor(1, thread_name_prefix="prompt")
 
     def _drain_inbox(self) -> None:
         """Hand engine outputs to their replies: one wake-up of the loop per engine step, not per reply."""
@@ -97,6 +101,7 @@ class Worker:
             with contextlib.suppress(Exception):
                 await kv.delete(presence_key(self.settings.alias, self.settings.worker_id))
             self.engine.stop()
+            self._prompts.shutdown(wait=False)
 
     async def _heartbeat(self, kv: Any) -> None:
         presence = WorkerPresence(
@@ -224,8 +229,9 @@ class Worker:
         messages = build_messages(request, _decodable(stored))
         wanted = image_hashes(messages)
         pictures = await self._load_images(wanted) if self.engine.supports_images else {}
+        loop = asyncio.get_running_loop()
         try:
-            prompt = await asyncio.to_thread(self.engine.build_prompt, messages, pictures)
+            prompt = await loop.run_in_executor(self._prompts, self.engine.build_prompt, messages, pictures)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
             return self._failed(request, attempt, f"cannot build the prompt: {exc}")
         ignored = [sha for sha in wanted if sha not in prompt.images_seen]
@@ -240,7 +246,6 @@ class Worker:
             top_k=p.top_k,
             ignore_eos=p.ignore_eos,
         )
-        loop = asyncio.get_running_loop()
 
         def hand_over(chunk: Chunk) -> None:  # called on the engine's thread
             self._inbox.append((reply, chunk))
