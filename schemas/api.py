@@ -45,6 +45,19 @@ class PostMessageRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     params: SamplingParams | None = None
 
 
+class RegenerateRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/chats/{chat_id}/replies/{reply_id}/regenerate: optionally another model or sampling."""
+
+    model: ModelAlias | None = None
+    params: SamplingParams | None = None
+
+
+class SelectBranchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/chats/{chat_id}/branch: make the path to this message or reply the active one."""
+
+    node_id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+
+
 class ImageFromUrlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/images/from-url: the server fetches the image (public addresses only)."""
 

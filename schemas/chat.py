@@ -50,8 +50,11 @@ class MessagePosted(ChatEvent, frozen=True, kw_only=True, tag="chat.message.post
     author_id: str
     role: Role = "user"
     content: str
+    # The node (message or reply) this message follows; None: the end of the active path when it was
+    # posted (how messages were appended before branches existed). See schemas/tree.py.
     parent_id: str | None = None
     images: list[str] = []  # sha256 hashes of stored images, in the order the user attached them
+    edit_of: str | None = None  # an edit: a new sibling of this message, under parent_id (None: the root)
 
 
 class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.requested"):
@@ -112,6 +115,44 @@ class ReplyCancelled(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.cance
     by: str
 
 
+class BranchSelected(ChatEvent, frozen=True, kw_only=True, tag="chat.branch.selected"):
+    """The path to `node_id` became the chat's active branch. Subject `chat.<chat_id>.branch.selected`."""
+
+    node_id: str
+    by: str
+
+
+Rating = Literal["up", "down"]
+
+
+class FeedbackGiven(ChatEvent, frozen=True, kw_only=True, tag="chat.feedback.given"):
+    """A user rated a reply; a later rating by the same user replaces it (`rating` None withdraws it).
+
+    Subject `chat.<chat_id>.feedback.<reply_id>.<user_id>`: the last one is the user's current rating.
+    """
+
+    reply_id: str
+    user_id: str
+    rating: Rating | None
+    comment: str = ""
+    tags: list[str] = []
+
+
+class ChatRestored(ChatEvent, frozen=True, kw_only=True, tag="chat.restored"):
+    """An admin brought a deleted chat back. Subject `chat.<chat_id>.restored`."""
+
+    by: str
+
+
+class ChatErased(ChatEvent, frozen=True, kw_only=True, tag="chat.erased"):
+    """Tombstone: every other event of the chat was purged from the log. Subject `chat.<chat_id>.erased`.
+
+    It keeps only the chat id, when and by whom, so that read models drop what they hold.
+    """
+
+    by: str
+
+
 ChatEventUnion = (
     ChatCreated
     | ChatRenamed
@@ -122,6 +163,10 @@ ChatEventUnion = (
     | ReplyCompleted
     | ReplyFailed
     | ReplyCancelled
+    | BranchSelected
+    | FeedbackGiven
+    | ChatRestored
+    | ChatErased
 )
 
 
@@ -133,6 +178,11 @@ def chat_subject(chat_id: str, kind: str) -> str:
 def reply_subject(chat_id: str, reply_id: str, kind: str) -> str:
     """Subject of a reply event, e.g. `chat.<id>.reply.<reply_id>.started`."""
     return f"chat.{chat_id}.reply.{reply_id}.{kind}"
+
+
+def feedback_subject(chat_id: str, reply_id: str, user_id: str) -> str:
+    """Subject of a user's rating of a reply (`*` wildcards allowed)."""
+    return f"chat.{chat_id}.feedback.{reply_id}.{user_id}"
 
 
 def reply_requested_subject(chat_id: str, reply_id: str, model: str) -> str:
@@ -161,4 +211,12 @@ def subject_of(event: ChatEventUnion) -> str:
             return reply_subject(event.chat_id, event.reply_id, "failed")
         case ReplyCancelled():
             return reply_subject(event.chat_id, event.reply_id, "cancelled")
+        case BranchSelected():
+            return chat_subject(event.chat_id, "branch.selected")
+        case FeedbackGiven():
+            return feedback_subject(event.chat_id, event.reply_id, event.user_id)
+        case ChatRestored():
+            return chat_subject(event.chat_id, "restored")
+        case ChatErased():
+            return chat_subject(event.chat_id, "erased")
     raise TypeError(f"not a chat event: {event!r}")

@@ -48,7 +48,27 @@ class ApiKeyRevoked(IdentityEvent, frozen=True, kw_only=True, tag="apikey.revoke
     user_id: str
 
 
-IdentityEventUnion = UserCreated | UserRoleChanged | ApiKeyIssued | ApiKeyRevoked
+class TrainingConsentSet(IdentityEvent, frozen=True, kw_only=True, tag="user.consent_set"):
+    """Whether a user's chats may be used for training. Subject `user.<user_id>.consent`.
+
+    The last one counts; with none, the operator's default (CHATBUS_TRAINING_CONSENT_DEFAULT) applies.
+    """
+
+    user_id: str
+    allowed: bool
+    by: str
+
+
+class UserErased(IdentityEvent, frozen=True, kw_only=True, tag="user.erased"):
+    """Tombstone: the user's events, keys, chats and ratings were purged. Subject `user.<user_id>.erased`."""
+
+    user_id: str
+    by: str
+
+
+IdentityEventUnion = (
+    UserCreated | UserRoleChanged | ApiKeyIssued | ApiKeyRevoked | TrainingConsentSet | UserErased
+)
 
 
 def user_subject(user_id: str, kind: str) -> str:
@@ -72,4 +92,8 @@ def subject_of(event: IdentityEventUnion) -> str:
             return apikey_subject(event.key_id, "issued")
         case ApiKeyRevoked():
             return apikey_subject(event.key_id, "revoked")
+        case TrainingConsentSet():
+            return user_subject(event.user_id, "consent")
+        case UserErased():
+            return user_subject(event.user_id, "erased")
     raise TypeError(f"not an identity event: {event!r}")

@@ -25,10 +25,11 @@ class GetChat(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ListMessages(msgspec.Struct, frozen=True, kw_only=True):
-    """Endpoint `projector.messages.list`: a chat's messages and replies in order."""
+    """Endpoint `projector.messages.list`: a chat's messages and replies in order, and its active path."""
 
     chat_id: str
     min_seq: int = 0
+    user_id: str = ""  # whose ratings to include
 
 
 class Checkpoints(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +62,7 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     seq: int
     images: list[str] = []  # sha256 of the attached images (GET /v1/images/{sha256})
+    edit_of: str | None = None
 
 
 class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,11 +103,30 @@ class ChatAnswer(msgspec.Struct, frozen=True, kw_only=True):
     chat: ChatRow | None
 
 
+class PathNode(msgspec.Struct, frozen=True, kw_only=True):
+    """A node of the active path, with its siblings (itself included, oldest first) at that fork."""
+
+    node_id: str
+    kind: str  # message | reply
+    siblings: list[str]
+
+
+class Rating(msgspec.Struct, frozen=True, kw_only=True):
+    """A user's current rating of a reply."""
+
+    reply_id: str
+    rating: str | None
+    comment: str
+    tags: list[str]
+
+
 class MessagesAnswer(msgspec.Struct, frozen=True, kw_only=True):
-    """Answer to ListMessages."""
+    """Answer to ListMessages: every message and reply (all branches), and the active path through them."""
 
     messages: list[MessageRow]
     replies: list[ReplyRow]
+    active_path: list[PathNode] = []
+    ratings: list[Rating] = []  # the asking user's
 
 
 class CheckpointsAnswer(msgspec.Struct, frozen=True, kw_only=True):

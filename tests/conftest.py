@@ -6,12 +6,15 @@ on the shared server. Tests that kill the server start their own (see `own_serve
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
 import bus
 from bus import Bus, Credentials, EmbeddedServer, ServerConfig
@@ -74,3 +77,42 @@ def demo_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models") / "demo-vision"
     make_demo_vlm(out)
     return out
+
+
+@pytest.fixture
+async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Any]:
+    """Users ann, bob and root (admin) with keys; the projector and the image store in-process; the app
+    on aiohttp's test server."""
+    from services.api import create_app
+    from services.api.identity import add_user, issue_key
+    from services.image_store import run_image_store
+    from services.projector import run_projector
+    from tests.apihelp import IMAGE_STORE_SETTINGS, SETTINGS, TEST_NAMES, Api, wait_for_projector
+    from tests.test_image_fetch import _names
+
+    keys = {}
+    for user, role in (("ann", "user"), ("bob", "user"), ("root", "admin")):
+        await add_user(nbus.js, user, role=role)
+        keys[user] = (await issue_key(nbus.js, user))[1]
+    stop = asyncio.Event()
+    projector = asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop))
+    await wait_for_projector(nbus, projector)
+    store = asyncio.create_task(run_image_store(IMAGE_STORE_SETTINGS, nbus, stop, resolve=_names(TEST_NAMES)))
+    app = create_app(SETTINGS, nbus)
+    async with TestClient(TestServer(app)) as client:
+        yield Api(client=client, app=app, nbus=nbus, keys=keys)
+    stop.set()
+    await asyncio.gather(projector, store)
+
+
+@pytest.fixture
+async def canary() -> AsyncIterator[Any]:
+    """A loopback HTTP server that counts the connections it gets (see tests/test_image_fetch.py)."""
+    from tests.test_image_fetch import Canary, _serve
+
+    box: list[Canary] = []
+    server = await asyncio.start_server(lambda r, w: _serve(box[0], r, w), "127.0.0.1", 0)
+    box.append(Canary(port=server.sockets[0].getsockname()[1]))
+    yield box[0]
+    server.close()
+    await server.wait_closed()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,101 +17,12 @@ import schemas
 from bus import Bus
 from schemas.chat import ChatRenamed, MessagePosted, ReplyCancelled, ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
-from schemas.presence import WorkerPresence, presence_key
-from schemas.queries import Checkpoints, CheckpointsAnswer
-from schemas.streams import WORKERS_KV
 from schemas.tokens import TokenDelta
 from services.api import ENV_VARS, ApiSettings, create_app
 from services.api.identity import UserExists, add_user, authenticate, issue_key, revoke_key
+from tests.apihelp import SETTINGS, Api, chat_events, is_error, serve_model
 
-SETTINGS = ApiSettings(
-    max_body_bytes=4096,
-    max_message_chars=100,
-    max_page_size=20,
-    ws_max_frame_bytes=256,
-    read_timeout=5.0,
-    access_recheck_seconds=0.2,
-)
 NOT_CHECKED = {"healthz", "readyz", "openapi", "models"}
-
-
-@dataclass
-class Api:
-    """A running API with users ann (user), bob (user) and root (admin)."""
-
-    client: TestClient
-    app: web.Application
-    nbus: Bus
-    keys: dict[str, str]
-
-    def auth(self, user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[user]}"}
-
-    async def call(self, method: str, path: str, user: str | None = "ann", **kwargs: Any) -> tuple[int, Any]:
-        headers = {**(self.auth(user) if user else {}), **kwargs.pop("headers", {})}
-        async with self.client.request(method, path, headers=headers, **kwargs) as resp:
-            body = await resp.json(content_type=None) if resp.status != 204 else None
-            return resp.status, body
-
-    async def new_chat(self, user: str = "ann", **fields: Any) -> dict[str, Any]:
-        status, body = await self.call("POST", "/v1/chats", user, json={"title": "hello", **fields})
-        assert status == 201, body
-        return body
-
-
-async def _wait_for_projector(nbus: Bus, projector: asyncio.Task[None]) -> None:
-    for _ in range(400):
-        if projector.done():
-            projector.result()
-        try:
-            await bus.call(nbus.nc, "projector.status", Checkpoints(), CheckpointsAnswer, timeout=0.5)
-            return
-        except bus.ServiceError:
-            await asyncio.sleep(0.05)
-    raise AssertionError("projector never answered")
-
-
-@pytest.fixture
-async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Api]:
-    """Users and keys, the projector in-process, and the app on aiohttp's test server."""
-    from services.projector import run_projector
-
-    keys = {}
-    for user, role in (("ann", "user"), ("bob", "user"), ("root", "admin")):
-        await add_user(nbus.js, user, role=role)
-        keys[user] = (await issue_key(nbus.js, user))[1]
-    stop = asyncio.Event()
-    projector = asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop))
-    await _wait_for_projector(nbus, projector)
-    app = create_app(SETTINGS, nbus)
-    async with TestClient(TestServer(app)) as client:
-        yield Api(client=client, app=app, nbus=nbus, keys=keys)
-    stop.set()
-    await projector
-
-
-async def _serve_model(nbus: Bus, alias: str = "demo") -> None:
-    kv = await nbus.js.key_value(WORKERS_KV.bucket)
-    now = schemas.now()
-    presence = WorkerPresence(
-        worker_id="w1",
-        alias=alias,
-        model="/models/demo",
-        host="gpu1",
-        active=1,
-        capacity=4,
-        started_at=now,
-        heartbeat_at=now,
-    )
-    await kv.put(presence_key(alias, "w1"), schemas.encode(presence))
-
-
-async def _chat_events(nbus: Bus, chat_id: str) -> list[schemas.Event]:
-    return [schemas.decode_event(m.data) for m in await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])]
-
-
-def _is_error(body: Any) -> bool:
-    return isinstance(body, dict) and set(body) == {"error", "message"} and bool(body["message"])
 
 
 # ---------------------------------------------------------------- identity
@@ -162,7 +71,7 @@ async def test_requests_without_a_valid_key_get_401_json(api: Api) -> None:
     ):
         async with api.client.get("/v1/chats", headers=headers) as resp:
             assert resp.status == 401
-            assert _is_error(await resp.json())
+            assert is_error(await resp.json())
     key_id, key = await issue_key(api.nbus.js, "ann")
     async with api.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status == 200
@@ -177,7 +86,7 @@ async def test_public_routes_need_no_key(api: Api) -> None:
     status, doc = await api.call("GET", "/v1/openapi.json", None)
     assert status == 200 and doc["openapi"].startswith("3.")
     status, body = await api.call("GET", "/nowhere", None)
-    assert status == 404 and _is_error(body)
+    assert status == 404 and is_error(body)
 
 
 # ---------------------------------------------------------------- chats
@@ -205,23 +114,23 @@ async def test_create_list_get_rename_delete(api: Api) -> None:
     assert status == 200 and renamed["seq"] > second["seq"]
     status, chat = await api.call("GET", f"/v1/chats/{chat_id}?min_seq={renamed['seq']}")
     assert status == 200 and chat["title"] == "renamed"
-    assert isinstance((await _chat_events(api.nbus, chat_id))[-1], ChatRenamed)
+    assert isinstance((await chat_events(api.nbus, chat_id))[-1], ChatRenamed)
 
     status, chat = await api.call("GET", f"/v1/chats/{chat_id}", "root")  # admins may read
     assert status == 200
     status, body = await api.call("PATCH", f"/v1/chats/{chat_id}", "root", json={"title": "mine"})
-    assert status == 404 and _is_error(body)  # but not write
+    assert status == 404 and is_error(body)  # but not write
 
     status, deleted = await api.call("DELETE", f"/v1/chats/{chat_id}")
     assert status == 200 and deleted["seq"] > renamed["seq"]
     for method in ("GET", "DELETE"):
         status, body = await api.call(method, f"/v1/chats/{chat_id}")
-        assert status == 404 and _is_error(body)
+        assert status == 404 and is_error(body)
     status, page = await api.call("GET", f"/v1/chats?min_seq={deleted['seq']}")
     assert [c["chat_id"] for c in page["items"]] == [second["chat_id"]]
 
     status, messages = await api.call("GET", f"/v1/chats/{second['chat_id']}/messages")
-    assert status == 200 and messages == {"messages": [], "replies": []}
+    assert status == 200 and messages == {"messages": [], "replies": [], "active_path": [], "ratings": []}
 
 
 async def test_bad_input_gets_a_4xx_json_answer(api: Api) -> None:
@@ -258,7 +167,7 @@ async def test_bad_input_gets_a_4xx_json_answer(api: Api) -> None:
         headers = {**api.auth("ann"), **kwargs.pop("headers", {})}
         async with api.client.request(method, path, headers=headers, **kwargs) as resp:
             body = await resp.json(content_type=None)
-            assert (resp.status, _is_error(body)) == (expected, True), (method, path, body)
+            assert (resp.status, is_error(body)) == (expected, True), (method, path, body)
             assert resp.content_type == "application/json"
 
 
@@ -274,12 +183,15 @@ def _chat_routes(app: web.Application) -> set[tuple[str, str]]:
 async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> None:
     """Every route with a {chat_id} answers 404 to bob for ann's chat; a new unchecked route fails here."""
     chat_id = (await api.new_chat())["chat_id"]
-    await _serve_model(api.nbus)
+    await serve_model(api.nbus)
     status, posted = await api.call(
         "POST", f"/v1/chats/{chat_id}/messages", json={"content": "hi", "model": "demo"}
     )
     assert status == 202
-    bodies = {"POST": {"content": "hi", "model": "demo", "title": "t"}, "PATCH": {"title": "t"}}
+    bodies = {
+        "POST": {"content": "hi", "model": "demo", "title": "t", "node_id": "x"},
+        "PATCH": {"title": "t"},
+    }
     walked = _chat_routes(api.app)
     with_chat = {(m, t) for m, t in walked if "{chat_id}" in t}
     assert len(with_chat) >= 8
@@ -288,25 +200,29 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats")}
     seen = set()
     for method, template in sorted(with_chat):
-        path = template.replace("{chat_id}", chat_id).replace("{reply_id}", posted["reply_id"])
+        path = (
+            template.replace("{chat_id}", chat_id)
+            .replace("{reply_id}", posted["reply_id"])
+            .replace("{message_id}", posted["message_id"])
+        )
         assert "{" not in path, f"fill in the new path parameter of {template}"
         for user in ("bob", "nobody-key"):
             headers = api.auth(user) if user == "bob" else {"Authorization": "Bearer x"}
             async with api.client.request(method, path, headers=headers, json=bodies.get(method)) as resp:
                 body = await resp.json(content_type=None)
                 assert resp.status == (404 if user == "bob" else 401), (method, template, body)
-                assert _is_error(body)
+                assert is_error(body)
         status, _ = await api.call(
             method,
-            template.replace("{chat_id}", "nosuchchat" + chat_id[::-1]).replace(
-                "{reply_id}", posted["reply_id"]
-            ),
+            template.replace("{chat_id}", "nosuchchat" + chat_id[::-1])
+            .replace("{reply_id}", posted["reply_id"])
+            .replace("{message_id}", posted["message_id"]),
             json=bodies.get(method),
         )
         assert status == 404, (method, template)  # a chat that does not exist
         seen.add((method, template))
     assert seen == with_chat
-    assert len(await _chat_events(api.nbus, chat_id)) == 3  # created, posted, requested: bob changed nothing
+    assert len(await chat_events(api.nbus, chat_id)) == 3  # created, posted, requested: bob changed nothing
 
 
 # ---------------------------------------------------------------- messages and replies
@@ -320,12 +236,12 @@ async def test_posting_needs_a_worker_serving_the_model(api: Api) -> None:
     assert status == 409 and body["error"] == "model_unavailable"
     status, body = await api.call("POST", f"/v1/chats/{chat_id}/messages", json={"content": "hi"})
     assert status == 409 and body["error"] == "no_model"
-    assert len(await _chat_events(api.nbus, chat_id)) == 1
+    assert len(await chat_events(api.nbus, chat_id)) == 1
     assert await api.call("GET", "/v1/models") == (200, {"models": []})
 
 
 async def test_post_appends_message_and_reply_request_with_the_context(api: Api) -> None:
-    await _serve_model(api.nbus)
+    await serve_model(api.nbus)
     status, models = await api.call("GET", "/v1/models")
     assert models == {
         "models": [{"alias": "demo", "workers": 1, "active": 1, "capacity": 4, "images": False}]
@@ -334,7 +250,7 @@ async def test_post_appends_message_and_reply_request_with_the_context(api: Api)
 
     status, first = await api.call("POST", f"/v1/chats/{chat_id}/messages", json={"content": "one"})
     assert status == 202 and first["model"] == "demo"
-    events = await _chat_events(api.nbus, chat_id)
+    events = await chat_events(api.nbus, chat_id)
     posted, requested = events[-2:]
     assert isinstance(posted, MessagePosted) and isinstance(requested, ReplyRequested)
     assert (posted.content, posted.author_id, posted.message_id) == ("one", "ann", first["message_id"])
@@ -361,7 +277,7 @@ async def test_post_appends_message_and_reply_request_with_the_context(api: Api)
     body = {"content": "four", "params": {"max_new_tokens": 8, "temperature": 0.5}}
     status, second = await api.call("POST", f"/v1/chats/{chat_id}/messages", json=body)
     assert status == 202
-    requested = (await _chat_events(api.nbus, chat_id))[-1]
+    requested = (await chat_events(api.nbus, chat_id))[-1]
     assert isinstance(requested, ReplyRequested)
     assert requested.context == [
         first["message_id"],
@@ -382,28 +298,28 @@ async def test_post_appends_message_and_reply_request_with_the_context(api: Api)
 
 
 async def test_concurrent_posts_each_get_the_whole_context(api: Api) -> None:
-    await _serve_model(api.nbus)
+    await serve_model(api.nbus)
     chat_id = (await api.new_chat(model="demo"))["chat_id"]
     answers = await asyncio.gather(
         *(api.call("POST", f"/v1/chats/{chat_id}/messages", json={"content": str(i)}) for i in range(4))
     )
     assert [status for status, _ in answers] == [202] * 4
-    requests = [e for e in await _chat_events(api.nbus, chat_id) if isinstance(e, ReplyRequested)]
+    requests = [e for e in await chat_events(api.nbus, chat_id) if isinstance(e, ReplyRequested)]
     assert sorted(len(r.context) for r in requests) == [1, 2, 3, 4]
 
 
 async def test_cancel_appends_reply_cancelled(api: Api) -> None:
-    await _serve_model(api.nbus)
+    await serve_model(api.nbus)
     chat_id = (await api.new_chat(model="demo"))["chat_id"]
     _, posted = await api.call("POST", f"/v1/chats/{chat_id}/messages", json={"content": "hi"})
     path = f"/v1/chats/{chat_id}/replies/{posted['reply_id']}/cancel"
     status, cancelled = await api.call("POST", path)
     assert status == 202 and cancelled["seq"] > posted["seq"]
-    event = (await _chat_events(api.nbus, chat_id))[-1]
+    event = (await chat_events(api.nbus, chat_id))[-1]
     assert isinstance(event, ReplyCancelled) and (event.reply_id, event.by) == (posted["reply_id"], "ann")
     assert await api.call("POST", path) == (202, cancelled)  # twice is harmless
     status, body = await api.call("POST", f"/v1/chats/{chat_id}/replies/rmissing/cancel")
-    assert status == 404 and _is_error(body)
+    assert status == 404 and is_error(body)
 
 
 # ---------------------------------------------------------------- live
@@ -600,13 +516,13 @@ async def test_without_a_projector_reads_answer_503_and_surprises_500_json(nbus:
     app.router.add_get("/boom", boom, name="healthz-boom")
     async with TestClient(TestServer(app)) as client:
         async with client.get("/readyz") as resp:
-            assert resp.status == 503 and _is_error(await resp.json())
+            assert resp.status == 503 and is_error(await resp.json())
         async with client.get("/v1/chats", headers=headers) as resp:
-            assert resp.status == 503 and resp.headers["Retry-After"] and _is_error(await resp.json())
+            assert resp.status == 503 and resp.headers["Retry-After"] and is_error(await resp.json())
         async with client.post("/v1/chats", headers=headers, json={}) as resp:
             chat_id = (await resp.json())["chat_id"]
         async with client.get(f"/v1/chats/{chat_id}", headers=headers) as resp:
-            assert resp.status == 503 and _is_error(await resp.json())
+            assert resp.status == 503 and is_error(await resp.json())
         async with client.get("/boom", headers=headers) as resp:
             assert resp.status == 500 and (await resp.json())["error"] == "internal"
 
@@ -617,13 +533,13 @@ async def test_ids_and_positions_with_a_trailing_newline_or_out_of_range_get_400
     assert not is_valid_id("abc\n") and is_valid_id("abc")
     chat_id = (await api.new_chat())["chat_id"]
     status, body = await api.call("GET", "/v1/chats/abc%0A")
-    assert status == 400 and _is_error(body)
+    assert status == 400 and is_error(body)
     status, body = await api.call("POST", "/v1/chats", json={"title": "x", "model": "demo\n"})
-    assert status == 422 and _is_error(body)
+    assert status == 422 and is_error(body)
     for query in (f"after_chat_seq={2**64}", "after_token_seq=-1", f"min_seq={2**70}"):
         path = f"/v1/chats/{chat_id}/events?{query}" if "after" in query else f"/v1/chats/{chat_id}?{query}"
         status, body = await api.call("GET", path)
-        assert status == 400 and _is_error(body), query
+        assert status == 400 and is_error(body), query
     for header in ("\u00b2:0", f"{2**64}:0", "1:x"):
         async with api.client.get(
             f"/v1/chats/{chat_id}/events", headers={**api.auth("ann"), "Last-Event-ID": header}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -38,16 +37,6 @@ async def _serve(canary: Canary, reader: asyncio.StreamReader, writer: asyncio.S
         pass
     finally:
         writer.close()
-
-
-@pytest.fixture
-async def canary() -> AsyncIterator[Canary]:
-    box: list[Canary] = []
-    server = await asyncio.start_server(lambda r, w: _serve(box[0], r, w), "127.0.0.1", 0)
-    box.append(Canary(port=server.sockets[0].getsockname()[1]))
-    yield box[0]
-    server.close()
-    await server.wait_closed()
 
 
 def _names(mapping: dict[str, str]):  # type: ignore[no-untyped-def]

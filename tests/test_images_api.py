@@ -11,12 +11,11 @@ import hashlib
 import io
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from PIL import ExifTags, Image
 
 import bus
@@ -24,46 +23,10 @@ import schemas
 from bus import Bus
 from schemas.chat import MessagePosted
 from schemas.image import ImageStored
-from services.api import create_app
-from services.api.identity import add_user, issue_key
-from services.image_store import ImageStoreSettings, run_image_store
-from services.image_store.fetch import FetchPolicy
-from services.image_store.normalize import ImageLimits
-from tests.test_api import SETTINGS, Api, _chat_events, _is_error, _serve_model, _wait_for_projector
-from tests.test_image_fetch import Canary, _names, canary  # noqa: F401 - canary is a fixture
+from tests.apihelp import IMAGE_LIMITS as LIMITS
+from tests.apihelp import Api, chat_events, is_error, serve_model
+from tests.test_image_fetch import Canary
 from tests.test_image_normalize import HTML, _encode, _picture, _png_with_size
-
-LIMITS = ImageLimits(max_bytes=2 * 1024 * 1024, max_pixels=40_000_000)
-# Test host names, as a DNS server would answer them: all on loopback, only `pics.home.test` allowed.
-NAMES = {"pics.home.test": "127.0.0.1", "hop.home.test": "127.0.0.1", "loopback.test": "127.0.0.1"}
-STORE_SETTINGS = ImageStoreSettings(
-    limits=LIMITS,
-    fetch=FetchPolicy(
-        max_bytes=LIMITS.max_bytes,
-        total_timeout=3.0,
-        private_hosts=frozenset({"pics.home.test", "hop.home.test"}),
-    ),
-)
-
-
-@pytest.fixture
-async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Api]:
-    """Users ann, bob and root (admin), the projector and the image store in-process, the app over HTTP."""
-    from services.projector import run_projector
-
-    keys = {}
-    for user, role in (("ann", "user"), ("bob", "user"), ("root", "admin")):
-        await add_user(nbus.js, user, role=role)
-        keys[user] = (await issue_key(nbus.js, user))[1]
-    stop = asyncio.Event()
-    projector = asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop))
-    await _wait_for_projector(nbus, projector)
-    store = asyncio.create_task(run_image_store(STORE_SETTINGS, nbus, stop, resolve=_names(NAMES)))
-    app = create_app(SETTINGS, nbus)
-    async with TestClient(TestServer(app)) as client:
-        yield Api(client=client, app=app, nbus=nbus, keys=keys)
-    stop.set()
-    await asyncio.gather(projector, store)
 
 
 def _jpeg_with_gps() -> bytes:
@@ -167,7 +130,7 @@ async def test_hostile_uploads_get_a_4xx_within_2s_and_the_store_keeps_serving(
     started = time.monotonic()
     status, body = await upload(api, data, content_type)
     assert time.monotonic() - started < 2
-    assert (status, body["error"]) == (expected_status, expected_code) and _is_error(body)
+    assert (status, body["error"]) == (expected_status, expected_code) and is_error(body)
     assert await _objects(api.nbus) == 0 and await _image_events(api.nbus) == []
     status, info = await upload(api, _encode(_picture(), "PNG"))
     assert status == 201, info
@@ -222,7 +185,7 @@ async def test_a_url_on_an_allowed_host_is_fetched_and_stored(api: Api, pictures
     assert (await _get_image(api, info["sha256"], "ann"))[0] == 200
 
 
-async def test_urls_into_the_network_never_reach_the_canary(api: Api, canary: Canary) -> None:  # noqa: F811
+async def test_urls_into_the_network_never_reach_the_canary(api: Api, canary: Canary) -> None:
     hop = Canary(port=0)
     server = await asyncio.start_server(lambda r, w: _redirect(hop, r, w), "127.0.0.1", 0)
     hop.port = server.sockets[0].getsockname()[1]
@@ -242,7 +205,7 @@ async def test_urls_into_the_network_never_reach_the_canary(api: Api, canary: Ca
         for url in urls:
             started = time.monotonic()
             status, body = await api.call("POST", "/v1/images/from-url", json={"url": url})
-            assert status == 422 and _is_error(body), (url, body)
+            assert status == 422 and is_error(body), (url, body)
             assert body["error"] in ("forbidden_address", "unresolvable", "bad_url"), (url, body)
             assert time.monotonic() - started < 2
     finally:
@@ -263,7 +226,7 @@ async def _redirect(hop: Canary, reader: asyncio.StreamReader, writer: asyncio.S
 
 
 async def test_only_the_uploader_sees_or_attaches_an_image(api: Api) -> None:
-    await _serve_model(api.nbus)
+    await serve_model(api.nbus)
     _, info = await upload(api, _jpeg_with_gps(), "image/jpeg")
     sha = info["sha256"]
     missing = hashlib.sha256(b"nothing").hexdigest()
@@ -279,12 +242,12 @@ async def test_only_the_uploader_sees_or_attaches_an_image(api: Api) -> None:
         "POST", f"/v1/chats/{bob_chat}/messages", "bob", json={"content": "look", "images": [sha]}
     )
     assert (status, body["error"]) == (422, "unknown_image")
-    assert len(await _chat_events(api.nbus, bob_chat)) == 1  # nothing appended
+    assert len(await chat_events(api.nbus, bob_chat)) == 1  # nothing appended
 
     ann_chat = (await api.new_chat("ann", model="demo"))["chat_id"]
     status, posted = await api.call("POST", f"/v1/chats/{ann_chat}/messages", json={"images": [sha, sha]})
     assert status == 202, posted
-    message = next(e for e in await _chat_events(api.nbus, ann_chat) if isinstance(e, MessagePosted))
+    message = next(e for e in await chat_events(api.nbus, ann_chat) if isinstance(e, MessagePosted))
     assert (message.content, message.images) == ("", [sha])
     status, listed = await api.call("GET", f"/v1/chats/{ann_chat}/messages?min_seq={posted['seq']}")
     assert status == 200 and [m["images"] for m in listed["messages"]] == [[sha]]  # the read model has them
@@ -329,7 +292,7 @@ async def test_images_only_deleted_chats_used_are_collected(api: Api) -> None:
     from schemas.image import ImagePurged
     from services.image_store.collect import collect_images
 
-    await _serve_model(api.nbus)
+    await serve_model(api.nbus)
     shas = []
     for size in ((10, 10), (11, 10), (12, 10)):
         status, info = await upload(api, _encode(_picture(size=size), "PNG"))

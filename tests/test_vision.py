@@ -22,9 +22,9 @@ from services.llm_worker.demo_vlm import IMAGE_TOKEN, IMAGE_TOKENS_PER_IMAGE
 from services.llm_worker.engine import ContinuousBatchingEngine, Engine, EngineConfig
 from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
+from tests.apihelp import Api
 from tests.stack import wait_event
-from tests.test_api import Api
-from tests.test_images_api import api, upload  # noqa: F401 - api is a fixture
+from tests.test_images_api import upload
 
 
 class RecordingProcessor:
@@ -95,7 +95,7 @@ async def _post_and_watch(http: Api, chat_id: str, body: dict[str, Any]) -> tupl
     return posted, frames
 
 
-async def test_a_vision_model_receives_the_uploaded_image(api: Api, demo_vlm_dir: Path) -> None:  # noqa: F811
+async def test_a_vision_model_receives_the_uploaded_image(api: Api, demo_vlm_dir: Path) -> None:
     assert is_vision_model(str(demo_vlm_dir))
     engine = await asyncio.to_thread(VisionEngine.from_pretrained, str(demo_vlm_dir), EngineConfig())
     recorder = RecordingProcessor(engine.processor)
@@ -129,7 +129,7 @@ async def test_a_vision_model_receives_the_uploaded_image(api: Api, demo_vlm_dir
     assert done.prompt_tokens > IMAGE_TOKENS_PER_IMAGE  # the image's tokens were in the prompt
 
 
-async def test_a_vision_model_sees_the_newest_images_up_to_its_limit(api: Api, demo_vlm_dir: Path) -> None:  # noqa: F811
+async def test_a_vision_model_sees_the_newest_images_up_to_its_limit(api: Api, demo_vlm_dir: Path) -> None:
     engine = await asyncio.to_thread(VisionEngine.from_pretrained, str(demo_vlm_dir), EngineConfig())
     recorder = RecordingProcessor(engine.processor)
     engine.processor = recorder
@@ -150,7 +150,7 @@ async def test_a_vision_model_sees_the_newest_images_up_to_its_limit(api: Api, d
 
 
 async def test_a_text_model_replies_to_an_image_message_and_says_it_ignored_it(
-    api: Api,  # noqa: F811
+    api: Api,
     demo_model_dir: Path,
 ) -> None:
     engine = await asyncio.to_thread(

@@ -16,7 +16,9 @@ from schemas.api import (
     ModelList,
     PostMessageRequest,
     PostMessageResponse,
+    RegenerateRequest,
     RenameChatRequest,
+    SelectBranchRequest,
     StatusResponse,
 )
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
@@ -105,6 +107,32 @@ ROUTES: tuple[Route, ...] = (
         status=202,
         body=PostMessageRequest,
         answer=PostMessageResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/messages/{{message_id}}/edit",
+        routes_chats.edit_message,
+        "messages.edit",
+        status=202,
+        body=PostMessageRequest,
+        answer=PostMessageResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/replies/{{reply_id}}/regenerate",
+        routes_chats.regenerate_reply,
+        "replies.regenerate",
+        status=202,
+        body=RegenerateRequest,
+        answer=PostMessageResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/branch",
+        routes_chats.select_branch,
+        "chats.branch",
+        body=SelectBranchRequest,
+        answer=AcceptedResponse,
     ),
     Route(
         "GET",

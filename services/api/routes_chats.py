@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import msgspec
 from aiohttp import web
 
@@ -14,11 +16,15 @@ from schemas.api import (
     CreateChatRequest,
     PostMessageRequest,
     PostMessageResponse,
+    RegenerateRequest,
     RenameChatRequest,
+    SelectBranchRequest,
 )
 from schemas.chat import (
+    BranchSelected,
     ChatCreated,
     ChatDeleted,
+    ChatEvent,
     ChatRenamed,
     MessagePosted,
     ReplyCancelled,
@@ -32,7 +38,8 @@ from schemas.ids import is_valid_id, new_id
 from schemas.queries import ChatAnswer, ChatPage, GetChat, ListChats, ListMessages, MessagesAnswer
 from schemas.sampling import SamplingParams
 from schemas.streams import CHAT
-from services.api.access import chat_access
+from schemas.tree import ChatTree
+from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
@@ -124,26 +131,47 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     access = await chat_access(request, write=False)
     min_seq = max(query_int(request, "min_seq", 0, high=2**63 - 1), access.created_seq)
     answer = await query(
-        request, "messages.list", ListMessages(chat_id=access.chat_id, min_seq=min_seq), MessagesAnswer
+        request,
+        "messages.list",
+        ListMessages(chat_id=access.chat_id, min_seq=min_seq, user_id=principal_of(request).user_id),
+        MessagesAnswer,
     )
     return json_response(answer)
 
 
-def conversation(msgs: list[StoredMsg]) -> tuple[list[str], int]:
-    """The ids a model sees (messages, and completed replies, in request order) and the last post's seq."""
-    order: dict[str, bool] = {}  # id -> is a message (else a reply), in log order
+@dataclass
+class ChatLog:
+    """What posting needs from a chat's log: its tree, which replies completed, the last post's seq."""
+
+    tree: ChatTree
+    completed: set[str]
+    last_post_seq: int
+    messages: dict[str, MessagePosted]
+
+    def context(self, node_id: str | None) -> list[str]:
+        """What a model sees after `node_id`: the messages and completed replies of the path to it."""
+        if node_id is None:
+            return []
+        return [n for n in self.tree.path_to(node_id) if n in self.messages or n in self.completed]
+
+
+async def read_chat_log(js: JetStream, chat_id: str) -> ChatLog:
+    """The chat's tree from the log (never the read model, which may lag)."""
+    tree = ChatTree()
     completed: set[str] = set()
+    messages: dict[str, MessagePosted] = {}
     last_post_seq = 0
-    for msg in msgs:
-        match _decode(msg):
-            case MessagePosted(message_id=message_id):
-                order[message_id] = True
+    for msg in await bus.read_all(js, CHAT.name, _context_filters(chat_id)):
+        event = _decode(msg)
+        match event:
+            case MessagePosted():
+                messages[event.message_id] = event
                 last_post_seq = msg.seq
-            case ReplyRequested(reply_id=reply_id):
-                order.setdefault(reply_id, False)
             case ReplyCompleted(reply_id=reply_id, finish_reason=reason) if reason != "error":
                 completed.add(reply_id)
-    return [item for item, is_message in order.items() if is_message or item in completed], last_post_seq
+        if isinstance(event, ChatEvent):
+            tree.apply(msg.seq, event)
+    return ChatLog(tree=tree, completed=completed, last_post_seq=last_post_seq, messages=messages)
 
 
 def _decode(msg: StoredMsg) -> schemas.Event | None:
@@ -158,41 +186,59 @@ def _context_filters(chat_id: str) -> list[str]:
         chat_subject(chat_id, "message.posted"),
         f"chat.{chat_id}.reply.*.requested.*",
         reply_subject(chat_id, "*", "completed"),
+        chat_subject(chat_id, "branch.selected"),
     ]
 
 
-async def _post(
-    js: JetStream, chat_id: str, author_id: str, content: str, images: list[str]
-) -> tuple[MessagePosted, list[str]]:
+@dataclass(frozen=True)
+class Draft:
+    """A message to post: what the user wrote, and where in the tree it goes."""
+
+    author_id: str
+    content: str
+    images: list[str]
+    edit_of: str | None = None  # an edit of this message (a sibling of it), else the end of the active path
+
+
+async def _post(js: JetStream, chat_id: str, draft: Draft) -> tuple[MessagePosted, list[str]]:
     """Append the message, fenced on the chat's last post so concurrent posts each see a whole context."""
     for _ in range(POST_ATTEMPTS):
-        context, last_post_seq = conversation(await bus.read_all(js, CHAT.name, _context_filters(chat_id)))
+        log = await read_chat_log(js, chat_id)
+        if draft.edit_of is not None:
+            edited = log.tree.nodes.get(draft.edit_of)
+            if edited is None or edited.kind != "message":
+                raise ApiError(404, "not_found", f"no message {draft.edit_of} in chat {chat_id}")
+            parent: str | None = edited.parent or None
+        else:
+            parent = log.tree.leaf()
         message = MessagePosted(
             event_id=new_id("e"),
             chat_id=chat_id,
             at=schemas.now(),
             message_id=new_id("m"),
-            author_id=author_id,
-            content=content,
-            images=images,
+            author_id=draft.author_id,
+            content=draft.content,
+            images=draft.images,
+            parent_id=parent,
+            edit_of=draft.edit_of,
         )
         try:
             await bus.append_event(
                 js,
                 message,
-                expected_subject_seq=last_post_seq,
+                expected_subject_seq=log.last_post_seq,
                 expected_subject=chat_subject(chat_id, "message.posted"),
             )
         except bus.ConcurrencyConflict:
             continue
-        return message, context
+        return message, log.context(parent)
     raise ApiError(409, "conflict", "the chat is busy with other posts; retry")
 
 
-async def post_message(request: web.Request) -> web.StreamResponse:
-    """Post a user message and request a reply from a model that a worker serves now (202)."""
-    access = await chat_access(request, write=True)
-    body = await read_body(request, PostMessageRequest)
+async def _checked_draft(
+    request: web.Request, access: ChatAccess, body: PostMessageRequest, edit_of: str | None = None
+) -> tuple[Draft, str]:
+    """Validate a message body (length, images, model served now): the draft and the model alias."""
     settings = request.app[SETTINGS]
     if len(body.content) > settings.max_message_chars:
         raise ApiError(
@@ -210,34 +256,108 @@ async def post_message(request: web.Request) -> web.StreamResponse:
         raise ApiError(
             422, "unknown_image", f"no image {unknown[0]} that you stored; upload it with POST /v1/images"
         )
-    model = body.model or access.chat.model or settings.default_model
+    model = await _served_model(request, body.model or access.chat.model)
+    return Draft(author_id=principal.user_id, content=body.content, images=images, edit_of=edit_of), model
+
+
+async def _served_model(request: web.Request, wanted: str | None) -> str:
+    model = wanted or request.app[SETTINGS].default_model
     if not model or not is_valid_id(model):
         raise ApiError(
             409, "no_model", "name a model: neither the message nor the chat has one, nor a default"
         )
-    if not await serves(js, model):
+    if not await serves(request.app[BUS].js, model):
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
-    message, context = await _post(js, access.chat_id, principal.user_id, body.content, images)
+    return model
+
+
+async def _request_reply(
+    request: web.Request,
+    access: ChatAccess,
+    message_id: str,
+    context: list[str],
+    model: str,
+    params: SamplingParams | None,
+) -> tuple[ReplyRequested, int]:
     reply = ReplyRequested(
         event_id=new_id("e"),
         chat_id=access.chat_id,
         at=schemas.now(),
         reply_id=new_id("r"),
-        message_id=message.message_id,
+        message_id=message_id,
         model=model,
-        params=body.params or SamplingParams(),
-        context=[*context, message.message_id],
-        requested_by=principal.user_id,
+        params=params or SamplingParams(),
+        context=context,
+        requested_by=principal_of(request).user_id,
     )
-    appended = await bus.append_event(js, reply)
+    appended = await bus.append_event(request.app[BUS].js, reply)
+    return reply, appended.seq
+
+
+async def post_message(request: web.Request) -> web.StreamResponse:
+    """Post a user message at the end of the active branch and request a reply (202)."""
+    access = await chat_access(request, write=True)
+    body = await read_body(request, PostMessageRequest)
+    draft, model = await _checked_draft(request, access, body)
+    return await _post_and_request(request, access, draft, model, body.params)
+
+
+async def edit_message(request: web.Request) -> web.StreamResponse:
+    """Edit a user message: a new sibling of it (a new branch from its parent) and a reply to that (202)."""
+    access = await chat_access(request, write=True)
+    body = await read_body(request, PostMessageRequest)
+    draft, model = await _checked_draft(request, access, body, edit_of=path_id(request, "message_id"))
+    return await _post_and_request(request, access, draft, model, body.params)
+
+
+async def _post_and_request(
+    request: web.Request, access: ChatAccess, draft: Draft, model: str, params: SamplingParams | None
+) -> web.StreamResponse:
+    message, context = await _post(request.app[BUS].js, access.chat_id, draft)
+    reply, seq = await _request_reply(
+        request, access, message.message_id, [*context, message.message_id], model, params
+    )
     answer = PostMessageResponse(
-        chat_id=access.chat_id,
-        message_id=message.message_id,
-        reply_id=reply.reply_id,
-        model=model,
-        seq=appended.seq,
+        chat_id=access.chat_id, message_id=message.message_id, reply_id=reply.reply_id, model=model, seq=seq
     )
     return json_response(answer, status=202)
+
+
+async def regenerate_reply(request: web.Request) -> web.StreamResponse:
+    """Ask again: a sibling of the reply to the same message, maybe from another model or sampling (202)."""
+    access = await chat_access(request, write=True)
+    reply_id = path_id(request, "reply_id")
+    body = await read_body(request, RegenerateRequest)
+    log = await read_chat_log(request.app[BUS].js, access.chat_id)
+    node = log.tree.nodes.get(reply_id)
+    if node is None or node.kind != "reply":
+        raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
+    model = await _served_model(request, body.model or access.chat.model)
+    reply, seq = await _request_reply(
+        request, access, node.parent, log.context(node.parent), model, body.params
+    )
+    answer = PostMessageResponse(
+        chat_id=access.chat_id, message_id=node.parent, reply_id=reply.reply_id, model=model, seq=seq
+    )
+    return json_response(answer, status=202)
+
+
+async def select_branch(request: web.Request) -> web.StreamResponse:
+    """Make the path to a message or reply the chat's active branch."""
+    access = await chat_access(request, write=True)
+    body = await read_body(request, SelectBranchRequest)
+    log = await read_chat_log(request.app[BUS].js, access.chat_id)
+    if body.node_id not in log.tree.nodes:
+        raise ApiError(404, "not_found", f"no message or reply {body.node_id} in chat {access.chat_id}")
+    event = BranchSelected(
+        event_id=new_id("e"),
+        chat_id=access.chat_id,
+        at=schemas.now(),
+        node_id=body.node_id,
+        by=principal_of(request).user_id,
+    )
+    appended = await bus.append_event(request.app[BUS].js, event)
+    return json_response(AcceptedResponse(seq=appended.seq))
 
 
 async def cancel_reply(request: web.Request) -> web.StreamResponse:

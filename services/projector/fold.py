@@ -17,9 +17,13 @@ import msgspec
 import schemas
 from bus import BulkMsg, StoredMsg
 from schemas.chat import (
+    BranchSelected,
     ChatCreated,
     ChatDeleted,
+    ChatErased,
     ChatRenamed,
+    ChatRestored,
+    FeedbackGiven,
     MessagePosted,
     ReplyCancelled,
     ReplyCompleted,
@@ -27,8 +31,25 @@ from schemas.chat import (
     ReplyRequested,
     ReplyStarted,
 )
-from schemas.identity import ApiKeyIssued, ApiKeyRevoked, UserCreated, UserRoleChanged
-from services.projector.tables import API_KEYS, CHATS, MESSAGES, MUTABLE, REPLIES, USERS, Row
+from schemas.identity import (
+    ApiKeyIssued,
+    ApiKeyRevoked,
+    TrainingConsentSet,
+    UserCreated,
+    UserErased,
+    UserRoleChanged,
+)
+from services.projector.tables import (
+    API_KEYS,
+    CHATS,
+    FEEDBACK,
+    MESSAGES,
+    MUTABLE,
+    REPLIES,
+    SELECTIONS,
+    USERS,
+    Row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +79,7 @@ class Keys:
     """The keys of mutable rows that a batch touches, per table name."""
 
     by_table: dict[str, set[str]] = field(
-        default_factory=lambda: {t.name: set() for t in (USERS, API_KEYS, CHATS, REPLIES, MESSAGES)}
+        default_factory=lambda: {t.name: set() for t in (*MUTABLE, MESSAGES)}
     )
 
 
@@ -76,7 +97,14 @@ _KEY_OF: dict[type, tuple[str, str]] = {
     UserRoleChanged: (USERS.name, "user_id"),
     ApiKeyIssued: (API_KEYS.name, "key_id"),
     ApiKeyRevoked: (API_KEYS.name, "key_id"),
+    ChatRestored: (CHATS.name, "chat_id"),
+    TrainingConsentSet: (USERS.name, "user_id"),
 }
+
+
+def feedback_key(e: FeedbackGiven) -> str:
+    """The feedback row of a user's rating of a reply."""
+    return f"{e.reply_id}:{e.user_id}"
 
 
 def touched(events: Sequence[Sequenced]) -> Keys:
@@ -90,6 +118,8 @@ def touched(events: Sequence[Sequenced]) -> Keys:
             found[0](getattr(event, found[1]))
             if type(event) is MessagePosted:
                 message_ids.add(event.message_id)
+        elif type(event) is FeedbackGiven:
+            keys.by_table[FEEDBACK.name].add(feedback_key(event))
     return keys
 
 
@@ -118,6 +148,8 @@ class Changes:
     updates: dict[str, list[Row]]
     messages: list[Row]
     events: int
+    erased_chats: set[str] = field(default_factory=set)
+    erased_users: set[str] = field(default_factory=set)
 
 
 class Fold:
@@ -129,6 +161,8 @@ class Fold:
         self.replies = self.tables[REPLIES.name].known
         self.stored_message_ids = existing.get(MESSAGES.name, {}).keys()
         self.messages: dict[str, Row] = {}
+        self.erased_chats: set[str] = set()
+        self.erased_users: set[str] = set()
 
     def handlers(self) -> dict[type, Callable[[int, Any], None]]:
         """The apply function of each event type (a dict lookup: replay folds ~100k events/s)."""
@@ -146,6 +180,12 @@ class Fold:
             UserRoleChanged: self.user_role_changed,
             ApiKeyIssued: self.api_key_issued,
             ApiKeyRevoked: self.api_key_revoked,
+            BranchSelected: self.branch_selected,
+            FeedbackGiven: self.feedback_given,
+            ChatRestored: self.chat_restored,
+            ChatErased: self.chat_erased,
+            TrainingConsentSet: self.consent_set,
+            UserErased: self.user_erased,
         }
 
     def reply_cancelled(self, seq: int, e: ReplyCancelled) -> None:
@@ -182,6 +222,43 @@ class Fold:
             chat["deleted"] = True
             chat["updated_at"] = e.at
 
+    def chat_restored(self, seq: int, e: ChatRestored) -> None:
+        """Back in the lists."""
+        chat = self.chats.get(e.chat_id)
+        if chat is not None:
+            chat["deleted"] = False
+            chat["updated_at"] = e.at
+
+    def chat_erased(self, seq: int, e: ChatErased) -> None:
+        """Every row of the chat goes (its events were purged from the log)."""
+        self.erased_chats.add(e.chat_id)
+
+    def branch_selected(self, seq: int, e: BranchSelected) -> None:
+        """Kept in order; the tree is rebuilt from nodes and selections when read."""
+        self.tables[SELECTIONS.name].add(
+            e.event_id, {"event_id": e.event_id, "chat_id": e.chat_id, "node_id": e.node_id, "seq": seq}
+        )
+
+    def feedback_given(self, seq: int, e: FeedbackGiven) -> None:
+        """The user's current rating of the reply (a later one replaces it)."""
+        key = feedback_key(e)
+        row = {
+            "feedback_id": key,
+            "chat_id": e.chat_id,
+            "reply_id": e.reply_id,
+            "user_id": e.user_id,
+            "rating": e.rating,
+            "comment": e.comment,
+            "tags": list(e.tags),
+            "given_at": e.at,
+            "seq": seq,
+        }
+        rows = self.tables[FEEDBACK.name]
+        if key in rows.known:
+            rows.known[key].update(row)
+        else:
+            rows.add(key, row)
+
     def message_posted(self, seq: int, e: MessagePosted) -> None:
         """A message row (first of a message id wins); the chat counts it and moves up."""
         if e.message_id not in self.messages and e.message_id not in self.stored_message_ids:
@@ -195,6 +272,7 @@ class Fold:
                 "created_at": e.at,
                 "seq": seq,
                 "images": list(e.images),
+                "edit_of": e.edit_of,
             }
         chat = self.chats.get(e.chat_id)
         if chat is not None:
@@ -283,6 +361,7 @@ class Fold:
                 "role": e.role,
                 "display_name": e.display_name,
                 "created_at": e.at,
+                "training_consent": None,
             },
         )
 
@@ -311,6 +390,16 @@ class Fold:
         if key is not None and key["revoked_at"] is None:
             key["revoked_at"] = e.at
 
+    def consent_set(self, seq: int, e: TrainingConsentSet) -> None:
+        """The user's choice about training on their chats."""
+        user = self.tables[USERS.name].known.get(e.user_id)
+        if user is not None:
+            user["training_consent"] = e.allowed
+
+    def user_erased(self, seq: int, e: UserErased) -> None:
+        """The user, their keys and ratings go (their chats have tombstones of their own)."""
+        self.erased_users.add(e.user_id)
+
     def changes(self, events: int) -> Changes:
         """The rows to insert and to write back."""
         return Changes(
@@ -318,6 +407,8 @@ class Fold:
             updates={name: list(rows.existing.values()) for name, rows in self.tables.items()},
             messages=list(self.messages.values()),
             events=events,
+            erased_chats=self.erased_chats,
+            erased_users=self.erased_users,
         )
 
 

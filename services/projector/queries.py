@@ -19,8 +19,11 @@ from schemas.queries import (
     ListMessages,
     MessageRow,
     MessagesAnswer,
+    PathNode,
+    Rating,
     ReplyRow,
 )
+from schemas.tree import ChatTree
 from services.projector.errors import ProjectorError
 from services.projector.tables import CHATS, MESSAGES, REPLIES, Table
 
@@ -109,7 +112,38 @@ def list_messages(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> Messag
     replies = cur.execute(
         f"SELECT {', '.join(REPLIES.names)} FROM replies WHERE chat_id = ? ORDER BY seq", [query.chat_id]
     ).fetchall()
+    message_rows = [MessageRow(**_row(MESSAGES, values, ("created_at",))) for values in messages]
+    reply_rows = [ReplyRow(**_row(REPLIES, values, ("requested_at", "completed_at"))) for values in replies]
+    selections = cur.execute(
+        "SELECT node_id, seq FROM branch_selections WHERE chat_id = ? ORDER BY seq", [query.chat_id]
+    ).fetchall()
+    tree = _tree(message_rows, reply_rows, selections)
+    path = [
+        PathNode(node_id=n, kind=tree.nodes[n].kind, siblings=tree.siblings(n)) for n in tree.active_path()
+    ]
+    ratings = cur.execute(
+        "SELECT reply_id, rating, comment, tags FROM feedback WHERE chat_id = ? AND user_id = ? ORDER BY seq",
+        [query.chat_id, query.user_id],
+    ).fetchall()
     return MessagesAnswer(
-        messages=[MessageRow(**_row(MESSAGES, values, ("created_at",))) for values in messages],
-        replies=[ReplyRow(**_row(REPLIES, values, ("requested_at", "completed_at"))) for values in replies],
+        messages=message_rows,
+        replies=reply_rows,
+        active_path=path,
+        ratings=[Rating(reply_id=r, rating=v, comment=c, tags=list(t)) for r, v, c, t in ratings],
     )
+
+
+def _tree(messages: list[MessageRow], replies: list[ReplyRow], selections: list[tuple[str, int]]) -> ChatTree:
+    """The chat's tree: its nodes and selections applied in stream order, as the log has them."""
+    steps: list[tuple[int, int, Any]] = [(m.seq, 0, m) for m in messages]
+    steps += [(r.seq, 1, r) for r in replies]
+    steps += [(seq, 2, node_id) for node_id, seq in selections]
+    tree = ChatTree()
+    for seq, kind, item in sorted(steps, key=lambda step: step[:2]):
+        if kind == 0:
+            tree.add_message(item.message_id, seq, item.parent_id, item.edit_of)
+        elif kind == 1:
+            tree.add(item.reply_id, "reply", item.message_id, seq)
+        else:
+            tree.select(item)
+    return tree

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -81,6 +81,7 @@ class Store:
                     _insert(con, table, inserts)
                 if updates is not None:
                     _update(con, table, updates)
+            _erase(con, batch.erased_chats, batch.erased_users)
             con.execute(
                 "INSERT INTO checkpoints VALUES (?, ?)"
                 " ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq",
@@ -91,6 +92,16 @@ class Store:
             con.rollback()
             raise
         self.checkpoints[batch.stream] = batch.last_seq
+
+
+def _erase(con: duckdb.DuckDBPyConnection, chats: set[str], users: set[str]) -> None:
+    """Delete every row of erased chats and users (after the batch's own inserts, in its transaction)."""
+    for chat_id in sorted(chats):
+        for table in tables.BY_CHAT:
+            con.execute(f"DELETE FROM {table.name} WHERE chat_id = ?", [chat_id])
+    for user_id in sorted(users):
+        for table in (tables.USERS, tables.API_KEYS, tables.FEEDBACK):
+            con.execute(f"DELETE FROM {table.name} WHERE user_id = ?", [user_id])
 
 
 def _match_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
@@ -119,6 +130,8 @@ class ArrowBatch:
     stream: str
     last_seq: int
     tables: list[tuple[Table, pa.Table | None, pa.Table | None]]
+    erased_chats: set[str] = field(default_factory=set)
+    erased_users: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, changes: Changes, stream: str, last_seq: int) -> ArrowBatch:
@@ -130,7 +143,13 @@ class ArrowBatch:
                 (table, table.arrow(inserts) if inserts else None, table.arrow(updates) if updates else None)
             )
         tables.append((MESSAGES, MESSAGES.arrow(changes.messages) if changes.messages else None, None))
-        return cls(stream=stream, last_seq=last_seq, tables=tables)
+        return cls(
+            stream=stream,
+            last_seq=last_seq,
+            tables=tables,
+            erased_chats=changes.erased_chats,
+            erased_users=changes.erased_users,
+        )
 
 
 def _load(

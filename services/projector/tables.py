@@ -19,6 +19,7 @@ _TYPES: dict[str, tuple[str, pa.DataType]] = {
     "seq": ("BIGINT", pa.int64()),
     "float": ("DOUBLE", pa.float64()),
     "bool": ("BOOLEAN", pa.bool_()),
+    "bool?": ("BOOLEAN", pa.bool_()),
     "list": ("VARCHAR[]", pa.list_(pa.string())),
 }
 
@@ -78,7 +79,14 @@ class Table:
 
 
 USERS = Table(
-    "users", (("user_id", "text"), ("role", "text"), ("display_name", "text"), ("created_at", "time"))
+    "users",
+    (
+        ("user_id", "text"),
+        ("role", "text"),
+        ("display_name", "text"),
+        ("created_at", "time"),
+        ("training_consent", "bool?"),  # None: the operator's default applies
+    ),
 )
 API_KEYS = Table(
     "api_keys",
@@ -117,6 +125,7 @@ MESSAGES = Table(
         ("created_at", "time"),
         ("seq", "seq"),
         ("images", "list"),
+        ("edit_of", "text?"),
     ),
     indexes=("chat_id",),
     primary_key=False,
@@ -148,12 +157,36 @@ REPLIES = Table(
     indexes=("chat_id",),
     primary_key=False,
 )
+# Each branch.selected event (the tree is rebuilt from nodes and selections in seq order).
+SELECTIONS = Table(
+    "branch_selections",
+    (("event_id", "text"), ("chat_id", "text"), ("node_id", "text"), ("seq", "seq")),
+    indexes=("chat_id",),
+)
+# A user's current rating of a reply: key `<reply_id>:<user_id>`.
+FEEDBACK = Table(
+    "feedback",
+    (
+        ("feedback_id", "text"),
+        ("chat_id", "text"),
+        ("reply_id", "text"),
+        ("user_id", "text"),
+        ("rating", "text?"),
+        ("comment", "text"),
+        ("tags", "list"),
+        ("given_at", "time"),
+        ("seq", "seq"),
+    ),
+    indexes=("chat_id",),
+)
 CHECKPOINTS = Table("checkpoints", (("stream", "text"), ("last_seq", "seq")))
 
 # Tables whose rows change after they are inserted: a batch loads the rows it touches first
 # (and, for messages, only which ids exist).
-MUTABLE: tuple[Table, ...] = (USERS, API_KEYS, CHATS, REPLIES)
-READ_MODEL: tuple[Table, ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES)
+MUTABLE: tuple[Table, ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK)
+READ_MODEL: tuple[Table, ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
+# Tables with a chat_id column: an erased chat's rows are deleted from each.
+BY_CHAT: tuple[Table, ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
 ALL: tuple[Table, ...] = (*READ_MODEL, CHECKPOINTS)
 
 
