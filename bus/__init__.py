@@ -9,7 +9,7 @@ from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
 from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
-from bus.micro import call, call_raw, serve
+from bus.micro import Served, call, call_raw, serve
 from bus.objects import ObjectEntry, delete_object, get_object, list_objects, object_size, put_object
 from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
@@ -31,6 +31,7 @@ __all__ = [
     "NotFound",
     "ServerConfig",
     "ServerStartError",
+    "Served",
     "ServiceError",
     "StoredMsg",
     "append_event",

@@ -30,8 +30,12 @@ class Bus:
                 await self.nc.close()
 
 
-async def connect(url: str, name: str, timeout: float = 5.0) -> Bus:
-    """Connect to NATS (credentials may be in the URL) and keep reconnecting forever when cut."""
+async def connect(url: str, name: str, timeout: float = 5.0, inbox_prefix: str = "_INBOX") -> Bus:
+    """Connect to NATS (credentials may be in the URL) and keep reconnecting forever when cut.
+
+    `inbox_prefix` names where answers to this connection's requests arrive; a worker uses its own
+    (WORKER_INBOX_PREFIX) so its NATS user may read those and no one else's answers.
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats %s: %s", name, exc)
@@ -57,5 +61,6 @@ async def connect(url: str, name: str, timeout: float = 5.0) -> Bus:
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
         pending_size=64 * 1024 * 1024,
+        inbox_prefix=inbox_prefix,
     )
     return Bus(nc=nc, js=nc.jetstream(timeout=timeout), closing=closing)

@@ -25,6 +25,22 @@ EndpointHandler = Callable[[bytes], Awaitable[bytes]]
 RawEndpointHandler = Callable[[bytes, Mapping[str, str]], Awaitable[bytes]]
 
 
+class Served:
+    """A running micro service: stop() stops taking requests and lets those in hand finish."""
+
+    def __init__(self, service: Service, tasks: set[asyncio.Task[None]]) -> None:
+        self.service = service
+        self.tasks = tasks
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        """Unsubscribe, then wait up to `timeout` for requests being handled (cancel the rest)."""
+        await self.service.stop()
+        if self.tasks:
+            _, late = await asyncio.wait(set(self.tasks), timeout=timeout)
+            for task in late:
+                task.cancel()
+
+
 async def serve(
     nc: Client,
     name: str,
@@ -34,25 +50,27 @@ async def serve(
     *,
     raw_endpoints: dict[str, RawEndpointHandler] | None = None,
     concurrency: int = 1,
-) -> Service:
+) -> Served:
     """Start a micro service; each endpoint `x.y` answers on subject `<name>.x.y` (queue group shared).
 
-    With `concurrency` > 1 up to that many requests are handled at once (nats-py otherwise runs one
-    subscription's callbacks one after another); the rest wait in order.
+    With `concurrency` > 1 each endpoint handles up to that many requests at once (nats-py otherwise
+    runs one subscription's callbacks one after another). A request only leaves nats-py's queue when
+    a slot is free, so the subscription's pending limits still bound what waits.
     """
     service = await add_service(nc, ServiceConfig(name=name, version=version, description=description))
     group = service.add_group(name=name)
-    slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
     handlers: dict[str, RawEndpointHandler] = {
         **{endpoint: _ignore_headers(handler) for endpoint, handler in endpoints.items()},
         **(raw_endpoints or {}),
     }
+    tasks: set[asyncio.Task[None]] = set()
     for endpoint, handler in handlers.items():
+        slots = asyncio.Semaphore(concurrency) if concurrency > 1 else None
         # Endpoint names allow no dots (nats micro); the subject keeps them: `chats.list` -> `chats_list`.
         await group.add_endpoint(
-            name=endpoint.replace(".", "_"), subject=endpoint, handler=_wrap(handler, slots)
+            name=endpoint.replace(".", "_"), subject=endpoint, handler=_wrap(handler, slots, tasks)
         )
-    return service
+    return Served(service, tasks)
 
 
 def _ignore_headers(handler: EndpointHandler) -> RawEndpointHandler:
@@ -62,35 +80,39 @@ def _ignore_headers(handler: EndpointHandler) -> RawEndpointHandler:
     return handle
 
 
-def _wrap(
-    handler: RawEndpointHandler, slots: asyncio.Semaphore | None
-) -> Callable[[Request], Awaitable[None]]:
-    tasks: set[asyncio.Task[None]] = set()
+def _header_safe(text: str) -> str:
+    """Text that can travel in a NATS header (one line, bounded)."""
+    return " ".join(text.split())[:500]
 
+
+def _wrap(
+    handler: RawEndpointHandler, slots: asyncio.Semaphore | None, tasks: set[asyncio.Task[None]]
+) -> Callable[[Request], Awaitable[None]]:
     async def handle(request: Request) -> None:
         if slots is None:
             await answer(request)
             return
-        task = asyncio.create_task(guarded(request))
+        await slots.acquire()  # the next request waits in nats-py's queue, not in ours
+        task = asyncio.create_task(answer(request))
         tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        task.add_done_callback(finished)
 
-    async def guarded(request: Request) -> None:
-        async with slots:  # type: ignore[union-attr]
-            await answer(request)
+    def finished(task: asyncio.Task[None]) -> None:
+        tasks.discard(task)
+        slots.release()  # type: ignore[union-attr]  # only tasks of a slotted endpoint get here
 
     async def answer(request: Request) -> None:
         try:
             body = await handler(request.data, request.headers or {})
         except ServiceError as exc:
-            await request.respond_error(exc.code, exc.message)
+            await request.respond_error(exc.code, _header_safe(exc.message))
             return
         except msgspec.ValidationError as exc:
-            await request.respond_error("bad_request", str(exc))
+            await request.respond_error("bad_request", _header_safe(str(exc)))
             return
         except Exception as exc:  # noqa: BLE001 - a service must answer, not die
             log.exception("endpoint failed")
-            await request.respond_error("internal", f"{type(exc).__name__}: {exc}")
+            await request.respond_error("internal", _header_safe(f"{type(exc).__name__}: {exc}"))
             return
         await request.respond(body)
 

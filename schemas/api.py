@@ -72,7 +72,7 @@ class ImageInfo(msgspec.Struct, frozen=True, kw_only=True):
     width: int
     height: int
     size: int
-    deduplicated: bool  # the store already had these bytes (from anyone)
+    deduplicated: bool  # you had stored this image before (whether others did is never said)
     url: str
 
 

@@ -85,6 +85,8 @@ WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", 
 KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV,)
 
 PROJECTOR_SERVICE = "projector"
+# Workers take answers on their own inbox prefix, so the `worker` NATS user reads no one else's.
+WORKER_INBOX_PREFIX = "_INBOX_worker"
 # The image store answers `images.upload` (raw bytes + these headers) and `images.fetch` (JSON FetchImage).
 IMAGE_SERVICE = "images"
 MEDIA_TYPE_HEADER = "Chatbus-Media-Type"

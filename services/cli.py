@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import bus
 from bus import Bus, Credentials, EmbeddedServer, ServerConfig
+from schemas.streams import WORKER_INBOX_PREFIX
 
 console = Console(stderr=True)
 app = typer.Typer(
@@ -76,9 +77,9 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
     await run(stop)
 
 
-async def _connect(url: str, name: str) -> Bus:
+async def _connect(url: str, name: str, inbox_prefix: str = "_INBOX") -> Bus:
     try:
-        nbus = await bus.connect(url, name=name)
+        nbus = await bus.connect(url, name=name, inbox_prefix=inbox_prefix)
     except Exception as exc:
         console.print(
             f"[red]Cannot reach NATS at {_redact(url)}: {exc}.[/] Start it (`chatbus up`) or pass --nats."
@@ -94,12 +95,23 @@ def _redact(url: str) -> str:
 # ---------------------------------------------------------------- services
 
 
-def _serve(url: str, name: str, run: Callable[[Bus, asyncio.Event], Awaitable[None]]) -> None:
-    """Connect, declare the streams, and run one service until SIGINT/SIGTERM."""
+def _serve(
+    url: str, name: str, run: Callable[[Bus, asyncio.Event], Awaitable[None]], *, worker: bool = False
+) -> None:
+    """Connect, declare the streams, and run one service until SIGINT/SIGTERM.
+
+    A worker connects with its own inbox prefix, and may lack the rights to declare streams (the
+    `worker` user of deploy/nats/accounts.conf): then it trusts that `chatbus admin init` did.
+    """
 
     async def main(stop: asyncio.Event) -> None:
-        nbus = await _connect(url, name)
-        await bus.declare_all(nbus.js)
+        nbus = await _connect(url, name, WORKER_INBOX_PREFIX if worker else "_INBOX")
+        try:
+            await bus.declare_all(nbus.js)
+        except Exception as exc:
+            if not worker:
+                raise
+            logging.getLogger("chatbus").warning("cannot declare the streams (%s); assuming they exist", exc)
         try:
             await run(nbus, stop)
         finally:
@@ -159,7 +171,7 @@ def worker(
         console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
         raise typer.Exit(2)
 
-    _serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop))
+    _serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop), worker=True)
 
 
 @app.command("image-store")

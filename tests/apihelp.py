@@ -27,6 +27,7 @@ SETTINGS = ApiSettings(
     ws_max_frame_bytes=256,
     read_timeout=5.0,
     access_recheck_seconds=0.2,
+    upload_seconds=1.0,
 )
 
 

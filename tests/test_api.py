@@ -481,6 +481,7 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         "CHATBUS_WS_MAX_FRAME_BYTES": "99",
         "CHATBUS_DEFAULT_MODEL": "demo",
         "CHATBUS_READ_TIMEOUT": "1.5",
+        "CHATBUS_IMAGE_MAX_BYTES": "1000",
     }
     settings = ApiSettings.from_env(env)
     assert settings == ApiSettings(
@@ -492,6 +493,7 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         ws_max_frame_bytes=99,
         default_model="demo",
         read_timeout=1.5,
+        max_image_bytes=1000,
     )
     assert ApiSettings.from_env({}) == ApiSettings()
     assert {name for name, _ in ENV_VARS} == set(env)

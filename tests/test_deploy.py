@@ -77,6 +77,7 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
     import schemas
     from schemas.chat import ChatCreated, MessagePosted, ReplyCompleted, ReplyRequested
     from schemas.sampling import SamplingParams
+    from schemas.streams import WORKER_INBOX_PREFIX
     from services.image_store.store import store_image
     from services.llm_worker import WorkerSettings
     from services.llm_worker.engine import EngineConfig
@@ -85,7 +86,9 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
     from tests.stack import wait_event
 
     services = await bus.connect(f"nats://services:CHANGE-ME-services@{accounts_server}", name="services")
-    worker_bus = await bus.connect(f"nats://worker:CHANGE-ME-worker@{accounts_server}", name="worker")
+    worker_bus = await bus.connect(
+        f"nats://worker:CHANGE-ME-worker@{accounts_server}", name="worker", inbox_prefix=WORKER_INBOX_PREFIX
+    )
     try:
         await bus.declare_all(services.js)
         png = io.BytesIO()

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from dataclasses import dataclass
 
 import pytest
 
 from services.image_store.errors import ImageRejected
-from services.image_store.fetch import FetchPolicy, fetch_image, system_resolve
+from services.image_store.fetch import FetchPolicy, fetch_image, is_public, system_resolve
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"0" * 100
 
@@ -138,3 +139,32 @@ async def test_a_silent_server_times_out(canary: Canary) -> None:
         server.close()
         await server.wait_closed()
     assert refused.value.code == "fetch_timeout"
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254 (cloud metadata)
+        "64:ff9b::a00:1",  # NAT64 of 10.0.0.1
+        "64:ff9b:1::a00:1",  # local-use NAT64 prefix
+        "::ffff:0:7f00:1",  # SIIT IPv4-translated 127.0.0.1
+        "::127.0.0.1",  # IPv4-compatible
+        "fec0::1",  # site-local
+        "::ffff:10.0.0.1",
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "fd00::1",
+        "fe80::1",
+        "::1",
+        "::",
+        "169.254.169.254",
+        "100.64.0.1",
+        "224.0.0.1",
+    ],
+)
+def test_addresses_that_reach_inside_are_not_public(address: str) -> None:
+    assert not is_public(ipaddress.ip_address(address))
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808"])
+def test_global_addresses_are_public(address: str) -> None:
+    assert is_public(ipaddress.ip_address(address))

@@ -73,6 +73,7 @@ async def test_upload_stores_clean_bytes_once_and_serves_them_immutably(api: Api
     assert hashlib.sha256(body).hexdigest() == info["sha256"]  # the hash is the server's, of what it serves
     assert len(body) == info["size"] and headers["Content-Type"] == "image/jpeg"
     assert "immutable" in headers["Cache-Control"] and "private" in headers["Cache-Control"]
+    assert "sandbox" in headers["Content-Security-Policy"]
     assert headers["ETag"] == f'"{info["sha256"]}"' and headers["X-Content-Type-Options"] == "nosniff"
     served = Image.open(io.BytesIO(body))
     assert len(served.getexif()) == 0 and b"SecretCam" not in body  # EXIF GPS absent after storage
@@ -155,6 +156,32 @@ async def test_a_body_announced_over_the_nats_limit_is_refused_before_it_is_read
     answer = await asyncio.wait_for(reader.read(4096), timeout=2)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 413") and b"too_large" in answer
+
+
+async def test_a_body_that_trickles_is_refused_in_time(api: Api) -> None:
+    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    head = (
+        f"POST /v1/images HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.keys['ann']}\r\n"
+        "Content-Type: image/png\r\nContent-Length: 1000\r\n\r\n"
+    )
+    writer.write(head.encode() + b"\x89PNG")  # and then nothing more
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), timeout=5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"timeout" in answer
+
+
+async def test_an_image_at_the_pixel_limit_is_stored_within_2s(api: Api) -> None:
+    side = int(LIMITS.max_pixels**0.5)
+    flood = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 10, 10)).save(flood, "PNG")  # tiny file, many pixels
+    assert len(flood.getvalue()) < 100_000
+    started = time.monotonic()
+    status, info = await upload(api, flood.getvalue())
+    assert status == 201 and (info["width"], info["height"]) == (side, side)
+    assert time.monotonic() - started < 2
+    status, body = await upload(api, _png_with_size(side + 1, side))
+    assert (status, body["error"]) == (413, "too_many_pixels")
 
 
 # ---------------------------------------------------------------- URL fetch (SSRF)
@@ -262,7 +289,7 @@ async def test_only_the_uploader_sees_or_attaches_an_image(api: Api) -> None:
 
     # bob holding the same picture may use it: content addressing, he proved he has the bytes
     status, again = await upload(api, _jpeg_with_gps(), "image/jpeg", user="bob")
-    assert status == 201 and again["sha256"] == sha
+    assert status == 201 and again["sha256"] == sha and again["deduplicated"] is False  # not "ann has it"
     assert (await _get_image(api, sha, "bob"))[0] == 200
 
 
@@ -323,3 +350,21 @@ async def test_images_only_deleted_chats_used_are_collected(api: Api) -> None:
     assert (status, body["error"]) == (422, "unknown_image")  # purged: nobody can attach it any more
     status, again = await upload(api, _encode(_picture(size=(12, 10)), "PNG"))  # but it can come back
     assert status == 201 and again["sha256"] == never_attached and again["deduplicated"] is False
+    assert (await _get_image(api, never_attached, "ann"))[0] == 200  # really back: readable, attachable
+    status, body = await api.call("POST", f"/v1/chats/{kept}/messages", json={"images": [never_attached]})
+    assert status == 202, body
+
+
+async def test_a_fresh_upload_of_an_old_image_keeps_it_from_the_collector(api: Api) -> None:
+    from datetime import timedelta
+
+    from services.image_store.collect import collect_images
+
+    data = _encode(_picture(size=(9, 9)), "PNG")
+    status, info = await upload(api, data)
+    await asyncio.sleep(1.0)
+    status, again = await upload(api, data, user="bob")  # the bytes are old; bob's upload is not
+    assert status == 201 and again["sha256"] == info["sha256"]
+    report = await collect_images(api.nbus, by="test", grace=timedelta(seconds=0.5))
+    assert report.purged == [] and report.too_young == 1
+    assert (await _get_image(api, info["sha256"], "bob"))[0] == 200

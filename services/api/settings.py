@@ -18,6 +18,7 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("CHATBUS_WS_MAX_FRAME_BYTES", "Largest WebSocket frame a client may send (default 64 KiB); else 1009."),
     ("CHATBUS_DEFAULT_MODEL", "Model alias used when neither message nor chat names one (default none)."),
     ("CHATBUS_READ_TIMEOUT", "Seconds to wait for the projector to answer a read (default 5)."),
+    ("CHATBUS_IMAGE_MAX_BYTES", "Largest image upload (shared with the image store; default 10 MiB)."),
 )
 
 
@@ -37,6 +38,9 @@ class ApiSettings:
     ws_max_frame_bytes: int = 64 * KIB
     default_model: str = ""
     read_timeout: float = 5.0
+    max_image_bytes: int = 10 * MIB
+    # A body that has not arrived in this many seconds is refused (a slow sender holds no connection).
+    upload_seconds: float = 60.0
     # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.
     access_recheck_seconds: float = 10.0
 
@@ -54,6 +58,7 @@ class ApiSettings:
             ws_max_frame_bytes=_int(env, "CHATBUS_WS_MAX_FRAME_BYTES", d.ws_max_frame_bytes, low=1),
             default_model=env.get("CHATBUS_DEFAULT_MODEL", d.default_model),
             read_timeout=_float(env, "CHATBUS_READ_TIMEOUT", d.read_timeout),
+            max_image_bytes=_int(env, "CHATBUS_IMAGE_MAX_BYTES", d.max_image_bytes, low=1),
         )
 
 

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
 import bus
 import schemas
 from bus import Bus
-from schemas.chat import ChatDeleted, MessagePosted
+from schemas.chat import ChatDeleted, ChatRestored, MessagePosted
 from schemas.ids import new_id
-from schemas.image import ImagePurged, image_subject
+from schemas.image import ImagePurged, ImageStored, image_subject, stored_subject
 from schemas.streams import CHAT, IMAGE, IMAGES_OBJECTS
 
-# Only these two event kinds decide what is referenced; decoding just them keeps a scan fast.
-_FILTERS = ["chat.*.message.posted", "chat.*.deleted"]
-_decoder = msgspec.json.Decoder(MessagePosted | ChatDeleted)
+# Only these event kinds decide what is referenced; decoding just them keeps a scan fast.
+_FILTERS = ["chat.*.message.posted", "chat.*.deleted", "chat.*.restored"]
+_decoder = msgspec.json.Decoder(MessagePosted | ChatDeleted | ChatRestored)
+_stored_decoder = msgspec.json.Decoder(ImageStored)
 
 
 @dataclass
@@ -48,8 +49,10 @@ def _fold(msgs: list[bus.StoredMsg], uses: dict[str, set[str]], deleted: set[str
         if isinstance(event, MessagePosted):
             for sha in event.images:
                 uses.setdefault(sha, set()).add(event.chat_id)
-        else:
+        elif isinstance(event, ChatDeleted):
             deleted.add(event.chat_id)
+        else:  # restored (events come in stream order)
+            deleted.discard(event.chat_id)
 
 
 def _live(uses: dict[str, set[str]], deleted: set[str]) -> set[str]:
@@ -80,7 +83,7 @@ async def collect_images(
     for entry in objects:
         if entry.name in referenced:
             report.referenced += 1
-        elif entry.mtime is not None and entry.mtime > cutoff:
+        elif await _young(nbus, entry, cutoff):
             report.too_young += 1
         else:
             candidates.append(entry)
@@ -92,8 +95,7 @@ async def collect_images(
     _fold(await bus.read_all(nbus.js, CHAT.name, _FILTERS, start_seq=last_seq + 1), uses, deleted)
     referenced = _live(uses, deleted)
     for done, entry in enumerate(candidates, 1):
-        if entry.name not in referenced:
-            await _purge(nbus, entry.name, by)
+        if entry.name not in referenced and await _purge(nbus, entry.name, by):
             report.purged.append(entry.name)
             report.purged_bytes += entry.size
         if on_progress is not None:
@@ -101,9 +103,31 @@ async def collect_images(
     return report
 
 
-async def _purge(nbus: Bus, sha256: str, by: str) -> None:
-    """Remove who-stored-it first (nobody can attach it after that), then the bytes; record the purge."""
+async def _young(nbus: Bus, entry: bus.ObjectEntry, cutoff: datetime) -> bool:
+    """Whether anyone stored the image after `cutoff` (its newest stored event, else the object's time)."""
+    newest = await bus.last_msg(nbus.js, IMAGE.name, stored_subject(entry.name, "*"))
+    if newest is not None:
+        try:
+            return _stored_decoder.decode(newest.data).at > cutoff
+        except msgspec.DecodeError:
+            return True  # written by a newer version: keep it
+    return entry.mtime is None or entry.mtime > cutoff
+
+
+async def _purge(nbus: Bus, sha256: str, by: str) -> bool:
+    """Record the purge, fenced on the image's history (an upload since we looked wins), then remove
+    who-stored-it (nobody can attach it after that) and the bytes. False when an upload won."""
+    last = await bus.last_msg(nbus.js, IMAGE.name, image_subject(sha256, ">"))
+    event = ImagePurged(event_id=new_id("e"), at=schemas.now(), sha256=sha256, by=by)
+    try:
+        await bus.append_event(
+            nbus.js,
+            event,
+            expected_subject_seq=last.seq if last is not None else 0,
+            expected_subject=image_subject(sha256, ">"),
+        )
+    except bus.ConcurrencyConflict:
+        return False
     await bus.purge_subject(nbus.js, IMAGE.name, image_subject(sha256, "stored.>"))
     await bus.delete_object(nbus.js, IMAGES_OBJECTS.bucket, sha256)
-    event = ImagePurged(event_id=new_id("e"), at=schemas.now(), sha256=sha256, by=by)
-    await bus.append_event(nbus.js, event)
+    return True

@@ -43,8 +43,17 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+# IPv6 ranges whose last 32 bits are an IPv4 address a gateway may reach: NAT64 (RFC 6052, RFC 8215),
+# IPv4-compatible (deprecated) and SIIT IPv4-translated addresses.
+_EMBEDS_IPV4 = tuple(
+    ipaddress.IPv6Network(net) for net in ("64:ff9b::/96", "64:ff9b:1::/48", "::/96", "::ffff:0:0:0/96")
+)
+# Only global unicast IPv6 (2000::/3) is ever public; this refuses site-local fec0::/10 and the like.
+_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
 def unwrap(address: IPAddress) -> IPAddress:
-    """The IPv4 address hidden in an IPv4-mapped, 6to4 or Teredo IPv6 address, else the address."""
+    """The IPv4 address an IPv6 address embeds (mapped, 6to4, Teredo, NAT64, compatible), else itself."""
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return address.ipv4_mapped
@@ -52,13 +61,19 @@ def unwrap(address: IPAddress) -> IPAddress:
             return address.sixtofour
         if address.teredo is not None:
             return address.teredo[1]
+        if any(address in net for net in _EMBEDS_IPV4):
+            return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 
 def is_public(address: IPAddress) -> bool:
     """True for a global unicast address (after unwrapping embedded IPv4)."""
     inner = unwrap(address)
-    return inner.is_global and not inner.is_multicast and address.is_global
+    if inner is not address:
+        return inner.is_global and not inner.is_multicast
+    if isinstance(address, ipaddress.IPv6Address) and address not in _GLOBAL_UNICAST:
+        return False
+    return address.is_global and not address.is_multicast
 
 
 class _VettedResolver(AbstractResolver):
@@ -120,7 +135,18 @@ def _check_url(url: str) -> tuple[str, int]:
 async def fetch_image(
     url: str, policy: FetchPolicy = FetchPolicy(), resolve: Resolve = system_resolve
 ) -> tuple[bytes, str | None]:
-    """The body and Content-Type of an image URL, within the policy; ImageRejected otherwise."""
+    """The body and Content-Type of an image URL, within the policy; ImageRejected otherwise.
+
+    `policy.total_timeout` bounds the whole fetch: every lookup, redirect and byte.
+    """
+    try:
+        async with asyncio.timeout(policy.total_timeout):
+            return await _fetch(url, policy, resolve)
+    except TimeoutError:
+        raise ImageRejected("fetch_timeout", f"no complete answer within {policy.total_timeout}s") from None
+
+
+async def _fetch(url: str, policy: FetchPolicy, resolve: Resolve) -> tuple[bytes, str | None]:
     timeout = aiohttp.ClientTimeout(total=policy.total_timeout, sock_connect=policy.connect_timeout)
     connector = aiohttp.TCPConnector(resolver=_VettedResolver(resolve, policy), use_dns_cache=False, limit=1)
     try:

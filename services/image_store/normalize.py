@@ -28,7 +28,7 @@ class ImageLimits:
     """Bounds an upload must stay within before any pixel is decoded."""
 
     max_bytes: int = 10 * MIB
-    max_pixels: int = 40_000_000
+    max_pixels: int = 24_000_000
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,14 @@ from services.image_store.fetch import FetchPolicy
 from services.image_store.normalize import MIB, ImageLimits
 
 ENV_VARS: tuple[tuple[str, str], ...] = (
-    ("CHATBUS_IMAGE_MAX_BYTES", "Largest image upload or fetched file in bytes (default 10485760 = 10 MiB)."),
-    ("CHATBUS_IMAGE_MAX_PIXELS", "Largest image in pixels, checked before decoding (default 40000000)."),
+    (
+        "CHATBUS_IMAGE_MAX_BYTES",
+        "Largest image upload or fetched file in bytes (default 10485760 = 10 MiB); the API reads it too.",
+    ),
+    (
+        "CHATBUS_IMAGE_MAX_PIXELS",
+        "Largest image in pixels, checked before decoding (default 24000000, a 6000x4000 photo).",
+    ),
     ("CHATBUS_IMAGE_FETCH_TIMEOUT", "Seconds a URL fetch may take in total (default 10)."),
     (
         "CHATBUS_IMAGE_PRIVATE_HOSTS",
@@ -35,7 +41,7 @@ class ImageStoreSettings:
         hosts = os.environ.get("CHATBUS_IMAGE_PRIVATE_HOSTS", "")
         return cls(
             limits=ImageLimits(
-                max_bytes=max_bytes, max_pixels=int(os.environ.get("CHATBUS_IMAGE_MAX_PIXELS", "40000000"))
+                max_bytes=max_bytes, max_pixels=int(os.environ.get("CHATBUS_IMAGE_MAX_PIXELS", "24000000"))
             ),
             fetch=FetchPolicy(
                 max_bytes=max_bytes,

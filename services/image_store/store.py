@@ -16,15 +16,15 @@ from services.image_store.normalize import ImageLimits, normalize
 async def store_image(
     nbus: Bus, data: bytes, declared_type: str | None, uploaded_by: str, limits: ImageLimits | None = None
 ) -> tuple[ImageStored, bool]:
-    """The `image.stored` event of this upload, and whether its bytes were new to the store.
+    """The `image.stored` event of this upload, and whether it is new to this uploader.
 
     The hash is always computed here, from the normalised bytes; a client's claim is never used.
     The same picture uploaded again is stored once; each uploader gets one `image.stored` event.
+    Whether *someone else* stored it is never said (that would tell who has which picture).
     """
     image = await asyncio.to_thread(normalize, data, declared_type, limits or ImageLimits())
     bucket = IMAGES_OBJECTS.bucket
-    is_new = await bus.object_size(nbus.js, bucket, image.sha256) is None
-    if is_new:
+    if await bus.object_size(nbus.js, bucket, image.sha256) is None:
         await bus.put_object(nbus.js, bucket, image.sha256, image.data)
     event = ImageStored(
         event_id=new_id("e"),
@@ -36,10 +36,13 @@ async def store_image(
         size=len(image.data),
         uploaded_by=uploaded_by,
     )
-    try:  # one stored event per image and uploader, ever: a repeat upload appends nothing
-        await bus.append_event(
-            nbus.js, event, msg_id=f"image.{image.sha256}.{uploaded_by}", expected_subject_seq=0
-        )
+    # One stored event per image and uploader (expected sequence 0 on its subject): a repeat appends
+    # nothing. The dedup id is the event's own: a fixed one would outlive a purge of the subject and
+    # swallow the upload that brings the image back.
+    try:
+        await bus.append_event(nbus.js, event, expected_subject_seq=0)
     except bus.ConcurrencyConflict:
-        pass
-    return event, is_new
+        return event, False
+    if await bus.object_size(nbus.js, bucket, image.sha256) is None:  # a collector purged it meanwhile
+        await bus.put_object(nbus.js, bucket, image.sha256, image.data)
+    return event, True

@@ -143,7 +143,7 @@ class VisionEngine:
         return Prompt(
             input_ids=[int(i) for i in inputs["input_ids"][0].tolist()],
             model_inputs=dict(inputs),
-            images_seen=tuple(seen),
+            images_seen=tuple(dict.fromkeys(seen)),
         )
 
     def decode(self, ids: list[int]) -> str:
@@ -155,6 +155,7 @@ class VisionEngine:
         if self._thread is not None:
             return
         self._stopping = False
+        self._queue = queue.Queue()  # no stop sentinel of an earlier run left behind
         self._thread = threading.Thread(target=self._run, name="vision-generate", daemon=True)
         self._thread.start()
 
@@ -215,10 +216,13 @@ class VisionEngine:
                 with torch.inference_mode():
                     self.model.generate(**job.prompt.model_inputs, **self._generate_kwargs(job))
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the engine
-                self._finish(job.request_id, "error", f"{type(exc).__name__}: {exc}")
+                self._finish(job.request_id, "error", f"{type(exc).__name__}: {exc}", job)
                 continue
+            if self._stopping:  # cut short by stop(): not a whole reply
+                self._finish(job.request_id, "error", "engine stopped", job)
+                return
             stopped = job.last_token is not None and job.last_token in self.eos_ids
-            self._finish(job.request_id, "stop" if stopped else "length", None)
+            self._finish(job.request_id, "stop" if stopped else "length", None, job)
 
     def _generate_kwargs(self, job: _Job) -> dict[str, Any]:
         p = job.params
@@ -250,11 +254,13 @@ class VisionEngine:
                     )
                 )
 
-    def _finish(self, request_id: str, reason: str, error: str | None) -> None:
+    def _finish(self, request_id: str, reason: str, error: str | None, only: _Job | None = None) -> None:
+        """Send the request's final output, once; with `only`, just if that job is still the request's."""
         with self._lock:
-            job = self._jobs.pop(request_id, None)
-            if job is None:
+            job = self._jobs.get(request_id)
+            if job is None or (only is not None and job is not only):
                 return
+            del self._jobs[request_id]
             job.on_output(
                 EngineOutput(request_id, [], True, reason, error, len(job.prompt.input_ids), job.sent)
             )

@@ -413,12 +413,23 @@ class Worker:
         await delivery.ack()
 
 
+# Pictures reach the processor at most this large (it resizes further): bounds a worker's memory.
+MAX_PICTURE_SIDE = 2048
+
+
 def _open_images(blobs: dict[str, bytes]) -> dict[str, Any]:
-    """Decode stored (already normalised) image bytes into RGB pictures."""
+    """Decode stored (already normalised) image bytes into RGB pictures; one that fails is left out."""
     pictures = {}
     for sha, data in blobs.items():
-        with Image.open(io.BytesIO(data)) as image:
-            pictures[sha] = image.convert("RGB")
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                image.draft("RGB", (MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))  # JPEG: decode at a smaller scale
+                picture = image.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            log.warning("image %s cannot be decoded, left out: %s", sha, exc)
+            continue
+        picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))
+        pictures[sha] = picture
     return pictures
 
 
