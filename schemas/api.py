@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -56,6 +56,31 @@ class SelectBranchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     """POST /v1/chats/{chat_id}/branch: make the path to this message or reply the active one."""
 
     node_id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+
+
+class FeedbackRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """PUT /v1/chats/{chat_id}/replies/{reply_id}/feedback: your rating (null withdraws it)."""
+
+    rating: Literal["up", "down"] | None
+    comment: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
+    tags: Annotated[
+        list[Annotated[str, msgspec.Meta(min_length=1, max_length=40)]], msgspec.Meta(max_length=10)
+    ] = []
+
+
+class ConsentRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """PUT /v1/me/consent: may your chats be used to train models?"""
+
+    allowed: bool
+
+
+class MeResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """GET /v1/me: who you are and whether your chats may be used for training."""
+
+    user_id: str
+    role: str
+    training_consent: bool
+    consent_is_default: bool  # you never chose; the operator's default applies
 
 
 class ImageFromUrlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

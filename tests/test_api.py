@@ -22,7 +22,7 @@ from services.api import ENV_VARS, ApiSettings, create_app
 from services.api.identity import UserExists, add_user, authenticate, issue_key, revoke_key
 from tests.apihelp import SETTINGS, Api, chat_events, is_error, serve_model
 
-NOT_CHECKED = {"healthz", "readyz", "openapi", "models"}
+NOT_CHECKED = {"healthz", "readyz", "openapi", "models", "me", "me.consent"}  # no chat; me* act on the caller
 
 
 # ---------------------------------------------------------------- identity
@@ -482,6 +482,7 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         "CHATBUS_DEFAULT_MODEL": "demo",
         "CHATBUS_READ_TIMEOUT": "1.5",
         "CHATBUS_IMAGE_MAX_BYTES": "1000",
+        "CHATBUS_TRAINING_CONSENT_DEFAULT": "yes",
     }
     settings = ApiSettings.from_env(env)
     assert settings == ApiSettings(
@@ -494,6 +495,7 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         default_model="demo",
         read_timeout=1.5,
         max_image_bytes=1000,
+        training_consent_default=True,
     )
     assert ApiSettings.from_env({}) == ApiSettings()
     assert {name for name, _ in ENV_VARS} == set(env)

@@ -10,9 +10,12 @@ from aiohttp.typedefs import Handler
 from schemas.api import (
     AcceptedResponse,
     ChatCreatedResponse,
+    ConsentRequest,
     CreateChatRequest,
+    FeedbackRequest,
     ImageFromUrlRequest,
     ImageInfo,
+    MeResponse,
     ModelList,
     PostMessageRequest,
     PostMessageResponse,
@@ -22,7 +25,7 @@ from schemas.api import (
     StatusResponse,
 )
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
-from services.api import live, routes_chats, routes_images, routes_misc
+from services.api import live, routes_chats, routes_images, routes_misc, routes_people
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,15 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/readyz", routes_misc.readyz, "readyz", answer=StatusResponse, public=True),
     Route("GET", "/v1/openapi.json", routes_misc.openapi, "openapi", public=True),
     Route("GET", "/v1/models", routes_misc.list_models, "models", answer=ModelList),
+    Route("GET", "/v1/me", routes_people.me, "me", answer=MeResponse),
+    Route(
+        "PUT",
+        "/v1/me/consent",
+        routes_people.set_consent,
+        "me.consent",
+        body=ConsentRequest,
+        answer=AcceptedResponse,
+    ),
     Route(
         "POST",
         "/v1/chats",
@@ -125,6 +137,14 @@ ROUTES: tuple[Route, ...] = (
         status=202,
         body=RegenerateRequest,
         answer=PostMessageResponse,
+    ),
+    Route(
+        "PUT",
+        f"{CHAT}/replies/{{reply_id}}/feedback",
+        routes_people.rate_reply,
+        "replies.feedback",
+        body=FeedbackRequest,
+        answer=AcceptedResponse,
     ),
     Route(
         "POST",

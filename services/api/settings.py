@@ -19,6 +19,10 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("CHATBUS_DEFAULT_MODEL", "Model alias used when neither message nor chat names one (default none)."),
     ("CHATBUS_READ_TIMEOUT", "Seconds to wait for the projector to answer a read (default 5)."),
     ("CHATBUS_IMAGE_MAX_BYTES", "Largest image upload (shared with the image store; default 10 MiB)."),
+    (
+        "CHATBUS_TRAINING_CONSENT_DEFAULT",
+        "May chats of users who never chose be used for training (default false; read by API and export).",
+    ),
 )
 
 
@@ -39,6 +43,7 @@ class ApiSettings:
     default_model: str = ""
     read_timeout: float = 5.0
     max_image_bytes: int = 10 * MIB
+    training_consent_default: bool = False
     # A body that has not arrived in this many seconds is refused (a slow sender holds no connection).
     upload_seconds: float = 60.0
     # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.
@@ -59,6 +64,9 @@ class ApiSettings:
             default_model=env.get("CHATBUS_DEFAULT_MODEL", d.default_model),
             read_timeout=_float(env, "CHATBUS_READ_TIMEOUT", d.read_timeout),
             max_image_bytes=_int(env, "CHATBUS_IMAGE_MAX_BYTES", d.max_image_bytes, low=1),
+            training_consent_default=_bool(
+                env, "CHATBUS_TRAINING_CONSENT_DEFAULT", d.training_consent_default
+            ),
         )
 
 
@@ -73,6 +81,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int) -> int:
     if value < low:
         raise SettingsError(f"{name}={value} must be at least {low}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}={raw!r} must be true or false")
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:

@@ -1,0 +1,85 @@
+"""The caller's own account (training consent) and ratings of replies."""
+
+from __future__ import annotations
+
+import msgspec
+from aiohttp import web
+
+import bus
+import schemas
+from schemas.api import AcceptedResponse, ConsentRequest, FeedbackRequest, MeResponse
+from schemas.chat import FeedbackGiven
+from schemas.identity import TrainingConsentSet, user_subject
+from schemas.ids import new_id
+from schemas.streams import CHAT, IDENTITY
+from services.api.access import chat_access
+from services.api.auth import principal_of
+from services.api.errors import ApiError, json_response
+from services.api.inputs import path_id, read_body
+from services.api.keys import BUS, SETTINGS
+
+_consent_decoder = msgspec.json.Decoder(TrainingConsentSet)
+
+
+async def consent_of(js: bus.JetStream, user_id: str, default: bool) -> tuple[bool, bool]:
+    """The user's training consent from the log, and whether it is the operator's default."""
+    last = await bus.last_msg(js, IDENTITY.name, user_subject(user_id, "consent"))
+    if last is None:
+        return default, True
+    try:
+        return _consent_decoder.decode(last.data).allowed, False
+    except msgspec.DecodeError:
+        return default, True
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    """Who you are, and whether your chats may be used to train models."""
+    principal = principal_of(request)
+    allowed, is_default = await consent_of(
+        request.app[BUS].js, principal.user_id, request.app[SETTINGS].training_consent_default
+    )
+    return json_response(
+        MeResponse(
+            user_id=principal.user_id,
+            role=principal.role,
+            training_consent=allowed,
+            consent_is_default=is_default,
+        )
+    )
+
+
+async def set_consent(request: web.Request) -> web.StreamResponse:
+    """Say whether your chats may be used for training (an event; exports read the latest)."""
+    principal = principal_of(request)
+    body = await read_body(request, ConsentRequest)
+    event = TrainingConsentSet(
+        event_id=new_id("e"),
+        at=schemas.now(),
+        user_id=principal.user_id,
+        allowed=body.allowed,
+        by=principal.user_id,
+    )
+    appended = await bus.append_event(request.app[BUS].js, event)
+    return json_response(AcceptedResponse(seq=appended.seq))
+
+
+async def rate_reply(request: web.Request) -> web.StreamResponse:
+    """Rate a reply up or down, with an optional comment and tags; rating again replaces it."""
+    access = await chat_access(request, write=True)
+    reply_id = path_id(request, "reply_id")
+    body = await read_body(request, FeedbackRequest)
+    js = request.app[BUS].js
+    if await bus.last_msg(js, CHAT.name, f"chat.{access.chat_id}.reply.{reply_id}.requested.*") is None:
+        raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
+    event = FeedbackGiven(
+        event_id=new_id("e"),
+        chat_id=access.chat_id,
+        at=schemas.now(),
+        reply_id=reply_id,
+        user_id=principal_of(request).user_id,
+        rating=body.rating,
+        comment=body.comment,
+        tags=list(body.tags),
+    )
+    appended = await bus.append_event(js, event)
+    return json_response(AcceptedResponse(seq=appended.seq))
