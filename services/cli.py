@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 import bus
 from bus import Bus, Credentials, EmbeddedServer, ServerConfig
@@ -31,6 +32,8 @@ admin = typer.Typer(help="Administer users, keys, models and the read model.", n
 user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
 images_app = typer.Typer(help="Look after stored images.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read the log's record of what happened.", no_args_is_help=True)
+admin.add_typer(audit_app, name="audit")
 admin.add_typer(user_app, name="user")
 admin.add_typer(images_app, name="images")
 admin.add_typer(key_app, name="key")
@@ -525,6 +528,56 @@ def images_collect(
     )
     for sha in report.purged:
         console.print(f"  {sha}")
+
+
+@audit_app.command("chat")
+def audit_chat(
+    chat_id: Annotated[str, typer.Argument(help="The chat's id (as in /v1/chats/{chat_id}).")],
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event, every field.")] = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Every event of a chat from the log: when, who, what, and which model and parameters made each reply."""
+    import msgspec
+
+    import schemas
+    from schemas.audit import audit_entry
+    from schemas.chat import ChatEvent
+
+    async def action(nbus: Bus) -> list[Any]:
+        msgs = await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])
+        events = []
+        for msg in msgs:
+            try:
+                event = schemas.decode_event(msg.data)
+            except msgspec.DecodeError:
+                continue
+            if isinstance(event, ChatEvent):
+                events.append(audit_entry(msg.seq, event))
+        return events
+
+    entries = _run_admin(nats, action)
+    if not entries:
+        console.print(
+            f"[red]No events for chat {chat_id}[/]: check the id (`chatbus admin audit chat --help`)."
+        )
+        raise typer.Exit(1)
+    if as_json:
+        for entry in entries:
+            sys.stdout.write(msgspec.json.encode(entry).decode() + "\n")
+        return
+    table = Table(title=f"chat {chat_id}: {len(entries)} events")  # the command's output: stdout
+    for column in ("seq", "when (UTC)", "who", "what", "model / params"):
+        table.add_column(column, overflow="fold")
+    for e in entries:
+        params = ", ".join(f"{k}={v}" for k, v in e.params.items())
+        table.add_row(
+            str(e.seq),
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.who,
+            e.what,
+            " ".join(x for x in (e.model, params) if x),
+        )
+    Console().print(table)
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from schemas.api import (
     SelectBranchRequest,
     StatusResponse,
 )
+from schemas.audit import AuditTrail
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
 from services.api import live, routes_chats, routes_images, routes_misc, routes_people
 
@@ -137,6 +138,9 @@ ROUTES: tuple[Route, ...] = (
         status=202,
         body=RegenerateRequest,
         answer=PostMessageResponse,
+    ),
+    Route(
+        "GET", "/v1/admin/chats/{chat_id}/audit", routes_people.audit_chat, "admin.audit", answer=AuditTrail
     ),
     Route(
         "PUT",

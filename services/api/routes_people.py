@@ -8,7 +8,8 @@ from aiohttp import web
 import bus
 import schemas
 from schemas.api import AcceptedResponse, ConsentRequest, FeedbackRequest, MeResponse
-from schemas.chat import FeedbackGiven
+from schemas.audit import AuditTrail, audit_entry
+from schemas.chat import ChatEvent, FeedbackGiven
 from schemas.identity import TrainingConsentSet, user_subject
 from schemas.ids import new_id
 from schemas.streams import CHAT, IDENTITY
@@ -83,3 +84,22 @@ async def rate_reply(request: web.Request) -> web.StreamResponse:
     )
     appended = await bus.append_event(js, event)
     return json_response(AcceptedResponse(seq=appended.seq))
+
+
+async def audit_chat(request: web.Request) -> web.StreamResponse:
+    """Admins: every event of a chat, from the log (who, when, what, which model and parameters)."""
+    if not principal_of(request).is_admin:
+        raise ApiError(403, "forbidden", "the audit trail is for administrators")
+    chat_id = path_id(request, "chat_id")
+    msgs = await bus.read_all(request.app[BUS].js, CHAT.name, [f"chat.{chat_id}.>"])
+    entries = []
+    for msg in msgs:
+        try:
+            event = schemas.decode_event(msg.data)
+        except msgspec.DecodeError:
+            continue
+        if isinstance(event, ChatEvent):
+            entries.append(audit_entry(msg.seq, event))
+    if not entries:
+        raise ApiError(404, "not_found", f"no chat {chat_id}")
+    return json_response(AuditTrail(chat_id=chat_id, entries=entries))
