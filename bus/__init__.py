@@ -3,7 +3,7 @@
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
 from bus.advisories import MaxDeliveries, decode_max_deliveries, max_deliveries_subject
-from bus.append import Appended, append_event, append_raw, purge_subject
+from bus.append import Appended, append_event, append_raw, purge_before, purge_subject
 from bus.bulk_reader import BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
@@ -57,6 +57,7 @@ __all__ = [
     "MaxDeliveries",
     "nats_server_binary",
     "pull_loop",
+    "purge_before",
     "purge_subject",
     "read_all",
     "serve",

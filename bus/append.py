@@ -93,3 +93,11 @@ async def purge_subject(js: JetStreamContext, stream: str, subject: str) -> None
         await js.purge_stream(stream, subject=subject)
     except NatsError as exc:
         raise BusUnavailable(f"cannot purge {subject} from {stream}: {exc!r}") from exc
+
+
+async def purge_before(js: JetStreamContext, stream: str, subject: str, seq: int) -> None:
+    """Remove the messages on `subject` (wildcards allowed) whose sequence is below `seq`."""
+    try:
+        await js.purge_stream(stream, subject=subject, seq=seq)
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot purge {subject} before {seq} from {stream}: {exc!r}") from exc

@@ -83,6 +83,14 @@ class MeResponse(msgspec.Struct, frozen=True, kw_only=True):
     consent_is_default: bool  # you never chose; the operator's default applies
 
 
+class UserErasedResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/admin/users/{user_id}/erase: the chats erased with the user, the tombstone's sequence."""
+
+    user_id: str
+    chats: list[str]
+    seq: int
+
+
 class ImageFromUrlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/images/from-url: the server fetches the image (public addresses only)."""
 

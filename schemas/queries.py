@@ -147,3 +147,15 @@ class FetchImage(msgspec.Struct, frozen=True, kw_only=True):
 
     url: str
     uploaded_by: str
+
+
+class ReleaseImages(msgspec.Struct, frozen=True, kw_only=True):
+    """`images.release`: these images lost a reference (an erasure); purge those nothing references now."""
+
+    hashes: list[str]
+
+
+class ReleasedImages(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to ReleaseImages: the images purged."""
+
+    purged: list[str]

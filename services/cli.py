@@ -422,6 +422,37 @@ def user_add(
     console.print(f"user {user_id} ({role}) created; issue a key with `chatbus admin key issue {user_id}`")
 
 
+@user_app.command("erase")
+def user_erase(
+    user_id: Annotated[str, typer.Argument(help="The user to erase.")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do it without asking (there is no undo).")] = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Erase a user for good: their chats, ratings, keys, account and uploads are purged from the log.
+
+    A tombstone (`user.<id>.erased`, one per chat too) stays so read models drop their rows; the
+    image store purges the pictures no remaining chat uses. Exports and replays afterwards hold none of it.
+    """
+    from services.api.erase import erase_user
+    from services.api.identity import user_role
+
+    if not yes:
+        typer.confirm(f"Erase user {user_id} and everything they wrote? There is no undo", abort=True)
+
+    async def action(nbus: Bus) -> Any:
+        if await user_role(nbus.js, user_id) is None:
+            return None
+        return await erase_user(nbus, user_id, "admin-cli")
+
+    erased = _run_admin(nats, action)
+    if erased is None:
+        console.print(f"[red]no user {user_id}[/]: list them in the read model or check the spelling")
+        raise typer.Exit(1)
+    console.print(
+        f"user {user_id} erased: {len(erased.chats)} chat(s), {len(erased.images_released)} image(s) purged"
+    )
+
+
 @key_app.command("issue")
 def key_issue(
     user_id: Annotated[str, typer.Argument(help="The user the key acts as.")],

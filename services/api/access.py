@@ -25,6 +25,7 @@ class ChatAccess:
 
     chat: ChatCreated
     created_seq: int
+    deleted: bool = False
 
     @property
     def chat_id(self) -> str:
@@ -36,16 +37,21 @@ def _not_found(chat_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no chat {chat_id}")
 
 
-async def chat_access(request: web.Request, *, write: bool) -> ChatAccess:
-    """The `{chat_id}` chat if the caller owns it (or, to read, is an admin); otherwise 404 for all."""
+async def chat_access(request: web.Request, *, write: bool, deleted_too: bool = False) -> ChatAccess:
+    """The `{chat_id}` chat if the caller owns it (or, to read, is an admin); otherwise 404 for all.
+
+    A deleted chat (deleted and not restored since) is a 404 too, unless `deleted_too` (for restoring).
+    """
     chat_id = path_id(request, "chat_id")
     principal = principal_of(request)
     js = request.app[BUS].js
-    created, deleted = await asyncio.gather(
+    created, deleted, restored = await asyncio.gather(
         bus.last_msg(js, CHAT.name, chat_subject(chat_id, "created")),
         bus.last_msg(js, CHAT.name, chat_subject(chat_id, "deleted")),
+        bus.last_msg(js, CHAT.name, chat_subject(chat_id, "restored")),
     )
-    if created is None or deleted is not None:
+    is_deleted = deleted is not None and (restored is None or restored.seq < deleted.seq)
+    if created is None or (is_deleted and not deleted_too):
         raise _not_found(chat_id)
     try:
         chat = _created_decoder.decode(created.data)
@@ -54,4 +60,4 @@ async def chat_access(request: web.Request, *, write: bool) -> ChatAccess:
     allowed = chat.owner_id == principal.user_id or (principal.is_admin and not write)
     if not allowed:
         raise _not_found(chat_id)
-    return ChatAccess(chat=chat, created_seq=created.seq)
+    return ChatAccess(chat=chat, created_seq=created.seq, deleted=is_deleted)

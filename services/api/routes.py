@@ -23,6 +23,7 @@ from schemas.api import (
     RenameChatRequest,
     SelectBranchRequest,
     StatusResponse,
+    UserErasedResponse,
 )
 from schemas.audit import AuditTrail
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
@@ -112,6 +113,15 @@ ROUTES: tuple[Route, ...] = (
         answer=AcceptedResponse,
     ),
     Route("DELETE", CHAT, routes_chats.delete_chat, "chats.delete", answer=AcceptedResponse),
+    Route("POST", f"{CHAT}/restore", routes_chats.restore_chat, "chats.restore", answer=AcceptedResponse),
+    Route("POST", f"{CHAT}/erase", routes_chats.erase_chat_route, "chats.erase", answer=AcceptedResponse),
+    Route(
+        "POST",
+        "/v1/admin/users/{user_id}/erase",
+        routes_people.erase_user_route,
+        "admin.users.erase",
+        answer=UserErasedResponse,
+    ),
     Route(
         "POST",
         f"{CHAT}/messages",

@@ -26,6 +26,7 @@ from schemas.chat import (
     ChatDeleted,
     ChatEvent,
     ChatRenamed,
+    ChatRestored,
     MessagePosted,
     ReplyCancelled,
     ReplyCompleted,
@@ -41,6 +42,7 @@ from schemas.streams import CHAT
 from schemas.tree import ChatTree
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
+from services.api.erase import erase_chat
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, SETTINGS
@@ -114,16 +116,35 @@ async def rename_chat(request: web.Request) -> web.StreamResponse:
 
 
 async def delete_chat(request: web.Request) -> web.StreamResponse:
-    """Delete a chat (the log keeps it; every read treats it as gone)."""
+    """Delete a chat: hidden from every read (the log keeps it; an admin can restore it)."""
     access = await chat_access(request, write=True)
     event = ChatDeleted(
         event_id=new_id("e"), chat_id=access.chat_id, at=schemas.now(), by=principal_of(request).user_id
     )
-    try:
-        appended = await bus.append_event(request.app[BUS].js, event, expected_subject_seq=0)
-    except bus.ConcurrencyConflict:
-        raise ApiError(404, "not_found", f"no chat {access.chat_id}") from None
+    appended = await bus.append_event(request.app[BUS].js, event)
     return json_response(AcceptedResponse(seq=appended.seq))
+
+
+async def restore_chat(request: web.Request) -> web.StreamResponse:
+    """Admins: bring a deleted chat back to its owner."""
+    if not principal_of(request).is_admin:
+        raise ApiError(403, "forbidden", "restoring chats is for administrators")
+    access = await chat_access(request, write=False, deleted_too=True)
+    if not access.deleted:
+        raise ApiError(409, "not_deleted", f"chat {access.chat_id} is not deleted")
+    event = ChatRestored(
+        event_id=new_id("e"), chat_id=access.chat_id, at=schemas.now(), by=principal_of(request).user_id
+    )
+    appended = await bus.append_event(request.app[BUS].js, event)
+    return json_response(AcceptedResponse(seq=appended.seq))
+
+
+async def erase_chat_route(request: web.Request) -> web.StreamResponse:
+    """Erase a chat for good: its events are purged from the log (a tombstone stays), then its images."""
+    principal = principal_of(request)
+    access = await chat_access(request, write=not principal.is_admin, deleted_too=True)
+    erased = await erase_chat(request.app[BUS], access.chat_id, principal.user_id)
+    return json_response(AcceptedResponse(seq=erased))
 
 
 async def list_messages(request: web.Request) -> web.StreamResponse:

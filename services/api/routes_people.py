@@ -7,7 +7,7 @@ from aiohttp import web
 
 import bus
 import schemas
-from schemas.api import AcceptedResponse, ConsentRequest, FeedbackRequest, MeResponse
+from schemas.api import AcceptedResponse, ConsentRequest, FeedbackRequest, MeResponse, UserErasedResponse
 from schemas.audit import AuditTrail, audit_entry
 from schemas.chat import ChatEvent, FeedbackGiven
 from schemas.identity import TrainingConsentSet, user_subject
@@ -15,7 +15,9 @@ from schemas.ids import new_id
 from schemas.streams import CHAT, IDENTITY
 from services.api.access import chat_access
 from services.api.auth import principal_of
+from services.api.erase import erase_user
 from services.api.errors import ApiError, json_response
+from services.api.identity import user_role
 from services.api.inputs import path_id, read_body
 from services.api.keys import BUS, SETTINGS
 
@@ -103,3 +105,17 @@ async def audit_chat(request: web.Request) -> web.StreamResponse:
     if not entries:
         raise ApiError(404, "not_found", f"no chat {chat_id}")
     return json_response(AuditTrail(chat_id=chat_id, entries=entries))
+
+
+async def erase_user_route(request: web.Request) -> web.StreamResponse:
+    """Admins: erase a user and everything they wrote (chats, ratings, keys, uploads); a tombstone stays."""
+    principal = principal_of(request)
+    if not principal.is_admin:
+        raise ApiError(403, "forbidden", "erasing users is for administrators")
+    user_id = path_id(request, "user_id")
+    if user_id == principal.user_id:
+        raise ApiError(409, "erase_self", "an administrator cannot erase themselves through their own key")
+    if await user_role(request.app[BUS].js, user_id) is None:
+        raise ApiError(404, "not_found", f"no user {user_id}")
+    erased = await erase_user(request.app[BUS], user_id, principal.user_id)
+    return json_response(UserErasedResponse(user_id=user_id, chats=erased.chats, seq=erased.seq))

@@ -66,8 +66,9 @@ async def collect_images(
     grace: timedelta = timedelta(hours=24),
     dry_run: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    only: set[str] | None = None,
 ) -> CollectReport:
-    """Purge every image that no live chat references and that is older than `grace`."""
+    """Purge every image (of `only`, if given) that no live chat references and that is older than `grace`."""
     report = CollectReport()
     uses: dict[str, set[str]] = {}
     deleted: set[str] = set()
@@ -76,6 +77,8 @@ async def collect_images(
     report.scanned_events = len(msgs)
     last_seq = msgs[-1].seq if msgs else 0
     objects = await bus.list_objects(nbus.js, IMAGES_OBJECTS.bucket)
+    if only is not None:
+        objects = [entry for entry in objects if entry.name in only]
     report.images = len(objects)
     cutoff = schemas.now() - grace
     referenced = _live(uses, deleted)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 
 import msgspec
 
@@ -19,8 +20,9 @@ from bus import Bus, ServiceError
 from schemas.api import ImageInfo
 from schemas.ids import is_valid_id
 from schemas.image import ImageStored
-from schemas.queries import FetchImage
+from schemas.queries import FetchImage, ReleasedImages, ReleaseImages
 from schemas.streams import IMAGE_SERVICE, MEDIA_TYPE_HEADER, UPLOADER_HEADER
+from services.image_store.collect import collect_images
 from services.image_store.errors import ImageRejected
 from services.image_store.fetch import Resolve, fetch_image, system_resolve
 from services.image_store.settings import ImageStoreSettings
@@ -29,6 +31,7 @@ from services.image_store.store import store_image
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 _fetch_decoder = msgspec.json.Decoder(FetchImage)
+_release_decoder = msgspec.json.Decoder(ReleaseImages)
 
 
 def image_url(sha256: str) -> str:
@@ -80,6 +83,12 @@ class ImageService:
         del content_type
         return await self._store(body, None, uploader)
 
+    async def release(self, data: bytes) -> bytes:
+        """Purge those of the released images (an erasure dropped a reference) that nothing references."""
+        request = _release_decoder.decode(data)
+        report = await collect_images(self.bus, by="erasure", grace=timedelta(0), only=set(request.hashes))
+        return msgspec.json.encode(ReleasedImages(purged=report.purged))
+
     async def _store(self, data: bytes, declared_type: str | None, uploader: str) -> bytes:
         try:
             event, is_new = await store_image(self.bus, data, declared_type, uploader, self.settings.limits)
@@ -98,7 +107,7 @@ async def run_image_store(
         nbus.nc,
         IMAGE_SERVICE,
         VERSION,
-        {"fetch": images.fetch},
+        {"fetch": images.fetch, "release": images.release},
         description="chatbus image store: normalise, content-address, fetch URLs safely",
         raw_endpoints={"upload": images.upload},
         concurrency=settings.concurrency,

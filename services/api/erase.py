@@ -1,0 +1,118 @@
+"""Erasure: purge a chat's (or a user's) subjects from the streams, leaving only a tombstone.
+
+A tombstone (`chat.<id>.erased`, `user.<id>.erased`) keeps the id, when and by whom, so that
+read models drop what they hold; everything else the chat or user wrote is purged: CHAT, TOKENS,
+IDENTITY, and who-stored-which-image in IMAGE. The image store is then asked to release the
+images (it purges those that no live chat references any more).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+
+import bus
+import schemas
+from bus import Bus
+from schemas.chat import ChatCreated, ChatErased, MessagePosted
+from schemas.identity import ApiKeyIssued, UserErased
+from schemas.ids import new_id
+from schemas.image import stored_subject
+from schemas.queries import ReleasedImages, ReleaseImages
+from schemas.streams import CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
+
+log = logging.getLogger(__name__)
+
+# A late event (a worker finishing) can land between the tombstone and the purge: purge again.
+PURGE_ROUNDS = 5
+_message_decoder = msgspec.json.Decoder(MessagePosted)
+_created_decoder = msgspec.json.Decoder(ChatCreated)
+_key_decoder = msgspec.json.Decoder(ApiKeyIssued)
+
+
+@dataclass
+class Erased:
+    """What an erasure removed."""
+
+    chats: list[str] = field(default_factory=list)
+    images_released: list[str] = field(default_factory=list)
+    seq: int = 0  # the (last) tombstone's sequence
+
+
+async def _tombstone(nbus: Bus, stream: str, prefix: str, tombstone: ChatErased | UserErased) -> int:
+    """Append the tombstone and purge every earlier message under `prefix`; repeat while late ones land."""
+    seq = 0
+    for _ in range(PURGE_ROUNDS):
+        seq = (await bus.append_event(nbus.js, tombstone, msg_id=new_id("e"))).seq
+        await bus.purge_before(nbus.js, stream, f"{prefix}.>", seq)
+        remaining = await bus.read_all(nbus.js, stream, [f"{prefix}.>"])
+        if [m.seq for m in remaining] == [seq]:
+            return seq
+    raise bus.BusUnavailable(f"{prefix} kept receiving events while being erased")
+
+
+async def _release(nbus: Bus, hashes: list[str]) -> list[str]:
+    """Ask the image store to purge those images that nothing references any more."""
+    if not hashes:
+        return []
+    try:
+        answer = await bus.call(
+            nbus.nc, f"{IMAGE_SERVICE}.release", ReleaseImages(hashes=hashes), ReleasedImages, timeout=30
+        )
+    except bus.ServiceError as exc:
+        log.warning("images not released now (%s): `chatbus admin images collect` will", exc)
+        return []
+    return answer.purged
+
+
+async def erase_chat(nbus: Bus, chat_id: str, by: str) -> int:
+    """Purge a chat from CHAT and TOKENS, leave its tombstone, release its images; the tombstone's seq."""
+    erased = await _erase_chat(nbus, chat_id, by)
+    await _release(nbus, erased.images_released)
+    return erased.seq
+
+
+async def _erase_chat(nbus: Bus, chat_id: str, by: str) -> Erased:
+    posted = await bus.read_all(nbus.js, CHAT.name, [f"chat.{chat_id}.message.posted"])
+    hashes: list[str] = []
+    for msg in posted:
+        try:
+            hashes.extend(_message_decoder.decode(msg.data).images)
+        except msgspec.DecodeError:
+            continue
+    tombstone = ChatErased(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), by=by)
+    seq = await _tombstone(nbus, CHAT.name, f"chat.{chat_id}", tombstone)
+    await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
+    return Erased(chats=[chat_id], images_released=list(dict.fromkeys(hashes)), seq=seq)
+
+
+async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
+    """Erase a user: every chat they own, their ratings elsewhere, keys, identity, image uploads."""
+    js = nbus.js
+    result = Erased()
+    for msg in await bus.read_all(js, CHAT.name, ["chat.*.created"]):
+        try:
+            chat = _created_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            continue
+        if chat.owner_id == user_id:
+            erased = await _erase_chat(nbus, chat.chat_id, by)
+            result.chats.append(chat.chat_id)
+            result.images_released.extend(erased.images_released)
+    await bus.purge_subject(js, CHAT.name, f"chat.*.feedback.*.{user_id}")
+    for msg in await bus.read_all(js, IDENTITY.name, ["apikey.*.issued"]):
+        try:
+            key = _key_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            continue
+        if key.user_id == user_id:
+            await bus.purge_subject(js, IDENTITY.name, f"apikey.{key.key_id}.>")
+    uploads = await bus.read_all(js, IMAGE.name, [stored_subject("*", user_id)])
+    result.images_released.extend(m.subject.split(".")[1] for m in uploads)
+    await bus.purge_subject(js, IMAGE.name, stored_subject("*", user_id))
+    tombstone = UserErased(event_id=new_id("e"), at=schemas.now(), user_id=user_id, by=by)
+    result.seq = await _tombstone(nbus, IDENTITY.name, f"user.{user_id}", tombstone)
+    result.images_released = await _release(nbus, list(dict.fromkeys(result.images_released)))
+    return result

@@ -1,0 +1,135 @@
+"""Deleting hides a chat (an admin restores it); erasing purges it from the log, read model and images."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from pathlib import Path
+
+from PIL import Image
+
+import bus
+import schemas
+from schemas.chat import ChatErased, ReplyCompleted
+from schemas.identity import UserErased
+from schemas.ids import new_id
+from schemas.tokens import TokenDelta, tokens_subject
+from services.projector import dump_read_model, replay
+from tests.apihelp import Api, serve_model
+
+SECRET = "the launch code is 0000"
+
+
+def _png(colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (12, 12), colour).save(out, "PNG")
+    return out.getvalue()
+
+
+async def _chat_with_everything(api: Api, user: str = "ann") -> tuple[str, str]:
+    """A chat with an image, a completed reply, token deltas and a rating; (chat_id, image sha)."""
+    await serve_model(api.nbus)
+    _, image = await api.call(
+        "POST", "/v1/images", user, data=_png((3, 2, 1)), headers={"Content-Type": "image/png"}
+    )
+    c = (await api.new_chat(user, model="demo", title="private"))["chat_id"]
+    _, posted = await api.call(
+        "POST", f"/v1/chats/{c}/messages", user, json={"content": SECRET, "images": [image["sha256"]]}
+    )
+    reply_id = posted["reply_id"]
+    delta = TokenDelta(chat_id=c, reply_id=reply_id, attempt=1, index=0, text=SECRET, n_tokens=3)
+    await api.nbus.js.publish(tokens_subject(c, reply_id), schemas.encode(delta))
+    done = ReplyCompleted(
+        event_id=new_id("e"), chat_id=c, at=schemas.now(), reply_id=reply_id, attempt=1, worker_id="w1",
+        model="demo", text=f"echo: {SECRET}", prompt_tokens=3, completion_tokens=3, finish_reason="stop",
+    )  # fmt: skip
+    await bus.append_event(api.nbus.js, done)
+    status, _ = await api.call(
+        "PUT", f"/v1/chats/{c}/replies/{reply_id}/feedback", user, json={"rating": "up"}
+    )
+    assert status == 200
+    return c, image["sha256"]
+
+
+async def _image_status(api: Api, sha: str, user: str) -> int:
+    async with api.client.get(f"/v1/images/{sha}", headers=api.auth(user)) as resp:
+        return resp.status
+
+
+async def _everything_in(nbus: bus.Bus) -> list[bus.StoredMsg]:
+    subjects = {
+        "CHAT": ["chat.>"],
+        "IDENTITY": ["user.>", "apikey.>"],
+        "IMAGE": ["image.>"],
+        "TOKENS": ["tokens.>"],
+    }
+    out = []
+    for stream, filters in subjects.items():
+        out += await bus.read_all(nbus.js, stream, filters)
+    return out
+
+
+async def test_a_deleted_chat_is_hidden_and_an_admin_restores_it(api: Api) -> None:
+    c = (await api.new_chat(title="oops"))["chat_id"]
+    assert (await api.call("DELETE", f"/v1/chats/{c}"))[0] == 200
+    assert (await api.call("GET", f"/v1/chats/{c}"))[0] == 404
+    assert (await api.call("DELETE", f"/v1/chats/{c}"))[0] == 404
+    assert (await api.call("POST", f"/v1/chats/{c}/restore", "ann"))[0] == 403  # users cannot
+    status, restored = await api.call("POST", f"/v1/chats/{c}/restore", "root")
+    assert status == 200
+    status, chat = await api.call("GET", f"/v1/chats/{c}?min_seq={restored['seq']}")
+    assert status == 200 and chat["title"] == "oops" and chat["deleted"] is False
+    assert (await api.call("POST", f"/v1/chats/{c}/restore", "root"))[0] == 409  # not deleted
+    _, page = await api.call("GET", f"/v1/chats?min_seq={restored['seq']}")
+    assert [x["chat_id"] for x in page["items"]] == [c]
+    assert (await api.call("DELETE", f"/v1/chats/{c}"))[0] == 200  # and it can be deleted again
+
+
+async def test_erasing_a_chat_leaves_a_tombstone_and_nothing_else(api: Api, tmp_path: Path) -> None:
+    c, sha = await _chat_with_everything(api)
+    kept, _ = await _chat_with_everything(api)  # another chat with the same image: it must stay
+    status, erased = await api.call("POST", f"/v1/chats/{c}/erase")
+    assert status == 200
+    remaining = await bus.read_all(api.nbus.js, "CHAT", [f"chat.{c}.>"])
+    assert [m.subject for m in remaining] == [f"chat.{c}.erased"]
+    assert isinstance(schemas.decode_event(remaining[0].data), ChatErased)
+    assert await bus.read_all(api.nbus.js, "TOKENS", [f"tokens.{c}.>"]) == []
+    assert (await api.call("GET", f"/v1/chats/{c}"))[0] == 404
+    assert await _image_status(api, sha, "ann") == 200  # still in the other chat
+
+    status, _ = await api.call(
+        "GET", f"/v1/chats/{kept}/messages?min_seq={erased['seq']}"
+    )  # projector caught up
+    assert status == 200
+    _, page = await api.call("GET", f"/v1/chats?min_seq={erased['seq']}")
+    assert [x["chat_id"] for x in page["items"]] == [kept]
+    await replay(api.nbus, tmp_path / "replayed.duckdb")
+    rows = dump_read_model(tmp_path / "replayed.duckdb")
+    assert c not in repr(rows) and kept in repr(rows)
+
+    assert (await api.call("POST", f"/v1/chats/{kept}/erase"))[0] == 200
+    for _ in range(50):  # the image store released the image: no chat references it any more
+        if not await bus.list_objects(api.nbus.js, "images"):
+            break
+        await asyncio.sleep(0.05)
+    assert await bus.list_objects(api.nbus.js, "images") == []
+    assert not [m for m in await _everything_in(api.nbus) if SECRET.encode() in m.data]
+
+
+async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tmp_path: Path) -> None:
+    c, sha = await _chat_with_everything(api, "bob")
+    mine, _ = await _chat_with_everything(api, "ann")
+    status, erased = await api.call("POST", "/v1/admin/users/bob/erase", "root")
+    assert status == 200 and erased["chats"] == [c]
+    assert (await api.call("GET", "/v1/me", "bob"))[0] == 401  # his keys are gone
+    traces = [m for m in await _everything_in(api.nbus) if b"bob" in m.data]
+    assert [m.subject for m in traces] == ["user.bob.erased"]
+    assert isinstance(schemas.decode_event(traces[0].data), UserErased)
+    tombstones = [m.subject for m in await bus.read_all(api.nbus.js, "CHAT", [f"chat.{c}.>"])]
+    assert tombstones == [f"chat.{c}.erased"]
+    assert await _image_status(api, sha, "ann") == 200  # ann's copy of the picture stays
+    await replay(api.nbus, tmp_path / "replayed.duckdb")
+    rows = dump_read_model(tmp_path / "replayed.duckdb")
+    assert "bob" not in repr(rows) and mine in repr(rows)
+    assert (await api.call("POST", "/v1/admin/users/bob/erase", "root"))[0] == 404
+    assert (await api.call("POST", "/v1/admin/users/root/erase", "root"))[0] == 409
