@@ -69,6 +69,7 @@ class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.reque
     params: SamplingParams = SamplingParams()
     context: list[str] = []
     requested_by: str
+    imported: bool = False  # brought in with its reply by `chatbus admin import`: no worker answers it
 
 
 class ReplyStarted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.started"):

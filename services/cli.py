@@ -33,6 +33,8 @@ user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
 key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
 images_app = typer.Typer(help="Look after stored images.", no_args_is_help=True)
 audit_app = typer.Typer(help="Read the log's record of what happened.", no_args_is_help=True)
+export_app = typer.Typer(help="Export training data and chats from the log.", no_args_is_help=True)
+admin.add_typer(export_app, name="export")
 admin.add_typer(audit_app, name="audit")
 admin.add_typer(user_app, name="user")
 admin.add_typer(images_app, name="images")
@@ -609,6 +611,247 @@ def audit_chat(
             " ".join(x for x in (e.model, params) if x),
         )
     Console().print(table)
+
+
+def _export_filter(
+    model: str | None,
+    since: str | None,
+    until: str | None,
+    min_rating: str | None,
+    user: str | None,
+    without_consent: bool,
+) -> Any:
+    from datetime import UTC, datetime
+
+    from services.api.settings import ApiSettings
+    from services.projector.export import ExportFilter
+
+    def when(value: str | None, name: str) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            console.print(
+                f"[red]--{name} {value!r} is not an ISO date or time[/] (e.g. 2026-11-01 or 2026-11-01T12:00)"
+            )
+            raise typer.Exit(2) from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    if min_rating not in (None, "up"):
+        console.print("[red]--min-rating takes `up`[/] (only replies rated up)")
+        raise typer.Exit(2)
+    return ExportFilter(
+        model=model,
+        since=when(since, "since"),
+        until=when(until, "until"),
+        min_rating="up" if min_rating == "up" else None,
+        user=user,
+        consent_only=not without_consent,
+        consent_default=ApiSettings.from_env().training_consent_default,
+    )
+
+
+def _read_log_with_progress(nats: str, then: Callable[[Bus, Any], Awaitable[Any]]) -> Any:
+    from services.projector.export import read_log
+
+    columns = (TextColumn("reading the log"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("read", total=None)
+
+        async def action(nbus: Bus) -> Any:
+            log = await read_log(nbus, lambda done, total: progress.update(task, completed=done, total=total))
+            return await then(nbus, log)
+
+        return _run_admin(nats, action)
+
+
+ModelOpt = Annotated[str | None, typer.Option(help="Only replies of this model alias.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Only replies completed at or after this time (ISO).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Only replies completed before this time (ISO).")]
+RatingOpt = Annotated[str | None, typer.Option(help="`up`: only replies their user rated up.")]
+UserOpt = Annotated[str | None, typer.Option(help="Only this user's chats.")]
+ConsentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-without-consent",
+        help="Also users who did not consent to training (default: only those who did; see /v1/me/consent).",
+    ),
+]
+
+
+@export_app.command("sft")
+def export_sft(
+    out: Annotated[Path, typer.Option(help="File to write (.jsonl or .parquet).")],
+    per: Annotated[
+        str, typer.Option(help="`active`: a line per chat's active path; `rated`: per rated reply.")
+    ] = "active",
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl or parquet (default: from --out's suffix).")
+    ] = "",
+    embed_images: Annotated[
+        bool, typer.Option(help="Images as data URLs instead of sha256 references.")
+    ] = False,
+    model: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    min_rating: RatingOpt = None,
+    user: UserOpt = None,
+    without_consent: ConsentOpt = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Supervised fine-tuning data: OpenAI chat format `{"messages": [...]}` (system prompt included).
+
+    Deleted chats never appear; erased ones are gone from the log. Provenance (chat, reply, model,
+    rating) is under `metadata` in JSONL, in columns in Parquet.
+    """
+    from services.projector.export import embedded_refs, hash_ref, sft_rows, write_rows
+
+    flt = _export_filter(model, since, until, min_rating, user, without_consent)
+    if per not in ("active", "rated"):
+        console.print("[red]--per takes `active` or `rated`[/]")
+        raise typer.Exit(2)
+    kind = _table_format(out, fmt)
+
+    async def then(nbus: Bus, log: Any) -> int:
+        refs = await embedded_refs(nbus, log, flt) if embed_images else hash_ref
+        return write_rows(sft_rows(log, flt, per, refs), out, kind)  # type: ignore[arg-type]
+
+    started = time.perf_counter()
+    count = _read_log_with_progress(nats, then)
+    _summary(count, out, started)
+
+
+@export_app.command("preferences")
+def export_preferences(
+    out: Annotated[Path, typer.Option(help="File to write (.jsonl or .parquet).")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl or parquet (default: from --out's suffix).")
+    ] = "",
+    embed_images: Annotated[
+        bool, typer.Option(help="Images as data URLs instead of sha256 references.")
+    ] = False,
+    model: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    user: UserOpt = None,
+    without_consent: ConsentOpt = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Paired preference data (DPO): the shared context, a chosen and a rejected reply.
+
+    A pair is two completed replies to the same message (regenerations) that their user rated up
+    and down. `prompt` ends with the user's message; `chosen`/`rejected` are assistant messages.
+    """
+    from services.projector.export import embedded_refs, hash_ref, preference_rows, write_rows
+
+    flt = _export_filter(model, since, until, None, user, without_consent)
+    kind = _table_format(out, fmt)
+
+    async def then(nbus: Bus, log: Any) -> int:
+        refs = await embedded_refs(nbus, log, flt) if embed_images else hash_ref
+        return write_rows(preference_rows(log, flt, refs), out, kind)  # type: ignore[arg-type]
+
+    started = time.perf_counter()
+    count = _read_log_with_progress(nats, then)
+    _summary(count, out, started)
+
+
+@export_app.command("chats")
+def export_chats(
+    out: Annotated[Path, typer.Option(help="File to write (.json lossless, or .tsv for spreadsheets).")],
+    user: UserOpt = None,
+    include_deleted: Annotated[bool, typer.Option(help="Also chats that were deleted (hidden).")] = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """A user's (or every) chat: lossless JSON of every event (`admin import` reads it back) or TSV."""
+    import json as json_module
+
+    from services.projector.export import ExportFilter, chats_json, chats_tsv
+
+    flt = ExportFilter(user=user, consent_only=False, include_deleted=include_deleted)
+    if out.suffix not in (".json", ".tsv"):
+        console.print("[red]--out must end in .json or .tsv[/]")
+        raise typer.Exit(2)
+
+    async def then(nbus: Bus, log: Any) -> int:
+        if out.suffix == ".tsv":
+            text = chats_tsv(log, flt)
+            out.write_text(text, encoding="utf-8")
+            return text.count("\n") - 1
+        document = chats_json(log, flt)
+        out.write_text(json_module.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+        return len(document["chats"])
+
+    started = time.perf_counter()
+    count = _read_log_with_progress(nats, then)
+    _summary(count, out, started)
+
+
+@admin.command("import")
+def admin_import(
+    file: Annotated[
+        Path, typer.Argument(help="A `chatbus admin export chats` JSON, or ChatGPT's conversations.json.")
+    ],
+    user: Annotated[
+        str | None, typer.Option(help="Owner of the imported chats (required for ChatGPT exports).")
+    ] = None,
+    keep_ids: Annotated[
+        bool, typer.Option(help="chatbus exports: keep chat/message ids (chats that exist are skipped).")
+    ] = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Import chats as events: a chatbus export (lossless, with or without its ids) or a ChatGPT export.
+
+    Imported replies come with their text; no worker generates them again. Branches are kept.
+    """
+    import json as json_module
+
+    from services.api.identity import user_role
+    from services.projector.importer import ImportError_, import_chatbus, import_chatgpt
+
+    try:
+        document = json_module.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read {file}: {exc}[/]")
+        raise typer.Exit(2) from exc
+    if isinstance(document, list) and user is None:
+        console.print("[red]a ChatGPT export needs --user[/]: the chatbus user who will own the chats")
+        raise typer.Exit(2)
+    if keep_ids and user is not None:
+        console.print("[red]--keep-ids keeps everything as it was[/]: drop --user, or drop --keep-ids")
+        raise typer.Exit(2)
+
+    async def action(nbus: Bus) -> Any:
+        if user is not None and await user_role(nbus.js, user) is None:
+            raise ImportError_(f"no user {user}: create it with `chatbus admin user add {user}`")
+        if isinstance(document, list):
+            return await import_chatgpt(nbus, document, user or "")
+        return await import_chatbus(nbus, document, keep_ids=keep_ids, user=user)
+
+    try:
+        report = _run_admin(nats, action)
+    except ImportError_ as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    console.print(
+        f"imported {len(report.chats)} chat(s), {report.events} events; {len(report.skipped)} existed already"
+    )
+    for chat_id in report.chats:
+        sys.stdout.write(chat_id + "\n")
+
+
+def _table_format(out: Path, fmt: str) -> str:
+    kind = fmt or ("parquet" if out.suffix == ".parquet" else "jsonl")
+    if kind not in ("jsonl", "parquet"):
+        console.print("[red]--format takes jsonl or parquet[/]")
+        raise typer.Exit(2)
+    return kind
+
+
+def _summary(count: int, out: Path, started: float) -> None:
+    seconds = time.perf_counter() - started
+    console.print(f"wrote {count} rows to {out} in {seconds:.1f} s")
 
 
 def main() -> None:

@@ -172,6 +172,9 @@ class Worker:
             log.error("unreadable reply request at seq %s: %s", delivery.stream_seq, exc)
             await delivery.term()
             return
+        if request.imported:  # its reply came with it
+            await delivery.ack()
+            return
         try:
             await self._serve(request, delivery)
         except Exception as exc:

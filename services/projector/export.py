@@ -1,0 +1,416 @@
+"""Training data and chat exports, read from the log (the source of truth, after every erasure).
+
+- `sft`: OpenAI chat fine-tuning lines `{"messages": [...]}`: one per chat's active path, or one per
+  rated reply (the path to it); images as `sha256:<hex>` references or embedded data URLs.
+- `preferences`: DPO pairs from sibling replies a rating ranks: shared `prompt`, `chosen`, `rejected`.
+- `chats`: lossless JSON (every event of each chat, re-importable) or TSV for spreadsheets.
+
+Filters: model alias, time range, minimum rating, one user, and consent (only users who allowed
+training, the default). Deleted chats are left out; erased ones are no longer in the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import bus
+import schemas
+from schemas.chat import (
+    ChatCreated,
+    ChatDeleted,
+    ChatEvent,
+    ChatRenamed,
+    ChatRestored,
+    FeedbackGiven,
+    MessagePosted,
+    ReplyCompleted,
+    ReplyRequested,
+)
+from schemas.identity import TrainingConsentSet
+from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
+from schemas.tree import ChatTree
+
+Progress = Callable[[int, int], None]
+Per = Literal["active", "rated"]
+
+
+@dataclass
+class ExportFilter:
+    """Which chats and replies an export takes."""
+
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    min_rating: Literal["up"] | None = None
+    user: str | None = None
+    consent_only: bool = True
+    consent_default: bool = False
+    include_deleted: bool = False
+
+
+@dataclass
+class Chat:
+    """One chat folded from its events."""
+
+    created: ChatCreated
+    title: str
+    seq: int
+    deleted: bool = False
+    events: list[tuple[int, ChatEvent]] = field(default_factory=list)
+    tree: ChatTree = field(default_factory=ChatTree)
+    messages: dict[str, MessagePosted] = field(default_factory=dict)
+    requests: dict[str, ReplyRequested] = field(default_factory=dict)
+    completed: dict[str, ReplyCompleted] = field(default_factory=dict)
+    ratings: dict[str, FeedbackGiven] = field(default_factory=dict)  # reply -> the owner's latest rating
+
+    def fold(self, seq: int, event: ChatEvent) -> None:
+        self.events.append((seq, event))
+        self.tree.apply(seq, event)
+        match event:
+            case MessagePosted():
+                self.messages.setdefault(event.message_id, event)
+            case ReplyRequested():
+                self.requests.setdefault(event.reply_id, event)
+            case ReplyCompleted() if event.finish_reason in ("stop", "length"):
+                self.completed.setdefault(event.reply_id, event)
+            case FeedbackGiven() if event.user_id == self.created.owner_id:
+                self.ratings[event.reply_id] = event
+            case ChatRenamed():
+                self.title = event.title
+            case ChatDeleted():
+                self.deleted = True
+            case ChatRestored():
+                self.deleted = False
+
+    def rating(self, reply_id: str) -> str | None:
+        given = self.ratings.get(reply_id)
+        return given.rating if given is not None else None
+
+
+@dataclass
+class Log:
+    """Every chat and each user's training consent, as the log has them now."""
+
+    chats: dict[str, Chat]
+    consent: dict[str, bool]
+    events: int
+
+
+async def _read(
+    nbus: bus.Bus, stream: str, subjects: list[str], progress: Callable[[int], None]
+) -> list[Any]:
+    """Every message of the stream on `subjects`, in order (the bulk reader: ~150k msgs/s)."""
+    reader = bus.BulkReader(nbus, stream, subjects)
+    await reader.start()
+    out: list[Any] = []
+    try:
+        total = reader.initial_pending
+        while len(out) < total:
+            if not await reader.wait(30.0):
+                raise TimeoutError(f"reading {stream}: got {len(out)} of {total}")
+            batch = reader.take(50_000)
+            out.extend(batch)
+            progress(len(batch))
+            if batch and batch[-1].pending == 0:
+                break
+    finally:
+        await reader.stop()
+    return out
+
+
+async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
+    """Fold CHAT and the consent events of IDENTITY."""
+    chat_total = (await nbus.js.stream_info(CHAT.name)).state.messages
+    done = 0
+
+    def progress(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_progress is not None:
+            on_progress(done, chat_total)
+
+    chats: dict[str, Chat] = {}
+    for msg in await _read(nbus, CHAT.name, ["chat.>"], progress):
+        try:
+            event = schemas.decode_event(msg.data)
+        except msgspec.DecodeError:
+            continue
+        if isinstance(event, ChatCreated):
+            chats.setdefault(event.chat_id, Chat(created=event, title=event.title, seq=msg.seq))
+        chat = chats.get(getattr(event, "chat_id", ""))
+        if chat is not None and isinstance(event, ChatEvent):
+            chat.fold(msg.seq, event)
+    consent: dict[str, bool] = {}
+    for msg in await _read(nbus, IDENTITY.name, ["user.*.consent"], lambda n: None):
+        try:
+            given = msgspec.json.decode(msg.data, type=TrainingConsentSet)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        consent[given.user_id] = given.allowed
+    return Log(chats=chats, consent=consent, events=done)
+
+
+def _chats(log: Log, flt: ExportFilter) -> Iterator[Chat]:
+    for chat in log.chats.values():
+        owner = chat.created.owner_id
+        if chat.deleted and not flt.include_deleted:
+            continue
+        if flt.user is not None and owner != flt.user:
+            continue
+        if flt.consent_only and not log.consent.get(owner, flt.consent_default):
+            continue
+        yield chat
+
+
+def _reply_ok(chat: Chat, reply_id: str, flt: ExportFilter) -> bool:
+    done = chat.completed.get(reply_id)
+    if done is None:
+        return False
+    if flt.model is not None and done.model != flt.model:
+        return False
+    if flt.since is not None and done.at < flt.since:
+        return False
+    if flt.until is not None and done.at >= flt.until:
+        return False
+    return flt.min_rating is None or chat.rating(reply_id) == flt.min_rating
+
+
+ImageRef = Callable[[str], str]
+
+
+def _user_content(message: MessagePosted, image_ref: ImageRef) -> str | list[dict[str, Any]]:
+    if not message.images:
+        return message.content
+    parts: list[dict[str, Any]] = [
+        {"type": "image_url", "image_url": {"url": image_ref(sha)}} for sha in message.images
+    ]
+    if message.content:
+        parts.append({"type": "text", "text": message.content})
+    return parts
+
+
+def _messages(chat: Chat, path: list[str], image_ref: ImageRef) -> list[dict[str, Any]]:
+    """OpenAI chat messages of a path: the system prompt, user messages, completed replies."""
+    out: list[dict[str, Any]] = []
+    if chat.created.system_prompt:
+        out.append({"role": "system", "content": chat.created.system_prompt})
+    for node in path:
+        if node in chat.messages:
+            message = chat.messages[node]
+            out.append({"role": message.role, "content": _user_content(message, image_ref)})
+        elif node in chat.completed:
+            out.append({"role": "assistant", "content": chat.completed[node].text})
+    return out
+
+
+@dataclass(frozen=True)
+class SftRow:
+    """One training example and where it came from."""
+
+    chat_id: str
+    user_id: str
+    reply_id: str
+    model: str
+    rating: str | None
+    messages: list[dict[str, Any]]
+
+
+def sft_rows(log: Log, flt: ExportFilter, per: Per, image_ref: ImageRef) -> Iterator[SftRow]:
+    """Active paths (ending at their last usable reply) or the path to each rated reply."""
+    for chat in _chats(log, flt):
+        if per == "active":
+            path = chat.tree.active_path()
+            last = next((n for n in reversed(path) if n in chat.completed), None)
+            if last is None or not _reply_ok(chat, last, flt):
+                continue
+            targets = [last]
+        else:
+            targets = [r for r in chat.ratings if chat.rating(r) is not None and _reply_ok(chat, r, flt)]
+        for reply_id in targets:
+            path = chat.tree.path_to(reply_id)
+            yield SftRow(
+                chat_id=chat.created.chat_id,
+                user_id=chat.created.owner_id,
+                reply_id=reply_id,
+                model=chat.completed[reply_id].model,
+                rating=chat.rating(reply_id),
+                messages=_messages(chat, path, image_ref),
+            )
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    """A DPO pair: the shared context (ending with the user's message), a chosen and a rejected reply."""
+
+    chat_id: str
+    user_id: str
+    prompt: list[dict[str, Any]]
+    chosen: list[dict[str, Any]]
+    rejected: list[dict[str, Any]]
+    chosen_reply_id: str
+    rejected_reply_id: str
+    chosen_model: str
+    rejected_model: str
+
+
+def preference_rows(log: Log, flt: ExportFilter, image_ref: ImageRef) -> Iterator[PreferenceRow]:
+    """Every (up, down) pair among the completed sibling replies to one message."""
+    for chat in _chats(log, flt):
+        by_message: dict[str, list[str]] = {}
+        for reply_id, request in chat.requests.items():
+            if reply_id in chat.completed:
+                by_message.setdefault(request.message_id, []).append(reply_id)
+        for message_id, replies in by_message.items():
+            rated = {r: chat.rating(r) for r in replies}
+            ups = [r for r in replies if rated[r] == "up" and _reply_ok(chat, r, _unrated(flt))]
+            downs = [r for r in replies if rated[r] == "down" and _reply_ok(chat, r, _unrated(flt))]
+            if not ups or not downs:
+                continue
+            prompt = _messages(chat, chat.tree.path_to(message_id), image_ref)
+            for up in ups:
+                for down in downs:
+                    yield PreferenceRow(
+                        chat_id=chat.created.chat_id,
+                        user_id=chat.created.owner_id,
+                        prompt=prompt,
+                        chosen=[{"role": "assistant", "content": chat.completed[up].text}],
+                        rejected=[{"role": "assistant", "content": chat.completed[down].text}],
+                        chosen_reply_id=up,
+                        rejected_reply_id=down,
+                        chosen_model=chat.completed[up].model,
+                        rejected_model=chat.completed[down].model,
+                    )
+
+
+def _unrated(flt: ExportFilter) -> ExportFilter:
+    """The filter without its rating condition (a pair needs both ratings)."""
+    return ExportFilter(**{**flt.__dict__, "min_rating": None})
+
+
+def hash_ref(sha: str) -> str:
+    """An image referenced by hash (fetch it with GET /v1/images/{sha256})."""
+    return f"sha256:{sha}"
+
+
+async def embedded_refs(nbus: bus.Bus, log: Log, flt: ExportFilter) -> ImageRef:
+    """Data URLs of every image the exported chats use, read from the object store."""
+    urls: dict[str, str] = {}
+    for chat in _chats(log, flt):
+        for message in chat.messages.values():
+            for sha in message.images:
+                if sha in urls:
+                    continue
+                data = await bus.get_object(nbus.js, IMAGES_OBJECTS.bucket, sha)
+                if data is not None:
+                    urls[sha] = f"data:{_media_type(data)};base64,{base64.b64encode(data).decode()}"
+    return lambda sha: urls.get(sha, hash_ref(sha))
+
+
+def _media_type(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return "image/png"
+    if data.startswith(b"GIF8"):
+        return "image/gif"
+    if data[:4] == b"RIFF":
+        return "image/webp"
+    return "image/jpeg"
+
+
+def write_rows(rows: Iterator[Any], out: Path, fmt: Literal["jsonl", "parquet"]) -> int:
+    """Write dataclass rows as JSONL or Parquet (nested lists as JSON text columns); the row count."""
+    if fmt == "jsonl":
+        count = 0
+        with out.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(_jsonl(row), ensure_ascii=False) + "\n")
+                count += 1
+        return count
+    records = [_flat(row) for row in rows]
+    table = pa.Table.from_pylist(records) if records else pa.table({})
+    pq.write_table(table, out)
+    return len(records)
+
+
+def _jsonl(row: Any) -> dict[str, Any]:
+    """A line: the training fields at the top (as trainers expect), provenance under `metadata`."""
+    data = dict(row.__dict__)
+    if isinstance(row, SftRow):
+        return {"messages": data.pop("messages"), "metadata": data}
+    keep = {k: data.pop(k) for k in ("prompt", "chosen", "rejected")}
+    return {**keep, "metadata": data}
+
+
+def _flat(row: Any) -> dict[str, Any]:
+    return {
+        k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in row.__dict__.items()
+    }
+
+
+# ---------------------------------------------------------------- chats (lossless JSON, TSV)
+
+
+def chats_json(log: Log, flt: ExportFilter) -> dict[str, Any]:
+    """Lossless: every event of each chat in log order (re-import with `chatbus admin import`)."""
+    chats = [
+        {
+            "chat_id": chat.created.chat_id,
+            "owner_id": chat.created.owner_id,
+            "title": chat.title,
+            "events": [msgspec.to_builtins(event) for _, event in chat.events],
+        }
+        for chat in _chats(log, flt)
+    ]
+    return {"format": "chatbus.chats", "version": 1, "chats": chats}
+
+
+TSV_COLUMNS = ("chat_id", "title", "node_id", "parent_id", "kind", "role", "model", "at", "content")
+
+
+def chats_tsv(log: Log, flt: ExportFilter) -> str:
+    """One row per message and completed reply, every branch; tabs and newlines in text escaped."""
+    out = io.StringIO()
+    out.write("\t".join(TSV_COLUMNS) + "\n")
+    for chat in _chats(log, flt):
+        for node_id, node in chat.tree.nodes.items():
+            if node.kind == "message":
+                m = chat.messages[node_id]
+                row = (m.role, "", m.at.isoformat(), m.content)
+            elif node_id in chat.completed:
+                r = chat.completed[node_id]
+                row = ("assistant", r.model, r.at.isoformat(), r.text)
+            else:
+                continue
+            cells = (chat.created.chat_id, chat.title, node_id, node.parent, node.kind, *row)
+            out.write("\t".join(_tsv(str(c)) for c in cells) + "\n")
+    return out.getvalue()
+
+
+def _tsv(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+__all__ = [
+    "ExportFilter",
+    "Log",
+    "PreferenceRow",
+    "SftRow",
+    "chats_json",
+    "chats_tsv",
+    "embedded_refs",
+    "hash_ref",
+    "preference_rows",
+    "read_log",
+    "sft_rows",
+    "write_rows",
+]

@@ -1,0 +1,271 @@
+"""Exports from the log: SFT lines, DPO pairs, chats as JSON/TSV; imports: chatbus JSON and ChatGPT."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+from PIL import Image
+
+import bus
+import schemas
+from schemas.chat import ReplyCompleted
+from schemas.ids import new_id
+from services.projector.export import (
+    ExportFilter,
+    chats_json,
+    chats_tsv,
+    embedded_refs,
+    hash_ref,
+    preference_rows,
+    read_log,
+    sft_rows,
+    write_rows,
+)
+from services.projector.importer import import_chatbus, import_chatgpt
+from tests.apihelp import Api, serve_model
+from tests.stack import ROOT
+
+ROLES = {"system", "user", "assistant"}
+
+
+async def _complete(api: Api, chat_id: str, reply_id: str, text: str, model: str = "demo") -> int:
+    event = ReplyCompleted(
+        event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=reply_id, attempt=1,
+        worker_id="w1", model=model, text=text, prompt_tokens=3, completion_tokens=2, finish_reason="stop",
+    )  # fmt: skip
+    return (await bus.append_event(api.nbus.js, event)).seq
+
+
+async def _rate(api: Api, user: str, chat_id: str, reply_id: str, rating: str) -> None:
+    url = f"/v1/chats/{chat_id}/replies/{reply_id}/feedback"
+    assert (await api.call("PUT", url, user, json={"rating": rating}))[0] == 200
+
+
+async def _story(api: Api, user: str) -> dict[str, str]:
+    """A chat with a system prompt, a regenerated first reply (rated up and down), an image turn."""
+    await serve_model(api.nbus)
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (5, 6, 7)).save(png, "PNG")
+    _, image = await api.call(
+        "POST", "/v1/images", user, data=png.getvalue(), headers={"Content-Type": "image/png"}
+    )
+    c = (await api.new_chat(user, model="demo", system_prompt="Be brief."))["chat_id"]
+    _, first = await api.call("POST", f"/v1/chats/{c}/messages", user, json={"content": f"{user}: question"})
+    await _complete(api, c, first["reply_id"], "answer A")
+    _, again = await api.call("POST", f"/v1/chats/{c}/replies/{first['reply_id']}/regenerate", user, json={})
+    await _complete(api, c, again["reply_id"], "answer B")
+    await _rate(api, user, c, first["reply_id"], "up")
+    await _rate(api, user, c, again["reply_id"], "down")
+    body = {"content": "and this?", "images": [image["sha256"]]}
+    _, second = await api.call("POST", f"/v1/chats/{c}/messages", user, json=body)
+    await _complete(api, c, second["reply_id"], "answer C", model="other")
+    await _rate(api, user, c, second["reply_id"], "up")
+    return {
+        "chat": c,
+        "r1": first["reply_id"],
+        "r1b": again["reply_id"],
+        "r2": second["reply_id"],
+        "image": image["sha256"],
+    }
+
+
+def _check_sft_line(line: dict[str, Any]) -> None:
+    """The OpenAI chat fine-tuning format: messages with known roles, ending with the assistant."""
+    messages = line["messages"]
+    assert messages and all(m["role"] in ROLES for m in messages)
+    assert messages[-1]["role"] == "assistant" and isinstance(messages[-1]["content"], str)
+    for m in messages:
+        if isinstance(m["content"], list):
+            assert all(p["type"] in ("text", "image_url") for p in m["content"])
+        else:
+            assert isinstance(m["content"], str)
+
+
+async def test_sft_and_preferences_follow_the_tree_ratings_and_consent(api: Api, tmp_path: Path) -> None:
+    ann = await _story(api, "ann")
+    bob = await _story(api, "bob")
+    await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
+    hidden = (await api.new_chat("ann", model="demo"))["chat_id"]
+    _, posted = await api.call("POST", f"/v1/chats/{hidden}/messages", json={"content": "deleted later"})
+    await _complete(api, hidden, posted["reply_id"], "never exported")
+    await api.call("DELETE", f"/v1/chats/{hidden}")
+    log = await read_log(api.nbus)
+
+    active = list(sft_rows(log, ExportFilter(), "active", hash_ref))
+    assert [r.chat_id for r in active] == [ann["chat"]]  # bob never consented; the deleted chat is out
+    messages = active[0].messages
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert messages[2]["content"] == "answer B"  # the regenerated reply is on the active path
+    assert messages[3]["content"] == [
+        {"type": "image_url", "image_url": {"url": f"sha256:{ann['image']}"}},
+        {"type": "text", "text": "and this?"},
+    ]
+    out = tmp_path / "sft.jsonl"
+    assert write_rows(iter(active), out, "jsonl") == 1
+    for text in out.read_text().splitlines():
+        line = json.loads(text)
+        _check_sft_line(line)
+        assert line["metadata"]["reply_id"] == ann["r2"] and line["metadata"]["model"] == "other"
+
+    everyone = ExportFilter(consent_only=False)
+    assert {r.chat_id for r in sft_rows(log, everyone, "active", hash_ref)} == {ann["chat"], bob["chat"]}
+    assert [
+        r.chat_id for r in sft_rows(log, ExportFilter(consent_only=False, user="bob"), "active", hash_ref)
+    ] == [bob["chat"]]
+    assert (
+        list(sft_rows(log, ExportFilter(model="demo"), "active", hash_ref)) == []
+    )  # its last reply is `other`
+    rated = list(sft_rows(log, ExportFilter(), "rated", hash_ref))
+    assert sorted((r.reply_id, r.rating) for r in rated) == sorted(
+        [(ann["r1"], "up"), (ann["r1b"], "down"), (ann["r2"], "up")]
+    )
+    up_only = list(sft_rows(log, ExportFilter(min_rating="up"), "rated", hash_ref))
+    assert {r.reply_id for r in up_only} == {ann["r1"], ann["r2"]}
+    path_to_r1 = next(r for r in rated if r.reply_id == ann["r1"]).messages
+    assert [m["content"] for m in path_to_r1] == ["Be brief.", "ann: question", "answer A"]
+
+    pairs = list(preference_rows(log, ExportFilter(), hash_ref))
+    assert len(pairs) == 1
+    pair = pairs[0]
+    assert pair.prompt == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "ann: question"},
+    ]
+    assert pair.chosen == [{"role": "assistant", "content": "answer A"}]
+    assert pair.rejected == [{"role": "assistant", "content": "answer B"}] and pair.chosen != pair.rejected
+    out = tmp_path / "pairs.parquet"
+    assert write_rows(iter(pairs), out, "parquet") == 1
+    table = pq.read_table(out).to_pylist()
+    assert json.loads(table[0]["prompt"]) == pair.prompt and table[0]["chosen_reply_id"] == ann["r1"]
+
+    embedded = list(
+        sft_rows(log, ExportFilter(), "active", await embedded_refs(api.nbus, log, ExportFilter()))
+    )
+    assert embedded[0].messages[3]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")
+
+
+async def test_the_export_command_writes_jsonl_and_parquet(api: Api, nats_url: str, tmp_path: Path) -> None:
+    await _story(api, "ann")
+    await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
+    for name in ("sft.jsonl", "sft.parquet"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "services.cli",
+            "admin",
+            "export",
+            "sft",
+            "--out",
+            str(tmp_path / name),
+            "--nats",
+            nats_url,
+        ]
+        done = await asyncio.to_thread(
+            subprocess.run, cmd, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and "wrote 1 rows" in done.stderr, done.stderr
+    assert json.loads((tmp_path / "sft.jsonl").read_text())["messages"][0] == {
+        "role": "system",
+        "content": "Be brief.",
+    }
+    assert pq.read_table(tmp_path / "sft.parquet").num_rows == 1
+    cmd = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "admin",
+        "export",
+        "sft",
+        "--out",
+        "x.jsonl",
+        "--min-rating",
+        "5",
+        "--nats",
+        nats_url,
+    ]
+    bad = await asyncio.to_thread(
+        subprocess.run, cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "--min-rating" in bad.stderr
+
+
+async def test_chats_round_trip_through_json_and_read_as_tsv(api: Api) -> None:
+    story = await _story(api, "ann")
+    log = await read_log(api.nbus)
+    document = json.loads(json.dumps(chats_json(log, ExportFilter(user="ann", consent_only=False))))
+    assert [c["chat_id"] for c in document["chats"]] == [story["chat"]]
+    tsv = chats_tsv(log, ExportFilter(user="ann", consent_only=False)).splitlines()
+    assert (
+        tsv[0].split("\t")[-1] == "content" and len(tsv) == 1 + 2 + 3
+    )  # header, 2 messages, 3 replies
+    skipped = await import_chatbus(api.nbus, document, keep_ids=True)
+    assert skipped.skipped == [story["chat"]] and skipped.chats == []
+    copied = await import_chatbus(api.nbus, document, keep_ids=False, user="root")
+    (new_chat,) = copied.chats
+    assert new_chat != story["chat"]
+    original = await _active_contents(api, story["chat"], "ann")
+    assert await _active_contents(api, new_chat, "root") == original
+    assert original == ["ann: question", "answer B", "and this?", "answer C"]
+
+
+async def _active_contents(api: Api, chat_id: str, user: str) -> list[str]:
+    for _ in range(100):
+        status, listed = await api.call("GET", f"/v1/chats/{chat_id}/messages", user)
+        if (
+            status == 200
+            and listed["active_path"]
+            and all(r["status"] == "completed" for r in listed["replies"])
+        ):
+            break
+        await asyncio.sleep(0.05)
+    texts = {m["message_id"]: m["content"] for m in listed["messages"]}
+    texts.update({r["reply_id"]: r["text"] for r in listed["replies"]})
+    return [texts[n["node_id"]] for n in listed["active_path"]]
+
+
+def _node(
+    node_id: str, role: str | None, text: str, parent: str | None, children: list[str]
+) -> dict[str, Any]:
+    message = None
+    if role is not None:
+        message = {
+            "author": {"role": role},
+            "content": {"content_type": "text", "parts": [text]},
+            "create_time": 1700000001.0,
+            "metadata": {"model_slug": "gpt-4o"} if role == "assistant" else {},
+        }
+    return {"id": node_id, "message": message, "parent": parent, "children": children}
+
+
+CHATGPT = [
+    {
+        "title": "Trip to Lisbon",
+        "create_time": 1700000000.0,
+        "current_node": "a2",
+        "mapping": {
+            "root": _node("root", None, "", None, ["sys"]),
+            "sys": _node("sys", "system", "", "root", ["u1"]),
+            "u1": _node("u1", "user", "Plan 2 days", "sys", ["a1", "a2"]),
+            "a1": _node("a1", "assistant", "Day 1: Alfama", "u1", []),
+            "a2": _node("a2", "assistant", "Day 1: Belém", "u1", []),
+        },
+    }
+]
+
+
+async def test_a_chatgpt_export_imports_into_a_chat_that_renders(api: Api) -> None:
+    report = await import_chatgpt(api.nbus, CHATGPT, "ann")
+    (chat_id,) = report.chats
+    assert await _active_contents(api, chat_id, "ann") == ["Plan 2 days", "Day 1: Belém"]
+    status, listed = await api.call("GET", f"/v1/chats/{chat_id}/messages")
+    assert listed["active_path"][1]["siblings"] and len(listed["active_path"][1]["siblings"]) == 2
+    assert {r["model"] for r in listed["replies"]} == {"gpt-4o"}
+    status, chat = await api.call("GET", f"/v1/chats/{chat_id}")
+    assert status == 200 and chat["title"] == "Trip to Lisbon"
