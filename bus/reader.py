@@ -167,3 +167,37 @@ async def msg_at(js: JetStreamContext, stream: str, seq: int) -> StoredMsg | Non
     except NatsError as exc:
         raise BusUnavailable(f"cannot read {stream} seq {seq}: {exc!r}") from exc
     return StoredMsg(stream=stream, seq=seq, subject=raw.subject or "", data=raw.data or b"", pending=0)
+
+
+async def seq_at_time(js: JetStreamContext, stream: str, when: datetime) -> int:
+    """The last sequence of `stream` stored at or before `when` (0 when none): a binary search."""
+    from nats.js.errors import NotFoundError
+
+    state = (await js.stream_info(stream)).state
+    low, high = state.first_seq, state.last_seq  # invariant: the answer is in [low - 1, high]
+    if state.messages == 0:
+        return 0
+
+    async def first_from(seq: int) -> tuple[int, datetime] | None:
+        try:
+            raw = await js.get_msg(stream, seq, subject=">", next=True)
+        except NotFoundError:
+            return None
+        except NatsError as exc:
+            raise BusUnavailable(f"cannot read {stream} at {seq}: {exc!r}") from exc
+        if raw.seq is None or raw.time is None:
+            return None
+        return raw.seq, raw.time
+
+    answer = 0
+    while low <= high:
+        middle = (low + high) // 2
+        found = await first_from(middle)
+        if found is None or found[0] > high:  # nothing stored in [middle, high]
+            high = middle - 1
+        elif found[1] <= when:
+            answer = found[0]
+            low = found[0] + 1
+        else:
+            high = middle - 1
+    return answer

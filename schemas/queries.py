@@ -159,3 +159,24 @@ class ReleasedImages(msgspec.Struct, frozen=True, kw_only=True):
     """Answer to ReleaseImages: the images purged."""
 
     purged: list[str]
+
+
+class DigestQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.digest`: a consistent digest of the read model and the checkpoints it is at."""
+
+    with_chats: bool = True
+
+
+class TableDigest(msgspec.Struct, frozen=True, kw_only=True):
+    """A table's row count and an order-free hash of its rows."""
+
+    rows: int
+    hash: int
+
+
+class Digest(msgspec.Struct, frozen=True, kw_only=True):
+    """A read model's digest at its checkpoints; `chats` maps chat id -> hash of its rows (may be empty)."""
+
+    checkpoints: dict[str, int]
+    tables: dict[str, TableDigest]
+    chats: dict[str, int] = {}

@@ -497,15 +497,58 @@ def key_revoke(
 
 @admin.command("replay")
 def admin_replay(
-    out: Annotated[Path, typer.Option(help="New DuckDB file to build (must not exist).")],
+    out: Annotated[
+        Path | None, typer.Option(help="New DuckDB file to build (must not exist); with --check, optional.")
+    ] = None,
+    until_seq: Annotated[
+        int | None, typer.Option(help="Stop at this CHAT sequence (IDENTITY: up to the same moment).")
+    ] = None,
+    until_time: Annotated[
+        str | None, typer.Option(help="Stop at this time (ISO, UTC unless it says): the log as it was then.")
+    ] = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            help="Rebuild up to where the live projector is and compare with its read model; exit 1 on any "
+            "difference."
+        ),
+    ] = False,
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
-    """Rebuild the read model from the whole log into a fresh DuckDB file, with a progress bar."""
-    from services.projector import replay
+    """Rebuild the read model from the log into a fresh DuckDB file (whole, or up to a sequence or time).
 
-    if out.exists():
+    Shows a progress bar and ends with a summary (events, rows per table, checkpoints, events/s).
+    With --check it asks the running projector for a digest of its read model at its checkpoints,
+    replays exactly that far and reports every table and chat that differs.
+    """
+    import tempfile
+    from datetime import UTC, datetime
+
+    import schemas
+    from schemas.queries import Digest, DigestQuery
+    from schemas.streams import CHAT, IDENTITY, PROJECTOR_SERVICE
+    from services.projector import replay
+    from services.projector.check import differences, digest
+    from services.projector.store import Store
+
+    if out is not None and out.exists():
         console.print(f"[red]{out} exists[/]: replay builds a fresh file; choose another --out.")
         raise typer.Exit(2)
+    if out is None and not check:
+        console.print("[red]say where to build it with --out FILE[/] (or compare with the live one: --check)")
+        raise typer.Exit(2)
+    if check and (until_seq is not None or until_time is not None):
+        console.print("[red]--check replays to where the live projector is[/]: drop --until-seq/--until-time")
+        raise typer.Exit(2)
+    when = None
+    if until_time is not None:
+        try:
+            when = datetime.fromisoformat(until_time)
+        except ValueError:
+            console.print(f"[red]--until-time {until_time!r} is not an ISO time[/] (e.g. 2026-11-01T12:00)")
+            raise typer.Exit(2) from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    target = out or Path(tempfile.mkdtemp(prefix="chatbus-check-")) / "rebuilt.duckdb"
     columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("replay", total=None)
@@ -514,10 +557,51 @@ def admin_replay(
             progress.update(task, completed=done, total=total)
 
         async def action(nbus: Bus) -> Any:
-            return await replay(nbus, out, on_progress=on_progress)
+            live: Digest | None = None
+            until: dict[str, int] | None = None
+            if check:
+                live = await bus.call(
+                    nbus.nc, f"{PROJECTOR_SERVICE}.digest", DigestQuery(), Digest, timeout=120
+                )
+                until = dict(live.checkpoints)
+            elif until_seq is not None:
+                moment = await bus.msg_at(nbus.js, CHAT.name, until_seq)
+                until = {CHAT.name: until_seq}
+                if moment is not None:  # IDENTITY as it was when that CHAT event was written
+                    stamp = schemas.decode_event(moment.data).at  # type: ignore[union-attr]  # CHAT events have `at`
+                    until[IDENTITY.name] = await bus.seq_at_time(nbus.js, IDENTITY.name, stamp)
+            elif when is not None:
+                until = {s: await bus.seq_at_time(nbus.js, s, when) for s in (CHAT.name, IDENTITY.name)}
+            summary = await replay(nbus, target, on_progress=on_progress, until=until)
+            return summary, live
 
-        summary = _run_admin(nats, action)
-    console.print(f"replayed into {out}: {summary}")
+        try:
+            summary, live = _run_admin(nats, action)
+        except bus.ServiceError as exc:
+            console.print(
+                f"[red]the projector did not answer the check ({exc})[/]: is `chatbus projector` running?"
+            )
+            raise typer.Exit(2) from exc
+    rows = ", ".join(f"{name} {count}" for name, count in summary.rows.items())
+    console.print(
+        f"replayed {summary.events} events in {summary.seconds:.1f} s ({summary.events_per_s:,.0f}/s) into "
+        f"{target}\n  rows: {rows}\n  checkpoints: {summary.checkpoints}"
+    )
+    if live is None:
+        return
+    store = Store.open(target)
+    try:
+        rebuilt = digest(store.con, dict(store.checkpoints), with_chats=bool(live.chats))
+    finally:
+        store.close()
+    found = differences(live, rebuilt)
+    if not found:
+        console.print(f"[green]check: the live read model equals the rebuild[/] (at {live.checkpoints})")
+        return
+    console.print(f"[red]check: {len(found)} difference(s)[/] between the live read model and the log:")
+    for line in found[:50]:
+        console.print(f"  {line}")
+    raise typer.Exit(1)
 
 
 @images_app.command("collect")

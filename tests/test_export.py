@@ -202,9 +202,7 @@ async def test_chats_round_trip_through_json_and_read_as_tsv(api: Api) -> None:
     document = json.loads(json.dumps(chats_json(log, ExportFilter(user="ann", consent_only=False))))
     assert [c["chat_id"] for c in document["chats"]] == [story["chat"]]
     tsv = chats_tsv(log, ExportFilter(user="ann", consent_only=False)).splitlines()
-    assert (
-        tsv[0].split("\t")[-1] == "content" and len(tsv) == 1 + 2 + 3
-    )  # header, 2 messages, 3 replies
+    assert tsv[0].split("\t")[-1] == "content" and len(tsv) == 1 + 2 + 3  # header, 2 messages, 3 replies
     skipped = await import_chatbus(api.nbus, document, keep_ids=True)
     assert skipped.skipped == [story["chat"]] and skipped.chats == []
     copied = await import_chatbus(api.nbus, document, keep_ids=False, user="root")

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,14 +39,22 @@ class ReplaySummary:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-async def replay(nbus: bus.Bus, db_path: Path, *, on_progress: Progress | None = None) -> ReplaySummary:
-    """Build a fresh read model at db_path from every projected stream up to its current last sequence."""
+async def replay(
+    nbus: bus.Bus,
+    db_path: Path,
+    *,
+    on_progress: Progress | None = None,
+    until: Mapping[str, int] | None = None,
+) -> ReplaySummary:
+    """Build a fresh read model at db_path from every projected stream up to its current last sequence,
+    or up to `until[stream]` (inclusive) for the streams it names (a point in the past)."""
     if db_path.exists():
         raise ReadModelExists(f"{db_path} exists: replay builds a fresh read model")
     partial = db_path.with_name(db_path.name + ".partial")
     for leftover in (partial, partial.with_name(partial.name + ".wal")):
         leftover.unlink(missing_ok=True)
     states = {s: (await nbus.js.stream_info(s)).state for s in PROJECTED_STREAMS}
+    last = {s: min(state.last_seq, (until or {}).get(s, state.last_seq)) for s, state in states.items()}
     total = sum(state.messages for state in states.values())
     started = time.perf_counter()
     projector = Projector(await asyncio.to_thread(Store.open, partial, indexes=False))
@@ -63,7 +71,7 @@ async def replay(nbus: bus.Bus, db_path: Path, *, on_progress: Progress | None =
         if on_progress is not None:
             on_progress(0, total)
         for stream, state in states.items():
-            if state.messages == 0:
+            if state.messages == 0 or last[stream] < state.first_seq:
                 continue
 
             def progress(n: int) -> None:
@@ -72,7 +80,7 @@ async def replay(nbus: bus.Bus, db_path: Path, *, on_progress: Progress | None =
                 if on_progress is not None:
                     on_progress(done, total)
 
-            await _replay_stream(nbus, projector, stream, state.last_seq, progress, stored_keys)
+            await _replay_stream(nbus, projector, stream, last[stream], progress, stored_keys)
         await projector.run_in_writer(projector.store.create_indexes)
         rows = await projector.run_in_writer(lambda: _count_rows(projector.store))
         checkpoints = dict(projector.store.checkpoints)

@@ -16,9 +16,9 @@ import msgspec
 
 import bus
 import schemas
-from schemas.queries import Checkpoints, CheckpointsAnswer, GetChat, ListChats, ListMessages
+from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat, ListChats, ListMessages
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
-from services.projector import queries
+from services.projector import check, queries
 from services.projector.fold import Delivered
 from services.projector.projection import Prepared, commit, prepare, project
 from services.projector.store import Store
@@ -158,11 +158,20 @@ class Projector:
             msgspec.json.decode(data or b"{}", type=Checkpoints)
             return schemas.encode(CheckpointsAnswer(applied=dict(self.applied)))
 
+        async def digest(data: bytes) -> bytes:
+            query = msgspec.json.decode(data or b"{}", type=DigestQuery)
+            store = self.store
+            answer = await self.run_in_writer(
+                lambda: check.digest(store.con, dict(store.checkpoints), with_chats=query.with_chats)
+            )
+            return schemas.encode(answer)
+
         return {
             "chats.list": chats_list,
             "chats.get": chats_get,
             "messages.list": messages_list,
             "status": status,
+            "digest": digest,
         }
 
     def close(self) -> None:

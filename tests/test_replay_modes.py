@@ -1,0 +1,124 @@
+"""`chatbus admin replay`: up to a sequence or a time, and --check against the live read model."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+import bus
+import schemas
+from schemas.chat import ChatCreated
+from schemas.ids import new_id
+from schemas.queries import Checkpoints, CheckpointsAnswer
+from services.projector import dump_read_model, run_projector
+from tests.apihelp import Api, serve_model
+from tests.stack import ROOT
+from tests.test_export import _complete, _story
+
+
+def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "services.cli", "admin", "replay", *args, "--nats", nats_url]
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+
+
+async def _a_rich_log(api: Api) -> None:
+    """Branches, ratings, images, renames, a deleted and restored chat, an erased chat, consent."""
+    await _story(api, "ann")
+    await _story(api, "bob")
+    await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
+    gone = (await api.new_chat("ann", model="demo"))["chat_id"]
+    _, posted = await api.call("POST", f"/v1/chats/{gone}/messages", json={"content": "bye"})
+    await _complete(api, gone, posted["reply_id"], "bye too")
+    await api.call("POST", f"/v1/chats/{gone}/erase")
+    back = (await api.new_chat("bob", title="back"))["chat_id"]
+    await api.call("DELETE", f"/v1/chats/{back}", "bob")
+    await api.call("POST", f"/v1/chats/{back}/restore", "root")
+    await api.call("PATCH", f"/v1/chats/{back}", "bob", json={"title": "back again"})
+
+
+async def test_check_finds_the_live_read_model_equal_to_the_log(api: Api, nats_url: str) -> None:
+    await serve_model(api.nbus)
+    await _a_rich_log(api)
+    _, last = await api.call(
+        "PATCH", f"/v1/chats/{(await api.new_chat())['chat_id']}", json={"title": "last"}
+    )
+    await api.call("GET", f"/v1/chats?min_seq={last['seq']}")  # the live projector has it all
+    done = await asyncio.to_thread(_cli, nats_url, "--check")
+    assert done.returncode == 0, done.stderr
+    assert "equals the rebuild" in done.stderr and "replayed" in done.stderr
+
+
+async def test_check_names_what_differs(nbus: bus.Bus, nats_url: str, tmp_path: Path) -> None:
+    """A read model someone changed behind the projector's back: the check says which chat."""
+    for chat_id, title in (("c-true", "true title"), ("c-other", "other")):
+        event = ChatCreated(
+            event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), owner_id="ann", title=title
+        )
+        await bus.append_event(nbus.js, event)
+    db = tmp_path / "live.duckdb"
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_projector(nbus, db, stop, serve_queries=False))
+    await asyncio.sleep(2.0)  # it folds the two events of this account in well under that
+    stop.set()
+    await task
+    assert "c-true" in repr(dump_read_model(db)["chats"])
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE chats SET title = 'tampered' WHERE chat_id = 'c-true'")
+    con.close()
+    stop = asyncio.Event()
+    live = asyncio.create_task(run_projector(nbus, db, stop))  # the only projector of this account
+    try:
+        for _ in range(100):
+            try:
+                await bus.call(nbus.nc, "projector.status", Checkpoints(), CheckpointsAnswer, timeout=0.5)
+                break
+            except bus.ServiceError:
+                await asyncio.sleep(0.05)
+        done = await asyncio.to_thread(_cli, nats_url, "--check")
+    finally:
+        stop.set()
+        await live
+    assert done.returncode == 1, done.stderr
+    assert "chat c-true: rows differ" in done.stderr and "table chats" in done.stderr
+    assert "c-other" not in done.stderr
+
+
+async def test_replay_up_to_a_sequence_or_a_time_shows_the_past(
+    api: Api, nats_url: str, tmp_path: Path
+) -> None:
+    chat_id = (await api.new_chat(title="before"))["chat_id"]
+    _, first = await api.call("PATCH", f"/v1/chats/{chat_id}", json={"title": "middle"})
+    await asyncio.sleep(1.1)
+    from datetime import UTC, datetime
+
+    moment = datetime.now(UTC).isoformat()
+    await asyncio.sleep(1.1)
+    await api.call("PATCH", f"/v1/chats/{chat_id}", json={"title": "after"})
+    done = await asyncio.to_thread(
+        _cli, nats_url, "--out", str(tmp_path / "at-seq.duckdb"), "--until-seq", str(first["seq"])
+    )
+    assert done.returncode == 0, done.stderr
+    titles = {row[0]: row[2] for row in dump_read_model(tmp_path / "at-seq.duckdb")["chats"]}
+    assert titles[chat_id] == "middle"
+    done = await asyncio.to_thread(
+        _cli, nats_url, "--out", str(tmp_path / "at-time.duckdb"), "--until-time", moment
+    )
+    assert done.returncode == 0, done.stderr
+    assert {row[0]: row[2] for row in dump_read_model(tmp_path / "at-time.duckdb")["chats"]}[
+        chat_id
+    ] == "middle"
+    done = await asyncio.to_thread(_cli, nats_url, "--out", str(tmp_path / "now.duckdb"))
+    assert {row[0]: row[2] for row in dump_read_model(tmp_path / "now.duckdb")["chats"]}[chat_id] == "after"
+    assert "rows: users 3" in done.stderr  # the summary
+    assert _cli(nats_url, "--out", str(tmp_path / "now.duckdb")).returncode == 2  # never overwrites
