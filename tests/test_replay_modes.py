@@ -15,9 +15,10 @@ from schemas.chat import ChatCreated
 from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from services.projector import dump_read_model, run_projector
+from services.projector.importer import import_chatgpt
 from tests.apihelp import Api, serve_model
 from tests.stack import ROOT
-from tests.test_export import _complete, _story
+from tests.test_export import CHATGPT, _complete, _story
 
 
 def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -34,8 +35,15 @@ def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedPro
 
 async def _a_rich_log(api: Api) -> None:
     """Branches, ratings, images, renames, a deleted and restored chat, an erased chat, consent."""
-    await _story(api, "ann")
+    ann = await _story(api, "ann")
     await _story(api, "bob")
+    c = ann["chat"]
+    _, listed = await api.call("GET", f"/v1/chats/{c}/messages")
+    second = listed["messages"][-1]["message_id"]
+    _, edited = await api.call("POST", f"/v1/chats/{c}/messages/{second}/edit", json={"content": "edited"})
+    await api.call("POST", f"/v1/chats/{c}/replies/{edited['reply_id']}/cancel")
+    await api.call("POST", f"/v1/chats/{c}/branch", json={"node_id": ann["r2"]})
+    await import_chatgpt(api.nbus, CHATGPT, "bob")
     await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
     gone = (await api.new_chat("ann", model="demo"))["chat_id"]
     _, posted = await api.call("POST", f"/v1/chats/{gone}/messages", json={"content": "bye"})
