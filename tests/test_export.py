@@ -214,15 +214,11 @@ async def test_chats_round_trip_through_json_and_read_as_tsv(api: Api) -> None:
 
 
 async def _active_contents(api: Api, chat_id: str, user: str) -> list[str]:
-    for _ in range(100):
-        status, listed = await api.call("GET", f"/v1/chats/{chat_id}/messages", user)
-        if (
-            status == 200
-            and listed["active_path"]
-            and all(r["status"] == "completed" for r in listed["replies"])
-        ):
-            break
-        await asyncio.sleep(0.05)
+    """The texts along the chat's active path, once the read model has every event of the chat."""
+    last = await bus.last_msg(api.nbus.js, "CHAT", f"chat.{chat_id}.>")
+    assert last is not None
+    status, listed = await api.call("GET", f"/v1/chats/{chat_id}/messages?min_seq={last.seq}", user)
+    assert status == 200, listed
     texts = {m["message_id"]: m["content"] for m in listed["messages"]}
     texts.update({r["reply_id"]: r["text"] for r in listed["replies"]})
     return [texts[n["node_id"]] for n in listed["active_path"]]
