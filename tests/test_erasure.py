@@ -15,6 +15,7 @@ from schemas.identity import UserErased
 from schemas.ids import new_id
 from schemas.tokens import TokenDelta, tokens_subject
 from services.projector import dump_read_model, replay
+from services.projector.export import ExportFilter, chats_json, read_log
 from tests.apihelp import Api, serve_model
 
 SECRET = "the launch code is 0000"
@@ -131,5 +132,10 @@ async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tm
     await replay(api.nbus, tmp_path / "replayed.duckdb")
     rows = dump_read_model(tmp_path / "replayed.duckdb")
     assert "bob" not in repr(rows) and mine in repr(rows)
+    log = await read_log(api.nbus)  # what every export reads
+    assert c not in log.chats and "bob" not in {chat.created.owner_id for chat in log.chats.values()}
+    assert "bob" not in log.consent
+    document = chats_json(log, ExportFilter(consent_only=False))
+    assert "bob" not in repr(document) and SECRET in repr(document)  # ann's chat is still exported
     assert (await api.call("POST", "/v1/admin/users/bob/erase", "root"))[0] == 404
     assert (await api.call("POST", "/v1/admin/users/root/erase", "root"))[0] == 409
