@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -59,11 +60,20 @@ class Position:
         return f"{self.chat_seq}:{self.token_seq}"
 
 
+# Reply events after which no delta of the reply follows.
+_ENDS = frozenset({"completed", "failed"})
+# How long an end event waits for its reply's deltas to go out first (they are already stored).
+DELTAS_FIRST_SECONDS = 2.0
+
+
 class ChatFeed:
     """Two ordered consumers of one chat, CHAT and TOKENS, each from the position's seq + 1."""
 
     def __init__(self, js: JetStream, chat_id: str, position: Position) -> None:
+        self.js = js
+        self.chat_id = chat_id
         self.position = position
+        self.tokens_sent = asyncio.Condition()
         self.chat = bus.Follower(js, CHAT.name, [f"chat.{chat_id}.>"], start_seq=position.chat_seq + 1)
         self.tokens = bus.Follower(
             js, TOKENS.name, [tokens_subject(chat_id, "*")], start_seq=position.token_seq + 1
@@ -91,9 +101,35 @@ class ChatFeed:
     ) -> None:
         while True:
             await follower.wait()
-            frames = [f for msg in follower.take() if (f := frame(kind, msg)) is not None]
+            msgs = follower.take()
+            if kind == "event":
+                await self._deltas_first(msgs)
+            frames = [f for msg in msgs if (f := frame(kind, msg)) is not None]
             if frames:
                 await send(frames)
+            if kind == "tokens":
+                async with self.tokens_sent:
+                    self.tokens_sent.notify_all()
+
+    async def _deltas_first(self, msgs: list[StoredMsg]) -> None:
+        """Before a reply's end event goes out, send every delta of it (the worker stored them first).
+
+        The two consumers run independently; without this a client that stops reading at
+        `reply.completed` could miss the last deltas still on their way.
+        """
+        for msg in msgs:
+            parts = msg.subject.split(".")
+            if len(parts) != 5 or parts[2] != "reply" or parts[4] not in _ENDS:
+                continue
+            last = await bus.last_msg(self.js, TOKENS.name, tokens_subject(self.chat_id, parts[3]))
+            if last is None or self.position.token_seq >= last.seq:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DELTAS_FIRST_SECONDS), self.tokens_sent:
+                    await self.tokens_sent.wait_for(functools.partial(self._sent_through, last.seq))
+
+    def _sent_through(self, seq: int) -> bool:
+        return self.position.token_seq >= seq
 
     async def stop(self) -> None:
         """Stop forwarding and delete both consumers."""
