@@ -11,7 +11,7 @@ from bus.declare import declare_all, declare_consumer, declare_kv, declare_strea
 from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
 from bus.micro import Served, call, call_raw, serve
 from bus.objects import ObjectEntry, delete_object, get_object, list_objects, object_size, put_object
-from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all, seq_at_time
+from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all, seq_at_time, time_at
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
 
 __all__ = [
@@ -62,4 +62,5 @@ __all__ = [
     "read_all",
     "serve",
     "seq_at_time",
+    "time_at",
 ]

@@ -201,3 +201,23 @@ async def seq_at_time(js: JetStreamContext, stream: str, when: datetime) -> int:
         else:
             high = middle - 1
     return answer
+
+
+async def time_at(js: JetStreamContext, stream: str, seq: int) -> datetime | None:
+    """When the message at `seq` was stored; for a purged one, just before the next one that exists.
+
+    None when nothing at or after `seq` exists (then every message so far came before it).
+    """
+    from datetime import timedelta
+
+    from nats.js.errors import NotFoundError
+
+    try:
+        raw = await js.get_msg(stream, seq, subject=">", next=True)
+    except NotFoundError:
+        return None
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot read {stream} at {seq}: {exc!r}") from exc
+    if raw.time is None or raw.seq is None:
+        return None
+    return raw.time if raw.seq == seq else raw.time - timedelta(microseconds=1)

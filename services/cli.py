@@ -524,7 +524,6 @@ def admin_replay(
     import tempfile
     from datetime import UTC, datetime
 
-    import schemas
     from schemas.queries import Digest, DigestQuery
     from schemas.streams import CHAT, IDENTITY, PROJECTOR_SERVICE
     from services.projector import replay
@@ -565,10 +564,9 @@ def admin_replay(
                 )
                 until = dict(live.checkpoints)
             elif until_seq is not None:
-                moment = await bus.msg_at(nbus.js, CHAT.name, until_seq)
                 until = {CHAT.name: until_seq}
-                if moment is not None:  # IDENTITY as it was when that CHAT event was written
-                    stamp = schemas.decode_event(moment.data).at  # type: ignore[union-attr]  # CHAT events have `at`
+                stamp = await bus.time_at(nbus.js, CHAT.name, until_seq)
+                if stamp is not None:  # IDENTITY as it was when that CHAT message was stored
                     until[IDENTITY.name] = await bus.seq_at_time(nbus.js, IDENTITY.name, stamp)
             elif when is not None:
                 until = {s: await bus.seq_at_time(nbus.js, s, when) for s in (CHAT.name, IDENTITY.name)}
@@ -659,6 +657,11 @@ def audit_chat(
     import schemas
     from schemas.audit import audit_entry
     from schemas.chat import ChatEvent
+    from schemas.ids import is_valid_id
+
+    if not is_valid_id(chat_id):
+        console.print(f"[red]{chat_id!r} is not a chat id[/]: 1-64 characters of letters, digits, _ and -")
+        raise typer.Exit(2)
 
     async def action(nbus: Bus) -> list[Any]:
         msgs = await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])
@@ -891,6 +894,8 @@ def admin_import(
     """
     import json as json_module
 
+    import msgspec
+
     from services.api.identity import user_role
     from services.projector.importer import ImportError_, import_chatbus, import_chatgpt
 
@@ -917,6 +922,11 @@ def admin_import(
         report = _run_admin(nats, action)
     except ImportError_ as exc:
         console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    except (KeyError, TypeError, AttributeError, msgspec.ValidationError) as exc:
+        console.print(
+            f"[red]{file} is not a chatbus chats export nor a ChatGPT conversations.json[/] ({exc!r})"
+        )
         raise typer.Exit(2) from exc
     console.print(
         f"imported {len(report.chats)} chat(s), {report.events} events; {len(report.skipped)} existed already"

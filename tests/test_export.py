@@ -225,7 +225,7 @@ async def _active_contents(api: Api, chat_id: str, user: str) -> list[str]:
 
 
 def _node(
-    node_id: str, role: str | None, text: str, parent: str | None, children: list[str]
+    node_id: str, role: str | None, text: str, parent: str | None, children: list[str], recipient: str = "all"
 ) -> dict[str, Any]:
     message = None
     if role is not None:
@@ -234,6 +234,7 @@ def _node(
             "content": {"content_type": "text", "parts": [text]},
             "create_time": 1700000001.0,
             "metadata": {"model_slug": "gpt-4o"} if role == "assistant" else {},
+            "recipient": recipient,
         }
     return {"id": node_id, "message": message, "parent": parent, "children": children}
 
@@ -242,7 +243,7 @@ CHATGPT = [
     {
         "title": "Trip to Lisbon",
         "create_time": 1700000000.0,
-        "current_node": "a2",
+        "current_node": "a1",
         "mapping": {
             "root": _node("root", None, "", None, ["sys"]),
             "sys": _node("sys", "system", "", "root", ["u1"]),
@@ -250,14 +251,32 @@ CHATGPT = [
             "a1": _node("a1", "assistant", "Day 1: Alfama", "u1", []),
             "a2": _node("a2", "assistant", "Day 1: Belém", "u1", []),
         },
-    }
+    },
+    {
+        "title": "Sums",
+        "create_time": 1700000100.0,
+        "current_node": "a3",
+        "mapping": {
+            "u": _node("u", "user", "What is 2+2? Use python.", None, ["call"]),
+            "call": _node("call", "assistant", "print(2+2)", "u", ["out"], recipient="python"),
+            "out": _node("out", "tool", "4", "call", ["a1"]),
+            "a1": _node("a1", "assistant", "It prints 4.", "out", ["t2"]),
+            "t2": _node("t2", "tool", "(checked)", "a1", ["a3"]),
+            "a3": _node("a3", "assistant", "So 2+2 = 4.", "t2", []),
+        },
+    },
 ]
 
 
 async def test_a_chatgpt_export_imports_into_a_chat_that_renders(api: Api) -> None:
     report = await import_chatgpt(api.nbus, CHATGPT, "ann")
-    (chat_id,) = report.chats
-    assert await _active_contents(api, chat_id, "ann") == ["Plan 2 days", "Day 1: Belém"]
+    chat_id, sums = report.chats
+    assert await _active_contents(api, chat_id, "ann") == ["Plan 2 days", "Day 1: Alfama"]  # current_node
+    # A tool chain is one reply: the code call and the tool's output are not answers of their own.
+    assert await _active_contents(api, sums, "ann") == [
+        "What is 2+2? Use python.",
+        "It prints 4.\n\nSo 2+2 = 4.",
+    ]
     status, listed = await api.call("GET", f"/v1/chats/{chat_id}/messages")
     assert listed["active_path"][1]["siblings"] and len(listed["active_path"][1]["siblings"]) == 2
     assert {r["model"] for r in listed["replies"]} == {"gpt-4o"}

@@ -14,6 +14,7 @@ import schemas
 from schemas.chat import ChatCreated
 from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
+from services.api.identity import add_user
 from services.projector import dump_read_model, run_projector
 from services.projector.importer import import_chatgpt
 from tests.apihelp import Api, serve_model
@@ -112,6 +113,7 @@ async def test_replay_up_to_a_sequence_or_a_time_shows_the_past(
 
     moment = datetime.now(UTC).isoformat()
     await asyncio.sleep(1.1)
+    await add_user(api.nbus.js, "latecomer")  # IDENTITY after the moment: not in the past's read model
     await api.call("PATCH", f"/v1/chats/{chat_id}", json={"title": "after"})
     done = await asyncio.to_thread(
         _cli, nats_url, "--out", str(tmp_path / "at-seq.duckdb"), "--until-seq", str(first["seq"])
@@ -119,6 +121,8 @@ async def test_replay_up_to_a_sequence_or_a_time_shows_the_past(
     assert done.returncode == 0, done.stderr
     titles = {row[0]: row[2] for row in dump_read_model(tmp_path / "at-seq.duckdb")["chats"]}
     assert titles[chat_id] == "middle"
+    users = {row[0] for row in dump_read_model(tmp_path / "at-seq.duckdb")["users"]}
+    assert "ann" in users and "latecomer" not in users
     done = await asyncio.to_thread(
         _cli, nats_url, "--out", str(tmp_path / "at-time.duckdb"), "--until-time", moment
     )
@@ -128,5 +132,5 @@ async def test_replay_up_to_a_sequence_or_a_time_shows_the_past(
     ] == "middle"
     done = await asyncio.to_thread(_cli, nats_url, "--out", str(tmp_path / "now.duckdb"))
     assert {row[0]: row[2] for row in dump_read_model(tmp_path / "now.duckdb")["chats"]}[chat_id] == "after"
-    assert "rows: users 3" in done.stderr  # the summary
+    assert "rows: users 4" in done.stderr  # the summary
     assert _cli(nats_url, "--out", str(tmp_path / "now.duckdb")).returncode == 2  # never overwrites

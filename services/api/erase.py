@@ -8,6 +8,7 @@ images (it purges those that no live chat references any more).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ import msgspec
 import bus
 import schemas
 from bus import Bus
-from schemas.chat import ChatCreated, ChatErased, MessagePosted
+from schemas.chat import ChatCreated, ChatErased, MessagePosted, ReplyCancelled
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
 from schemas.image import stored_subject
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 # A late event (a worker finishing) can land between the tombstone and the purge: purge again.
 PURGE_ROUNDS = 5
+# After cancelling a reply being generated, how long its worker may still publish a delta.
+LATE_DELTAS_SECONDS = 0.5
 _message_decoder = msgspec.json.Decoder(MessagePosted)
 _created_decoder = msgspec.json.Decoder(ChatCreated)
 _key_decoder = msgspec.json.Decoder(ApiKeyIssued)
@@ -48,7 +51,7 @@ async def _tombstone(nbus: Bus, stream: str, prefix: str, tombstone: ChatErased 
         seq = (await bus.append_event(nbus.js, tombstone, msg_id=new_id("e"))).seq
         await bus.purge_before(nbus.js, stream, f"{prefix}.>", seq)
         remaining = await bus.read_all(nbus.js, stream, [f"{prefix}.>"])
-        if [m.seq for m in remaining] == [seq]:
+        if all(m.subject == f"{prefix}.erased" for m in remaining):  # ours, or a concurrent erasure's
             return seq
     raise bus.BusUnavailable(f"{prefix} kept receiving events while being erased")
 
@@ -82,26 +85,38 @@ async def _erase_chat(nbus: Bus, chat_id: str, by: str) -> Erased:
             hashes.extend(_message_decoder.decode(msg.data).images)
         except msgspec.DecodeError:
             continue
+    stopped = await _cancel_open_replies(nbus, chat_id, by)
     tombstone = ChatErased(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), by=by)
     seq = await _tombstone(nbus, CHAT.name, f"chat.{chat_id}", tombstone)
     await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
+    if stopped:  # a worker may still publish a delta or two before it hears the cancel
+        await asyncio.sleep(LATE_DELTAS_SECONDS)
+        await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
     return Erased(chats=[chat_id], images_released=list(dict.fromkeys(hashes)), seq=seq)
+
+
+async def _cancel_open_replies(nbus: Bus, chat_id: str, by: str) -> bool:
+    """Ask workers to stop replies of the chat still being generated; True if there were any."""
+    open_replies: dict[str, bool] = {}
+    for msg in await bus.read_all(nbus.js, CHAT.name, [f"chat.{chat_id}.reply.>"]):
+        parts = msg.subject.split(".")
+        if len(parts) >= 5:
+            ended = parts[4] in ("completed", "failed", "cancelled")
+            open_replies[parts[3]] = open_replies.get(parts[3], False) or ended
+    stopping = [reply_id for reply_id, ended in open_replies.items() if not ended]
+    for reply_id in stopping:
+        cancel = ReplyCancelled(
+            event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=reply_id, by=by
+        )
+        await bus.append_event(nbus.js, cancel)
+    return bool(stopping)
 
 
 async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
     """Erase a user: every chat they own, their ratings elsewhere, keys, identity, image uploads."""
     js = nbus.js
     result = Erased()
-    for msg in await bus.read_all(js, CHAT.name, ["chat.*.created"]):
-        try:
-            chat = _created_decoder.decode(msg.data)
-        except msgspec.DecodeError:
-            continue
-        if chat.owner_id == user_id:
-            erased = await _erase_chat(nbus, chat.chat_id, by)
-            result.chats.append(chat.chat_id)
-            result.images_released.extend(erased.images_released)
-    await bus.purge_subject(js, CHAT.name, f"chat.*.feedback.*.{user_id}")
+    # Keys first: from here on the user can start nothing new (no chat, upload or rating).
     for msg in await bus.read_all(js, IDENTITY.name, ["apikey.*.issued"]):
         try:
             key = _key_decoder.decode(msg.data)
@@ -109,6 +124,22 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             continue
         if key.user_id == user_id:
             await bus.purge_subject(js, IDENTITY.name, f"apikey.{key.key_id}.>")
+    for _ in range(PURGE_ROUNDS):  # again, for a chat created while we were erasing the others
+        owned = []
+        for msg in await bus.read_all(js, CHAT.name, ["chat.*.created"]):
+            try:
+                chat = _created_decoder.decode(msg.data)
+            except msgspec.DecodeError:
+                continue
+            if chat.owner_id == user_id:
+                owned.append(chat.chat_id)
+        if not owned:
+            break
+        for chat_id in owned:
+            erased = await _erase_chat(nbus, chat_id, by)
+            result.chats.append(chat_id)
+            result.images_released.extend(erased.images_released)
+    await bus.purge_subject(js, CHAT.name, f"chat.*.feedback.*.{user_id}")
     uploads = await bus.read_all(js, IMAGE.name, [stored_subject("*", user_id)])
     result.images_released.extend(m.subject.split(".")[1] for m in uploads)
     await bus.purge_subject(js, IMAGE.name, stored_subject("*", user_id))

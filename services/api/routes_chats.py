@@ -168,6 +168,7 @@ class ChatLog:
     completed: set[str]
     last_post_seq: int
     messages: dict[str, MessagePosted]
+    alive: bool = True  # created and not erased (an erasure may land between the access check and now)
 
     def context(self, node_id: str | None) -> list[str]:
         """What a model sees after `node_id`: the messages and completed replies of the path to it."""
@@ -182,17 +183,31 @@ async def read_chat_log(js: JetStream, chat_id: str) -> ChatLog:
     completed: set[str] = set()
     messages: dict[str, MessagePosted] = {}
     last_post_seq = 0
+    created = erased = False
+    created_subject, erased_subject = chat_subject(chat_id, "created"), chat_subject(chat_id, "erased")
+    posted_subject = chat_subject(chat_id, "message.posted")
     for msg in await bus.read_all(js, CHAT.name, _context_filters(chat_id)):
+        if msg.subject in (created_subject, erased_subject):
+            created = created or msg.subject == created_subject
+            erased = erased or msg.subject == erased_subject
+            continue
+        if msg.subject == posted_subject:
+            last_post_seq = msg.seq  # by subject: an event this version cannot read still moves the fence
         event = _decode(msg)
         match event:
             case MessagePosted():
                 messages[event.message_id] = event
-                last_post_seq = msg.seq
             case ReplyCompleted(reply_id=reply_id, finish_reason=reason) if reason != "error":
                 completed.add(reply_id)
         if isinstance(event, ChatEvent):
             tree.apply(msg.seq, event)
-    return ChatLog(tree=tree, completed=completed, last_post_seq=last_post_seq, messages=messages)
+    return ChatLog(
+        tree=tree,
+        completed=completed,
+        last_post_seq=last_post_seq,
+        messages=messages,
+        alive=created and not erased,
+    )
 
 
 def _decode(msg: StoredMsg) -> schemas.Event | None:
@@ -204,6 +219,8 @@ def _decode(msg: StoredMsg) -> schemas.Event | None:
 
 def _context_filters(chat_id: str) -> list[str]:
     return [
+        chat_subject(chat_id, "created"),
+        chat_subject(chat_id, "erased"),
         chat_subject(chat_id, "message.posted"),
         f"chat.{chat_id}.reply.*.requested.*",
         reply_subject(chat_id, "*", "completed"),
@@ -225,6 +242,8 @@ async def _post(js: JetStream, chat_id: str, draft: Draft) -> tuple[MessagePoste
     """Append the message, fenced on the chat's last post so concurrent posts each see a whole context."""
     for _ in range(POST_ATTEMPTS):
         log = await read_chat_log(js, chat_id)
+        if not log.alive:
+            raise ApiError(404, "not_found", f"no chat {chat_id}")
         if draft.edit_of is not None:
             edited = log.tree.nodes.get(draft.edit_of)
             if edited is None or edited.kind != "message":
@@ -338,10 +357,18 @@ async def _post_and_request(
     reply, seq = await _request_reply(
         request, access, message.message_id, [*context, message.message_id], model, params
     )
+    await _not_erased_meanwhile(request, access.chat_id)
     answer = PostMessageResponse(
         chat_id=access.chat_id, message_id=message.message_id, reply_id=reply.reply_id, model=model, seq=seq
     )
     return json_response(answer, status=202)
+
+
+async def _not_erased_meanwhile(request: web.Request, chat_id: str) -> None:
+    """If the chat was erased while we wrote to it, erase what we wrote too (and say the chat is gone)."""
+    if await bus.last_msg(request.app[BUS].js, CHAT.name, chat_subject(chat_id, "erased")) is not None:
+        await erase_chat(request.app[BUS], chat_id, principal_of(request).user_id)
+        raise ApiError(404, "not_found", f"no chat {chat_id}")
 
 
 async def regenerate_reply(request: web.Request) -> web.StreamResponse:
@@ -350,6 +377,8 @@ async def regenerate_reply(request: web.Request) -> web.StreamResponse:
     reply_id = path_id(request, "reply_id")
     body = await read_body(request, RegenerateRequest)
     log = await read_chat_log(request.app[BUS].js, access.chat_id)
+    if not log.alive:
+        raise ApiError(404, "not_found", f"no chat {access.chat_id}")
     node = log.tree.nodes.get(reply_id)
     if node is None or node.kind != "reply":
         raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
@@ -357,6 +386,7 @@ async def regenerate_reply(request: web.Request) -> web.StreamResponse:
     reply, seq = await _request_reply(
         request, access, node.parent, log.context(node.parent), model, body.params
     )
+    await _not_erased_meanwhile(request, access.chat_id)
     answer = PostMessageResponse(
         chat_id=access.chat_id, message_id=node.parent, reply_id=reply.reply_id, model=model, seq=seq
     )

@@ -59,6 +59,10 @@ def _live(uses: dict[str, set[str]], deleted: set[str]) -> set[str]:
     return {sha for sha, chats in uses.items() if chats - deleted}
 
 
+async def _held(nbus: Bus, sha256: str) -> bool:
+    return await bus.last_msg(nbus.js, IMAGE.name, stored_subject(sha256, "*")) is not None
+
+
 async def collect_images(
     nbus: Bus,
     *,
@@ -67,8 +71,13 @@ async def collect_images(
     dry_run: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
     only: set[str] | None = None,
+    release: bool = False,
 ) -> CollectReport:
-    """Purge every image (of `only`, if given) that no live chat references and that is older than `grace`."""
+    """Purge every image (of `only`, if given) that no live chat references and that is older than `grace`.
+
+    `release` (after an erasure) is stricter: deleted chats still count (they can be restored) and
+    an image anyone still holds (a stored event left) stays, for the grace-period collector to judge.
+    """
     report = CollectReport()
     uses: dict[str, set[str]] = {}
     deleted: set[str] = set()
@@ -81,12 +90,14 @@ async def collect_images(
         objects = [entry for entry in objects if entry.name in only]
     report.images = len(objects)
     cutoff = schemas.now() - grace
+    if release:
+        deleted = set()  # a deleted chat can come back: its images stay
     referenced = _live(uses, deleted)
     candidates = []
     for entry in objects:
         if entry.name in referenced:
             report.referenced += 1
-        elif await _young(nbus, entry, cutoff):
+        elif await _young(nbus, entry, cutoff) or (release and await _held(nbus, entry.name)):
             report.too_young += 1
         else:
             candidates.append(entry)
@@ -96,7 +107,7 @@ async def collect_images(
         return report
     # Messages posted while we scanned may have attached a candidate: read the tail once more.
     _fold(await bus.read_all(nbus.js, CHAT.name, _FILTERS, start_seq=last_seq + 1), uses, deleted)
-    referenced = _live(uses, deleted)
+    referenced = _live(uses, set() if release else deleted)
     for done, entry in enumerate(candidates, 1):
         if entry.name not in referenced and await _purge(nbus, entry.name, by):
             report.purged.append(entry.name)

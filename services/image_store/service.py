@@ -86,7 +86,9 @@ class ImageService:
     async def release(self, data: bytes) -> bytes:
         """Purge those of the released images (an erasure dropped a reference) that nothing references."""
         request = _release_decoder.decode(data)
-        report = await collect_images(self.bus, by="erasure", grace=timedelta(0), only=set(request.hashes))
+        report = await collect_images(
+            self.bus, by="erasure", grace=timedelta(0), only=set(request.hashes), release=True
+        )
         return msgspec.json.encode(ReleasedImages(purged=report.purged))
 
     async def _store(self, data: bytes, declared_type: str | None, uploader: str) -> bytes:

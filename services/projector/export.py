@@ -71,7 +71,8 @@ class Chat:
     tree: ChatTree = field(default_factory=ChatTree)
     messages: dict[str, MessagePosted] = field(default_factory=dict)
     requests: dict[str, ReplyRequested] = field(default_factory=dict)
-    completed: dict[str, ReplyCompleted] = field(default_factory=dict)
+    completed: dict[str, ReplyCompleted] = field(default_factory=dict)  # whole replies: training targets
+    seen: dict[str, ReplyCompleted] = field(default_factory=dict)  # in later contexts (cancelled included)
     ratings: dict[str, FeedbackGiven] = field(default_factory=dict)  # reply -> the owner's latest rating
 
     def fold(self, seq: int, event: ChatEvent) -> None:
@@ -82,8 +83,10 @@ class Chat:
                 self.messages.setdefault(event.message_id, event)
             case ReplyRequested():
                 self.requests.setdefault(event.reply_id, event)
-            case ReplyCompleted() if event.finish_reason in ("stop", "length"):
-                self.completed.setdefault(event.reply_id, event)
+            case ReplyCompleted() if event.finish_reason != "error":
+                self.seen.setdefault(event.reply_id, event)  # what the API puts in later contexts
+                if event.finish_reason in ("stop", "length"):
+                    self.completed.setdefault(event.reply_id, event)
             case FeedbackGiven() if event.user_id == self.created.owner_id:
                 self.ratings[event.reply_id] = event
             case ChatRenamed():
@@ -209,8 +212,8 @@ def _messages(chat: Chat, path: list[str], image_ref: ImageRef) -> list[dict[str
         if node in chat.messages:
             message = chat.messages[node]
             out.append({"role": message.role, "content": _user_content(message, image_ref)})
-        elif node in chat.completed:
-            out.append({"role": "assistant", "content": chat.completed[node].text})
+        elif node in chat.seen:
+            out.append({"role": "assistant", "content": chat.seen[node].text})
     return out
 
 
@@ -280,6 +283,10 @@ def preference_rows(log: Log, flt: ExportFilter, image_ref: ImageRef) -> Iterato
             prompt = _messages(chat, chat.tree.path_to(message_id), image_ref)
             for up in ups:
                 for down in downs:
+                    if chat.requests[up].context != chat.requests[down].context:
+                        continue  # they did not answer the same conversation
+                    if chat.completed[up].text == chat.completed[down].text:
+                        continue  # nothing to prefer
                     yield PreferenceRow(
                         chat_id=chat.created.chat_id,
                         user_id=chat.created.owner_id,

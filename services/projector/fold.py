@@ -139,6 +139,12 @@ class Rows:
             self.known[key] = row
             self.new.append(row)
 
+    def drop(self, column: str, value: str) -> None:
+        """Forget every row whose `column` is `value` (an erasure; the store deletes the stored ones)."""
+        self.known = {k: r for k, r in self.known.items() if r.get(column) != value}
+        self.existing = {k: r for k, r in self.existing.items() if r.get(column) != value}
+        self.new = [r for r in self.new if r.get(column) != value]
+
 
 @dataclass
 class Changes:
@@ -155,7 +161,9 @@ class Changes:
 class Fold:
     """Applies events to rows, one small method per event type."""
 
-    def __init__(self, existing: dict[str, dict[str, Row]]) -> None:
+    def __init__(self, existing: dict[str, dict[str, Row]], erased: set[str] | None = None) -> None:
+        # Chats erased before or in this batch: their later events (a straggler) change nothing.
+        self.dead_chats = erased if erased is not None else set()
         self.tables = {table.name: Rows(existing[table.name]) for table in MUTABLE}
         self.chats = self.tables[CHATS.name].known
         self.replies = self.tables[REPLIES.name].known
@@ -230,8 +238,14 @@ class Fold:
             chat["updated_at"] = e.at
 
     def chat_erased(self, seq: int, e: ChatErased) -> None:
-        """Every row of the chat goes (its events were purged from the log)."""
+        """Every row of the chat goes (its events were purged from the log), and nothing of it comes back."""
         self.erased_chats.add(e.chat_id)
+        self.dead_chats.add(e.chat_id)
+        for table in (CHATS, REPLIES, SELECTIONS, FEEDBACK):
+            self.tables[table.name].drop("chat_id", e.chat_id)
+        self.chats = self.tables[CHATS.name].known
+        self.replies = self.tables[REPLIES.name].known
+        self.messages = {k: r for k, r in self.messages.items() if r["chat_id"] != e.chat_id}
 
     def branch_selected(self, seq: int, e: BranchSelected) -> None:
         """Kept in order; the tree is rebuilt from nodes and selections when read."""
@@ -397,8 +411,11 @@ class Fold:
             user["training_consent"] = e.allowed
 
     def user_erased(self, seq: int, e: UserErased) -> None:
-        """The user, their keys and ratings go (their chats have tombstones of their own)."""
+        """The user, their keys and ratings go (their chats have tombstones of their own); the same id
+        may be created again afterwards, as a new account."""
         self.erased_users.add(e.user_id)
+        for table in (USERS, API_KEYS, FEEDBACK):
+            self.tables[table.name].drop("user_id", e.user_id)
 
     def changes(self, events: int) -> Changes:
         """The rows to insert and to write back."""
@@ -412,12 +429,21 @@ class Fold:
         )
 
 
-def fold(events: Sequence[Sequenced], existing: dict[str, dict[str, Row]]) -> Changes:
-    """Fold events (in stream order) over the loaded rows of the keys they touch."""
-    state = Fold(existing)
+def fold(
+    events: Sequence[Sequenced], existing: dict[str, dict[str, Row]], erased: set[str] | None = None
+) -> Changes:
+    """Fold events (in stream order) over the loaded rows of the keys they touch.
+
+    `erased` (updated in place) holds the chats erased so far: later events of those are ignored.
+    """
+    state = Fold(existing, erased)
     handlers = state.handlers()
+    dead = state.dead_chats
     for seq, event in events:
         handler = handlers.get(type(event))
-        if handler is not None:  # token events never reach a projected stream
-            handler(seq, event)
+        if handler is None:  # token events never reach a projected stream
+            continue
+        if dead and getattr(event, "chat_id", None) in dead:
+            continue
+        handler(seq, event)
     return state.changes(len(events))

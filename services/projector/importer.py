@@ -136,6 +136,7 @@ def chatgpt_events(conversation: dict[str, Any], owner: str) -> list[schemas.Eve
     ours: dict[str, str] = {}  # ChatGPT node id -> our message/reply id
     last_user: dict[str, str] = {}  # ChatGPT node id -> the user message it answers / follows
     model = "chatgpt"
+    completions: dict[str, int] = {}  # our reply id -> index of its reply.completed in events
     for node_id, node in _path_nodes(mapping):
         message = node.get("message") or {}
         role = (message.get("author") or {}).get("role")
@@ -143,9 +144,10 @@ def chatgpt_events(conversation: dict[str, Any], owner: str) -> list[schemas.Eve
         anchor = ours.get(parent) if parent else None
         text = _text(message) if message else ""
         at = _time(message.get("create_time") or conversation.get("create_time"))
+        to_user = message.get("recipient") in (None, "all")  # else a tool call (code, browsing)
         if role == "system" and not events and text:
             system = text
-        if role == "user" and text:
+        if role == "user":
             message_id = new_id("m")
             events.append(
                 MessagePosted(
@@ -154,19 +156,26 @@ def chatgpt_events(conversation: dict[str, Any], owner: str) -> list[schemas.Eve
                     at=at,
                     message_id=message_id,
                     author_id=owner,
-                    content=text,
+                    content=text or "(an attachment that was not imported)",
                     parent_id=anchor,
                 )  # fmt: skip
             )
             ours[node_id] = message_id
             last_user[node_id] = message_id
-        elif role == "assistant" and text and parent is not None:
-            message_id = last_user.get(parent) or ""
-            if not message_id:
-                ours[node_id] = anchor or ""
-                continue
+        elif role == "assistant" and text and to_user and anchor in completions:
+            # The same answer, continued after a tool call: one reply, as the user saw it.
+            index = completions[anchor]
+            done = events[index]
+            assert isinstance(done, ReplyCompleted)
+            events[index] = msgspec.structs.replace(done, text=f"{done.text}\n\n{text}")
+            ours[node_id] = anchor
+        elif role == "assistant" and text and to_user and parent is not None and last_user.get(parent):
+            message_id = last_user[parent]
             model = str((message.get("metadata") or {}).get("model_slug") or "chatgpt")
-            model = "".join(c if c.isalnum() or c in "_-" else "-" for c in model)[:64] or "chatgpt"
+            model = (
+                "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in model)[:64]
+                or "chatgpt"
+            )
             reply_id = new_id("r")
             events.append(
                 ReplyRequested(
@@ -180,6 +189,7 @@ def chatgpt_events(conversation: dict[str, Any], owner: str) -> list[schemas.Eve
                     imported=True,
                 )  # fmt: skip
             )
+            completions[reply_id] = len(events)
             events.append(
                 ReplyCompleted(
                     event_id=new_id("e"),
@@ -197,7 +207,7 @@ def chatgpt_events(conversation: dict[str, Any], owner: str) -> list[schemas.Eve
             )
             ours[node_id] = reply_id
         else:
-            ours[node_id] = anchor or ""  # system/tool/hidden nodes: children hang on what came before
+            ours[node_id] = anchor or ""  # system, tool calls and results: children hang on what came before
         if role != "user" and parent in last_user:
             last_user[node_id] = last_user[parent]
     current = ours.get(conversation.get("current_node") or "")

@@ -59,7 +59,7 @@ def prepare(
                 existing[table.name][key] = newer[key]
         for message_id in keys.by_table[MESSAGES.name] & after.message_ids:
             existing[MESSAGES.name][message_id] = {MESSAGES.key: message_id}
-    changes = fold(events, existing)
+    changes = fold(events, existing, store.dead_chats)
     if stored_keys is not None:
         for table in MUTABLE:
             stored_keys[table.name].update(row[table.key] for row in changes.inserts[table.name])

@@ -32,6 +32,10 @@ class Store:
         self.checkpoints: dict[str, int] = dict(
             con.execute("SELECT stream, last_seq FROM checkpoints").fetchall()
         )
+        # Updated by the fold as it meets tombstones (before the batch is written), read by the next fold.
+        self.dead_chats: set[str] = {
+            row[0] for row in con.execute("SELECT chat_id FROM erased_chats").fetchall()
+        }
 
     @classmethod
     def open(cls, path: Path, *, indexes: bool = True) -> Store:
@@ -76,12 +80,13 @@ class Store:
         con = self.con
         con.begin()
         try:
+            # Stored rows of what this batch erased go first; the fold already left out its own.
+            _erase(con, batch.erased_chats, batch.erased_users, batch.last_seq)
             for table, inserts, updates in batch.tables:
                 if inserts is not None:
                     _insert(con, table, inserts)
                 if updates is not None:
                     _update(con, table, updates)
-            _erase(con, batch.erased_chats, batch.erased_users)
             con.execute(
                 "INSERT INTO checkpoints VALUES (?, ?)"
                 " ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq",
@@ -94,11 +99,12 @@ class Store:
         self.checkpoints[batch.stream] = batch.last_seq
 
 
-def _erase(con: duckdb.DuckDBPyConnection, chats: set[str], users: set[str]) -> None:
-    """Delete every row of erased chats and users (after the batch's own inserts, in its transaction)."""
+def _erase(con: duckdb.DuckDBPyConnection, chats: set[str], users: set[str], seq: int) -> None:
+    """Delete the stored rows of erased chats and users; remember the chats (in the batch's transaction)."""
     for chat_id in sorted(chats):
         for table in tables.BY_CHAT:
             con.execute(f"DELETE FROM {table.name} WHERE chat_id = ?", [chat_id])
+        con.execute("INSERT INTO erased_chats VALUES (?, ?) ON CONFLICT DO NOTHING", [chat_id, seq])
     for user_id in sorted(users):
         for table in (tables.USERS, tables.API_KEYS, tables.FEEDBACK):
             con.execute(f"DELETE FROM {table.name} WHERE user_id = ?", [user_id])

@@ -179,6 +179,8 @@ FEEDBACK = Table(
     ),
     indexes=("chat_id",),
 )
+# Chats erased so far: any later event of one (a straggler) is ignored, in live folding and replay alike.
+ERASED_CHATS = Table("erased_chats", (("chat_id", "text"), ("seq", "seq")))
 CHECKPOINTS = Table("checkpoints", (("stream", "text"), ("last_seq", "seq")))
 
 # Tables whose rows change after they are inserted: a batch loads the rows it touches first
@@ -187,7 +189,7 @@ MUTABLE: tuple[Table, ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDB
 READ_MODEL: tuple[Table, ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
 # Tables with a chat_id column: an erased chat's rows are deleted from each.
 BY_CHAT: tuple[Table, ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
-ALL: tuple[Table, ...] = (*READ_MODEL, CHECKPOINTS)
+ALL: tuple[Table, ...] = (*READ_MODEL, ERASED_CHATS, CHECKPOINTS)
 
 
 def schema_fingerprint() -> str:
