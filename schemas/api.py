@@ -91,6 +91,21 @@ class UserErasedResponse(msgspec.Struct, frozen=True, kw_only=True):
     seq: int
 
 
+class LoginRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/login."""
+
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class LoginResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """A session cookie is set; send `csrf_token` as X-CSRF-Token with every write made with it."""
+
+    user_id: str
+    role: str
+    csrf_token: str
+
+
 class ImageFromUrlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/images/from-url: the server fetches the image (public addresses only)."""
 

@@ -59,6 +59,14 @@ class TrainingConsentSet(IdentityEvent, frozen=True, kw_only=True, tag="user.con
     by: str
 
 
+class PasswordSet(IdentityEvent, frozen=True, kw_only=True, tag="user.password_set"):
+    """A user's password was set; only its argon2 hash is kept. Subject `user.<user_id>.password`."""
+
+    user_id: str
+    password_hash: str
+    by: str
+
+
 class UserErased(IdentityEvent, frozen=True, kw_only=True, tag="user.erased"):
     """Tombstone: the user's events, keys, chats and ratings were purged. Subject `user.<user_id>.erased`."""
 
@@ -67,7 +75,13 @@ class UserErased(IdentityEvent, frozen=True, kw_only=True, tag="user.erased"):
 
 
 IdentityEventUnion = (
-    UserCreated | UserRoleChanged | ApiKeyIssued | ApiKeyRevoked | TrainingConsentSet | UserErased
+    UserCreated
+    | UserRoleChanged
+    | ApiKeyIssued
+    | ApiKeyRevoked
+    | TrainingConsentSet
+    | PasswordSet
+    | UserErased
 )
 
 
@@ -94,6 +108,8 @@ def subject_of(event: IdentityEventUnion) -> str:
             return apikey_subject(event.key_id, "revoked")
         case TrainingConsentSet():
             return user_subject(event.user_id, "consent")
+        case PasswordSet():
+            return user_subject(event.user_id, "password")
         case UserErased():
             return user_subject(event.user_id, "erased")
     raise TypeError(f"not an identity event: {event!r}")

@@ -82,7 +82,11 @@ IMAGES_OBJECTS = ObjectStoreSpec(bucket="images", description="Normalised image 
 OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (IMAGES_OBJECTS,)
 
 WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", ttl=15.0)
-KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV,)
+# Browser sessions: key = sha256 of the cookie's session id; a session lasts at most a week.
+SESSIONS_KV = KVSpec(bucket="sessions", description="Browser login sessions (hashed ids)", ttl=7 * DAY)
+# Failed logins per user name: the count resets 15 minutes after the last failure.
+LOGIN_ATTEMPTS_KV = KVSpec(bucket="login_attempts", description="Failed logins per user", ttl=15 * 60.0)
+KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV)
 
 PROJECTOR_SERVICE = "projector"
 # Workers take answers on their own inbox prefix, so the `worker` NATS user reads no one else's.

@@ -424,6 +424,38 @@ def user_add(
     console.print(f"user {user_id} ({role}) created; issue a key with `chatbus admin key issue {user_id}`")
 
 
+@user_app.command("password")
+def user_password(
+    user_id: Annotated[str, typer.Argument(help="The user who will log in with it.")],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt="New password", hide_input=True, confirmation_prompt=True, help="At least 8 characters."
+        ),
+    ],
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Set a user's password for the browser login (only its argon2 hash is kept, as an identity event)."""
+    from services.api.identity import user_role
+    from services.api.sessions import password_problem, set_password
+
+    problem = password_problem(password)
+    if problem is not None:
+        console.print(f"[red]{problem}[/]")
+        raise typer.Exit(2)
+
+    async def action(nbus: Bus) -> bool:
+        if await user_role(nbus.js, user_id) is None:
+            return False
+        await set_password(nbus.js, user_id, password, by="admin-cli")
+        return True
+
+    if not _run_admin(nats, action):
+        console.print(f"[red]no user {user_id}[/]: create it first with `chatbus admin user add {user_id}`")
+        raise typer.Exit(1)
+    console.print(f"password of {user_id} set; they can log in at /v1/login")
+
+
 @user_app.command("erase")
 def user_erase(
     user_id: Annotated[str, typer.Argument(help="The user to erase.")],

@@ -22,7 +22,16 @@ from services.api import ENV_VARS, ApiSettings, create_app
 from services.api.identity import UserExists, add_user, authenticate, issue_key, revoke_key
 from tests.apihelp import SETTINGS, Api, chat_events, is_error, serve_model
 
-NOT_CHECKED = {"healthz", "readyz", "openapi", "models", "me", "me.consent"}  # no chat; me* act on the caller
+NOT_CHECKED = {
+    "healthz",
+    "readyz",
+    "openapi",
+    "models",
+    "me",
+    "me.consent",
+    "login",
+    "logout",
+}  # act on the caller
 
 
 # ---------------------------------------------------------------- identity

@@ -6,10 +6,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.api.errors import error_response
-from services.api.identity import Principal, authenticate
+from services.api.identity import Principal, authenticate, user_role
 from services.api.keys import BUS, PUBLIC_ROUTES
+from services.api.sessions import COOKIE, CSRF_HEADER, SessionInfo, csrf_ok, find_session
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+SESSION = web.RequestKey("session", SessionInfo)
 
 
 def principal_of(request: web.Request) -> Principal:
@@ -30,17 +32,41 @@ def _unauthorized(message: str) -> web.Response:
     return error_response(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="chatbus"'})
 
 
+def session_of(request: web.Request) -> SessionInfo | None:
+    """The browser session a request was authenticated with (None for API keys)."""
+    return request.get(SESSION)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Refuse requests without a valid, unrevoked API key with 401, except on public routes."""
+    """Authenticate by API key (Bearer) or session cookie; 401 otherwise, except on public routes.
+
+    A cookie-authenticated write (any method but GET/HEAD/OPTIONS) must carry the session's CSRF
+    token in `X-CSRF-Token`, else 403.
+    """
     match = request.match_info
     if match.http_exception is not None or match.route.name in request.app[PUBLIC_ROUTES]:
         return await handler(request)
+    js = request.app[BUS].js
     key = bearer_key(request)
-    if key is None:
-        return _unauthorized("send `Authorization: Bearer <api key>`")
-    principal = await authenticate(request.app[BUS].js, key)
-    if principal is None:
-        return _unauthorized("the API key is invalid or revoked")
-    request[PRINCIPAL] = principal
+    if key is not None:
+        principal = await authenticate(js, key)
+        if principal is None:
+            return _unauthorized("the API key is invalid or revoked")
+        request[PRINCIPAL] = principal
+        return await handler(request)
+    session = await find_session(js, request.cookies.get(COOKIE))
+    if session is None:
+        return _unauthorized("log in (POST /v1/login) or send `Authorization: Bearer <api key>`")
+    role = await user_role(js, session.user_id)
+    if role is None:
+        return _unauthorized("the session's user no longer exists")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_ok(
+        session, request.headers.get(CSRF_HEADER)
+    ):
+        return error_response(
+            403, "csrf", f"send the session's CSRF token in {CSRF_HEADER} (from POST /v1/login)"
+        )
+    request[PRINCIPAL] = Principal(user_id=session.user_id, role=role, key_id="session")
+    request[SESSION] = session
     return await handler(request)

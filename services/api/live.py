@@ -20,11 +20,12 @@ from bus import JetStream, StoredMsg
 from schemas.streams import CHAT, TOKENS
 from schemas.tokens import tokens_subject
 from services.api.access import chat_access
-from services.api.auth import bearer_key
+from services.api.auth import bearer_key, session_of
 from services.api.errors import ApiError
 from services.api.identity import authenticate
 from services.api.inputs import query_int
 from services.api.keys import BUS, CLOSING, SETTINGS, SOCKETS
+from services.api.sessions import COOKIE, find_session
 
 log = logging.getLogger(__name__)
 SSE_KEEPALIVE_SECONDS = 15.0
@@ -169,8 +170,19 @@ def start_position(request: web.Request, last_event_id: bool) -> Position:
     )
 
 
+def check_origin(request: web.Request) -> None:
+    """A browser session's WebSocket must come from this site's own pages (no cross-site hijacking)."""
+    if session_of(request) is None:
+        return  # API keys are not sent by browsers on their own
+    scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto", "") == "https" else "http"
+    expected = f"{scheme}://{request.host}"
+    if request.headers.get("Origin") != expected:
+        raise ApiError(403, "bad_origin", f"a session's live feed must be opened from {expected}")
+
+
 async def watch_ws(request: web.Request) -> web.StreamResponse:
     """WebSocket: JSON frames of the chat's events and token deltas after the given sequences."""
+    check_origin(request)
     access = await chat_access(request, write=False)
     position = start_position(request, last_event_id=False)
     ws = web.WebSocketResponse(
@@ -205,11 +217,15 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
 async def _until_denied(request: web.Request) -> None:
     """Return once the caller's key is revoked or the chat is gone: an open feed must not outlive access."""
     js = request.app[BUS].js
+    session = session_of(request)
     while True:
         await asyncio.sleep(request.app[SETTINGS].access_recheck_seconds)
         key = bearer_key(request)
         try:
-            if key is None or await authenticate(js, key) is None:
+            if session is not None:
+                if await find_session(js, request.cookies.get(COOKIE)) is None:
+                    return  # logged out
+            elif key is None or await authenticate(js, key) is None:
                 return
             await chat_access(request, write=False)
         except ApiError:

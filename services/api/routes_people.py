@@ -7,19 +7,38 @@ from aiohttp import web
 
 import bus
 import schemas
-from schemas.api import AcceptedResponse, ConsentRequest, FeedbackRequest, MeResponse, UserErasedResponse
+from schemas.api import (
+    AcceptedResponse,
+    ConsentRequest,
+    FeedbackRequest,
+    LoginRequest,
+    LoginResponse,
+    MeResponse,
+    StatusResponse,
+    UserErasedResponse,
+)
 from schemas.audit import AuditTrail, audit_entry
 from schemas.chat import ChatEvent, FeedbackGiven
 from schemas.identity import TrainingConsentSet, user_subject
 from schemas.ids import new_id
-from schemas.streams import CHAT, IDENTITY
+from schemas.streams import CHAT, IDENTITY, SESSIONS_KV
 from services.api.access import chat_access
-from services.api.auth import principal_of
+from services.api.auth import principal_of, session_of
 from services.api.erase import erase_user
 from services.api.errors import ApiError, json_response
 from services.api.identity import user_role
 from services.api.inputs import path_id, read_body
 from services.api.keys import BUS, SETTINGS
+from services.api.sessions import (
+    COOKIE,
+    MAX_FAILURES,
+    check_password,
+    clear_failures,
+    count_failure,
+    create_session,
+    end_session,
+    failures,
+)
 
 _consent_decoder = msgspec.json.Decoder(TrainingConsentSet)
 
@@ -119,3 +138,48 @@ async def erase_user_route(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, "not_found", f"no user {user_id}")
     erased = await erase_user(request.app[BUS], user_id, principal.user_id)
     return json_response(UserErasedResponse(user_id=user_id, chats=erased.chats, seq=erased.seq))
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Log in with a user name and password: a session cookie (HttpOnly, SameSite=Strict) and a CSRF token."""
+    body = await read_body(request, LoginRequest)
+    js = request.app[BUS].js
+    if await failures(js, body.user) >= MAX_FAILURES:
+        raise ApiError(
+            429,
+            "too_many_attempts",
+            "too many failed logins for this user; wait 15 minutes",
+            {"Retry-After": "900"},
+        )
+    role = await user_role(js, body.user)
+    if not await check_password(js, body.user, body.password) or role is None:
+        await count_failure(js, body.user)
+        raise ApiError(401, "bad_login", "wrong user name or password")
+    await clear_failures(js, body.user)
+    session_id, csrf = await create_session(js, body.user)
+    response = json_response(LoginResponse(user_id=body.user, role=role, csrf_token=csrf))
+    response.set_cookie(
+        COOKIE,
+        session_id,
+        max_age=int(SESSIONS_KV.ttl),
+        httponly=True,
+        samesite="Strict",
+        secure=_secure(request),
+        path="/",
+    )
+    return response
+
+
+def _secure(request: web.Request) -> bool:
+    """Secure cookies whenever the browser came over TLS (directly or through a TLS proxy)."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """End the browser session (every API replica forgets it at once)."""
+    session = session_of(request)
+    if session is not None:
+        await end_session(request.app[BUS].js, session)
+    response = json_response(StatusResponse(status="logged out"))
+    response.del_cookie(COOKIE, path="/")
+    return response

@@ -1,0 +1,170 @@
+"""Browser login: argon2 password hashes as identity events, sessions in a KV bucket, CSRF tokens,
+and a shared count of failed logins per user name (the API stays stateless: any replica serves).
+
+The cookie holds a random session id; the KV key is its sha256, so reading the bucket gives no
+usable cookie. Each session has its own CSRF token: a write made with the cookie must send it back
+in `X-CSRF-Token` (a page of another site cannot read it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+import bus
+import schemas
+from schemas.identity import PasswordSet, user_subject
+from schemas.ids import new_id
+from schemas.streams import IDENTITY, LOGIN_ATTEMPTS_KV, SESSIONS_KV
+
+COOKIE = "chatbus_session"
+CSRF_HEADER = "X-CSRF-Token"
+MAX_FAILURES = 5  # failed logins per user name within LOGIN_ATTEMPTS_KV.ttl, then 429 until it lapses
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+_hasher = PasswordHasher()
+_password_decoder = msgspec.json.Decoder(PasswordSet)
+# Verifying against this keeps an unknown user as slow as a wrong password (no user enumeration by timing).
+_DUMMY_HASH = _hasher.hash("not a password anyone has")
+
+
+class Session(msgspec.Struct, frozen=True, kw_only=True):
+    """What the KV bucket keeps for a session."""
+
+    user_id: str
+    csrf: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A session found from its cookie."""
+
+    key: str
+    user_id: str
+    csrf: str
+
+
+def password_problem(password: str) -> str | None:
+    """Why a password is refused, or None."""
+    if len(password) < MIN_PASSWORD:
+        return f"a password needs at least {MIN_PASSWORD} characters"
+    if len(password) > MAX_PASSWORD:
+        return f"a password has at most {MAX_PASSWORD} characters"
+    return None
+
+
+async def set_password(js: bus.JetStream, user_id: str, password: str, by: str) -> int:
+    """Keep the argon2 hash of a new password as an identity event; the sequence."""
+    problem = password_problem(password)
+    if problem is not None:
+        raise ValueError(problem)
+    event = PasswordSet(
+        event_id=new_id("e"), at=schemas.now(), user_id=user_id, password_hash=_hasher.hash(password), by=by
+    )
+    return (await bus.append_event(js, event)).seq
+
+
+async def check_password(js: bus.JetStream, user_id: str, password: str) -> bool:
+    """Whether `password` is the user's current one (as slow for unknown users as for wrong passwords)."""
+    last = await bus.last_msg(js, IDENTITY.name, user_subject(user_id, "password"))
+    stored = _DUMMY_HASH
+    if last is not None:
+        try:
+            stored = _password_decoder.decode(last.data).password_hash
+        except msgspec.DecodeError:
+            pass
+    try:
+        return _hasher.verify(stored, password) and last is not None
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _key(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def create_session(js: bus.JetStream, user_id: str) -> tuple[str, str]:
+    """A new session for the user: (cookie value, CSRF token)."""
+    session_id = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(24)
+    kv = await js.key_value(SESSIONS_KV.bucket)
+    record = Session(user_id=user_id, csrf=csrf, created_at=schemas.now().isoformat())
+    await kv.put(_key(session_id), msgspec.json.encode(record))
+    return session_id, csrf
+
+
+async def find_session(js: bus.JetStream, cookie: str | None) -> SessionInfo | None:
+    """The live session a cookie names, or None."""
+    if not cookie or len(cookie) > 100:
+        return None
+    kv = await js.key_value(SESSIONS_KV.bucket)
+    key = _key(cookie)
+    try:
+        entry = await kv.get(key)
+    except Exception:  # noqa: BLE001 - not found, deleted or expired
+        return None
+    if not entry.value:
+        return None
+    try:
+        record = msgspec.json.decode(entry.value, type=Session)
+    except msgspec.DecodeError:
+        return None
+    return SessionInfo(key=key, user_id=record.user_id, csrf=record.csrf)
+
+
+async def end_session(js: bus.JetStream, info: SessionInfo) -> None:
+    """Log out: the session is gone for every API replica at once."""
+    kv = await js.key_value(SESSIONS_KV.bucket)
+    await kv.delete(info.key)
+
+
+def csrf_ok(info: SessionInfo, sent: str | None) -> bool:
+    """Whether a write carries the session's CSRF token."""
+    return sent is not None and hmac.compare_digest(sent.encode(), info.csrf.encode())
+
+
+async def failures(js: bus.JetStream, user_id: str) -> int:
+    """Failed logins for this user name in the current window."""
+    kv = await js.key_value(LOGIN_ATTEMPTS_KV.bucket)
+    try:
+        entry = await kv.get(_key(user_id))
+    except Exception:  # noqa: BLE001 - none yet
+        return 0
+    return int(entry.value or b"0")
+
+
+async def count_failure(js: bus.JetStream, user_id: str) -> None:
+    """One more failed login (atomically, shared by every API replica)."""
+    kv = await js.key_value(LOGIN_ATTEMPTS_KV.bucket)
+    key = _key(user_id)
+    for _ in range(5):
+        try:
+            entry = await kv.get(key)
+        except Exception:  # noqa: BLE001 - first failure
+            try:
+                await kv.create(key, b"1")
+                return
+            except Exception:  # noqa: BLE001 - another replica created it: read again
+                continue
+        try:
+            await kv.update(key, str(int(entry.value or b"0") + 1).encode(), last=entry.revision)
+            return
+        except Exception:  # noqa: BLE001 - another replica counted meanwhile: read again
+            continue
+
+
+async def clear_failures(js: bus.JetStream, user_id: str) -> None:
+    """A successful login resets the count."""
+    kv = await js.key_value(LOGIN_ATTEMPTS_KV.bucket)
+    try:
+        await kv.delete(_key(user_id))
+    except Exception:  # noqa: BLE001 - nothing to clear
+        pass

@@ -1,0 +1,110 @@
+"""Browser login: argon2 passwords (identity events), session cookies, CSRF, logout, rate limits, Origin."""
+
+from __future__ import annotations
+
+import pytest
+
+import bus
+from services.api.sessions import COOKIE, MAX_FAILURES, set_password
+from tests.apihelp import Api
+
+PASSWORD = "correct horse battery"
+
+
+async def _login(api: Api, user: str = "ann", password: str = PASSWORD) -> tuple[int, dict, str | None, str]:
+    async with api.client.post("/v1/login", json={"user": user, "password": password}) as resp:
+        body = await resp.json()
+        morsel = resp.cookies.get(COOKIE)
+        header = resp.headers.get("Set-Cookie", "")
+        return resp.status, body, (morsel.value if morsel is not None else None), header
+
+
+async def _as(
+    api: Api, method: str, path: str, cookie: str, csrf: str | None = None, **kw
+) -> tuple[int, dict]:  # type: ignore[no-untyped-def]
+    headers = {
+        "Cookie": f"{COOKIE}={cookie}",
+        **({"X-CSRF-Token": csrf} if csrf else {}),
+        **kw.pop("headers", {}),
+    }
+    async with api.client.request(method, path, headers=headers, **kw) as resp:
+        return resp.status, await resp.json(content_type=None)
+
+
+async def test_a_password_logs_in_with_a_session_cookie_and_csrf_guards_writes(api: Api) -> None:
+    await set_password(api.nbus.js, "ann", PASSWORD, by="root")
+    stored = await bus.read_all(api.nbus.js, "IDENTITY", ["user.ann.password"])
+    assert PASSWORD.encode() not in stored[0].data and b"argon2id" in stored[0].data  # only the hash
+    status, body, cookie, header = await _login(api)
+    assert status == 200 and body["user_id"] == "ann" and body["csrf_token"] and cookie
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/" in header
+    assert "Secure" not in header  # plain http here; behind TLS (or X-Forwarded-Proto: https) it is Secure
+
+    assert (await _as(api, "GET", "/v1/me", cookie))[1]["user_id"] == "ann"
+    status, refused = await _as(api, "POST", "/v1/chats", cookie, json={"title": "x"})
+    assert (status, refused["error"]) == (403, "csrf")
+    assert (await _as(api, "POST", "/v1/chats", cookie, "wrong-token", json={"title": "x"}))[0] == 403
+    status, chat = await _as(api, "POST", "/v1/chats", cookie, body["csrf_token"], json={"title": "x"})
+    assert status == 201 and chat["owner_id"] == "ann"
+
+    assert (await _as(api, "POST", "/v1/logout", cookie, body["csrf_token"]))[0] == 200
+    assert (await _as(api, "GET", "/v1/me", cookie))[0] == 401  # the session is gone everywhere
+
+
+async def test_wrong_passwords_get_401_and_then_429(api: Api) -> None:
+    await set_password(api.nbus.js, "bob", PASSWORD, by="root")
+    assert (await _login(api, "nobody", PASSWORD))[0] == 401  # an unknown user looks like a wrong password
+    assert (await _login(api, "root", PASSWORD))[0] == 401  # a user without a password cannot log in
+    for _ in range(MAX_FAILURES):
+        status, body, cookie, _ = await _login(api, "bob", "not the password")
+        assert (status, body["error"], cookie) == (401, "bad_login", None)
+    status, body, _, _ = await _login(api, "bob", PASSWORD)  # even the right one, for a while
+    assert (status, body["error"]) == (429, "too_many_attempts")
+    assert (await _login(api, "ann", "whatever!"))[0] == 401  # other users are not locked out
+    for bad in (
+        {"user": "bob"},
+        {"user": "", "password": "x"},
+        {"user": "bob", "password": "x", "admin": True},
+    ):
+        async with api.client.post("/v1/login", json=bad) as resp:
+            assert resp.status == 422
+
+
+async def test_short_passwords_are_refused(api: Api) -> None:
+    with pytest.raises(ValueError, match="at least"):
+        await set_password(api.nbus.js, "ann", "short", by="root")
+    assert await bus.read_all(api.nbus.js, "IDENTITY", ["user.ann.password"]) == []
+
+
+async def test_a_session_websocket_must_come_from_this_site(api: Api) -> None:
+    await set_password(api.nbus.js, "ann", PASSWORD, by="root")
+    _, body, cookie, _ = await _login(api)
+    status, chat = await _as(
+        api, "POST", "/v1/chats", cookie or "", body["csrf_token"], json={"title": "live"}
+    )
+    path = f"/v1/chats/{chat['chat_id']}/ws"
+    own = f"http://{api.client.host}:{api.client.port}"
+    cookie_header = {"Cookie": f"{COOKIE}={cookie}"}
+    async with api.client.get(path, headers={**cookie_header, "Origin": "https://evil.example"}) as resp:
+        assert resp.status == 403 and (await resp.json())["error"] == "bad_origin"
+    async with api.client.ws_connect(path, headers={**cookie_header, "Origin": own}) as ws:
+        frame = await ws.receive_json(timeout=5)
+        assert frame["event"]["type"] == "chat.created"
+
+
+async def test_the_cli_sets_a_password_that_logs_in(api: Api, nats_url: str) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    from tests.stack import ROOT
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "services.cli", "admin", "user", "password", *args, "--nats", nats_url]
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    done = await asyncio.to_thread(cli, "bob", "--password", PASSWORD)
+    assert done.returncode == 0, done.stderr
+    assert (await _login(api, "bob"))[0] == 200
+    assert (await asyncio.to_thread(cli, "bob", "--password", "short")).returncode == 2
+    assert (await asyncio.to_thread(cli, "nobody", "--password", PASSWORD)).returncode == 1
