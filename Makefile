@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 TORCH_CPU_SPEC ?= torch==2.13.0
 TORCH_GPU_SPEC ?= torch
 
-.PHONY: up test install lint bench clean
+.PHONY: up test install lint bench clean chromium
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
-test: install lint
+# Browser tests drive Debian's Chromium (Playwright with executable_path): install it where missing.
+chromium:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: install lint chromium
 	$(VENV)/bin/pytest -q
 
 bench: install

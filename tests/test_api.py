@@ -31,7 +31,9 @@ NOT_CHECKED = {
     "me.consent",
     "login",
     "logout",
-}  # act on the caller
+    "ui",
+    "ui.static",
+}  # no chat: public, or acting on the caller only
 
 
 # ---------------------------------------------------------------- identity

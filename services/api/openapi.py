@@ -11,7 +11,7 @@ import msgspec
 from schemas.api import ErrorBody
 from services.api.routes import Route
 
-_PATH_PARAM = re.compile(r"{(\w+)}")
+_PATH_PARAM = re.compile(r"{(\w+)(?::[^}]+)?}")
 _PATTERNS = {"sha256": "^[0-9a-f]{64}$"}
 _REF = "#/components/schemas/{name}"
 _ERRORS = {
@@ -51,7 +51,9 @@ def _operation(route: Route, refs: dict[type, Any]) -> dict[str, Any]:
         for p in route.params
     ]
     answer: dict[str, Any] = {"description": _summary(route)}
-    if route.media == "image/*":
+    if route.media == "text/html":
+        answer["content"] = {"text/html": {"schema": {"type": "string"}}}
+    elif route.media == "image/*":
         answer["content"] = {"image/*": {"schema": {"type": "string", "format": "binary"}}}
     elif route.answer is not None:
         media = "application/json" if route.media == "websocket" else route.media
@@ -100,7 +102,8 @@ def build_openapi(
     refs = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+        path = _PATH_PARAM.sub(r"{\1}", route.path)  # aiohttp's `{name:regex}` is `{name}` in OpenAPI
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, refs)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

@@ -29,7 +29,7 @@ from schemas.api import (
 )
 from schemas.audit import AuditTrail
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
-from services.api import live, routes_chats, routes_images, routes_misc, routes_people
+from services.api import live, routes_chats, routes_images, routes_misc, routes_people, routes_ui
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,9 @@ class Route:
     answer: type | None = None
     params: tuple[Param, ...] = ()
     public: bool = False
-    media: Literal["application/json", "text/event-stream", "websocket", "image/*"] = "application/json"
+    media: Literal["application/json", "text/event-stream", "websocket", "image/*", "text/html"] = (
+        "application/json"
+    )
     request_media: Literal["application/json", "image/*"] = "application/json"
 
 
@@ -71,6 +73,8 @@ AFTER = (
 CHAT = "/v1/chats/{chat_id}"
 
 ROUTES: tuple[Route, ...] = (
+    Route("GET", "/", routes_ui.index, "ui", public=True, media="text/html"),
+    Route("GET", "/static/{path:.+}", routes_ui.static, "ui.static", public=True, media="text/html"),
     Route("GET", "/healthz", routes_misc.healthz, "healthz", answer=StatusResponse, public=True),
     Route("GET", "/readyz", routes_misc.readyz, "readyz", answer=StatusResponse, public=True),
     Route("GET", "/v1/openapi.json", routes_misc.openapi, "openapi", public=True),

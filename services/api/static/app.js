@@ -1,0 +1,283 @@
+// chatbus web UI: log in, chats, a composer, replies streaming over the chat's WebSocket.
+// Every model or user text becomes HTML only through marked + DOMPurify; the CSP forbids inline script.
+"use strict";
+
+const state = { csrf: sessionStorage.getItem("chatbus.csrf") || "", chat: null, ws: null, replies: new Map(), chats: [] };
+const $ = (id) => document.getElementById(id);
+
+async function api(method, path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) throw Object.assign(new Error(data.message || resp.statusText), { status: resp.status, data });
+  return data;
+}
+
+// ---------------------------------------------------------------- safe rendering
+
+const PURIFY = { FORBID_TAGS: ["img", "style", "form", "input", "iframe", "object", "embed", "svg", "math"], ALLOW_DATA_ATTR: false };
+DOMPurify.addHook("afterSanitizeAttributes", (node) => {
+  if (node.tagName === "A") {
+    const href = node.getAttribute("href") || "";
+    if (!/^(https?:|mailto:|#)/i.test(href)) node.removeAttribute("href");
+    node.setAttribute("rel", "noopener noreferrer nofollow");
+    node.setAttribute("target", "_blank");
+  }
+});
+
+function renderMarkdown(el, text) {
+  el.innerHTML = DOMPurify.sanitize(marked.parse(text, { gfm: true, breaks: false }), PURIFY);
+  el.querySelectorAll("pre code").forEach((block) => hljs.highlightElement(block));
+}
+
+// ---------------------------------------------------------------- views
+
+function show(view) {
+  $("login-view").hidden = view !== "login";
+  $("app-view").hidden = view !== "app";
+}
+
+async function start() {
+  try {
+    const me = await api("GET", "/v1/me");
+    if (!state.csrf) throw new Error("no csrf");
+    $("whoami").textContent = me.user_id;
+    show("app");
+    await Promise.all([loadModels(), loadChats()]);
+    const wanted = new URLSearchParams(location.hash.slice(1)).get("chat");
+    if (wanted) await openChat(wanted);
+  } catch (err) {
+    show("login");
+  }
+}
+
+$("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  $("login-error").textContent = "";
+  try {
+    const answer = await api("POST", "/v1/login", { user: $("login-user").value, password: $("login-password").value });
+    state.csrf = answer.csrf_token;
+    sessionStorage.setItem("chatbus.csrf", state.csrf);
+    await start();
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  await api("POST", "/v1/logout").catch(() => {});
+  sessionStorage.removeItem("chatbus.csrf");
+  location.hash = "";
+  location.reload();
+});
+
+async function loadModels() {
+  const { models } = await api("GET", "/v1/models");
+  const picker = $("model-picker");
+  picker.replaceChildren(...models.map((m) => new Option(`${m.alias}${m.images ? " (images)" : ""}`, m.alias)));
+}
+
+async function loadChats(minSeq = 0) {
+  state.chats = (await api("GET", `/v1/chats?limit=100&min_seq=${minSeq}`)).items;
+  drawChatList();
+}
+
+function drawChatList() {
+  const needle = $("chat-search").value.trim().toLowerCase();
+  const list = $("chat-list");
+  list.replaceChildren();
+  for (const chat of state.chats) {
+    if (needle && !chat.title.toLowerCase().includes(needle)) continue;
+    const link = document.createElement("a");
+    link.href = `#chat=${chat.chat_id}`;
+    link.textContent = chat.title;
+    link.dataset.chat = chat.chat_id;
+    if (state.chat && state.chat.chat_id === chat.chat_id) link.setAttribute("aria-current", "true");
+    const item = document.createElement("li");
+    item.append(link);
+    list.append(item);
+  }
+}
+
+$("chat-search").addEventListener("input", drawChatList);
+$("chat-list").addEventListener("click", (event) => {
+  const link = event.target.closest("a[data-chat]");
+  if (!link) return;
+  event.preventDefault();
+  location.hash = `chat=${link.dataset.chat}`;
+  openChat(link.dataset.chat);
+});
+
+$("new-chat").addEventListener("click", async () => {
+  const chat = await api("POST", "/v1/chats", { title: "New chat", model: $("model-picker").value || undefined });
+  await loadChats(chat.seq); // read our own write
+  location.hash = `chat=${chat.chat_id}`;
+  await openChat(chat.chat_id);
+  $("composer-text").focus();
+});
+
+$("rename-chat").addEventListener("click", async () => {
+  const title = prompt("New title", state.chat.title);
+  if (!title) return;
+  const done = await api("PATCH", `/v1/chats/${state.chat.chat_id}`, { title });
+  state.chat.title = title;
+  $("chat-title").textContent = title;
+  await loadChats(done.seq);
+});
+
+$("delete-chat").addEventListener("click", async () => {
+  if (!confirm(`Delete "${state.chat.title}"?`)) return;
+  const done = await api("DELETE", `/v1/chats/${state.chat.chat_id}`);
+  closeFeed();
+  state.chat = null;
+  location.hash = "";
+  $("messages").replaceChildren();
+  $("composer").hidden = true;
+  await loadChats(done.seq);
+});
+
+// ---------------------------------------------------------------- one chat, live
+
+function closeFeed() {
+  if (state.ws) {
+    state.ws.onclose = null;
+    state.ws.close();
+    state.ws = null;
+  }
+}
+
+async function openChat(chatId) {
+  closeFeed();
+  const chat = await api("GET", `/v1/chats/${chatId}`);
+  state.chat = chat;
+  state.replies = new Map();
+  state.position = { chat: 0, tokens: 0 };
+  $("chat-title").textContent = chat.title;
+  $("rename-chat").hidden = $("delete-chat").hidden = false;
+  $("composer").hidden = false;
+  $("messages").replaceChildren();
+  drawChatList();
+  connect();
+}
+
+function connect() {
+  const chatId = state.chat.chat_id;
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const query = `after_chat_seq=${state.position.chat}&after_token_seq=${state.position.tokens}`;
+  const ws = new WebSocket(`${scheme}://${location.host}/v1/chats/${chatId}/ws?${query}`);
+  state.ws = ws;
+  ws.onmessage = (message) => {
+    const frame = JSON.parse(message.data);
+    if (frame.kind === "tokens") state.position.tokens = frame.seq;
+    else state.position.chat = frame.seq;
+    apply(frame);
+  };
+  ws.onclose = () => {
+    if (state.ws === ws && state.chat && state.chat.chat_id === chatId) setTimeout(connect, 1000); // resume where we were
+  };
+}
+
+function bubble(id, role) {
+  let el = document.getElementById(`node-${id}`);
+  if (!el) {
+    el = document.createElement("li");
+    el.id = `node-${id}`;
+    el.className = `msg ${role}`;
+    const body = document.createElement("div");
+    body.className = "body";
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    el.append(body, meta);
+    $("messages").append(el);
+  }
+  return el;
+}
+
+function apply(frame) {
+  const event = frame.event;
+  switch (event.type) {
+    case "chat.message.posted": {
+      const el = bubble(event.message_id, "user");
+      el.querySelector(".body").textContent = event.content; // user text is shown as text, never as HTML
+      if (event.images.length) el.querySelector(".meta").textContent = `${event.images.length} image(s)`;
+      break;
+    }
+    case "chat.reply.requested": {
+      const el = bubble(event.reply_id, "assistant");
+      el.classList.add("streaming");
+      state.replies.set(event.reply_id, { attempt: 0, text: "" });
+      el.querySelector(".meta").textContent = `${event.model} · waiting`;
+      setStreaming(true, event.reply_id);
+      break;
+    }
+    case "tokens.delta": {
+      const reply = state.replies.get(event.reply_id) || { attempt: 0, text: "" };
+      if (event.attempt > reply.attempt) Object.assign(reply, { attempt: event.attempt, text: "" }); // a retry replaces
+      if (event.attempt < reply.attempt) break;
+      reply.text += event.text;
+      state.replies.set(event.reply_id, reply);
+      const el = bubble(event.reply_id, "assistant");
+      if (el.classList.contains("streaming")) {
+        el.querySelector(".body").textContent = reply.text; // plain text while streaming
+        el.querySelector(".meta").textContent = "streaming…";
+      }
+      break;
+    }
+    case "chat.reply.completed":
+    case "chat.reply.failed": {
+      const el = bubble(event.reply_id, "assistant");
+      el.classList.remove("streaming");
+      el.dataset.status = event.type === "chat.reply.completed" ? event.finish_reason : "failed";
+      if (event.type === "chat.reply.completed") {
+        renderMarkdown(el.querySelector(".body"), event.text);
+        el.querySelector(".meta").textContent = `${event.model} · ${event.completion_tokens} tokens`;
+        el.title = `${event.prompt_tokens} prompt + ${event.completion_tokens} completion tokens; first token ${Math.round(event.first_token_ms)} ms, total ${Math.round(event.generation_ms)} ms`;
+      } else {
+        el.querySelector(".meta").textContent = `failed: ${event.error}`;
+      }
+      setStreaming(false, event.reply_id);
+      break;
+    }
+    case "chat.renamed":
+      $("chat-title").textContent = event.title;
+      break;
+    default:
+      break;
+  }
+}
+
+function setStreaming(on, replyId) {
+  state.streaming = on ? replyId : null;
+  $("stop").hidden = !on;
+}
+
+$("stop").addEventListener("click", async () => {
+  if (state.streaming) await api("POST", `/v1/chats/${state.chat.chat_id}/replies/${state.streaming}/cancel`).catch(() => {});
+});
+
+$("composer-text").addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    $("composer").requestSubmit();
+  }
+});
+
+$("composer").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = $("composer-text").value;
+  if (!text.trim() || !state.chat) return;
+  try {
+    await api("POST", `/v1/chats/${state.chat.chat_id}/messages`, { content: text });
+    $("composer-text").value = "";
+  } catch (err) {
+    alert(err.message);
+  }
+});
+
+window.addEventListener("hashchange", () => {
+  const wanted = new URLSearchParams(location.hash.slice(1)).get("chat");
+  if (wanted && (!state.chat || state.chat.chat_id !== wanted)) openChat(wanted).catch(() => {});
+});
+
+start();

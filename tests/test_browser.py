@@ -1,0 +1,158 @@
+"""The web UI in a real browser (Debian's Chromium driven by Playwright) against the in-process stack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+import bus
+import schemas
+from bus import Bus
+from schemas.chat import ReplyCompleted, ReplyRequested
+from schemas.ids import new_id
+from services.api.sessions import set_password
+from tests.stack import Client
+from tests.test_flow import stack  # noqa: F401 - the fixture
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        await launched.close()
+
+
+async def _log_in(page: Page, base: str, user: str) -> None:
+    await page.goto(base + "/")
+    await page.fill("#login-user", user)
+    await page.fill("#login-password", PASSWORD)
+    await page.click("#login-form button[type=submit]")
+    await page.wait_for_selector("#app-view:not([hidden])")
+
+
+async def _assistant_text(page: Page) -> str:
+    return await page.inner_text("#messages .msg.assistant .body")
+
+
+async def test_log_in_chat_stream_reload_and_finish_once(
+    stack: dict[str, str],  # noqa: F811
+    nbus: Bus,
+    browser: Browser,
+    artifacts_dir: Path,
+) -> None:
+    await set_password(nbus.js, "ann", PASSWORD, by="test")
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await _log_in(page, stack["base"], "ann")
+    await page.wait_for_selector("#model-picker option[value=demo]", state="attached")
+    await page.click("#new-chat")
+    await page.wait_for_selector("#composer:not([hidden])")
+    await page.wait_for_selector("#chat-list a[aria-current=true]")  # the new chat is listed and current
+    await page.fill("#composer-text", "Hello there")
+    await page.press("#composer-text", "Enter")
+    await page.wait_for_selector("#messages .msg.user")
+    assert await page.inner_text("#messages .msg.user .body") == "Hello there"
+    await page.wait_for_selector("#messages .msg.assistant[data-status]", timeout=60_000)
+    await page.screenshot(path=str(artifacts_dir / "ui-chat-desktop.png"))
+
+    # A long reply: tokens arrive before it completes, and a reload mid-reply picks it up again.
+    chat_id = page.url.split("chat=")[1]
+    async with Client(stack["base"], stack["ann"]) as ann:
+        status, posted = await ann.call(
+            "POST",
+            f"/v1/chats/{chat_id}/messages",
+            json={"content": "Go on", "params": {"max_new_tokens": 1500, "ignore_eos": True}},
+        )
+    assert status == 202
+    streaming = f"#node-{posted['reply_id']}.streaming .body"
+    await page.wait_for_function(
+        "sel => (document.querySelector(sel)?.textContent || '').length > 20", arg=streaming, timeout=30_000
+    )
+    assert await page.get_attribute(f"#node-{posted['reply_id']}", "data-status") is None  # not ended yet
+    await page.reload()
+    await page.wait_for_selector(f"#node-{posted['reply_id']}", timeout=30_000)
+    await page.wait_for_selector(f"#node-{posted['reply_id']}[data-status=length]", timeout=120_000)
+    assert await page.locator(f"#node-{posted['reply_id']}").count() == 1  # finished exactly once
+    end = await bus.last_msg(nbus.js, "CHAT", f"chat.{chat_id}.reply.{posted['reply_id']}.completed")
+    assert end is not None
+    event = schemas.decode_event(end.data)
+    assert isinstance(event, ReplyCompleted) and event.completion_tokens == 1500
+    assert await page.locator("#messages .msg.assistant").count() == 2
+
+    phone = await browser.new_page(viewport={"width": 390, "height": 844})
+    await _log_in(phone, stack["base"], "ann")
+    await phone.goto(f"{stack['base']}/#chat={chat_id}")
+    await phone.wait_for_selector("#messages .msg.assistant[data-status]")
+    await phone.screenshot(path=str(artifacts_dir / "ui-chat-phone.png"))
+
+
+async def test_hostile_text_renders_inert_and_strangers_see_nothing(
+    stack: dict[str, str],  # noqa: F811
+    nbus: Bus,
+    browser: Browser,
+) -> None:
+    for user in ("ann", "bob"):
+        await set_password(nbus.js, user, PASSWORD, by="test")
+    async with Client(stack["base"], stack["ann"]) as ann:
+        _, chat = await ann.call("POST", "/v1/chats", json={"title": "hostile", "model": "demo"})
+    chat_id = chat["chat_id"]
+    hostile = (
+        "<img src=x onerror=alert(1)> <script>alert(2)</script> [click me](javascript:alert(3)) "
+        '![tracker](http://tracker.invalid/pixel.png) <a href="javascript:alert(4)">raw</a>'
+    )
+    await _a_reply(nbus, chat_id, hostile)
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    requests: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
+    page.on("request", lambda r: requests.append(r.url))
+    await _log_in(page, stack["base"], "ann")
+    await page.goto(f"{stack['base']}/#chat={chat_id}")
+    await page.reload()
+    await page.wait_for_selector("#messages .msg.assistant[data-status]")
+    await page.wait_for_timeout(500)
+    assert dialogs == []
+    assert not [u for u in requests if "tracker.invalid" in u or u.endswith("/x")]
+    body = page.locator("#messages .msg.assistant .body")
+    assert await body.locator("img, script").count() == 0
+    for href in await body.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
+        assert href is None or not href.lower().startswith("javascript")
+    csp = (await page.request.get(stack["base"] + "/")).headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+
+    stranger = await browser.new_page()
+    await _log_in(stranger, stack["base"], "bob")
+    await stranger.goto(f"{stack['base']}/#chat={chat_id}")
+    await stranger.wait_for_timeout(1000)
+    assert await stranger.locator("#messages .msg").count() == 0
+    assert "hostile" not in await stranger.inner_text("body")
+
+
+async def _a_reply(nbus: Bus, chat_id: str, text: str) -> None:
+    """A completed reply with `text`, as a worker would have written it."""
+    at = schemas.now()
+    request = ReplyRequested(
+        event_id=new_id("e"), chat_id=chat_id, at=at, reply_id=new_id("r"), message_id="m-none",
+        model="demo", requested_by="ann", imported=True,
+    )  # fmt: skip
+    done = ReplyCompleted(
+        event_id=new_id("e"), chat_id=chat_id, at=at, reply_id=request.reply_id, attempt=1, worker_id="w",
+        model="demo", text=text, prompt_tokens=1, completion_tokens=1, finish_reason="stop",
+    )  # fmt: skip
+    for event in (request, done):
+        await bus.append_event(nbus.js, event)
