@@ -82,7 +82,18 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
     await run(stop)
 
 
+def _with_local_credentials(url: str) -> str:
+    """The default URL, plus the credentials `chatbus up` keeps in the data dir (same machine, no typing)."""
+    creds_file = _data_dir(None) / "nats.creds"
+    if url != DEFAULT_NATS or not creds_file.exists():
+        return url
+    creds = Credentials.load_or_create(creds_file)
+    port = os.environ.get("CHATBUS_NATS_PORT", "4222")
+    return f"nats://{creds.user}:{creds.password}@127.0.0.1:{port}"
+
+
 async def _connect(url: str, name: str, inbox_prefix: str = "_INBOX") -> Bus:
+    url = _with_local_credentials(url)
     try:
         nbus = await bus.connect(url, name=name, inbox_prefix=inbox_prefix)
     except Exception as exc:
@@ -290,12 +301,16 @@ def up(
                 )
             )
         console.print(
-            f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/v1  "
-            f"(routes: http://127.0.0.1:{port}/v1/openapi.json; the web UI is not built yet)",
+            f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/  (web UI; API under /v1, "
+            f"routes: http://127.0.0.1:{port}/v1/openapi.json)",
             soft_wrap=True,
         )
         console.print(
             f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)", soft_wrap=True
+        )
+        console.print(
+            "to log in to the web UI as admin, set a password: `.venv/bin/chatbus admin user password admin`",
+            soft_wrap=True,
         )
         console.print(
             f"NATS: {server.url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n",
