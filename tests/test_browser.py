@@ -156,3 +156,37 @@ async def _a_reply(nbus: Bus, chat_id: str, text: str) -> None:
     )  # fmt: skip
     for event in (request, done):
         await bus.append_event(nbus.js, event)
+
+
+AXE = Path(__file__).parent / "vendor" / "axe-core-4.10.3.min.js"
+
+
+async def _axe(page: Page) -> list[dict[str, object]]:
+    """Violations axe-core finds on the page as it is now."""
+    await page.add_script_tag(path=str(AXE))
+    result = await page.evaluate("async () => (await axe.run(document)).violations")
+    return [{"id": v["id"], "impact": v["impact"], "nodes": len(v["nodes"])} for v in result]
+
+
+async def test_the_main_views_have_no_critical_accessibility_issue(
+    stack: dict[str, str],  # noqa: F811
+    nbus: Bus,
+    browser: Browser,
+) -> None:
+    await set_password(nbus.js, "ann", PASSWORD, by="test")
+    for viewport in ({"width": 1280, "height": 800}, {"width": 390, "height": 844}):
+        context = await browser.new_context(viewport=viewport, bypass_csp=True)  # to inject axe only
+        page = await context.new_page()
+        await page.goto(stack["base"] + "/")
+        await page.wait_for_selector("#login-view:not([hidden])")
+        login = await _axe(page)
+        await _log_in(page, stack["base"], "ann")
+        await page.click("#new-chat")
+        await page.wait_for_selector("#composer:not([hidden])")
+        chat = await _axe(page)
+        for found in (login, chat):
+            assert not [v for v in found if v["impact"] in ("critical", "serious")], found
+        # The checker itself works: a button without a name is caught.
+        await page.evaluate("document.body.append(document.createElement('button'))")
+        assert "button-name" in {v["id"] for v in await _axe(page)}
+        await context.close()
