@@ -68,6 +68,18 @@ async def test_log_in_chat_stream_reload_and_finish_once(
     await page.wait_for_selector("#messages .msg.user")
     assert await page.inner_text("#messages .msg.user .body") == "Hello there"
     await page.wait_for_selector("#messages .msg.assistant[data-status]", timeout=60_000)
+    first_reply = await page.get_attribute("#messages .msg.assistant", "id")
+
+    # Regenerate: a second version with branch arrows; go back to the first; rate it.
+    await page.click("#messages .msg.assistant .regenerate")
+    await page.wait_for_function(
+        "() => document.querySelector('#messages .msg.assistant .branch-position')?.textContent === '2/2'"
+    )
+    await page.wait_for_selector("#messages .msg.assistant[data-status]", timeout=60_000)
+    await page.click("#messages .msg.assistant [aria-label='Previous version']")
+    await page.wait_for_selector(f"#{first_reply} .branch-position:text('1/2')")
+    await page.click(f"#{first_reply} .rate-up")
+    await page.wait_for_selector(f"#{first_reply} .rate-up[aria-pressed=true]")
     await page.screenshot(path=str(artifacts_dir / "ui-chat-desktop.png"))
 
     # A long reply: tokens arrive before it completes, and a reload mid-reply picks it up again.

@@ -153,6 +153,7 @@ async function openChat(chatId) {
   state.chat = chat;
   state.replies = new Map();
   state.position = { chat: 0, tokens: 0 };
+  state.wantSeq = 0;
   $("chat-title").textContent = chat.title;
   $("rename-chat").hidden = $("delete-chat").hidden = false;
   $("composer").hidden = false;
@@ -178,6 +179,127 @@ function connect() {
   };
 }
 
+// The chat is drawn from the read model's active path (GET …/messages); live frames update the
+// streaming reply in place and ask for a fresh path when the tree changes.
+
+let refreshing = null;
+
+function refresh(minSeq) {
+  state.wantSeq = Math.max(state.wantSeq || 0, minSeq);
+  if (refreshing) return;
+  refreshing = (async () => {
+    try {
+      while (state.chat) {
+        const seq = state.wantSeq;
+        const chatId = state.chat.chat_id;
+        const listed = await api("GET", `/v1/chats/${chatId}/messages?min_seq=${seq}`);
+        if (!state.chat || state.chat.chat_id !== chatId) return;
+        draw(listed);
+        if (state.wantSeq === seq) return;
+      }
+    } catch (err) {
+      // the read model is catching up (503): the next frame asks again
+    } finally {
+      refreshing = null;
+    }
+  })();
+}
+
+function draw(listed) {
+  const messages = new Map(listed.messages.map((m) => [m.message_id, m]));
+  const replies = new Map(listed.replies.map((r) => [r.reply_id, r]));
+  const ratings = new Map(listed.ratings.map((r) => [r.reply_id, r.rating]));
+  const list = $("messages");
+  const keep = new Set();
+  let streaming = null;
+  for (const node of listed.active_path) {
+    keep.add(`node-${node.node_id}`);
+    const el = bubble(node.node_id, node.kind === "message" ? "user" : "assistant");
+    list.append(el); // in path order
+    const body = el.querySelector(".body");
+    const meta = el.querySelector(".meta");
+    meta.replaceChildren();
+    if (node.kind === "message") {
+      const m = messages.get(node.node_id);
+      body.textContent = m.content; // user text is shown as text, never as HTML
+      if (m.images.length) meta.append(`${m.images.length} image(s) `);
+    } else {
+      const r = replies.get(node.node_id);
+      drawReply(el, r, ratings.get(r.reply_id));
+      if (r.status === "requested" || r.status === "started") streaming = r.reply_id;
+    }
+    if (node.siblings.length > 1) meta.append(switcher(node));
+  }
+  for (const el of [...list.children]) if (!keep.has(el.id)) el.remove();
+  setStreaming(Boolean(streaming), streaming);
+}
+
+function drawReply(el, r, rating) {
+  const body = el.querySelector(".body");
+  const meta = el.querySelector(".meta");
+  const done = r.status === "completed" || r.status === "cancelled" || r.status === "failed";
+  el.classList.toggle("streaming", !done);
+  if (!done) {
+    const live = state.replies.get(r.reply_id);
+    body.textContent = live ? live.text : "";
+    meta.append(`${r.model} · ${live ? "streaming…" : "waiting"} `);
+    return;
+  }
+  if (el.dataset.status !== (r.status === "failed" ? "failed" : r.finish_reason)) {
+    el.dataset.status = r.status === "failed" ? "failed" : r.finish_reason;
+    if (r.status === "failed") body.textContent = `failed: ${r.error}`;
+    else renderMarkdown(body, r.text);
+  }
+  el.title = `${r.prompt_tokens} prompt + ${r.completion_tokens} completion tokens; first token ${Math.round(r.first_token_ms)} ms, total ${Math.round(r.generation_ms)} ms`;
+  meta.append(`${r.model} · ${r.completion_tokens} tokens `);
+  for (const [value, label] of [["up", "▲"], ["down", "▼"]]) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = `rate rate-${value}`;
+    button.textContent = label;
+    button.setAttribute("aria-label", value === "up" ? "Good reply" : "Bad reply");
+    button.setAttribute("aria-pressed", String(rating === value));
+    button.addEventListener("click", async () => {
+      const next = rating === value ? null : value;
+      const done = await api("PUT", `/v1/chats/${state.chat.chat_id}/replies/${r.reply_id}/feedback`, { rating: next });
+      refresh(done.seq);
+    });
+    meta.append(button, " ");
+  }
+  const again = document.createElement("button");
+  again.type = "button";
+  again.className = "regenerate";
+  again.textContent = "Regenerate";
+  again.addEventListener("click", async () => {
+    const answer = await api("POST", `/v1/chats/${state.chat.chat_id}/replies/${r.reply_id}/regenerate`, {});
+    refresh(answer.seq);
+  });
+  meta.append(again);
+}
+
+function switcher(node) {
+  const at = node.siblings.indexOf(node.node_id);
+  const box = document.createElement("span");
+  box.className = "branches";
+  const go = (offset, label, name) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    button.setAttribute("aria-label", name);
+    button.disabled = at + offset < 0 || at + offset >= node.siblings.length;
+    button.addEventListener("click", async () => {
+      const done = await api("POST", `/v1/chats/${state.chat.chat_id}/branch`, { node_id: node.siblings[at + offset] });
+      refresh(done.seq);
+    });
+    return button;
+  };
+  const where = document.createElement("span");
+  where.className = "branch-position";
+  where.textContent = `${at + 1}/${node.siblings.length}`;
+  box.append(go(-1, "‹", "Previous version"), where, go(1, "›", "Next version"));
+  return box;
+}
+
 function bubble(id, role) {
   let el = document.getElementById(`node-${id}`);
   if (!el) {
@@ -196,55 +318,18 @@ function bubble(id, role) {
 
 function apply(frame) {
   const event = frame.event;
-  switch (event.type) {
-    case "chat.message.posted": {
-      const el = bubble(event.message_id, "user");
-      el.querySelector(".body").textContent = event.content; // user text is shown as text, never as HTML
-      if (event.images.length) el.querySelector(".meta").textContent = `${event.images.length} image(s)`;
-      break;
-    }
-    case "chat.reply.requested": {
-      const el = bubble(event.reply_id, "assistant");
-      el.classList.add("streaming");
-      state.replies.set(event.reply_id, { attempt: 0, text: "" });
-      el.querySelector(".meta").textContent = `${event.model} · waiting`;
-      setStreaming(true, event.reply_id);
-      break;
-    }
-    case "tokens.delta": {
-      const reply = state.replies.get(event.reply_id) || { attempt: 0, text: "" };
-      if (event.attempt > reply.attempt) Object.assign(reply, { attempt: event.attempt, text: "" }); // a retry replaces
-      if (event.attempt < reply.attempt) break;
-      reply.text += event.text;
-      state.replies.set(event.reply_id, reply);
-      const el = bubble(event.reply_id, "assistant");
-      if (el.classList.contains("streaming")) {
-        el.querySelector(".body").textContent = reply.text; // plain text while streaming
-        el.querySelector(".meta").textContent = "streaming…";
-      }
-      break;
-    }
-    case "chat.reply.completed":
-    case "chat.reply.failed": {
-      const el = bubble(event.reply_id, "assistant");
-      el.classList.remove("streaming");
-      el.dataset.status = event.type === "chat.reply.completed" ? event.finish_reason : "failed";
-      if (event.type === "chat.reply.completed") {
-        renderMarkdown(el.querySelector(".body"), event.text);
-        el.querySelector(".meta").textContent = `${event.model} · ${event.completion_tokens} tokens`;
-        el.title = `${event.prompt_tokens} prompt + ${event.completion_tokens} completion tokens; first token ${Math.round(event.first_token_ms)} ms, total ${Math.round(event.generation_ms)} ms`;
-      } else {
-        el.querySelector(".meta").textContent = `failed: ${event.error}`;
-      }
-      setStreaming(false, event.reply_id);
-      break;
-    }
-    case "chat.renamed":
-      $("chat-title").textContent = event.title;
-      break;
-    default:
-      break;
+  if (frame.kind === "tokens") {
+    const reply = state.replies.get(event.reply_id) || { attempt: 0, text: "" };
+    if (event.attempt > reply.attempt) Object.assign(reply, { attempt: event.attempt, text: "" }); // a retry replaces
+    if (event.attempt < reply.attempt) return;
+    reply.text += event.text;
+    state.replies.set(event.reply_id, reply);
+    const el = document.getElementById(`node-${event.reply_id}`);
+    if (el && el.classList.contains("streaming")) el.querySelector(".body").textContent = reply.text;
+    return;
   }
+  if (event.type === "chat.renamed") $("chat-title").textContent = event.title;
+  refresh(frame.seq); // the tree, a status or a rating changed: draw the active path again
 }
 
 function setStreaming(on, replyId) {
