@@ -153,6 +153,7 @@ async def test_hostile_text_renders_inert_and_strangers_see_nothing(
     await stranger.wait_for_timeout(1000)
     assert await stranger.locator("#messages .msg").count() == 0
     assert "hostile" not in await stranger.inner_text("body")
+    assert "not yours" in await stranger.inner_text("#chat-error")
 
 
 async def _a_reply(nbus: Bus, chat_id: str, text: str) -> None:
@@ -202,3 +203,61 @@ async def test_the_main_views_have_no_critical_accessibility_issue(
         await page.evaluate("document.body.append(document.createElement('button'))")
         assert "button-name" in {v["id"] for v in await _axe(page)}
         await context.close()
+
+
+async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
+    stack: dict[str, str],  # noqa: F811
+    nbus: Bus,
+    browser: Browser,
+) -> None:
+    from services.api.identity import add_user
+
+    await add_user(nbus.js, "root", role="admin")
+    for user in ("ann", "root"):
+        await set_password(nbus.js, user, PASSWORD, by="test")
+    page = await browser.new_page()
+    page.on("dialog", lambda d: asyncio.ensure_future(d.accept("second try")))
+    await _log_in(page, stack["base"], "ann")
+    await page.click("#new-chat")
+    await page.fill("#composer-text", "first try")
+    await page.press("#composer-text", "Enter")
+    await page.wait_for_selector("#messages .msg.assistant[data-status]", timeout=60_000)
+    await page.click("#messages .msg.user .edit")  # the prompt answers "second try"
+    await page.wait_for_selector("#messages .msg.user .branch-position:text('2/2')")
+    assert await page.inner_text("#messages .msg.user .body") == "second try"
+    chat_id = page.url.split("chat=")[1]
+
+    # A second tab mid-reply: both follow the same reply to its one end.
+    other = await browser.new_page()
+    await _log_in(other, stack["base"], "ann")
+    await other.goto(f"{stack['base']}/#chat={chat_id}")
+    await other.wait_for_selector("#messages .msg.user")
+    async with Client(stack["base"], stack["ann"]) as ann:
+        _, posted = await ann.call(
+            "POST",
+            f"/v1/chats/{chat_id}/messages",
+            json={"content": "long", "params": {"max_new_tokens": 800, "ignore_eos": True}},
+        )
+    node = f"#node-{posted['reply_id']}"
+    await other.wait_for_function(
+        "sel => (document.querySelector(sel)?.textContent || '').length > 20",
+        arg=node + " .body",
+        timeout=30_000,
+    )
+    for tab in (page, other):
+        await tab.wait_for_selector(f"{node}[data-status=length]", timeout=120_000)
+        assert await tab.locator(node).count() == 1
+    assert await page.inner_text(node + " .body") == await other.inner_text(node + " .body")
+
+    # An admin's events view: the chat's live events, decoded.
+    admin = await browser.new_page()
+    await _log_in(admin, stack["base"], "root")
+    await admin.goto(f"{stack['base']}/#chat={chat_id}")
+    await admin.wait_for_selector("#events-toggle:not([hidden])")
+    await admin.click("#events-toggle")
+    await admin.wait_for_selector("#events:not([hidden])")
+    await admin.wait_for_function(
+        "() => document.querySelector('#events').textContent.includes('chat.reply.completed')"
+    )
+    assert "chat.created" in await admin.inner_text("#events")
+    assert await page.locator("#events-toggle").is_hidden()  # not for users

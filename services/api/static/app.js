@@ -43,6 +43,7 @@ async function start() {
     const me = await api("GET", "/v1/me");
     if (!state.csrf) throw new Error("no csrf");
     $("whoami").textContent = me.user_id;
+    state.admin = me.role === "admin";
     show("app");
     await Promise.all([loadModels(), loadChats()]);
     const wanted = new URLSearchParams(location.hash.slice(1)).get("chat");
@@ -149,13 +150,26 @@ function closeFeed() {
 
 async function openChat(chatId) {
   closeFeed();
-  const chat = await api("GET", `/v1/chats/${chatId}`);
+  $("chat-error").textContent = "";
+  let chat;
+  try {
+    chat = await api("GET", `/v1/chats/${chatId}`);
+  } catch (err) {
+    state.chat = null;
+    $("messages").replaceChildren();
+    $("composer").hidden = true;
+    $("chat-title").textContent = "Chat not found";
+    $("chat-error").textContent = err.status === 404 ? "There is no such chat, or it is not yours." : err.message;
+    return;
+  }
   state.chat = chat;
   state.replies = new Map();
   state.position = { chat: 0, tokens: 0 };
   state.wantSeq = 0;
   $("chat-title").textContent = chat.title;
   $("rename-chat").hidden = $("delete-chat").hidden = false;
+  $("events-toggle").hidden = !state.admin;
+  $("events").replaceChildren();
   $("composer").hidden = false;
   $("messages").replaceChildren();
   drawChatList();
@@ -223,6 +237,7 @@ function draw(listed) {
       const m = messages.get(node.node_id);
       body.textContent = m.content; // user text is shown as text, never as HTML
       if (m.images.length) meta.append(`${m.images.length} image(s) `);
+      meta.append(editButton(m));
     } else {
       const r = replies.get(node.node_id);
       drawReply(el, r, ratings.get(r.reply_id));
@@ -277,6 +292,20 @@ function drawReply(el, r, rating) {
   meta.append(again);
 }
 
+function editButton(m) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "edit";
+  button.textContent = "Edit";
+  button.addEventListener("click", async () => {
+    const text = prompt("Edit your message (a new version; the old one stays)", m.content);
+    if (!text || !text.trim() || text === m.content) return;
+    const answer = await api("POST", `/v1/chats/${state.chat.chat_id}/messages/${m.message_id}/edit`, { content: text });
+    refresh(answer.seq);
+  });
+  return button;
+}
+
 function switcher(node) {
   const at = node.siblings.indexOf(node.node_id);
   const box = document.createElement("span");
@@ -316,7 +345,23 @@ function bubble(id, role) {
   return el;
 }
 
+function logEvent(frame) {
+  const events = $("events");
+  if (!state.admin) return;
+  const line = document.createElement("div");
+  line.textContent = `${frame.kind} #${frame.seq} ${JSON.stringify(frame.event)}`;
+  events.append(line);
+  if (events.childElementCount > 500) events.firstElementChild.remove();
+}
+
+$("events-toggle").addEventListener("click", () => {
+  const open = $("events").hidden;
+  $("events").hidden = !open;
+  $("events-toggle").setAttribute("aria-pressed", String(open));
+});
+
 function apply(frame) {
+  logEvent(frame);
   const event = frame.event;
   if (frame.kind === "tokens") {
     const reply = state.replies.get(event.reply_id) || { attempt: 0, text: "" };
