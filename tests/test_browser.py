@@ -199,6 +199,7 @@ async def test_the_main_views_have_no_critical_accessibility_issue(
         chat = await _axe(page)
         for found in (login, chat):
             assert not [v for v in found if v["impact"] in ("critical", "serious")], found
+        assert not [v for v in chat if v["id"] in ("landmark-one-main", "page-has-heading-one")], chat
         # The checker itself works: a button without a name is caught.
         await page.evaluate("document.body.append(document.createElement('button'))")
         assert "button-name" in {v["id"] for v in await _axe(page)}
@@ -261,3 +262,32 @@ async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
     )
     assert "chat.created" in await admin.inner_text("#events")
     assert await page.locator("#events-toggle").is_hidden()  # not for users
+
+
+async def test_attach_an_image_with_a_preview_and_see_it_in_the_chat(
+    stack: dict[str, str],  # noqa: F811
+    nbus: Bus,
+    browser: Browser,
+) -> None:
+    import io
+
+    from PIL import Image
+
+    await set_password(nbus.js, "ann", PASSWORD, by="test")
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(png, "PNG")
+    page = await browser.new_page()
+    await _log_in(page, stack["base"], "ann")
+    await page.click("#new-chat")
+    await page.set_input_files(
+        "#attach", files=[{"name": "red.png", "mimeType": "image/png", "buffer": png.getvalue()}]
+    )
+    await page.wait_for_selector("#previews img")
+    await page.fill("#composer-text", "see this")
+    await page.press("#composer-text", "Enter")
+    await page.wait_for_selector("#messages .msg.user .pictures img")
+    await page.wait_for_function(
+        "() => document.querySelector('#messages .msg.user .pictures img').naturalWidth === 40"
+    )  # loaded from /v1/images/{sha256} with the session cookie
+    assert await page.locator("#previews img").count() == 0  # cleared after sending
+    await page.wait_for_selector("#messages .msg.assistant[data-status]", timeout=60_000)

@@ -15,6 +15,7 @@ from bus import Bus
 from schemas.chat import ReplyCompleted
 from services.api import ApiSettings, create_app
 from services.api.identity import add_user, issue_key
+from services.image_store import ImageStoreSettings, run_image_store
 from services.llm_worker import WorkerSettings
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.worker import Worker
@@ -24,7 +25,8 @@ from tests.stack import Client, chat_events, wait_models, wait_projector
 
 @pytest.fixture
 async def stack(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterator[dict[str, str]]:
-    """Projector, worker and API in this process against the test's NATS account; keys of ann and bob."""
+    """Projector, worker, image store and API in this process against the test's NATS account; keys of ann
+    and bob."""
     keys = {}
     for user in ("ann", "bob"):
         await add_user(nbus.js, user)
@@ -39,6 +41,7 @@ async def stack(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterato
     tasks = [
         asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop)),
         asyncio.create_task(worker.run(stop)),
+        asyncio.create_task(run_image_store(ImageStoreSettings(), nbus, stop)),
     ]
     await wait_projector(nbus)
     await wait_models(nbus, "demo")

@@ -236,7 +236,7 @@ function draw(listed) {
     if (node.kind === "message") {
       const m = messages.get(node.node_id);
       body.textContent = m.content; // user text is shown as text, never as HTML
-      if (m.images.length) meta.append(`${m.images.length} image(s) `);
+      drawPictures(el, m.images);
       meta.append(editButton(m));
     } else {
       const r = replies.get(node.node_id);
@@ -290,6 +290,82 @@ function drawReply(el, r, rating) {
     refresh(answer.seq);
   });
   meta.append(again);
+}
+
+function drawPictures(el, hashes) {
+  let box = el.querySelector(".pictures");
+  if (!hashes.length) {
+    if (box) box.remove();
+    return;
+  }
+  if (box && box.dataset.hashes === hashes.join(",")) return;
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "pictures";
+    el.prepend(box);
+  }
+  box.dataset.hashes = hashes.join(",");
+  box.replaceChildren(
+    ...hashes
+      .filter((sha) => /^[0-9a-f]{64}$/.test(sha))
+      .map((sha) => Object.assign(document.createElement("img"), { src: `/v1/images/${sha}`, alt: "attached image" })),
+  );
+}
+
+// ---------------------------------------------------------------- images to send (attach or paste)
+
+state.pending = [];
+
+function addPending(files) {
+  for (const file of files) {
+    if (!file.type.startsWith("image/")) continue;
+    const url = URL.createObjectURL(file);
+    const figure = document.createElement("figure");
+    const img = Object.assign(document.createElement("img"), { src: url, alt: `to send: ${file.name || "pasted image"}` });
+    const remove = Object.assign(document.createElement("button"), { type: "button", textContent: "Remove" });
+    const item = { file, url, figure };
+    remove.addEventListener("click", () => {
+      state.pending = state.pending.filter((p) => p !== item);
+      URL.revokeObjectURL(url);
+      figure.remove();
+    });
+    figure.append(img, remove);
+    $("previews").append(figure);
+    state.pending.push(item);
+  }
+}
+
+$("attach").addEventListener("change", (event) => {
+  addPending([...event.target.files]);
+  event.target.value = "";
+});
+$("composer-text").addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData?.files || [])];
+  if (files.length) {
+    event.preventDefault();
+    addPending(files);
+  }
+});
+
+async function uploadPending() {
+  const hashes = [];
+  for (const item of state.pending) {
+    const resp = await fetch("/v1/images", {
+      method: "POST",
+      headers: { "Content-Type": item.file.type, "X-CSRF-Token": state.csrf },
+      body: item.file,
+    });
+    const data = await resp.json();
+    if (!resp.ok) throw new Error(`${item.file.name || "image"}: ${data.message}`);
+    hashes.push(data.sha256);
+  }
+  return hashes;
+}
+
+function clearPending() {
+  for (const item of state.pending) URL.revokeObjectURL(item.url);
+  state.pending = [];
+  $("previews").replaceChildren();
 }
 
 function editButton(m) {
@@ -396,12 +472,15 @@ $("composer-text").addEventListener("keydown", (event) => {
 $("composer").addEventListener("submit", async (event) => {
   event.preventDefault();
   const text = $("composer-text").value;
-  if (!text.trim() || !state.chat) return;
+  if ((!text.trim() && !state.pending.length) || !state.chat) return;
   try {
-    await api("POST", `/v1/chats/${state.chat.chat_id}/messages`, { content: text });
+    const images = await uploadPending();
+    await api("POST", `/v1/chats/${state.chat.chat_id}/messages`, { content: text, images });
     $("composer-text").value = "";
+    clearPending();
+    $("chat-error").textContent = "";
   } catch (err) {
-    alert(err.message);
+    $("chat-error").textContent = err.message;
   }
 });
 
