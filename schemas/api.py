@@ -81,6 +81,7 @@ class MeResponse(msgspec.Struct, frozen=True, kw_only=True):
     role: str
     training_consent: bool
     consent_is_default: bool  # you never chose; the operator's default applies
+    csrf_token: str = ""  # with a browser session: the token its writes must send (another tab needs it)
 
 
 class UserErasedResponse(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +94,13 @@ class UserErasedResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 class LoginRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """POST /v1/login."""
+
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+
+
+class RegisterRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/register (when the operator allows self-registration)."""
 
     user: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     password: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]

@@ -31,6 +31,7 @@ NOT_CHECKED = {
     "me.consent",
     "login",
     "logout",
+    "register",
     "ui",
     "ui.static",
 }  # no chat: public, or acting on the caller only
@@ -506,6 +507,9 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         "CHATBUS_READ_TIMEOUT": "1.5",
         "CHATBUS_IMAGE_MAX_BYTES": "1000",
         "CHATBUS_TRAINING_CONSENT_DEFAULT": "yes",
+        "CHATBUS_SELF_REGISTRATION": "true",
+        "CHATBUS_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
+        "CHATBUS_TRUSTED_USER_HEADER": "X-Auth-Request-User",
     }
     settings = ApiSettings.from_env(env)
     assert settings == ApiSettings(
@@ -519,6 +523,9 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         read_timeout=1.5,
         max_image_bytes=1000,
         training_consent_default=True,
+        self_registration=True,
+        trusted_proxies=("10.0.0.1", "192.168.0.0/16"),
+        trusted_user_header="X-Auth-Request-User",
     )
     assert ApiSettings.from_env({}) == ApiSettings()
     assert {name for name, _ in ENV_VARS} == set(env)

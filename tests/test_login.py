@@ -108,3 +108,58 @@ async def test_the_cli_sets_a_password_that_logs_in(api: Api, nats_url: str) -> 
     assert (await _login(api, "bob"))[0] == 200
     assert (await asyncio.to_thread(cli, "bob", "--password", "short")).returncode == 2
     assert (await asyncio.to_thread(cli, "nobody", "--password", PASSWORD)).returncode == 1
+
+
+async def _client(nbus: bus.Bus, **settings: object):  # type: ignore[no-untyped-def]
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.api import ApiSettings, create_app
+
+    return TestClient(TestServer(create_app(ApiSettings(**settings), nbus)))  # type: ignore[arg-type]
+
+
+async def test_self_registration_only_when_the_operator_allows_it(api: Api) -> None:
+    async with api.client.post("/v1/register", json={"user": "newbie", "password": PASSWORD}) as resp:
+        assert resp.status == 403 and (await resp.json())["error"] == "registration_closed"
+    async with await _client(api.nbus, self_registration=True) as open_client:
+        async with open_client.post("/v1/register", json={"user": "newbie", "password": PASSWORD}) as resp:
+            assert resp.status == 201
+        for body, expected in (
+            ({"user": "newbie", "password": PASSWORD}, 409),
+            ({"user": "Bad Name", "password": PASSWORD}, 422),
+            ({"user": "other", "password": "short"}, 422),
+        ):
+            async with open_client.post("/v1/register", json=body) as resp:
+                assert resp.status == expected, body
+    assert (await _login(api, "newbie"))[0] == 200
+
+
+async def test_a_session_tells_its_csrf_token_to_another_tab(api: Api) -> None:
+    await set_password(api.nbus.js, "ann", PASSWORD, by="root")
+    _, body, cookie, _ = await _login(api)
+    status, me = await _as(api, "GET", "/v1/me", cookie or "")
+    assert status == 200 and me["csrf_token"] == body["csrf_token"]
+    assert (await api.call("GET", "/v1/me"))[1]["csrf_token"] == ""  # API keys have none
+
+
+async def test_a_trusted_proxy_names_the_user_and_nobody_else_can(api: Api) -> None:
+    header = {"X-Forwarded-User": "proxied"}
+    async with api.client.get("/v1/me", headers=header) as resp:
+        assert resp.status == 401  # the proxy is not trusted by this API
+    async with await _client(api.nbus, trusted_proxies=("127.0.0.1/32", "::1/128")) as behind:
+        async with behind.get("/v1/me", headers=header) as resp:
+            assert (
+                resp.status == 200 and (await resp.json())["user_id"] == "proxied"
+            )  # created on first sight
+        async with behind.post("/v1/chats", json={"title": "x"}, headers=header) as resp:
+            assert resp.status == 403  # a write must come from this site's pages
+        origin = f"http://{behind.host}:{behind.port}"
+        async with behind.post(
+            "/v1/chats", json={"title": "x"}, headers={**header, "Origin": origin}
+        ) as resp:
+            assert resp.status == 201 and (await resp.json())["owner_id"] == "proxied"
+        async with behind.get("/v1/me", headers={"X-Forwarded-User": "../root"}) as resp:
+            assert resp.status == 401
+    async with await _client(api.nbus, trusted_proxies=("10.0.0.0/8",)) as elsewhere:
+        async with elsewhere.get("/v1/me", headers=header) as resp:
+            assert resp.status == 401  # the header from an untrusted address means nothing

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from services.api.errors import error_response
-from services.api.identity import Principal, authenticate, user_role
-from services.api.keys import BUS, PUBLIC_ROUTES
+from services.api.identity import Principal, UserExists, add_user, authenticate, is_valid_user_id, user_role
+from services.api.keys import BUS, PUBLIC_ROUTES, SETTINGS
 from services.api.sessions import COOKIE, CSRF_HEADER, SessionInfo, csrf_ok, find_session
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -37,6 +40,44 @@ def session_of(request: web.Request) -> SessionInfo | None:
     return request.get(SESSION)
 
 
+def _trusted(request: web.Request) -> bool:
+    settings = request.app[SETTINGS]
+    if not settings.trusted_proxies or request.remote is None:
+        return False
+    try:
+        address = ipaddress.ip_address(request.remote)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.trusted_proxies)
+
+
+async def _from_trusted_proxy(request: web.Request) -> Principal | web.Response | None:
+    """The user a trusted reverse proxy (oauth2-proxy …) names in its header; None if not from one.
+
+    Accounts are created on first sight (the proxy authenticated them). Such requests carry no
+    CSRF token, so a write must come from this site's own pages (Origin).
+    """
+    settings = request.app[SETTINGS]
+    user_id = request.headers.get(settings.trusted_user_header, "").strip().lower()
+    if not user_id or not _trusted(request):
+        return None
+    js = request.app[BUS].js
+    if not is_valid_user_id(user_id):
+        return _unauthorized(f"the proxy's user name {user_id!r} is not a valid user id")
+    role = await user_role(js, user_id)
+    if role is None:
+        with contextlib.suppress(UserExists):
+            await add_user(js, user_id)
+        role = await user_role(js, user_id) or "user"
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto") == "https" else "http"
+        if request.headers.get("Origin") != f"{scheme}://{request.host}":
+            return error_response(
+                403, "bad_origin", "writes through the proxy must come from this site's pages"
+            )
+    return Principal(user_id=user_id, role=role, key_id="proxy")
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate by API key (Bearer) or session cookie; 401 otherwise, except on public routes.
@@ -54,6 +95,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if principal is None:
             return _unauthorized("the API key is invalid or revoked")
         request[PRINCIPAL] = principal
+        return await handler(request)
+    proxied = await _from_trusted_proxy(request)
+    if proxied is not None:
+        if isinstance(proxied, web.Response):
+            return proxied
+        request[PRINCIPAL] = proxied
         return await handler(request)
     session = await find_session(js, request.cookies.get(COOKIE))
     if session is None:

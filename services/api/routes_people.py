@@ -14,6 +14,7 @@ from schemas.api import (
     LoginRequest,
     LoginResponse,
     MeResponse,
+    RegisterRequest,
     StatusResponse,
     UserErasedResponse,
 )
@@ -26,7 +27,7 @@ from services.api.access import chat_access
 from services.api.auth import principal_of, session_of
 from services.api.erase import erase_user
 from services.api.errors import ApiError, json_response
-from services.api.identity import user_role
+from services.api.identity import InvalidUserId, UserExists, add_user, user_role
 from services.api.inputs import path_id, read_body
 from services.api.keys import BUS, SETTINGS
 from services.api.sessions import (
@@ -38,6 +39,8 @@ from services.api.sessions import (
     create_session,
     end_session,
     failures,
+    password_problem,
+    set_password,
 )
 
 _consent_decoder = msgspec.json.Decoder(TrainingConsentSet)
@@ -60,12 +63,14 @@ async def me(request: web.Request) -> web.StreamResponse:
     allowed, is_default = await consent_of(
         request.app[BUS].js, principal.user_id, request.app[SETTINGS].training_consent_default
     )
+    session = session_of(request)
     return json_response(
         MeResponse(
             user_id=principal.user_id,
             role=principal.role,
             training_consent=allowed,
             consent_is_default=is_default,
+            csrf_token=session.csrf if session is not None else "",
         )
     )
 
@@ -183,3 +188,22 @@ async def logout(request: web.Request) -> web.StreamResponse:
     response = json_response(StatusResponse(status="logged out"))
     response.del_cookie(COOKIE, path="/")
     return response
+
+
+async def register(request: web.Request) -> web.StreamResponse:
+    """Create your own account (only when the operator allows self-registration); then log in."""
+    if not request.app[SETTINGS].self_registration:
+        raise ApiError(403, "registration_closed", "accounts are created by an administrator here")
+    body = await read_body(request, RegisterRequest)
+    js = request.app[BUS].js
+    problem = password_problem(body.password)
+    if problem is not None:
+        raise ApiError(422, "weak_password", problem)
+    try:
+        await add_user(js, body.user)
+    except UserExists:
+        raise ApiError(409, "user_exists", f"the name {body.user!r} is taken") from None
+    except InvalidUserId as exc:
+        raise ApiError(422, "bad_user", str(exc)) from None
+    await set_password(js, body.user, body.password, by=body.user)
+    return json_response(StatusResponse(status="registered"), status=201)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,12 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ("CHATBUS_DEFAULT_MODEL", "Model alias used when neither message nor chat names one (default none)."),
     ("CHATBUS_READ_TIMEOUT", "Seconds to wait for the projector to answer a read (default 5)."),
     ("CHATBUS_IMAGE_MAX_BYTES", "Largest image upload (shared with the image store; default 10 MiB)."),
+    ("CHATBUS_SELF_REGISTRATION", "Let anyone create an account with POST /v1/register (default false)."),
+    (
+        "CHATBUS_TRUSTED_PROXIES",
+        "Proxy addresses/networks (comma-separated) whose user header is trusted, e.g. oauth2-proxy.",
+    ),
+    ("CHATBUS_TRUSTED_USER_HEADER", "The header such a proxy names the user in (default X-Forwarded-User)."),
     (
         "CHATBUS_TRAINING_CONSENT_DEFAULT",
         "May chats of users who never chose be used for training (default false; read by API and export).",
@@ -44,6 +51,9 @@ class ApiSettings:
     read_timeout: float = 5.0
     max_image_bytes: int = 10 * MIB
     training_consent_default: bool = False
+    self_registration: bool = False
+    trusted_proxies: tuple[str, ...] = ()
+    trusted_user_header: str = "X-Forwarded-User"
     # A body that has not arrived in this many seconds is refused (a slow sender holds no connection).
     upload_seconds: float = 60.0
     # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.
@@ -67,6 +77,9 @@ class ApiSettings:
             training_consent_default=_bool(
                 env, "CHATBUS_TRAINING_CONSENT_DEFAULT", d.training_consent_default
             ),
+            self_registration=_bool(env, "CHATBUS_SELF_REGISTRATION", d.self_registration),
+            trusted_proxies=_networks(env, "CHATBUS_TRUSTED_PROXIES"),
+            trusted_user_header=env.get("CHATBUS_TRUSTED_USER_HEADER") or d.trusted_user_header,
         )
 
 
@@ -81,6 +94,16 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int) -> int:
     if value < low:
         raise SettingsError(f"{name}={value} must be at least {low}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    raw = [part.strip() for part in env.get(name, "").split(",") if part.strip()]
+    for part in raw:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise SettingsError(f"{name}: {part!r} is not an address or network") from None
+    return tuple(raw)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:

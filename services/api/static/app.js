@@ -41,7 +41,10 @@ function show(view) {
 async function start() {
   try {
     const me = await api("GET", "/v1/me");
-    if (!state.csrf) throw new Error("no csrf");
+    if (me.csrf_token) {
+      state.csrf = me.csrf_token; // a new tab of the same session
+      sessionStorage.setItem("chatbus.csrf", state.csrf);
+    }
     $("whoami").textContent = me.user_id;
     state.admin = me.role === "admin";
     show("app");
