@@ -144,6 +144,14 @@ async def test_hostile_text_renders_inert_and_strangers_see_nothing(
     assert await body.locator("img, script").count() == 0
     for href in await body.locator("a").evaluate_all("links => links.map(a => a.getAttribute('href'))"):
         assert href is None or not href.lower().startswith("javascript")
+    typed = "<img src=x onerror=alert(5)> [go](javascript:alert(6))"
+    await page.fill("#composer-text", typed)  # the same from the user's side: shown as text
+    await page.press("#composer-text", "Enter")
+    await page.wait_for_selector("#messages .msg.user")
+    assert await page.inner_text("#messages .msg.user .body") == typed
+    assert await page.locator("#messages .msg.user .body img, #messages .msg.user .body a").count() == 0
+    await page.wait_for_timeout(300)
+    assert dialogs == [] and not [u for u in requests if u.endswith("/x")]
     csp = (await page.request.get(stack["base"] + "/")).headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 

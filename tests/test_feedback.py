@@ -51,7 +51,13 @@ async def test_feedback_refuses_bad_input_and_unknown_replies(api: Api) -> None:
 async def test_training_consent_is_off_by_default_and_each_user_sets_their_own(api: Api) -> None:
     assert await api.call("GET", "/v1/me") == (
         200,
-        {"user_id": "ann", "role": "user", "training_consent": False, "consent_is_default": True},
+        {
+            "user_id": "ann",
+            "role": "user",
+            "training_consent": False,
+            "consent_is_default": True,
+            "csrf_token": "",
+        },
     )
     status, _ = await api.call("PUT", "/v1/me/consent", json={"allowed": True})
     assert status == 200
@@ -64,4 +70,5 @@ async def test_training_consent_is_off_by_default_and_each_user_sets_their_own(a
         "role": "user",
         "training_consent": False,
         "consent_is_default": False,
+        "csrf_token": "",
     }
