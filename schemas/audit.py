@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -97,6 +98,21 @@ def _describe(event: ChatEvent) -> tuple[str, str, str, dict[str, Any]]:
             note = f": {_preview(event.comment)}" if event.comment else ""
             return event.user_id, f"rated {event.reply_id} {rating}{note}", "", {}
     return "", type(event).__name__, "", {}
+
+
+def audit_entries(stored: Iterable[tuple[int, bytes]]) -> list[AuditEntry]:
+    """The audit lines of a chat's stored messages (seq, data), in order; unreadable ones skipped."""
+    from schemas import decode_event  # the package imports this module's siblings first
+
+    entries = []
+    for seq, data in stored:
+        try:
+            event = decode_event(data)
+        except msgspec.DecodeError:
+            continue
+        if isinstance(event, ChatEvent):
+            entries.append(audit_entry(seq, event))
+    return entries
 
 
 def audit_entry(seq: int, event: ChatEvent) -> AuditEntry:

@@ -701,9 +701,7 @@ def audit_chat(
     """Every event of a chat from the log: when, who, what, and which model and parameters made each reply."""
     import msgspec
 
-    import schemas
-    from schemas.audit import audit_entry
-    from schemas.chat import ChatEvent
+    from schemas.audit import audit_entries
     from schemas.ids import is_valid_id
 
     if not is_valid_id(chat_id):
@@ -712,15 +710,7 @@ def audit_chat(
 
     async def action(nbus: Bus) -> list[Any]:
         msgs = await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])
-        events = []
-        for msg in msgs:
-            try:
-                event = schemas.decode_event(msg.data)
-            except msgspec.DecodeError:
-                continue
-            if isinstance(event, ChatEvent):
-                events.append(audit_entry(msg.seq, event))
-        return events
+        return audit_entries((m.seq, m.data) for m in msgs)
 
     entries = _run_admin(nats, action)
     if not entries:

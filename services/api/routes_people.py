@@ -18,8 +18,8 @@ from schemas.api import (
     StatusResponse,
     UserErasedResponse,
 )
-from schemas.audit import AuditTrail, audit_entry
-from schemas.chat import ChatEvent, FeedbackGiven
+from schemas.audit import AuditTrail, audit_entries
+from schemas.chat import FeedbackGiven
 from schemas.identity import TrainingConsentSet, user_subject
 from schemas.ids import new_id
 from schemas.streams import CHAT, IDENTITY, SESSIONS_KV
@@ -118,14 +118,7 @@ async def audit_chat(request: web.Request) -> web.StreamResponse:
         raise ApiError(403, "forbidden", "the audit trail is for administrators")
     chat_id = path_id(request, "chat_id")
     msgs = await bus.read_all(request.app[BUS].js, CHAT.name, [f"chat.{chat_id}.>"])
-    entries = []
-    for msg in msgs:
-        try:
-            event = schemas.decode_event(msg.data)
-        except msgspec.DecodeError:
-            continue
-        if isinstance(event, ChatEvent):
-            entries.append(audit_entry(msg.seq, event))
+    entries = audit_entries((m.seq, m.data) for m in msgs)
     if not entries:
         raise ApiError(404, "not_found", f"no chat {chat_id}")
     return json_response(AuditTrail(chat_id=chat_id, entries=entries))
