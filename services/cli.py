@@ -829,21 +829,14 @@ def export_sft(
     Deleted chats never appear; erased ones are gone from the log. Provenance (chat, reply, model,
     rating) is under `metadata` in JSONL, in columns in Parquet.
     """
-    from services.projector.export import embedded_refs, hash_ref, sft_rows, write_rows
+    from services.projector.export import sft_rows
 
     flt = _export_filter(model, since, until, min_rating, user, without_consent)
     if per not in ("active", "rated"):
         console.print("[red]--per takes `active` or `rated`[/]")
         raise typer.Exit(2)
-    kind = _table_format(out, fmt)
-
-    async def then(nbus: Bus, log: Any) -> int:
-        refs = await embedded_refs(nbus, log, flt) if embed_images else hash_ref
-        return write_rows(sft_rows(log, flt, per, refs), out, kind)  # type: ignore[arg-type]
-
-    started = time.perf_counter()
-    count = _read_log_with_progress(nats, then)
-    _summary(count, out, started)
+    chosen: Any = per  # checked above: "active" or "rated"
+    _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: sft_rows(log, flt, chosen, refs))
 
 
 @export_app.command("preferences")
@@ -867,18 +860,10 @@ def export_preferences(
     A pair is two completed replies to the same message (regenerations) that their user rated up
     and down. `prompt` ends with the user's message; `chosen`/`rejected` are assistant messages.
     """
-    from services.projector.export import embedded_refs, hash_ref, preference_rows, write_rows
+    from services.projector.export import preference_rows
 
     flt = _export_filter(model, since, until, None, user, without_consent)
-    kind = _table_format(out, fmt)
-
-    async def then(nbus: Bus, log: Any) -> int:
-        refs = await embedded_refs(nbus, log, flt) if embed_images else hash_ref
-        return write_rows(preference_rows(log, flt, refs), out, kind)  # type: ignore[arg-type]
-
-    started = time.perf_counter()
-    count = _read_log_with_progress(nats, then)
-    _summary(count, out, started)
+    _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: preference_rows(log, flt, refs))
 
 
 @export_app.command("chats")
@@ -970,6 +955,23 @@ def admin_import(
     )
     for chat_id in report.chats:
         sys.stdout.write(chat_id + "\n")
+
+
+def _export_table(
+    nats: str, out: Path, fmt: str, flt: Any, embed_images: bool, rows: Callable[[Any, Any], Any]
+) -> None:
+    """Read the log, make the rows (with image references or embedded images), write JSONL or Parquet."""
+    from services.projector.export import embedded_refs, hash_ref, write_rows
+
+    kind = _table_format(out, fmt)
+
+    async def then(nbus: Bus, log: Any) -> int:
+        refs = await embedded_refs(nbus, log, flt) if embed_images else hash_ref
+        return write_rows(rows(log, refs), out, kind)  # type: ignore[arg-type]
+
+    started = time.perf_counter()
+    count = _read_log_with_progress(nats, then)
+    _summary(count, out, started)
 
 
 def _table_format(out: Path, fmt: str) -> str:
