@@ -206,6 +206,17 @@ def _raw_in_child(model_dir: Path, concurrency: int, tokens: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every child, wait for each (20 s), then kill what lingers."""
+    for child in children:
+        child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+
+
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = open(log, "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(
@@ -273,13 +284,7 @@ async def main(args: argparse.Namespace) -> None:
         ws_lat = await ws_latency(base, headers, nbus, args.rate, args.latency_seconds)
         await nbus.close()
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children)
         server.stop()
 
     table = Table(

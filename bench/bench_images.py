@@ -15,7 +15,6 @@ import hashlib
 import io
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bus  # noqa: E402
-from bench.bench_e2e import _spawn, _wait_http  # noqa: E402
+from bench.bench_e2e import _spawn, _wait_http, stop_children  # noqa: E402
 
 console = Console()
 SIDE = 1000  # 1000 x 1000 = 1 megapixel
@@ -152,13 +151,7 @@ async def main(args: argparse.Namespace) -> None:
             rate = await throughput(http, base, burst, args.concurrency)
         await nbus.close()
     finally:
-        for child in children:
-            child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop_children(children)
         server.stop()
 
     size_kib = statistics.median(len(p) for p in first) / 1024
