@@ -56,6 +56,37 @@ def _train_tokenizer() -> Tokenizer:
     return tokenizer
 
 
+def text_config(vocab_size: int, eos_ids: list[int], pad_id: int) -> LlamaConfig:
+    """The demo's tiny Llama (the text model, and the language half of the vision demo)."""
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+        dtype="float32",
+    )
+
+
+def generation_config(eos_ids: list[int], pad_id: int) -> GenerationConfig:
+    """How the demo models sample by default."""
+    return GenerationConfig(
+        do_sample=True,
+        temperature=0.7,
+        top_k=50,
+        top_p=0.95,
+        max_new_tokens=256,
+        eos_token_id=eos_ids,
+        pad_token_id=pad_id,
+    )
+
+
 def make_demo_model(out_dir: Path, seed: int = 0) -> Path:
     """Write a ~3.4M-parameter random-weight Llama, its tokenizer and generation config into out_dir."""
     out_dir = Path(out_dir)
@@ -73,31 +104,10 @@ def make_demo_model(out_dir: Path, seed: int = 0) -> Path:
     vocab = tokenizer.get_vocab()
     eos_ids = [vocab[IM_END], vocab[PAD_TOKEN]]
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype="float32",
-    )
+    config = text_config(len(tokenizer), eos_ids, tokenizer.pad_token_id)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).float().eval()
-    model.generation_config = GenerationConfig(
-        do_sample=True,
-        temperature=0.7,
-        top_k=50,
-        top_p=0.95,
-        max_new_tokens=256,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model.generation_config = generation_config(eos_ids, tokenizer.pad_token_id)
 
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

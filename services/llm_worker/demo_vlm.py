@@ -9,15 +9,20 @@ import torch
 from transformers import (
     CLIPImageProcessorPil,
     CLIPVisionConfig,
-    GenerationConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
 
-from services.llm_worker.demo_model import IM_END, MARKER_FILE, PAD_TOKEN, _train_tokenizer
+from services.llm_worker.demo_model import (
+    IM_END,
+    MARKER_FILE,
+    PAD_TOKEN,
+    _train_tokenizer,
+    generation_config,
+    text_config,
+)
 
 IMAGE_TOKEN = "<image>"
 IMAGE_SIZE = 32
@@ -83,23 +88,10 @@ def make_demo_vlm(out_dir: Path, seed: int = 0) -> Path:
         patch_size=PATCH_SIZE,
         projection_dim=64,
     )
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=256,
-        intermediate_size=688,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-        dtype="float32",
-    )
+    language = text_config(len(tokenizer), eos_ids, tokenizer.pad_token_id)
     config = LlavaConfig(
         vision_config=vision_config,
-        text_config=text_config,
+        text_config=language,
         image_token_index=image_token_id,
         image_seq_length=IMAGE_TOKENS_PER_IMAGE,
         vision_feature_select_strategy="default",
@@ -109,15 +101,7 @@ def make_demo_vlm(out_dir: Path, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).float().eval()
-    model.generation_config = GenerationConfig(
-        do_sample=True,
-        temperature=0.7,
-        top_k=50,
-        top_p=0.95,
-        max_new_tokens=256,
-        eos_token_id=eos_ids,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    model.generation_config = generation_config(eos_ids, tokenizer.pad_token_id)
 
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
