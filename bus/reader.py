@@ -169,30 +169,31 @@ async def msg_at(js: JetStreamContext, stream: str, seq: int) -> StoredMsg | Non
     return StoredMsg(stream=stream, seq=seq, subject=raw.subject or "", data=raw.data or b"", pending=0)
 
 
-async def seq_at_time(js: JetStreamContext, stream: str, when: datetime) -> int:
-    """The last sequence of `stream` stored at or before `when` (0 when none): a binary search."""
+async def _first_from(js: JetStreamContext, stream: str, seq: int) -> tuple[int, datetime] | None:
+    """The sequence and stored time of the first message at or after `seq`, or None."""
     from nats.js.errors import NotFoundError
 
+    try:
+        raw = await js.get_msg(stream, seq, subject=">", next=True)
+    except NotFoundError:
+        return None
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot read {stream} at {seq}: {exc!r}") from exc
+    if raw.seq is None or raw.time is None:
+        return None
+    return raw.seq, raw.time
+
+
+async def seq_at_time(js: JetStreamContext, stream: str, when: datetime) -> int:
+    """The last sequence of `stream` stored at or before `when` (0 when none): a binary search."""
     state = (await js.stream_info(stream)).state
     low, high = state.first_seq, state.last_seq  # invariant: the answer is in [low - 1, high]
     if state.messages == 0:
         return 0
-
-    async def first_from(seq: int) -> tuple[int, datetime] | None:
-        try:
-            raw = await js.get_msg(stream, seq, subject=">", next=True)
-        except NotFoundError:
-            return None
-        except NatsError as exc:
-            raise BusUnavailable(f"cannot read {stream} at {seq}: {exc!r}") from exc
-        if raw.seq is None or raw.time is None:
-            return None
-        return raw.seq, raw.time
-
     answer = 0
     while low <= high:
         middle = (low + high) // 2
-        found = await first_from(middle)
+        found = await _first_from(js, stream, middle)
         if found is None or found[0] > high:  # nothing stored in [middle, high]
             high = middle - 1
         elif found[1] <= when:
@@ -210,14 +211,8 @@ async def time_at(js: JetStreamContext, stream: str, seq: int) -> datetime | Non
     """
     from datetime import timedelta
 
-    from nats.js.errors import NotFoundError
-
-    try:
-        raw = await js.get_msg(stream, seq, subject=">", next=True)
-    except NotFoundError:
+    found = await _first_from(js, stream, seq)
+    if found is None:
         return None
-    except NatsError as exc:
-        raise BusUnavailable(f"cannot read {stream} at {seq}: {exc!r}") from exc
-    if raw.time is None or raw.seq is None:
-        return None
-    return raw.time if raw.seq == seq else raw.time - timedelta(microseconds=1)
+    stored_seq, stored_at = found
+    return stored_at if stored_seq == seq else stored_at - timedelta(microseconds=1)
