@@ -136,6 +136,18 @@ def make_events(n: int, seed: int = 7) -> list[schemas.Event]:
     return events[:n]
 
 
+def _headers(event: schemas.Event) -> dict[str, str]:
+    """The headers the real appenders store with this event: a dedup id, and for order-sensitive
+    appends an expected subject sequence (here on a subject nothing uses, so it always holds)."""
+    headers = {"Nats-Msg-Id": event.event_id}  # type: ignore[union-attr]
+    if isinstance(event, ChatCreated):
+        headers["Nats-Expected-Last-Subject-Sequence"] = "0"
+    elif isinstance(event, MessagePosted | ReplyCompleted | ReplyFailed):
+        headers["Nats-Expected-Last-Subject-Sequence"] = "0"
+        headers["Nats-Expected-Last-Subject-Sequence-Subject"] = f"chat.{event.chat_id}.bench.>"
+    return headers
+
+
 async def fill(nbus: bus.Bus, events: list[schemas.Event], window: int = 4000) -> float:
     """Publish events with many acks in flight; returns seconds taken."""
     started = time.perf_counter()
@@ -143,9 +155,7 @@ async def fill(nbus: bus.Bus, events: list[schemas.Event], window: int = 4000) -
     for event in events:
         futures.append(
             await nbus.js.publish_async(
-                schemas.subject_of(event),
-                schemas.encode(event),
-                headers={"Nats-Msg-Id": event.event_id},  # type: ignore[union-attr]
+                schemas.subject_of(event), schemas.encode(event), headers=_headers(event)
             )
         )
         if len(futures) >= window:

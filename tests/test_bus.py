@@ -85,6 +85,49 @@ async def test_read_all_returns_one_chat_in_order(nbus: Bus) -> None:
     assert [m.seq for m in later] == [m.seq for m in msgs[3:]]
 
 
+async def test_bulk_reader_reads_every_frame_shape_exactly(nbus: Bus) -> None:
+    """Replay's reader splits chunks by lines; frames it cannot read that way must still arrive whole."""
+    chat = new_id("c")
+    sent: list[tuple[str, bytes, dict[str, str] | None]] = []
+    for i in range(3000):  # several socket chunks, with status frames among them
+        subject = f"chat.{chat}.renamed"
+        shape = i % 6
+        if shape == 0:  # an event as every append stores it
+            data, headers = schemas.encode(_created(chat)), {"Nats-Msg-Id": new_id("e")}
+        elif shape == 1:  # an order-sensitive append: three header lines
+            data = schemas.encode(_created(chat))
+            headers = {
+                "Nats-Msg-Id": new_id("e"),
+                "Nats-Expected-Last-Subject-Sequence": "0",
+                "Nats-Expected-Last-Subject-Sequence-Subject": f"chat.{new_id('c')}.>",
+            }
+        elif shape == 2:  # no headers at all (MSG, not HMSG)
+            data, headers = b'{"plain":%d}' % i, None
+        elif shape == 3:  # raw newlines and a blank line inside the body
+            data, headers = b'{\r\n\r\n  "pretty": [1,\n 2]\n}\r', {"Nats-Msg-Id": new_id("e")}
+        elif shape == 4:  # an empty body
+            data, headers = b"", {"Nats-Msg-Id": new_id("e")}
+        else:  # a body bigger than one read
+            data, headers = (
+                b'{"big":"' + b"x" * (1_500_000 if i == 5 else 2000) + b'"}',
+                {"Nats-Msg-Id": new_id("e")},
+            )
+        await nbus.js.publish(subject, data, headers=headers)
+        sent.append((subject, data, headers))
+    reader = bus.BulkReader(nbus, "CHAT", [f"chat.{chat}.>"])
+    await reader.start()
+    got: list[bus.BulkMsg] = []
+    try:
+        while len(got) < len(sent):
+            assert await reader.wait_batch(1000, 10.0), f"stalled at {len(got)}"
+            got.extend(reader.take())
+    finally:
+        await reader.stop()
+    assert [(m.subject, m.data) for m in got] == [(subject, data) for subject, data, _ in sent]
+    assert [m.seq for m in got] == sorted({m.seq for m in got})
+    assert got[-1].pending == 0
+
+
 async def test_pull_loop_redelivers_a_nak_and_counts_attempts(nbus: Bus) -> None:
     spec = worker_consumer("m1", ack_wait=5)
     await bus.append_raw(nbus.js, "chat.c.reply.r.requested.m1", b"{}", msg_id="x1")

@@ -8,7 +8,7 @@ The outcome does not depend on where batch boundaries fall, so live and replay a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,18 +124,25 @@ def touched(events: Sequence[Sequenced]) -> Keys:
 
 
 class Rows:
-    """Rows of one table during a fold: those loaded from the store and those new in this batch."""
+    """Rows of one table during a fold: those loaded from the store and those new in this batch.
 
-    __slots__ = ("known", "existing", "new")
+    `written` names keys that exist but were not loaded (replay keeps finished replies only in
+    the file): a create of one is a repeat, and ignored like any other.
+    """
 
-    def __init__(self, existing: dict[str, Row]) -> None:
+    __slots__ = ("known", "existing", "new", "written")
+
+    def __init__(
+        self, existing: dict[str, Row], written: Container[str] = frozenset(), in_place: bool = False
+    ) -> None:
         self.existing = existing
-        self.known: dict[str, Row] = dict(existing)
+        self.known: dict[str, Row] = existing if in_place else dict(existing)
         self.new: list[Row] = []
+        self.written = written
 
     def add(self, key: str, row: Row) -> None:
         """Add a new row unless the key is known already (a repeated create is ignored)."""
-        if key not in self.known:
+        if key not in self.known and key not in self.written:
             self.known[key] = row
             self.new.append(row)
 
@@ -161,13 +168,26 @@ class Changes:
 class Fold:
     """Applies events to rows, one small method per event type."""
 
-    def __init__(self, existing: dict[str, dict[str, Row]], erased: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        existing: dict[str, dict[str, Row]],
+        erased: set[str] | None = None,
+        written: Mapping[str, Container[str]] | None = None,
+        *,
+        in_place: bool = False,
+    ) -> None:
+        """`in_place` (replay, which keeps only the result) folds into `existing`'s dicts themselves:
+        then `changes()` cannot tell new rows from loaded ones, and is not for it."""
         # Chats erased before or in this batch: their later events (a straggler) change nothing.
         self.dead_chats = erased if erased is not None else set()
-        self.tables = {table.name: Rows(existing[table.name]) for table in MUTABLE}
+        written = written or {}
+        self.tables = {
+            table.name: Rows(existing[table.name], written.get(table.name, frozenset()), in_place)
+            for table in MUTABLE
+        }
         self.chats = self.tables[CHATS.name].known
         self.replies = self.tables[REPLIES.name].known
-        self.stored_message_ids = existing.get(MESSAGES.name, {}).keys()
+        self.stored_message_ids = written.get(MESSAGES.name) or existing.get(MESSAGES.name, {})
         self.messages: dict[str, Row] = {}
         self.erased_chats: set[str] = set()
         self.erased_users: set[str] = set()
@@ -417,6 +437,18 @@ class Fold:
         for table in (USERS, API_KEYS, FEEDBACK):
             self.tables[table.name].drop("user_id", e.user_id)
 
+    def apply(self, events: Sequence[Sequenced]) -> None:
+        """Apply events in stream order; events of erased chats are skipped."""
+        handlers = self.handlers()
+        dead = self.dead_chats
+        for seq, event in events:
+            handler = handlers.get(type(event))
+            if handler is None:  # token events never reach a projected stream
+                continue
+            if dead and getattr(event, "chat_id", None) in dead:
+                continue
+            handler(seq, event)
+
     def changes(self, events: int) -> Changes:
         """The rows to insert and to write back."""
         return Changes(
@@ -437,13 +469,5 @@ def fold(
     `erased` (updated in place) holds the chats erased so far: later events of those are ignored.
     """
     state = Fold(existing, erased)
-    handlers = state.handlers()
-    dead = state.dead_chats
-    for seq, event in events:
-        handler = handlers.get(type(event))
-        if handler is None:  # token events never reach a projected stream
-            continue
-        if dead and getattr(event, "chat_id", None) in dead:
-            continue
-        handler(seq, event)
+    state.apply(events)
     return state.changes(len(events))

@@ -20,7 +20,7 @@ from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
 from services.projector import check, queries
 from services.projector.fold import Delivered
-from services.projector.projection import Prepared, commit, prepare, project
+from services.projector.projection import project
 from services.projector.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,30 +53,6 @@ class Projector:
         """Apply a batch in the writer thread, then wake queries waiting for it."""
         loop = asyncio.get_running_loop()
         applied = await loop.run_in_executor(self._writer, project, self.store, stream, msgs)
-        self.applied[stream] = self.store.checkpoint(stream)
-        async with self.advanced:
-            self.advanced.notify_all()
-        return applied
-
-    def prepare_now(
-        self,
-        stream: str,
-        msgs: Sequence[Delivered],
-        after: Prepared | None,
-        stored_keys: dict[str, set[str]] | None = None,
-    ) -> Prepared | None:
-        """Fold a batch on the calling thread, while the writer commits the previous one.
-
-        Replay calls this on the event loop: it answers no queries, and folding on a second
-        thread only made the reader and the fold trade the GIL back and forth.
-        """
-        return prepare(self.store, stream, msgs, after, self._cursor(), stored_keys)
-
-    async def commit(self, prepared: Prepared) -> int:
-        """Commit a prepared batch in the writer thread, then wake queries waiting for it."""
-        loop = asyncio.get_running_loop()
-        applied = await loop.run_in_executor(self._writer, commit, self.store, prepared)
-        stream = prepared.batch.stream
         self.applied[stream] = self.store.checkpoint(stream)
         async with self.advanced:
             self.advanced.notify_all()

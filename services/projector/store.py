@@ -80,23 +80,28 @@ class Store:
         con = self.con
         con.begin()
         try:
-            # Stored rows of what this batch erased go first; the fold already left out its own.
-            _erase(con, batch.erased_chats, batch.erased_users, batch.last_seq)
-            for table, inserts, updates in batch.tables:
-                if inserts is not None:
-                    _insert(con, table, inserts)
-                if updates is not None:
-                    _update(con, table, updates)
-            con.execute(
-                "INSERT INTO checkpoints VALUES (?, ?)"
-                " ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq",
-                [batch.stream, batch.last_seq],
-            )
+            self.apply(batch)
             con.commit()
         except BaseException:
             con.rollback()
             raise
         self.checkpoints[batch.stream] = batch.last_seq
+
+    def apply(self, batch: ArrowBatch) -> None:
+        """Write a batch and its checkpoint inside the caller's transaction (replay keeps one open)."""
+        con = self.con
+        # Stored rows of what this batch erased go first; the fold already left out its own.
+        _erase(con, batch.erased_chats, batch.erased_users, batch.last_seq)
+        for table, inserts, updates in batch.tables:
+            if inserts is not None:
+                _insert(con, table, inserts)
+            if updates is not None:
+                _update(con, table, updates)
+        con.execute(
+            "INSERT INTO checkpoints VALUES (?, ?)"
+            " ON CONFLICT (stream) DO UPDATE SET last_seq = excluded.last_seq",
+            [batch.stream, batch.last_seq],
+        )
 
 
 def _erase(con: duckdb.DuckDBPyConnection, chats: set[str], users: set[str], seq: int) -> None:
