@@ -4,7 +4,7 @@ from nats.js import JetStreamContext as JetStream  # the type services annotate 
 
 from bus.advisories import MaxDeliveries, decode_max_deliveries, max_deliveries_subject
 from bus.append import Appended, append_event, append_raw, purge_before, purge_subject
-from bus.bulk_reader import BulkMsg, BulkReader, BulkReaderError
+from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
@@ -17,6 +17,7 @@ from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nat
 __all__ = [
     "Appended",
     "Bus",
+    "BulkBatch",
     "BulkMsg",
     "BulkReader",
     "BulkReaderError",

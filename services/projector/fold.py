@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 import schemas
-from bus import BulkMsg, StoredMsg
+from bus import BulkBatch, BulkMsg, StoredMsg
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -60,17 +60,27 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
 def decode_batch(msgs: Sequence[Delivered]) -> list[Sequenced]:
     """Decode messages to (seq, event); unknown or malformed events are skipped with a warning."""
-    decode = schemas.decode_event
+    stream = msgs[0].stream if msgs else ""
+    return _decode_each(stream, [m.seq for m in msgs], [m.subject for m in msgs], [m.data for m in msgs])
+
+
+def decode_bulk(batch: BulkBatch) -> list[Sequenced]:
+    """Decode a bulk reader's batch to (seq, event) in one call, as decode_batch would."""
     try:
-        return [(m.seq, decode(m.data)) for m in msgs]
+        return list(zip(batch.seqs, schemas.decode_lines(b"\n".join(batch.data), len(batch)), strict=True))
     except (msgspec.ValidationError, msgspec.DecodeError):
-        pass
+        subjects = [subject.decode(errors="replace") for subject in batch.subjects]
+        return _decode_each(batch.stream, batch.seqs, subjects, batch.data)
+
+
+def _decode_each(stream: str, seqs: list[int], subjects: list[str], bodies: list[bytes]) -> list[Sequenced]:
+    decode = schemas.decode_event
     out: list[Sequenced] = []
-    for m in msgs:
+    for seq, subject, data in zip(seqs, subjects, bodies, strict=True):
         try:
-            out.append((m.seq, decode(m.data)))
+            out.append((seq, decode(data)))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            log.warning("skipping %s seq %d on %s: %s", m.stream, m.seq, m.subject, exc)
+            log.warning("skipping %s seq %d on %s: %s", stream, seq, subject, exc)
     return out
 
 

@@ -3,35 +3,35 @@
 Replay folds with the same `Fold` as the live projector, but never reads the file back: the rows
 that can still change (users, keys, chats, selections, ratings and replies not yet finished) stay
 in memory, and only rows that are final (messages, finished replies) are written as batches go,
-by a writer thread, in one transaction. The held rows are written at the end. The file is built
-as `<name>.partial` and renamed when complete.
+many batches in one INSERT per table, all in one transaction. The held rows are written at the
+end. The file is built as `<name>.partial` and renamed when complete.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+
+import pyarrow as pa
 
 import bus
 from schemas.streams import PROJECTED_STREAMS
 from services.projector.errors import ReadModelExists
-from services.projector.fold import TERMINAL, Fold, decode_batch
-from services.projector.service import SUBJECTS
+from services.projector.fold import TERMINAL, Fold, decode_bulk
 from services.projector.store import ArrowBatch, Store
 from services.projector.tables import MESSAGES, MUTABLE, READ_MODEL, REPLIES, Row
 
 REPLAY_BATCH = 20_000
+# Final rows kept before they are inserted: a few hundred MB at most, and few big INSERTs
+# (DuckDB inserting while the fold runs beside it cost more CPU than the inserts themselves).
+FLUSH_ROWS = 200_000
 READ_TIMEOUT = 30.0
 
 Progress = Callable[[int, int], None]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -57,10 +57,10 @@ class _Held:
         self.rows: dict[str, dict[str, Row]] = {table.name: {} for table in MUTABLE}
         self.written: dict[str, set[str]] = {REPLIES.name: set(), MESSAGES.name: set()}
 
-    def fold(self, stream: str, msgs: list[bus.BulkMsg]) -> ArrowBatch:
-        """Fold a batch over the held rows; returns the rows that are final (to insert now)."""
+    def fold(self, batch: bus.BulkBatch) -> ArrowBatch:
+        """Fold a batch over the held rows; returns the rows that are final (to insert)."""
         state = Fold(self.rows, self.store.dead_chats, self.written, in_place=True)
-        state.apply(decode_batch(msgs))
+        state.apply(decode_bulk(batch))
         for table in MUTABLE:
             self.rows[table.name] = state.tables[table.name].known
         replies = self.rows[REPLIES.name]  # only unfinished ones are held: few besides this batch's
@@ -71,8 +71,8 @@ class _Held:
         self.written[MESSAGES.name].update(state.messages)
         messages = list(state.messages.values())
         return ArrowBatch(
-            stream=stream,
-            last_seq=msgs[-1].seq,
+            stream=batch.stream,
+            last_seq=batch.seqs[-1],
             tables=[
                 (MESSAGES, MESSAGES.arrow(messages) if messages else None, None),
                 (REPLIES, REPLIES.arrow(finished) if finished else None, None),
@@ -90,22 +90,69 @@ class _Held:
         return ArrowBatch(stream=stream, last_seq=last_seq, tables=tables)
 
 
-@dataclass
-class _Writer:
-    """The writer thread: applies batches to the store inside one transaction, one after another."""
+class _Inserts:
+    """Folded batches waiting to be written: merged into one INSERT per table when enough are held,
+    written in a thread while the fold goes on (one write at a time, in order)."""
 
-    store: Store
-    pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="replay-write")
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.batches: list[ArrowBatch] = []
+        self.rows = 0
+        self.writing: asyncio.Future[None] | None = None
+
+    async def add(self, batch: ArrowBatch) -> None:
+        """Hold a batch; write what is held once it is big, or before a batch that erases something
+        (the erasure deletes stored rows, so the rows before it must be stored first)."""
+        if batch.erased_chats or batch.erased_users:
+            await self.flush()
+            await self._write(batch)
+            return
+        self.batches.append(batch)
+        self.rows += sum(rows.num_rows for _, rows, _ in batch.tables if rows is not None)
+        if self.rows >= FLUSH_ROWS:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Start writing every held batch (inside the replay's transaction)."""
+        if self.batches:
+            merged = _merge(self.batches)
+            self.batches, self.rows = [], 0
+            await self._write(merged)
+
+    async def _write(self, batch: ArrowBatch) -> None:
+        await self.wait()
+        self.writing = asyncio.ensure_future(asyncio.to_thread(self.store.apply, batch))
+
+    async def wait(self) -> None:
+        """Wait for the write under way (raising what it raised)."""
+        if self.writing is not None:
+            writing, self.writing = self.writing, None
+            await writing
+
+    async def settle(self) -> None:
+        """Wait for the write under way, whatever became of it (before the store closes)."""
+        if self.writing is not None:
+            await asyncio.gather(self.writing, return_exceptions=True)
+            self.writing = None
+
+
+def _merge(batches: list[ArrowBatch]) -> ArrowBatch:
+    """Batches of inserts (no updates, no erasures) as one, in order; its checkpoint is the last one's."""
+    parts: dict[str, list[pa.Table]] = {}
+    tables = {}
+    for batch in batches:
+        for table, inserts, _ in batch.tables:
+            tables[table.name] = table
+            if inserts is not None:
+                parts.setdefault(table.name, []).append(inserts)
+    return ArrowBatch(
+        stream=batches[-1].stream,
+        last_seq=batches[-1].last_seq,
+        tables=[
+            (table, pa.concat_tables(parts[name]) if name in parts else None, None)
+            for name, table in tables.items()
+        ],
     )
-
-    async def run(self, fn: Callable[[], T]) -> T:
-        """Run fn in the writer thread, after what was handed to it before."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
-
-    async def apply(self, batch: ArrowBatch) -> None:
-        """Write a batch in the writer thread."""
-        await self.run(lambda: self.store.apply(batch))
 
 
 async def replay(
@@ -127,20 +174,18 @@ async def replay(
     total = sum(state.messages for state in states.values())
     started = time.perf_counter()
     store = await asyncio.to_thread(Store.open, partial, indexes=False)
-    writer = _Writer(store)
     held = _Held(store)
+    inserts = _Inserts(store)
     done = 0
     checkpoints: dict[str, int] = {}
     # Replay allocates millions of short-lived objects and few cycles: the cyclic GC would cost a third.
     gc_was_enabled = gc.isenabled()
     gc.disable()
-    # DuckDB takes the GIL back for every Arrow vector it scans; with the reader and the fold busy,
-    # each take waits out the switch interval (5 ms by default), which made inserts 5x slower.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch_interval, 0.0005))
     try:
         # One transaction: nobody reads the partial file, and per-batch commits cost a WAL write each.
-        await writer.run(store.con.begin)
+        # Inserts run beside the fold and nats-server on two cores: a second DuckDB thread only competes.
+        store.con.execute("SET threads = 1")
+        store.con.begin()
         if on_progress is not None:
             on_progress(0, total)
         for stream, state in states.items():
@@ -153,18 +198,20 @@ async def replay(
                 if on_progress is not None:
                     on_progress(done, total)
 
-            checkpoints[stream] = await _replay_stream(nbus, writer, held, stream, last[stream], progress)
+            checkpoints[stream] = await _replay_stream(nbus, held, inserts, stream, last[stream], progress)
+        await inserts.flush()
+        await inserts.wait()
         if checkpoints:
             stream = next(iter(checkpoints))
-            await writer.apply(held.rest(stream, checkpoints[stream]))
-        await writer.run(store.con.commit)
-        await writer.run(store.create_indexes)
-        rows = await writer.run(lambda: _count_rows(store))
+            await asyncio.to_thread(store.apply, held.rest(stream, checkpoints[stream]))
+        await asyncio.to_thread(store.con.commit)
+        store.con.execute("RESET threads")
+        await asyncio.to_thread(store.create_indexes)
+        rows = await asyncio.to_thread(_count_rows, store)
     finally:
-        sys.setswitchinterval(switch_interval)
+        await inserts.settle()
         if gc_was_enabled:
             gc.enable()
-        writer.pool.shutdown(wait=True)
         await asyncio.to_thread(store.close)
     partial.rename(db_path)
     seconds = time.perf_counter() - started
@@ -173,56 +220,33 @@ async def replay(
 
 async def _replay_stream(
     nbus: bus.Bus,
-    writer: _Writer,
     held: _Held,
+    inserts: _Inserts,
     stream: str,
     last_seq: int,
     progress: Callable[[int], None],
 ) -> int:
     """Apply one stream from its first message to last_seq; returns the last sequence applied.
 
-    Reading and folding run on the event loop while the writer inserts the previous batch."""
-    follower = bus.BulkReader(nbus, stream, SUBJECTS[stream], 1)
-    await follower.start()
-    writing: asyncio.Task[None] | None = None
+    The reader parses frames on the event loop while a batch is folded; the writer thread inserts."""
+    reader = bus.BulkReader(nbus, stream, [], 1)  # no filter: every subject of the stream
+    await reader.start()
     applied = 0
     try:
         while True:
-            if not await follower.wait_batch(REPLAY_BATCH, READ_TIMEOUT):
+            batch = await reader.next_batch(REPLAY_BATCH, READ_TIMEOUT)
+            if batch is None:
                 raise TimeoutError(f"replaying {stream}: nothing arrived for {READ_TIMEOUT}s")
-            batch = _until(follower.take(REPLAY_BATCH), last_seq)
-            end = _at_end(batch, last_seq)
-            folded = held.fold(stream, batch) if batch else None
-            if writing is not None:
-                await writing
-                writing = None
-            if folded is not None:
-                writing = asyncio.create_task(writer.apply(folded))
-                applied = folded.last_seq
+            batch = batch.upto(last_seq)
+            if batch:
+                await inserts.add(held.fold(batch))
+                applied = batch.seqs[-1]
                 progress(len(batch))
-            if end:
+            if not batch or batch.seqs[-1] >= last_seq or batch.pending == 0:
                 break
-        if writing is not None:
-            await writing
-            writing = None
     finally:
-        if writing is not None:
-            writing.cancel()
-            await asyncio.gather(writing, return_exceptions=True)
-        await follower.stop()
+        await reader.stop()
     return applied
-
-
-def _until(batch: list[bus.BulkMsg], last_seq: int) -> list[bus.BulkMsg]:
-    """The messages of batch up to last_seq."""
-    if batch and batch[-1].seq > last_seq:
-        return [m for m in batch if m.seq <= last_seq]
-    return batch
-
-
-def _at_end(batch: list[bus.BulkMsg], last_seq: int) -> bool:
-    """True when the batch reaches last_seq, or nothing was pending after its last message."""
-    return not batch or batch[-1].seq >= last_seq or batch[-1].pending == 0
 
 
 def _count_rows(store: Store) -> dict[str, int]:
