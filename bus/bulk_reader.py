@@ -353,8 +353,14 @@ class BulkReader(Buffered):
         if limit is None or len(self) <= limit:
             self._seqs, self._subjects, self._data, self._pendings = [], [], [], []
         else:
-            self._seqs, self._subjects, self._data, self._pendings = (c[limit:] for c in taken)
-            taken = (taken[0][:limit], taken[1][:limit], taken[2][:limit], taken[3][:limit])
+            seqs, subjects, data, pendings = taken
+            self._seqs, self._subjects, self._data, self._pendings = (
+                seqs[limit:],
+                subjects[limit:],
+                data[limit:],
+                pendings[limit:],
+            )
+            taken = (seqs[:limit], subjects[:limit], data[:limit], pendings[:limit])
         if not len(self):
             self.signal.clear()
         return taken
