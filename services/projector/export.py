@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bus
-import schemas
 from schemas.chat import (
     ChatCreated,
     ChatDeleted,
@@ -40,6 +39,7 @@ from schemas.chat import (
 from schemas.identity import TrainingConsentSet
 from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
 from schemas.tree import ChatTree
+from services.projector.fold import Sequenced, decode_bulk
 
 Progress = Callable[[int, int], None]
 Per = Literal["active", "rated"]
@@ -112,20 +112,23 @@ class Log:
 
 async def _read(
     nbus: bus.Bus, stream: str, subjects: list[str], progress: Callable[[int], None]
-) -> list[Any]:
-    """Every message of the stream on `subjects`, in order (the bulk reader: ~150k msgs/s)."""
+) -> list[Sequenced]:
+    """Every event of the stream on `subjects` with its sequence, in order (the bulk reader, decoding
+    a batch at a time; events this version cannot read are skipped with a warning)."""
     reader = bus.BulkReader(nbus, stream, subjects)
     await reader.start()
-    out: list[Any] = []
+    out: list[Sequenced] = []
+    read = 0
     try:
         total = reader.initial_pending
-        while len(out) < total:
-            if not await reader.wait(30.0):
-                raise TimeoutError(f"reading {stream}: got {len(out)} of {total}")
-            batch = reader.take(50_000)
-            out.extend(batch)
+        while read < total:
+            batch = await reader.next_batch(20_000, 30.0)
+            if batch is None:
+                raise TimeoutError(f"reading {stream}: got {read} of {total}")
+            out.extend(decode_bulk(batch))
+            read += len(batch)
             progress(len(batch))
-            if batch and batch[-1].pending == 0:
+            if batch.pending == 0:
                 break
     finally:
         await reader.stop()
@@ -144,23 +147,16 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
             on_progress(done, chat_total)
 
     chats: dict[str, Chat] = {}
-    for msg in await _read(nbus, CHAT.name, ["chat.>"], progress):
-        try:
-            event = schemas.decode_event(msg.data)
-        except msgspec.DecodeError:
-            continue
+    for seq, event in await _read(nbus, CHAT.name, ["chat.>"], progress):
         if isinstance(event, ChatCreated):
-            chats.setdefault(event.chat_id, Chat(created=event, title=event.title, seq=msg.seq))
+            chats.setdefault(event.chat_id, Chat(created=event, title=event.title, seq=seq))
         chat = chats.get(getattr(event, "chat_id", ""))
         if chat is not None and isinstance(event, ChatEvent):
-            chat.fold(msg.seq, event)
+            chat.fold(seq, event)
     consent: dict[str, bool] = {}
-    for msg in await _read(nbus, IDENTITY.name, ["user.*.consent"], lambda n: None):
-        try:
-            given = msgspec.json.decode(msg.data, type=TrainingConsentSet)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        consent[given.user_id] = given.allowed
+    for _, given in await _read(nbus, IDENTITY.name, ["user.*.consent"], lambda n: None):
+        if isinstance(given, TrainingConsentSet):
+            consent[given.user_id] = given.allowed
     return Log(chats=chats, consent=consent, events=done)
 
 
