@@ -15,11 +15,12 @@ from schemas.chat import ChatCreated
 from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from services.api.identity import add_user
-from services.projector import dump_read_model, run_projector
+from services.projector import dump_read_model, replay, run_projector
 from services.projector.importer import import_chatgpt
 from tests.apihelp import Api, serve_model
 from tests.stack import ROOT
 from tests.test_export import CHATGPT, _complete, _story
+from tests.test_projector import _life, _publish_fast
 
 
 def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -134,3 +135,33 @@ async def test_replay_up_to_a_sequence_or_a_time_shows_the_past(
     assert {row[0]: row[2] for row in dump_read_model(tmp_path / "now.duckdb")["chats"]}[chat_id] == "after"
     assert "rows: users 4" in done.stderr  # the summary
     assert _cli(nats_url, "--out", str(tmp_path / "now.duckdb")).returncode == 2  # never overwrites
+
+
+async def test_a_replay_killed_midway_leaves_no_read_model_and_runs_again(
+    nbus: bus.Bus, nats_url: str, tmp_path: Path
+) -> None:
+    """`kill -9` during a replay: nothing appears at --out (only the partial file), and the next
+    replay cleans up after it and builds the same read model as an uninterrupted one."""
+    lives = [event for i in range(10_000) for event in _life(i)]
+    for start in range(0, len(lives), 5_000):
+        await _publish_fast(nbus, lives[start : start + 5_000])
+    out = tmp_path / "rebuilt.duckdb"
+    cmd = [sys.executable, "-m", "services.cli", "admin", "replay", "--out", str(out), "--nats", nats_url]
+    env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    partial = out.with_name(out.name + ".partial")
+    for _ in range(600):
+        if partial.exists() or proc.poll() is not None:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.4)  # well inside the replay of 150k events
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -9, "the replay finished before it was killed: give it more events"
+    assert not out.exists() and partial.exists()
+    done = await asyncio.to_thread(_cli, nats_url, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert not partial.exists()
+    await replay(nbus, tmp_path / "uninterrupted.duckdb")
+    assert dump_read_model(out) == dump_read_model(tmp_path / "uninterrupted.duckdb")
+    assert len(dump_read_model(out)["replies"]) == 30_000
