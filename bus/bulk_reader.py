@@ -118,9 +118,9 @@ class _FrameParser:
 
     def _data_frames(self, buf: bytes) -> int:
         """Deliver the data frames at the start of buf; returns the bytes they took (0: none)."""
+        if not _DATA_FRAME.match(buf):
+            return 0  # buf does not start with a data frame (checked first: a split reads all of buf)
         parts = _DATA_FRAME.split(buf)
-        if parts[0] or len(parts) == 1:
-            return 0  # buf does not start with a data frame
         headers, totals = list(map(int, parts[6::_PER_FRAME])), list(map(int, parts[7::_PER_FRAME]))
         after = parts[8::_PER_FRAME]  # header block, body, CRLF: then the next frame (or whatever came)
         ends = [total + 2 for total in totals]

@@ -368,6 +368,9 @@ async def test_restart_mid_stream_ends_identical_to_replay(nbus: Bus, tmp_path: 
     )
     assert summary.events == last + len(identity)
     assert summary.checkpoints == {"CHAT": last, "IDENTITY": len(identity)}
+    rebuilt = Store.open(tmp_path / "replayed.duckdb")
+    assert rebuilt.checkpoints == summary.checkpoints  # a projector started on it goes on from there
+    rebuilt.close()
     assert progress[-1] == (summary.events, summary.events)
     assert summary.rows["chats"] == 400 and summary.rows["replies"] == 1200
     live, replayed = dump_read_model(live_db), dump_read_model(tmp_path / "replayed.duckdb")

@@ -138,7 +138,9 @@ class _Inserts:
 
 
 def _merge(batches: list[ArrowBatch]) -> ArrowBatch:
-    """Batches of inserts (no updates, no erasures) as one, in order; its checkpoint is the last one's."""
+    """Batches of one stream's inserts (no updates, no erasures) as one, in order; its checkpoint is
+    the last one's."""
+    assert len({batch.stream for batch in batches}) == 1, "merging batches of several streams"
     parts: dict[str, list[pa.Table]] = {}
     tables = {}
     for batch in batches:
@@ -198,7 +200,7 @@ async def replay(
                     on_progress(done, total)
 
             checkpoints[stream] = await _replay_stream(nbus, held, inserts, stream, last[stream], progress)
-        await inserts.flush()
+            await inserts.flush()  # a write holds one stream's batches: each carries its checkpoint
         await inserts.wait()
         if checkpoints:
             stream = next(iter(checkpoints))
