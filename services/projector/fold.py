@@ -61,22 +61,27 @@ TERMINAL = frozenset({"completed", "failed", "cancelled"})
 def decode_batch(msgs: Sequence[Delivered]) -> list[Sequenced]:
     """Decode messages to (seq, event); unknown or malformed events are skipped with a warning."""
     stream = msgs[0].stream if msgs else ""
-    return _decode_each(stream, [m.seq for m in msgs], [m.subject for m in msgs], [m.data for m in msgs])
+    return _decode(stream, [m.seq for m in msgs], [m.data for m in msgs], lambda: [m.subject for m in msgs])
 
 
 def decode_bulk(batch: BulkBatch) -> list[Sequenced]:
-    """Decode a bulk reader's batch to (seq, event) in one call, as decode_batch would."""
+    """Decode a bulk reader's batch to (seq, event), as decode_batch does."""
+    return _decode(
+        batch.stream, batch.seqs, batch.data, lambda: [s.decode(errors="replace") for s in batch.subjects]
+    )
+
+
+def _decode(
+    stream: str, seqs: list[int], bodies: list[bytes], subjects: Callable[[], list[str]]
+) -> list[Sequenced]:
+    """In one decoder call when every body is one event; else one by one (subjects only for warnings)."""
     try:
-        return list(zip(batch.seqs, schemas.decode_lines(b"\n".join(batch.data), len(batch)), strict=True))
+        return list(zip(seqs, schemas.decode_lines(b"\n".join(bodies), len(bodies)), strict=True))
     except (msgspec.ValidationError, msgspec.DecodeError):
-        subjects = [subject.decode(errors="replace") for subject in batch.subjects]
-        return _decode_each(batch.stream, batch.seqs, subjects, batch.data)
-
-
-def _decode_each(stream: str, seqs: list[int], subjects: list[str], bodies: list[bytes]) -> list[Sequenced]:
+        pass
     decode = schemas.decode_event
     out: list[Sequenced] = []
-    for seq, subject, data in zip(seqs, subjects, bodies, strict=True):
+    for seq, subject, data in zip(seqs, subjects(), bodies, strict=True):
         try:
             out.append((seq, decode(data)))
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
