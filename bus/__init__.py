@@ -3,7 +3,7 @@
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
 from bus.advisories import MaxDeliveries, decode_max_deliveries, max_deliveries_subject
-from bus.append import Appended, append_event, append_raw, purge_before, purge_subject
+from bus.append import Appended, append_event, append_events, append_raw, purge_before, purge_subject
 from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
@@ -36,6 +36,7 @@ __all__ = [
     "ServiceError",
     "StoredMsg",
     "append_event",
+    "append_events",
     "append_raw",
     "call",
     "call_raw",

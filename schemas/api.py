@@ -149,19 +149,24 @@ class AcceptedResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """A model alias that workers serve now."""
+    """A model alias that workers serve now, in OpenAI's model shape plus chatbus's load figures."""
 
-    alias: str
+    id: str  # the alias clients name as `model`
+    object: str = "model"
+    created: int  # Unix time the longest-running worker of the alias started
+    owned_by: str = "chatbus"
     workers: int
     active: int
     capacity: int
     images: bool = False  # some worker of this alias shows images to its model
+    max_context: int = 0  # tokens of prompt + reply the model takes (0: unknown)
 
 
 class ModelList(msgspec.Struct, frozen=True, kw_only=True):
-    """GET /v1/models."""
+    """GET /v1/models: OpenAI's list shape."""
 
-    models: list[ModelInfo]
+    object: str = "list"
+    data: list[ModelInfo]
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):

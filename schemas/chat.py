@@ -28,6 +28,11 @@ class ChatCreated(ChatEvent, frozen=True, kw_only=True, tag="chat.created"):
     title: str
     model: str = ""
     system_prompt: str = ""
+    # Which front door made it: "chat" (the web UI and /v1/chats) or "openai" (/v1/chat/completions).
+    # Lists show "chat" chats unless asked for others. A str, not a Literal: a new front door
+    # must not break old readers.
+    origin: str = "chat"
+    end_user: str = ""  # the OpenAI `user` field: the API client's own name for its end user
 
 
 class ChatRenamed(ChatEvent, frozen=True, kw_only=True, tag="chat.renamed"):

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+from schemas.sampling import SamplingParams
+
 
 class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     """One worker's heartbeat. KV key `<alias>.<worker_id>` in bucket `workers`."""
@@ -19,6 +21,10 @@ class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     images: bool = False  # the model sees images (a vision-language model)
     started_at: datetime
     heartbeat_at: datetime
+    # The alias's default sampling (from the model config): the API fills a request's unset parameters
+    # with it, so the request event records exactly what the model was asked.
+    defaults: SamplingParams = SamplingParams()
+    max_context: int = 0  # tokens of prompt + reply the model takes (0: unknown)
 
 
 def presence_key(alias: str, worker_id: str) -> str:

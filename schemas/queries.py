@@ -15,6 +15,7 @@ class ListChats(msgspec.Struct, frozen=True, kw_only=True):
     cursor: str | None = None
     min_seq: int = 0
     include_deleted: bool = False
+    origin: str | None = "chat"  # only chats made through this front door (None: all)
 
 
 class GetChat(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +49,7 @@ class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
     deleted: bool
     message_count: int
+    origin: str = "chat"
 
 
 class MessageRow(msgspec.Struct, frozen=True, kw_only=True):

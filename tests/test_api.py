@@ -27,6 +27,7 @@ NOT_CHECKED = {
     "readyz",
     "openapi",
     "models",
+    "openai.chat_completions",
     "me",
     "me.consent",
     "login",
@@ -261,14 +262,28 @@ async def test_posting_needs_a_worker_serving_the_model(api: Api) -> None:
     status, body = await api.call("POST", f"/v1/chats/{chat_id}/messages", json={"content": "hi"})
     assert status == 409 and body["error"] == "no_model"
     assert len(await chat_events(api.nbus, chat_id)) == 1
-    assert await api.call("GET", "/v1/models") == (200, {"models": []})
+    assert await api.call("GET", "/v1/models") == (200, {"object": "list", "data": []})
 
 
 async def test_post_appends_message_and_reply_request_with_the_context(api: Api) -> None:
     await serve_model(api.nbus)
     status, models = await api.call("GET", "/v1/models")
+    created = models["data"][0]["created"]
     assert models == {
-        "models": [{"alias": "demo", "workers": 1, "active": 1, "capacity": 4, "images": False}]
+        "object": "list",
+        "data": [
+            {
+                "id": "demo",
+                "object": "model",
+                "created": created,
+                "owned_by": "chatbus",
+                "workers": 1,
+                "active": 1,
+                "capacity": 4,
+                "images": False,
+                "max_context": 0,
+            }
+        ],
     }
     chat_id = (await api.new_chat(model="demo"))["chat_id"]
 

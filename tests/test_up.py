@@ -47,7 +47,7 @@ async def _wait_ready(base: str, key: str, timeout: float = 120) -> None:
         while time.monotonic() < deadline:
             try:
                 async with http.get(f"{base}/v1/models") as resp:
-                    if resp.status == 200 and (await resp.json())["models"]:
+                    if resp.status == 200 and (await resp.json())["data"]:
                         return
             except aiohttp.ClientError:
                 pass

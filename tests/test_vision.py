@@ -106,7 +106,7 @@ async def test_a_vision_model_receives_the_uploaded_image(api: Api, demo_vlm_dir
     chat_id = (await api.new_chat(model="vision"))["chat_id"]
     async with running(api.nbus, engine, engine.tokenizer, "vision"):
         status, models = await api.call("GET", "/v1/models")
-        assert [(m["alias"], m["images"]) for m in models["models"]] == [("vision", True)]
+        assert [(m["id"], m["images"]) for m in models["data"]] == [("vision", True)]
         posted, frames = await _post_and_watch(
             api,
             chat_id,

@@ -8,7 +8,7 @@ import ipaddress
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from services.api.errors import error_response
+from services.api.errors import ApiError
 from services.api.identity import Principal, UserExists, add_user, authenticate, is_valid_user_id, user_role
 from services.api.keys import BUS, PUBLIC_ROUTES, SETTINGS
 from services.api.sessions import COOKIE, CSRF_HEADER, SessionInfo, csrf_ok, find_session
@@ -31,8 +31,8 @@ def bearer_key(request: web.Request) -> str | None:
     return key.strip()
 
 
-def _unauthorized(message: str) -> web.Response:
-    return error_response(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="chatbus"'})
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, {"WWW-Authenticate": 'Bearer realm="chatbus"'})
 
 
 def session_of(request: web.Request) -> SessionInfo | None:
@@ -51,7 +51,7 @@ def _trusted(request: web.Request) -> bool:
     return any(address in ipaddress.ip_network(net, strict=False) for net in settings.trusted_proxies)
 
 
-async def _from_trusted_proxy(request: web.Request) -> Principal | web.Response | None:
+async def _from_trusted_proxy(request: web.Request) -> Principal | None:
     """The user a trusted reverse proxy (oauth2-proxy …) names in its header; None if not from one.
 
     Accounts are created on first sight (the proxy authenticated them). Such requests carry no
@@ -63,7 +63,7 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | web.Response 
         return None
     js = request.app[BUS].js
     if not is_valid_user_id(user_id):
-        return _unauthorized(f"the proxy's user name {user_id!r} is not a valid user id")
+        raise _unauthorized(f"the proxy's user name {user_id!r} is not a valid user id")
     role = await user_role(js, user_id)
     if role is None:
         with contextlib.suppress(UserExists):
@@ -72,9 +72,7 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | web.Response 
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto") == "https" else "http"
         if request.headers.get("Origin") != f"{scheme}://{request.host}":
-            return error_response(
-                403, "bad_origin", "writes through the proxy must come from this site's pages"
-            )
+            raise ApiError(403, "bad_origin", "writes through the proxy must come from this site's pages")
     return Principal(user_id=user_id, role=role, key_id="proxy")
 
 
@@ -93,27 +91,23 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if key is not None:
         principal = await authenticate(js, key)
         if principal is None:
-            return _unauthorized("the API key is invalid or revoked")
+            raise _unauthorized("the API key is invalid or revoked")
         request[PRINCIPAL] = principal
         return await handler(request)
     proxied = await _from_trusted_proxy(request)
     if proxied is not None:
-        if isinstance(proxied, web.Response):
-            return proxied
         request[PRINCIPAL] = proxied
         return await handler(request)
     session = await find_session(js, request.cookies.get(COOKIE))
     if session is None:
-        return _unauthorized("log in (POST /v1/login) or send `Authorization: Bearer <api key>`")
+        raise _unauthorized("log in (POST /v1/login) or send `Authorization: Bearer <api key>`")
     role = await user_role(js, session.user_id)
     if role is None:
-        return _unauthorized("the session's user no longer exists")
+        raise _unauthorized("the session's user no longer exists")
     if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_ok(
         session, request.headers.get(CSRF_HEADER)
     ):
-        return error_response(
-            403, "csrf", f"send the session's CSRF token in {CSRF_HEADER} (from POST /v1/login)"
-        )
+        raise ApiError(403, "csrf", f"send the session's CSRF token in {CSRF_HEADER} (from POST /v1/login)")
     request[PRINCIPAL] = Principal(user_id=session.user_id, role=role, key_id="session")
     request[SESSION] = session
     return await handler(request)

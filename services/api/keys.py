@@ -13,6 +13,7 @@ from services.api.settings import ApiSettings
 SETTINGS = web.AppKey("settings", ApiSettings)
 BUS = web.AppKey("bus", bus.Bus)
 PUBLIC_ROUTES: web.AppKey[frozenset[str]] = web.AppKey("public_routes")
+OPENAI_ROUTES: web.AppKey[frozenset[str]] = web.AppKey("openai_routes")  # errors in OpenAI's shape
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 CLOSING = web.AppKey("closing", asyncio.Event)
 OPENAPI = web.AppKey("openapi", bytes)

@@ -11,6 +11,7 @@ import bus
 from bus import JetStream
 from schemas.api import ModelInfo
 from schemas.presence import WorkerPresence
+from schemas.sampling import SamplingParams
 from schemas.streams import WORKERS_KV
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,15 @@ async def live_workers(js: JetStream, alias: str | None = None) -> list[WorkerPr
 
 async def serves(js: JetStream, alias: str) -> bool:
     """True when at least one live worker serves `alias`."""
-    return any(w.alias == alias for w in await live_workers(js, alias))
+    return await model_defaults(js, alias) is not None
+
+
+async def model_defaults(js: JetStream, alias: str) -> SamplingParams | None:
+    """The default sampling of `alias` (its longest-running live worker's); None when no worker serves it."""
+    workers = sorted(
+        (w for w in await live_workers(js, alias) if w.alias == alias), key=lambda w: w.started_at
+    )
+    return workers[0].defaults if workers else None
 
 
 def group_models(workers: list[WorkerPresence]) -> list[ModelInfo]:
@@ -46,11 +55,13 @@ def group_models(workers: list[WorkerPresence]) -> list[ModelInfo]:
         by_alias[worker.alias].append(worker)
     return [
         ModelInfo(
-            alias=alias,
+            id=alias,
+            created=int(min(w.started_at for w in group).timestamp()),
             workers=len(group),
             active=sum(w.active for w in group),
             capacity=sum(w.capacity for w in group),
             images=any(w.images for w in group),
+            max_context=min(w.max_context for w in group),
         )
         for alias, group in sorted(by_alias.items())
     ]

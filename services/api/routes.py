@@ -29,8 +29,17 @@ from schemas.api import (
     UserErasedResponse,
 )
 from schemas.audit import AuditTrail
+from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
-from services.api import live, routes_chats, routes_images, routes_misc, routes_people, routes_ui
+from services.api import (
+    live,
+    routes_chats,
+    routes_images,
+    routes_misc,
+    routes_openai,
+    routes_people,
+    routes_ui,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,8 @@ class Route:
     answer: type | None = None
     params: tuple[Param, ...] = ()
     public: bool = False
+    # "openai": errors in OpenAI's shape, for the routes its SDKs call.
+    dialect: Literal["chatbus", "openai"] = "chatbus"
     media: Literal["application/json", "text/event-stream", "websocket", "image/*", "text/html"] = (
         "application/json"
     )
@@ -79,7 +90,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/healthz", routes_misc.healthz, "healthz", answer=StatusResponse, public=True),
     Route("GET", "/readyz", routes_misc.readyz, "readyz", answer=StatusResponse, public=True),
     Route("GET", "/v1/openapi.json", routes_misc.openapi, "openapi", public=True),
-    Route("GET", "/v1/models", routes_misc.list_models, "models", answer=ModelList),
+    Route("GET", "/v1/models", routes_misc.list_models, "models", answer=ModelList, dialect="openai"),
+    Route(
+        "POST",
+        "/v1/chat/completions",
+        routes_openai.chat_completions,
+        "openai.chat_completions",
+        body=ChatCompletionRequest,
+        answer=ChatCompletion,
+        media="application/json",
+        dialect="openai",
+    ),
     Route(
         "POST",
         "/v1/login",
@@ -127,6 +148,12 @@ ROUTES: tuple[Route, ...] = (
         params=(
             Param("limit", "integer", "Page size, 1 to CHATBUS_MAX_PAGE_SIZE (default 50)."),
             Param("cursor", "string", "The `next_cursor` of the previous page."),
+            Param(
+                "origin",
+                "string",
+                "Which chats: `chat` (default: made in the UI or with /v1/chats), `openai` "
+                "(/v1/chat/completions), or `all`.",
+            ),
             MIN_SEQ,
         ),
     ),

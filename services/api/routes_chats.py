@@ -46,11 +46,12 @@ from services.api.erase import erase_chat
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, SETTINGS
-from services.api.presence import serves
+from services.api.presence import model_defaults
 from services.api.projector import query
 from services.api.routes_images import unseen_images
 
 DEFAULT_PAGE_SIZE = 50
+ORIGINS = ("chat", "openai")
 POST_ATTEMPTS = 5
 
 
@@ -86,8 +87,19 @@ async def list_chats(request: web.Request) -> web.StreamResponse:
         limit=limit,
         cursor=query_str(request, "cursor"),
         min_seq=query_int(request, "min_seq", 0, high=2**63 - 1),
+        origin=_origin(request),
     )
     return json_response(await query(request, "chats.list", question, ChatPage))
+
+
+def _origin(request: web.Request) -> str | None:
+    """The `origin` filter of a chat list: `chat` by default, `all` for every front door."""
+    origin = query_str(request, "origin", max_length=32) or "chat"
+    if origin == "all":
+        return None
+    if origin not in ORIGINS:
+        raise ApiError(400, "bad_parameter", f"origin must be one of {', '.join(ORIGINS)} or all")
+    return origin
 
 
 async def get_chat(request: web.Request) -> web.StreamResponse:
@@ -277,8 +289,9 @@ async def _post(js: JetStream, chat_id: str, draft: Draft) -> tuple[MessagePoste
 
 async def _checked_draft(
     request: web.Request, access: ChatAccess, body: PostMessageRequest, edit_of: str | None = None
-) -> tuple[Draft, str]:
-    """Validate a message body (length, images, model served now): the draft and the model alias."""
+) -> tuple[Draft, str, SamplingParams]:
+    """Validate a message body (length, images, model served now): the draft, the model alias and the
+    sampling to ask for (the body's, else the model's defaults)."""
     settings = request.app[SETTINGS]
     if len(body.content) > settings.max_message_chars:
         raise ApiError(
@@ -296,19 +309,22 @@ async def _checked_draft(
         raise ApiError(
             422, "unknown_image", f"no image {unknown[0]} that you stored; upload it with POST /v1/images"
         )
-    model = await _served_model(request, body.model or access.chat.model)
-    return Draft(author_id=principal.user_id, content=body.content, images=images, edit_of=edit_of), model
+    model, defaults = await _served_model(request, body.model or access.chat.model)
+    draft = Draft(author_id=principal.user_id, content=body.content, images=images, edit_of=edit_of)
+    return draft, model, body.params or defaults
 
 
-async def _served_model(request: web.Request, wanted: str | None) -> str:
+async def _served_model(request: web.Request, wanted: str | None) -> tuple[str, SamplingParams]:
+    """The alias to ask and its default sampling; 409 when none is named or no worker serves it."""
     model = wanted or request.app[SETTINGS].default_model
     if not model or not is_valid_id(model):
         raise ApiError(
             409, "no_model", "name a model: neither the message nor the chat has one, nor a default"
         )
-    if not await serves(request.app[BUS].js, model):
+    defaults = await model_defaults(request.app[BUS].js, model)
+    if defaults is None:
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
-    return model
+    return model, defaults
 
 
 async def _request_reply(
@@ -317,7 +333,7 @@ async def _request_reply(
     message_id: str,
     context: list[str],
     model: str,
-    params: SamplingParams | None,
+    params: SamplingParams,
 ) -> tuple[ReplyRequested, int]:
     reply = ReplyRequested(
         event_id=new_id("e"),
@@ -326,7 +342,7 @@ async def _request_reply(
         reply_id=new_id("r"),
         message_id=message_id,
         model=model,
-        params=params or SamplingParams(),
+        params=params,
         context=context,
         requested_by=principal_of(request).user_id,
     )
@@ -338,20 +354,20 @@ async def post_message(request: web.Request) -> web.StreamResponse:
     """Post a user message at the end of the active branch and request a reply (202)."""
     access = await chat_access(request, write=True)
     body = await read_body(request, PostMessageRequest)
-    draft, model = await _checked_draft(request, access, body)
-    return await _post_and_request(request, access, draft, model, body.params)
+    draft, model, params = await _checked_draft(request, access, body)
+    return await _post_and_request(request, access, draft, model, params)
 
 
 async def edit_message(request: web.Request) -> web.StreamResponse:
     """Edit a user message: a new sibling of it (a new branch from its parent) and a reply to that (202)."""
     access = await chat_access(request, write=True)
     body = await read_body(request, PostMessageRequest)
-    draft, model = await _checked_draft(request, access, body, edit_of=path_id(request, "message_id"))
-    return await _post_and_request(request, access, draft, model, body.params)
+    draft, model, params = await _checked_draft(request, access, body, edit_of=path_id(request, "message_id"))
+    return await _post_and_request(request, access, draft, model, params)
 
 
 async def _post_and_request(
-    request: web.Request, access: ChatAccess, draft: Draft, model: str, params: SamplingParams | None
+    request: web.Request, access: ChatAccess, draft: Draft, model: str, params: SamplingParams
 ) -> web.StreamResponse:
     message, context = await _post(request.app[BUS].js, access.chat_id, draft)
     reply, seq = await _request_reply(
@@ -382,9 +398,9 @@ async def regenerate_reply(request: web.Request) -> web.StreamResponse:
     node = log.tree.nodes.get(reply_id)
     if node is None or node.kind != "reply":
         raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
-    model = await _served_model(request, body.model or access.chat.model)
+    model, defaults = await _served_model(request, body.model or access.chat.model)
     reply, seq = await _request_reply(
-        request, access, node.parent, log.context(node.parent), model, body.params
+        request, access, node.parent, log.context(node.parent), model, body.params or defaults
     )
     await _not_erased_meanwhile(request, access.chat_id)
     answer = PostMessageResponse(

@@ -92,24 +92,36 @@ def _declared_type(request: web.Request) -> str:
 
 async def upload_image(request: web.Request) -> web.StreamResponse:
     """Store the uploaded image once by the hash of its normalised bytes (201)."""
-    principal = principal_of(request)
     declared = _declared_type(request)
     settings = request.app[SETTINGS]
-    limit = min(settings.max_image_bytes, request.app[BUS].nc.max_payload - HEADER_ROOM)
-    data = await _read_upload(request, limit, settings.upload_seconds)
+    data = await _read_upload(request, image_limit(request), settings.upload_seconds)
     if not data:
         raise ApiError(400, "empty_body", "the body is empty: send the image bytes")
-    headers = {UPLOADER_HEADER: principal.user_id, MEDIA_TYPE_HEADER: declared}
-    info = await _call_store(request, "upload", data, headers)
+    info = await store_image(request, data, declared)
     return json_response(info, status=201, headers={"Location": info.url})
+
+
+def image_limit(request: web.Request) -> int:
+    """The largest image the API takes: the setting, within one NATS message."""
+    return min(request.app[SETTINGS].max_image_bytes, request.app[BUS].nc.max_payload - HEADER_ROOM)
+
+
+async def store_image(request: web.Request, data: bytes, declared: str) -> ImageInfo:
+    """Have the image store normalise and keep these bytes for the caller ("" declared: the bytes decide)."""
+    headers = {UPLOADER_HEADER: principal_of(request).user_id, MEDIA_TYPE_HEADER: declared}
+    return await _call_store(request, "upload", data, headers)
+
+
+async def fetch_image(request: web.Request, url: str) -> ImageInfo:
+    """Have the image store fetch a public image URL (SSRF rules apply) and keep it for the caller."""
+    question = msgspec.json.encode(FetchImage(url=url, uploaded_by=principal_of(request).user_id))
+    return await _call_store(request, "fetch", question, {})
 
 
 async def image_from_url(request: web.Request) -> web.StreamResponse:
     """Have the image store fetch a public image URL and store it like an upload (201)."""
-    principal = principal_of(request)
     body = await read_body(request, ImageFromUrlRequest)
-    question = msgspec.json.encode(FetchImage(url=body.url, uploaded_by=principal.user_id))
-    info = await _call_store(request, "fetch", question, {})
+    info = await fetch_image(request, body.url)
     return json_response(info, status=201, headers={"Location": info.url})
 
 

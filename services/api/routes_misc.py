@@ -39,7 +39,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def list_models(request: web.Request) -> web.StreamResponse:
     """The model aliases that live workers serve, with their load."""
     workers = await live_workers(request.app[BUS].js)
-    return json_response(ModelList(models=group_models(workers)))
+    return json_response(ModelList(data=group_models(workers)))
 
 
 async def openapi(request: web.Request) -> web.StreamResponse:

@@ -7,6 +7,7 @@ import socket
 from dataclasses import dataclass, field
 
 from schemas.ids import new_id
+from schemas.sampling import SamplingParams
 
 ENV_VARS: tuple[tuple[str, str], ...] = (
     ("CHATBUS_WORKER_MODEL", "Local model directory or hub id the worker loads (default: the demo model)."),
@@ -48,6 +49,8 @@ class WorkerSettings:
     kv_page_size: int = 32
     max_batch_tokens: int = 512
     max_images: int = 4
+    # Sampling a request gets when it names none (the model config's `[models.X.sampling]`).
+    defaults: SamplingParams = field(default_factory=SamplingParams)
     worker_id: str = field(default_factory=lambda: new_id("w"))
     host: str = field(default_factory=socket.gethostname)
 

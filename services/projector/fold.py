@@ -273,6 +273,7 @@ class Fold:
                 "updated_at": e.at,
                 "deleted": False,
                 "message_count": 0,
+                "origin": e.origin,
             },
         )
 

@@ -82,6 +82,9 @@ def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
     params: list[Any] = [query.user_id]
     if not query.include_deleted:
         sql += " AND NOT deleted"
+    if query.origin is not None:
+        sql += " AND origin = ?"
+        params.append(query.origin)
     if query.cursor:
         updated_at, chat_id = decode_cursor(query.cursor)
         sql += " AND (updated_at < ? OR (updated_at = ? AND chat_id < ?))"

@@ -114,6 +114,7 @@ CHATS = Table(
         ("updated_at", "time"),
         ("deleted", "bool"),
         ("message_count", "int"),
+        ("origin", "text"),
     ),
     indexes=("owner_id",),
 )

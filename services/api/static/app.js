@@ -77,9 +77,9 @@ $("logout").addEventListener("click", async () => {
 });
 
 async function loadModels() {
-  const { models } = await api("GET", "/v1/models");
+  const { data: models } = await api("GET", "/v1/models");
   const picker = $("model-picker");
-  picker.replaceChildren(...models.map((m) => new Option(`${m.alias}${m.images ? " (images)" : ""}`, m.alias)));
+  picker.replaceChildren(...models.map((m) => new Option(`${m.id}${m.images ? " (images)" : ""}`, m.id)));
 }
 
 async function loadChats(minSeq = 0) {
