@@ -57,7 +57,9 @@ async def stack(nbus: Bus, nats_url: str, tmp_path: Path, demo_model_dir: Path) 
     await add_user(nbus.js, "ann")
     key = (await issue_key(nbus.js, "ann"))[1]
     stop = asyncio.Event()
-    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig())
+    engine = await asyncio.to_thread(
+        ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig()
+    )
     worker = Worker(WorkerSettings(model="demo", alias="demo", capacity=4), nbus, engine, engine.tokenizer)
     tasks = [
         asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop)),
@@ -114,7 +116,9 @@ async def test_a_completion_is_a_chat_in_the_log_with_usage_in_tokens(stack: Sta
     generated = sum(d.n_tokens for d in await _deltas(stack, chat_id))
     assert completion.usage.completion_tokens == completed.completion_tokens == generated
     assert completion.usage.prompt_tokens == completed.prompt_tokens > 0
-    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    assert (
+        completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
     if choice.finish_reason == "length":
         assert completion.usage.completion_tokens == 12
     # The request the worker served: the model's defaults, overridden by what the client named.
@@ -215,7 +219,13 @@ async def test_errors_come_in_openai_shape(stack: Stack) -> None:
         ({"temperature": 7}, openai.BadRequestError, 400, None, "temperature"),
         ({"max_tokens": 0}, openai.BadRequestError, 400, None, "max_tokens"),
         ({"messages": []}, openai.BadRequestError, 400, None, "messages"),
-        ({"messages": [{"role": "tool", "content": "x"}]}, openai.BadRequestError, 400, None, "messages[0].role"),
+        (
+            {"messages": [{"role": "tool", "content": "x"}]},
+            openai.BadRequestError,
+            400,
+            None,
+            "messages[0].role",
+        ),
         ({"extra_body": {"tools": []}}, openai.BadRequestError, 400, None, "tools"),
         ({"presence_penalty": 0.5}, openai.BadRequestError, 400, None, "presence_penalty"),
         ({"stop": ["a", "b", "c", "d", "e"]}, openai.BadRequestError, 400, None, "stop"),
@@ -231,7 +241,9 @@ async def test_errors_come_in_openai_shape(stack: Stack) -> None:
         if code:
             assert body["code"] == code
     with pytest.raises(openai.AuthenticationError) as bad_key:
-        await asyncio.to_thread(lambda: stack.client("cb_wrong").chat.completions.create(model="demo", messages=HELLO))
+        await asyncio.to_thread(
+            lambda: stack.client("cb_wrong").chat.completions.create(model="demo", messages=HELLO)
+        )
     assert bad_key.value.body["code"] == "invalid_api_key"  # type: ignore[index]
     with pytest.raises(openai.AuthenticationError):
         await asyncio.to_thread(lambda: stack.client("cb_wrong").models.list())
@@ -245,7 +257,9 @@ async def test_models_list_in_openai_shape(stack: Stack) -> None:
 
 async def test_api_chats_are_listed_only_when_asked_for(stack: Stack) -> None:
     raw = await asyncio.to_thread(
-        lambda: stack.client().chat.completions.with_raw_response.create(model="demo", messages=HELLO, max_tokens=2)
+        lambda: stack.client().chat.completions.with_raw_response.create(
+            model="demo", messages=HELLO, max_tokens=2
+        )
     )
     chat_id = raw.headers["x-chatbus-chat-id"]
     await wait_caught_up(stack.nbus)
@@ -265,7 +279,9 @@ async def test_api_chats_are_listed_only_when_asked_for(stack: Stack) -> None:
 
 async def test_completions_show_in_the_audit_and_the_training_export(stack: Stack, tmp_path: Path) -> None:
     raw = await asyncio.to_thread(
-        lambda: stack.client().chat.completions.with_raw_response.create(model="demo", messages=HELLO, max_tokens=6)
+        lambda: stack.client().chat.completions.with_raw_response.create(
+            model="demo", messages=HELLO, max_tokens=6
+        )
     )
     chat_id, text = raw.headers["x-chatbus-chat-id"], raw.parse().choices[0].message.content
     cli = [sys.executable, "-m", "services.cli", "admin"]
@@ -299,7 +315,9 @@ async def test_an_image_part_reaches_a_vision_model(stack: Stack, demo_vlm_dir: 
     from services.llm_worker.vision import VisionEngine
 
     engine = await asyncio.to_thread(VisionEngine.from_pretrained, str(demo_vlm_dir))
-    worker = Worker(WorkerSettings(model="vlm", alias="vision", capacity=2), stack.nbus, engine, engine.tokenizer)
+    worker = Worker(
+        WorkerSettings(model="vlm", alias="vision", capacity=2), stack.nbus, engine, engine.tokenizer
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:
@@ -319,7 +337,9 @@ async def test_an_image_part_reaches_a_vision_model(stack: Stack, demo_vlm_dir: 
             await asyncio.to_thread(
                 lambda: stack.client().chat.completions.create(
                     model="vision",
-                    messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,x"}}]}],
+                    messages=[
+                        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,x"}}]}
+                    ],
                 )
             )
         assert bad.value.body["param"] == "messages[0].content[0]"  # type: ignore[index]
