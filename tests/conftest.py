@@ -116,3 +116,11 @@ async def canary() -> AsyncIterator[Any]:
     yield box[0]
     server.close()
     await server.wait_closed()
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in SmolLM2-135M-Instruct GGUF converted into a transformers model directory, once (~20 s)."""
+    from services.llm_worker.sources import resolve_model
+
+    return resolve_model("smollm2-135m-instruct", tmp_path_factory.mktemp("models"))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from services.llm_worker.demo_model import MARKER_FILE, make_demo_model
 from services.llm_worker.engine import (
@@ -16,6 +19,9 @@ from services.llm_worker.engine import (
     EngineOutput,
     GenerationParams,
     IncrementalDecoder,
+    SeededSampling,
+    gumbel_noise,
+    step_key,
 )
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, café? 😀"}]
@@ -171,3 +177,98 @@ def test_incremental_decoder_matches_full_decode(engine: ContinuousBatchingEngin
     decoder = IncrementalDecoder(tokenizer)
     text = "".join(decoder.push(o.new_token_ids) for o in collector.of("noise")) + decoder.flush()
     assert text == engine.decode(collector.tokens("noise"))
+
+
+def _lowbias32(x: int) -> int:
+    """Reference of the engine's hash, in Python integers."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def test_seeded_noise_is_a_pure_function_of_key_and_token() -> None:
+    keys = torch.tensor([step_key(s, p) for s in (0, 1, 2**63 - 1) for p in (0, 1, 500)], dtype=torch.int32)
+    assert len(set(keys.tolist())) == len(keys) and all(0 < k < 2**31 for k in keys.tolist())
+    noise = gumbel_noise(keys.unsqueeze(-1), torch.arange(300))
+    assert torch.equal(noise[4], gumbel_noise(keys[4:5].unsqueeze(-1), torch.arange(300))[0])
+    assert torch.equal(noise[2, 7:9], gumbel_noise(keys[2:3], torch.tensor([7, 8])))  # only the pair counts
+    assert torch.isfinite(noise).all()
+    key, token = int(keys[0]), 17
+    x = _lowbias32((_lowbias32(key) + _lowbias32(token)) & 0xFFFFFFFF)
+    expected = -torch.log(-torch.log(torch.tensor(((x >> 8) + 0.5) * 2.0**-24, dtype=torch.float32)))
+    assert torch.equal(noise[0, token], expected)
+
+
+def test_seeded_sampling_draws_from_the_softmax_and_leaves_unseeded_rows_alone() -> None:
+    probs = torch.tensor([0.5, 0.3, 0.15, 0.05, 0.0])
+    rows = 20_000
+    scores = probs.log().expand(rows, -1).clone()
+    keys = torch.tensor([step_key(seed, 9) for seed in range(rows)], dtype=torch.int32)
+    picked = SeededSampling()(scores, keys)
+    assert torch.equal(picked.isfinite().sum(dim=-1), torch.ones(rows, dtype=torch.int64))  # one token left
+    counts = torch.bincount(picked.argmax(dim=-1), minlength=5) / rows
+    assert torch.allclose(counts, probs, atol=0.015), counts
+    mixed = SeededSampling()(scores[:3], torch.tensor([0, keys[1], 0], dtype=torch.int32))
+    assert torch.equal(mixed[0], scores[0]) and torch.equal(mixed[2], scores[2])
+    assert torch.equal(mixed[1], picked[1])
+
+
+def _generate(
+    engine: ContinuousBatchingEngine, requests: dict[str, tuple[list[dict[str, str]], GenerationParams]]
+) -> dict[str, list[int]]:
+    """Submit all requests at once and return each one's tokens."""
+    collector = Collector(expected=len(requests))
+    for request_id, (messages, params) in requests.items():
+        engine.submit(request_id, engine.build_prompt(messages), params, collector)
+    assert collector.all_done.wait(60)
+    return {request_id: collector.tokens(request_id) for request_id in requests}
+
+
+def test_a_seed_gives_the_same_tokens_whatever_shares_the_batch(engine: ContinuousBatchingEngine) -> None:
+    seeded = GenerationParams(
+        max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0, ignore_eos=True, seed=42
+    )
+    other_seed = dataclasses.replace(seeded, seed=43)
+    unseeded = dataclasses.replace(seeded, seed=None)
+    busy = GenerationParams(max_new_tokens=120, ignore_eos=True)
+    long_chat = [{"role": "user", "content": "tell me a long story " * 30}]
+    alone = _generate(engine, {"s": (MESSAGES, seeded)})["s"]
+    assert len(alone) == 40
+
+    # Submitted together with other prompts (their prefill shares the first steps) and a twin.
+    crowd = _generate(
+        engine,
+        {
+            "b1": (long_chat, busy),
+            "s1": (MESSAGES, seeded),
+            "b2": (MESSAGES, unseeded),
+            "s2": (MESSAGES, seeded),
+            "o": (MESSAGES, other_seed),
+            "u": (MESSAGES, unseeded),
+        },
+    )
+    assert crowd["s1"] == crowd["s2"] == alone
+    assert crowd["o"] != alone  # another seed, another reply
+    assert crowd["u"] != crowd["b2"]  # no seed: sampled as before, differently each time
+
+    # Joining a batch that is already decoding, with a long prefill arriving after it started.
+    collector = Collector(expected=4)
+    started = threading.Event()
+
+    def on_output(output: EngineOutput) -> None:
+        collector(output)
+        if len(collector.tokens("late")) >= 5:
+            started.set()
+
+    engine.submit("early", engine.build_prompt(MESSAGES), busy, on_output)
+    while not collector.tokens("early"):
+        time.sleep(0.01)
+    engine.submit("late", engine.build_prompt(MESSAGES), seeded, on_output)
+    assert started.wait(30)
+    engine.submit("later", engine.build_prompt(long_chat), busy, on_output)
+    engine.submit("u2", engine.build_prompt(MESSAGES), unseeded, on_output)
+    assert collector.all_done.wait(60)
+    assert collector.tokens("late") == alone
+    assert engine.active() == 0

@@ -42,8 +42,8 @@ from schemas.queries import (
 from services.projector import ReadModelExists, dump_read_model, replay, run_projector
 from services.projector.fold import decode_bulk
 from services.projector.projection import project
-from services.projector.tables import CHATS
 from services.projector.store import Store
+from services.projector.tables import CHATS
 
 T0 = schemas.now()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,17 @@ def test_stop_ends_a_running_request_as_an_error(demo_vlm_dir: Path) -> None:
     engine.submit("after", _prompt(engine), GenerationParams(max_new_tokens=3, ignore_eos=True), outputs)
     assert _assert_one_final(outputs.wait("after")).finish_reason == "length"
     engine.stop()
+
+
+def test_a_seed_gives_the_same_tokens_and_leaves_other_sampling_alone(engine: VisionEngine) -> None:
+    prompt = _prompt(engine)
+    outputs = Outputs()
+    seeded = GenerationParams(max_new_tokens=16, temperature=1.0, top_k=0, top_p=1.0, ignore_eos=True, seed=5)
+    runs = {"s1": seeded, "u1": replace(seeded, seed=None), "s2": seeded, "o": replace(seeded, seed=6)}
+    runs["u2"] = runs["u1"]
+    for request_id, params in runs.items():
+        engine.submit(request_id, prompt, params, outputs)
+    tokens = {rid: [t for o in outputs.wait(rid) for t in o.new_token_ids] for rid in runs}
+    assert tokens["s1"] == tokens["s2"] and len(tokens["s1"]) == 16
+    assert tokens["o"] != tokens["s1"]
+    assert tokens["u1"] != tokens["u2"]  # no seed: the global generator goes on, not reset by a seed

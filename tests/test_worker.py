@@ -7,7 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import msgspec
 import pytest
+from transformers import AutoTokenizer
 
 import bus
 import schemas
@@ -23,7 +25,7 @@ from schemas.sampling import SamplingParams
 from schemas.tokens import TokenDelta
 from services.llm_worker import WorkerSettings
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
-from services.llm_worker.worker import Worker
+from services.llm_worker.worker import ReplyText, Worker
 from tests.stack import request_reply, wait_event
 
 
@@ -171,3 +173,52 @@ async def test_a_request_whose_last_delivery_died_with_its_worker_ends_failed(
     finally:
         await gave_up.unsubscribe()
     assert isinstance(failed, ReplyFailed) and "1 attempts" in failed.error
+
+
+async def _deltas(nbus: Bus, chat_id: str) -> list[TokenDelta]:
+    stored = await bus.read_all(nbus.js, "TOKENS", [f"tokens.{chat_id}.>"])
+    deltas = [schemas.decode_event(m.data) for m in stored]
+    assert all(isinstance(d, TokenDelta) for d in deltas)
+    return deltas  # type: ignore[return-value]
+
+
+async def test_a_stop_text_ends_the_reply_before_it(nbus: Bus, worker: Worker) -> None:
+    greedy = SamplingParams(max_new_tokens=48, temperature=0.0, ignore_eos=True)
+    first = await wait_end(nbus, "cs1", (await post(nbus, "cs1", "Hello there", greedy)).reply_id)
+    assert first.finish_reason == "length" and len(first.text) > 20
+    middle = len(first.text) // 2
+    stop = first.text[middle : middle + 4]
+    expected = first.text[: first.text.index(stop)]
+
+    params = SamplingParams(max_new_tokens=48, temperature=0.0, ignore_eos=True, stop=["never-there", stop])
+    done = await wait_end(nbus, "cs2", (await post(nbus, "cs2", "Hello there", params)).reply_id)
+    assert done.text == expected and done.finish_reason == "stop"
+    deltas = await _deltas(nbus, "cs2")
+    assert "".join(d.text for d in deltas) == done.text
+    assert sum(d.n_tokens for d in deltas) == done.completion_tokens < 48
+    assert worker.engine.active() == 0  # the engine request was cancelled, its slot is free
+
+
+async def test_a_seed_gives_the_same_reply(nbus: Bus, worker: Worker) -> None:
+    seeded = SamplingParams(max_new_tokens=24, temperature=1.0, ignore_eos=True, seed=7)
+    other = msgspec.structs.replace(seeded, seed=8)
+    chats = {"cd1": seeded, "cd2": seeded, "cd3": other}
+    requests = {chat_id: await post(nbus, chat_id, "Hi", params) for chat_id, params in chats.items()}
+    texts = {chat_id: (await wait_end(nbus, chat_id, r.reply_id)).text for chat_id, r in requests.items()}
+    assert texts["cd1"] == texts["cd2"] != texts["cd3"]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+def test_reply_text_counts_tokens_up_to_the_one_completing_the_stop(demo_model_dir: Path, chunk: int) -> None:
+    tokenizer = AutoTokenizer.from_pretrained(str(demo_model_dir), local_files_only=True)
+    ids = tokenizer.encode("Hello world, the END is near")
+    completing = next(n for n in range(1, len(ids) + 1) if "END" in tokenizer.decode(ids[:n]))
+    reply = ReplyText(tokenizer, ("END",))
+    parts, used = [], 0
+    for start in range(0, len(ids), chunk):
+        text, n = reply.push(ids[start : start + chunk], start + chunk >= len(ids))
+        parts.append(text)
+        used += n
+        if reply.stopped:
+            break
+    assert "".join(parts) == "Hello world, the " and used == completing and reply.stopped

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from bus import Bus
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+from services.llm_worker.model_config import DEMO_SOURCES, ModelConfigError
 from services.llm_worker.settings import WorkerSettings
+from services.llm_worker.sources import resolve_model
 from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
 
@@ -18,6 +21,7 @@ async def run_worker(
     settings: WorkerSettings, nbus: Bus, stop: asyncio.Event, engine_config: EngineConfig | None = None
 ) -> None:
     """Load `settings.model` (off the event loop) and serve its alias until `stop` is set."""
+    settings.model = str(await asyncio.to_thread(locate_model, settings.model, Path(settings.model_cache)))
     log.info("loading %s as %s", settings.model, settings.alias)
     config = engine_config or EngineConfig(
         num_blocks=settings.kv_blocks,
@@ -26,7 +30,12 @@ async def run_worker(
         num_threads=settings.threads or None,
     )
     engine: ContinuousBatchingEngine | VisionEngine
-    if await asyncio.to_thread(is_vision_model, settings.model):
+    vision = await asyncio.to_thread(is_vision_model, settings.model)
+    if settings.images is not None and settings.images != vision:
+        kind = "a vision-language" if vision else "a text-only"
+        said = str(settings.images).lower()
+        raise ModelConfigError(f"{settings.alias}: the config says `images = {said}`, but it is {kind} model")
+    if vision:
         engine = await asyncio.to_thread(VisionEngine.from_pretrained, settings.model, config)
         if settings.capacity > VisionEngine.max_active:
             # It generates one reply at a time: holding more requests would keep them from other workers.
@@ -37,3 +46,21 @@ async def run_worker(
     worker = Worker(settings, nbus, engine, engine.tokenizer)
     log.info("worker %s serves %s", settings.worker_id, settings.alias)
     await worker.run(stop)
+
+
+def locate_model(source: str, cache_dir: Path) -> Path:
+    """The directory to load for a model source: a demo model (built on first use), or `resolve_model`'s."""
+    if source in DEMO_SOURCES:
+        target = cache_dir / source
+        if not (target / "config.json").exists():
+            log.info("building the %s model (random weights, not an assistant) in %s", source, target)
+            if source == "demo-vision":
+                from services.llm_worker.demo_vlm import make_demo_vlm
+
+                make_demo_vlm(target)
+            else:
+                from services.llm_worker.demo_model import make_demo_model
+
+                make_demo_model(target)
+        return target
+    return resolve_model(source, cache_dir)

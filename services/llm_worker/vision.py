@@ -7,9 +7,10 @@ wait their turn in order. The interface is the Engine protocol's, like the text 
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -213,7 +214,7 @@ class VisionEngine:
             if not self._is_active(job.request_id):
                 continue  # cancelled while it waited
             try:
-                with torch.inference_mode():
+                with torch.inference_mode(), self._seeded(job.params.seed):
                     self.model.generate(**job.prompt.model_inputs, **self._generate_kwargs(job))
             except Exception as exc:  # noqa: BLE001 - one bad request must not stop the engine
                 self._finish(job.request_id, "error", f"{type(exc).__name__}: {exc}", job)
@@ -223,6 +224,19 @@ class VisionEngine:
                 return
             stopped = job.last_token is not None and job.last_token in self.eos_ids
             self._finish(job.request_id, "stop" if stopped else "length", None, job)
+
+    @contextlib.contextmanager
+    def _seeded(self, seed: int | None) -> Iterator[None]:
+        """With a seed, generate() samples from the torch RNG seeded with it; its state is restored after."""
+        if seed is None:
+            yield
+            return
+        # generate() takes no generator: it samples from the global one, which nothing else in a vision worker
+        # draws from while this runs (one request at a time).
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            yield
 
     def _generate_kwargs(self, job: _Job) -> dict[str, Any]:
         p = job.params

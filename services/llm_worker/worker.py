@@ -29,6 +29,7 @@ from services.llm_worker.coalesce import Chunk, Coalescer
 from services.llm_worker.context import build_messages, context_subjects, image_hashes
 from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder
 from services.llm_worker.settings import WorkerSettings
+from services.llm_worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 _request_decoder = msgspec.json.Decoder(ReplyRequested)
@@ -114,6 +115,8 @@ class Worker:
             images=self.engine.supports_images,
             started_at=self.started_at,
             heartbeat_at=schemas.now(),
+            defaults=self.settings.defaults,
+            max_context=getattr(self.engine, "max_context", 0),
         )
         await kv.put(presence_key(self.settings.alias, self.settings.worker_id), schemas.encode(presence))
 
@@ -248,6 +251,8 @@ class Worker:
             top_p=p.top_p,
             top_k=p.top_k,
             ignore_eos=p.ignore_eos,
+            stop=tuple(p.stop),
+            seed=p.seed,
         )
 
         def hand_over(chunk: Chunk) -> None:  # called on the engine's thread
@@ -265,24 +270,26 @@ class Worker:
             return self._failed(request, attempt, str(exc))
         if request.reply_id in self._cancels:  # cancelled while its context was loading
             self.engine.cancel(reply.engine_id)
-        decoder = IncrementalDecoder(self.tokenizer)
+        reply_text = ReplyText(self.tokenizer, params.stop)
         subject = tokens_subject(request.chat_id, request.reply_id)
         text_parts: list[str] = []
-        index = 0
+        index = generated = 0
         acks: list[asyncio.Future[Any]] = []
         try:
             while True:
                 chunk = await reply.chunks.get()
                 out, finished = chunk.last, chunk.last.finished
-                if chunk.token_ids:
-                    text = decoder.push(chunk.token_ids) + (decoder.flush() if finished else "")
+                text, used = reply_text.push(chunk.token_ids, finished)
+                if reply_text.stopped:
+                    self.engine.cancel(reply.engine_id)  # free its slot now; its last output is not read
+                if used or text:
                     delta = TokenDelta(
                         chat_id=request.chat_id,
                         reply_id=request.reply_id,
                         attempt=attempt,
                         index=index,
                         text=text,
-                        n_tokens=len(chunk.token_ids),
+                        n_tokens=used,
                     )
                     acks.append(
                         await self.bus.js.publish_async(
@@ -292,8 +299,9 @@ class Worker:
                         )
                     )
                     text_parts.append(text)
+                    generated += used
                     index += 1
-                if finished:
+                if finished or reply_text.stopped:
                     break
             first_token_ms = (coalescer.first_token_at - began) * 1000.0 if coalescer.first_token_at else 0.0
         except BaseException:
@@ -302,15 +310,19 @@ class Worker:
         if acks:
             await asyncio.gather(*acks, return_exceptions=True)  # deltas land before the end event
         generation_ms = (time.monotonic() - began) * 1000.0
-        if out.finish_reason == "error":
+        if reply_text.stopped:
+            reason, completion_tokens = "stop", generated
+        elif out.finish_reason == "error":
             return self._failed(request, attempt, out.error or "generation failed")
+        else:
+            reason, completion_tokens = out.finish_reason or "stop", out.completion_tokens
         return self._completed(
             request,
             attempt,
             "".join(text_parts),
             out.prompt_tokens,
-            out.completion_tokens,
-            out.finish_reason or "stop",
+            completion_tokens,
+            reason,
             queue_ms,
             first_token_ms,
             generation_ms,
@@ -414,6 +426,39 @@ class Worker:
                 )
                 return
         await delivery.ack()
+
+
+class ReplyText:
+    """A reply's token chunks as text to stream, cut before the first stop text.
+
+    Without stop texts a chunk is decoded at once. With them it is decoded token by token, so that
+    `push` can say how many tokens the reply used: up to and including the token whose text completed
+    the stop text (the `completion_tokens` of a reply that ended on one; what followed is discarded).
+    """
+
+    def __init__(self, tokenizer: Any, stops: tuple[str, ...]) -> None:
+        self.decoder = IncrementalDecoder(tokenizer)
+        self.matcher = StopMatcher(stops) if stops else None
+
+    @property
+    def stopped(self) -> bool:
+        """A stop text was reached: the reply is over."""
+        return self.matcher is not None and self.matcher.stopped
+
+    def push(self, token_ids: list[int], finished: bool) -> tuple[str, int]:
+        """Text that may be sent now, and how many of token_ids the reply used; `finished` releases all."""
+        if self.matcher is None:
+            text = self.decoder.push(token_ids) if token_ids else ""
+            return text + (self.decoder.flush() if finished else ""), len(token_ids)
+        parts: list[str] = []
+        for used, token in enumerate(token_ids, 1):
+            parts.append(self.matcher.push(self.decoder.push([token])))
+            if self.matcher.stopped:
+                return "".join(parts), used
+        if finished:
+            parts.append(self.matcher.push(self.decoder.flush()))
+            parts.append(self.matcher.flush())
+        return "".join(parts), len(token_ids)
 
 
 # Pictures reach the processor at most this large (it resizes further): bounds a worker's memory.
