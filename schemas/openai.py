@@ -78,6 +78,8 @@ class ChatCompletionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_un
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
     logprobs: bool | None = None
+    # Not OpenAI's, but vLLM's and llama.cpp's extension: generate max_tokens whatever the model says.
+    ignore_eos: bool | None = None
 
 
 class Usage(msgspec.Struct, frozen=True, kw_only=True):

@@ -110,6 +110,7 @@ def sampling_of(body: ChatCompletionRequest, defaults: SamplingParams) -> Sampli
         "temperature": body.temperature,
         "top_p": body.top_p,
         "seed": None if body.seed is None else body.seed % 2**63,
+        "ignore_eos": body.ignore_eos,
     }
     values.update({k: v for k, v in given.items() if v is not None})
     values["stop"] = [s for s in stop if s] if body.stop is not None else values["stop"]
