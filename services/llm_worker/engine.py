@@ -90,6 +90,29 @@ class Engine(Protocol):
     ) -> Prompt: ...
 
 
+def pick_device(name: str) -> torch.device:
+    """The torch device for a setting: auto (the first GPU, else Apple's MPS, else the CPU) or a name."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU here")
+    return device
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype for a setting: auto is float32 on a CPU, bfloat16 (else float16) on a GPU."""
+    if name != "auto":
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device.type == "mps" else torch.float32
+
+
 def text_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     """Messages with their text only (what a text-only model's chat template expects)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]
@@ -112,6 +135,10 @@ class EngineConfig:
     # 2-10x when another process takes a core (nats-server, API, projector on the same box), while 1 thread
     # degrades gently. None keeps torch's default (one per core), for a dedicated worker machine.
     num_threads: int | None = 1
+    # Where the weights live and in what precision; "auto": the first GPU if there is one (else the CPU),
+    # float32 on a CPU (the fastest there with sound answers), bfloat16 on a GPU that has it, else float16.
+    device: str = "auto"
+    dtype: str = "auto"
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # passed through to ContinuousBatchingConfig
 
@@ -321,8 +348,13 @@ class ContinuousBatchingEngine:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        device = pick_device(config.device)
         model = AutoModelForCausalLM.from_pretrained(
-            path, local_files_only=True, attn_implementation=config.attn_implementation
+            path,
+            local_files_only=True,
+            attn_implementation=config.attn_implementation,
+            dtype=pick_dtype(config.dtype, device),
+            device_map=device,  # loaded straight onto it
         )
         return cls(model.eval(), tokenizer, config)
 

@@ -28,6 +28,8 @@ async def run_worker(
         page_size=settings.kv_page_size,
         max_batch_tokens=settings.max_batch_tokens,
         num_threads=settings.threads or None,
+        device=settings.device,
+        dtype=settings.dtype,
     )
     engine: ContinuousBatchingEngine | VisionEngine
     vision = await asyncio.to_thread(is_vision_model, settings.model)

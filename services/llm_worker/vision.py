@@ -26,6 +26,8 @@ from services.llm_worker.engine import (
     GenerationParams,
     OutputCallback,
     Prompt,
+    pick_device,
+    pick_dtype,
 )
 
 
@@ -131,8 +133,13 @@ class VisionEngine:
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
         processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+        device = pick_device(config.device)
         model = AutoModelForImageTextToText.from_pretrained(
-            path, local_files_only=True, attn_implementation=config.attn_implementation
+            path,
+            local_files_only=True,
+            attn_implementation=config.attn_implementation,
+            dtype=pick_dtype(config.dtype, device),
+            device_map=device,  # loaded straight onto it
         )
         return cls(model.eval(), processor, config)
 
@@ -141,6 +148,8 @@ class VisionEngine:
         conversation, pictures, seen = vision_conversation(messages, images or {})
         text = self.processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         inputs = self.processor(text=text, images=pictures or None, return_tensors="pt")
+        # On the model's device, pixel values in its dtype (a no-op on a float32 CPU model).
+        inputs = inputs.to(self.model.device, dtype=self.model.dtype)
         return Prompt(
             input_ids=[int(i) for i in inputs["input_ids"][0].tolist()],
             model_inputs=dict(inputs),
