@@ -112,6 +112,10 @@ class ReplyFailed(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.failed")
     attempt: int
     worker_id: str
     error: str
+    # What kind of failure, for clients to act on: "context_length_exceeded" (the prompt leaves no room),
+    # "invalid_prompt" (the chat template cannot render it), "engine_error", "gave_up" (every delivery
+    # failed); "" from versions before it was recorded.
+    code: str = ""
 
 
 class ReplyCancelled(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.cancelled"):

@@ -346,3 +346,19 @@ async def test_an_image_part_reaches_a_vision_model(stack: Stack, demo_vlm_dir: 
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_prompt_longer_than_the_context_is_the_callers_fault(stack: Stack) -> None:
+    long = [{"role": "user", "content": "word " * 6000}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        await asyncio.to_thread(
+            lambda: stack.client().chat.completions.create(model="demo", messages=long, max_tokens=4)
+        )
+    assert caught.value.body["code"] == "context_length_exceeded"  # type: ignore[index]
+    stream = await stack.aclient().chat.completions.create(
+        model="demo", messages=long, max_tokens=4, stream=True
+    )
+    with pytest.raises(openai.APIError) as streamed:
+        async for _ in stream:
+            pass
+    assert "leaves no room" in streamed.value.message

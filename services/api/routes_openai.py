@@ -296,7 +296,7 @@ class _Completion:
                     )
                     return json_response(answer, headers=self.headers)
                 if isinstance(event, ReplyFailed):
-                    raise ApiError(500, "server_error", f"the model failed: {event.error}")
+                    raise _failure(event)
         except ClientGone:
             await self._cancel()
             return web.Response(status=499)
@@ -343,7 +343,9 @@ class _Completion:
                     await response.write(b"data: [DONE]\n\n")
                     return response
                 elif isinstance(event, ReplyFailed):
-                    return await self._fail(response, f"the model failed: {event.error}")
+                    fault = _failure(event)
+                    kind = "invalid_request_error" if fault.status == 400 else "server_error"
+                    return await self._fail(response, fault.message, kind, fault.code)
         except (ClientGone, ConnectionResetError):
             await self._cancel()
             return response
@@ -387,11 +389,24 @@ class _Completion:
     async def _write(self, response: web.StreamResponse, body: object) -> None:
         await response.write(b"data: " + _encoder.encode(body) + b"\n\n")
 
-    async def _fail(self, response: web.StreamResponse, message: str) -> web.StreamResponse:
+    async def _fail(
+        self, response: web.StreamResponse, message: str, kind: str = "server_error", code: str | None = None
+    ) -> web.StreamResponse:
         """End a stream with an error event (the SDKs raise it), telling where the reply lives on."""
         where = f"{message}; the chat is {self.reply.chat_id} (GET /v1/chats/{self.reply.chat_id}/messages)"
-        await self._write(response, OpenAIError(error=OpenAIErrorDetail(message=where, type="server_error")))
+        detail = OpenAIErrorDetail(message=where, type=kind, code=code)
+        await self._write(response, OpenAIError(error=detail))
         return response
+
+
+# Failures caused by the request itself: a 400 with OpenAI's code; the rest are the server's (500).
+_REQUEST_FAULTS = {"context_length_exceeded", "invalid_prompt"}
+
+
+def _failure(event: ReplyFailed) -> ApiError:
+    if event.code in _REQUEST_FAULTS:
+        return ApiError(400, event.code, event.error, param="messages")
+    return ApiError(500, event.code or "server_error", f"the model failed: {event.error}")
 
 
 def _finish(event: ReplyCompleted) -> str:

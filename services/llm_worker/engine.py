@@ -90,6 +90,10 @@ class Engine(Protocol):
     ) -> Prompt: ...
 
 
+class PromptTooLong(ValueError):
+    """The prompt leaves no room for a reply in the model's context."""
+
+
 def pick_device(name: str) -> torch.device:
     """The torch device for a setting: auto (the first GPU, else Apple's MPS, else the CPU) or a name."""
     if name == "auto":
@@ -409,7 +413,7 @@ class ContinuousBatchingEngine:
             raise ValueError("input_ids must not be empty")
         max_new = min(params.max_new_tokens, self.max_context - len(input_ids))
         if max_new < 1:
-            raise ValueError(
+            raise PromptTooLong(
                 f"prompt of {len(input_ids)} tokens leaves no room in a {self.max_context} context"
             )
         eos_ids = frozenset() if params.ignore_eos else self.eos_ids

@@ -26,6 +26,7 @@ from services.llm_worker.engine import (
     GenerationParams,
     OutputCallback,
     Prompt,
+    PromptTooLong,
     pick_device,
     pick_dtype,
 )
@@ -192,7 +193,7 @@ class VisionEngine:
             raise ValueError("input_ids must not be empty")
         max_new = min(params.max_new_tokens, self.max_context - len(prompt.input_ids))
         if max_new < 1:
-            raise ValueError(
+            raise PromptTooLong(
                 f"prompt of {len(prompt.input_ids)} tokens leaves no room in a {self.max_context} context"
             )
         job = _Job(request_id, prompt, params, max_new, on_output)

@@ -27,7 +27,7 @@ from schemas.streams import CHAT, IMAGES_OBJECTS, WORKERS_KV, worker_consumer
 from schemas.tokens import TokenDelta, tokens_subject
 from services.llm_worker.coalesce import Chunk, Coalescer
 from services.llm_worker.context import build_messages, context_subjects, image_hashes
-from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder
+from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder, PromptTooLong
 from services.llm_worker.settings import WorkerSettings
 from services.llm_worker.stops import StopMatcher
 
@@ -162,7 +162,7 @@ class Worker:
             error = f"no worker finished it in {advisory.deliveries} attempts"
             await bus.append_event(
                 self.bus.js,
-                self._failed(request, advisory.deliveries, error),
+                self._failed(request, advisory.deliveries, error, "gave_up"),
                 msg_id=f"{request.reply_id}.end",
             )
         except Exception:  # noqa: BLE001 - an advisory must never take the worker down
@@ -189,7 +189,7 @@ class Worker:
             # JetStream will not deliver it again: end the reply rather than leave it open forever.
             log.exception("reply %s failed on its last delivery", request.reply_id)
             failed = self._failed(
-                request, delivery.attempt, f"gave up after {delivery.attempt} attempts: {exc}"
+                request, delivery.attempt, f"gave up after {delivery.attempt} attempts: {exc}", "gave_up"
             )
             with contextlib.suppress(Exception):
                 await bus.append_event(self.bus.js, failed, msg_id=f"{request.reply_id}.end")
@@ -239,7 +239,7 @@ class Worker:
         try:
             prompt = await loop.run_in_executor(self._prompts, self.engine.build_prompt, messages, pictures)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
-            return self._failed(request, attempt, f"cannot build the prompt: {exc}")
+            return self._failed(request, attempt, f"cannot build the prompt: {exc}", "invalid_prompt")
         ignored = [sha for sha in wanted if sha not in prompt.images_seen]
         if ignored:
             why = "is text-only" if not self.engine.supports_images else "sees at most its image limit"
@@ -267,7 +267,8 @@ class Worker:
         try:
             self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
-            return self._failed(request, attempt, str(exc))
+            code = "context_length_exceeded" if isinstance(exc, PromptTooLong) else "invalid_prompt"
+            return self._failed(request, attempt, str(exc), code)
         if request.reply_id in self._cancels:  # cancelled while its context was loading
             self.engine.cancel(reply.engine_id)
         reply_text = ReplyText(self.tokenizer, params.stop)
@@ -313,7 +314,7 @@ class Worker:
         if reply_text.stopped:
             reason, completion_tokens = "stop", generated
         elif out.finish_reason == "error":
-            return self._failed(request, attempt, out.error or "generation failed")
+            return self._failed(request, attempt, out.error or "generation failed", "engine_error")
         else:
             reason, completion_tokens = out.finish_reason or "stop", out.completion_tokens
         return self._completed(
@@ -339,7 +340,7 @@ class Worker:
         found = {sha: data for sha, data in zip(keep, blobs, strict=True) if data is not None}
         return await asyncio.to_thread(_open_images, found)
 
-    def _failed(self, request: ReplyRequested, attempt: int, error: str) -> ReplyFailed:
+    def _failed(self, request: ReplyRequested, attempt: int, error: str, code: str) -> ReplyFailed:
         return ReplyFailed(
             event_id=new_id("e"),
             chat_id=request.chat_id,
@@ -348,6 +349,7 @@ class Worker:
             attempt=attempt,
             worker_id=self.settings.worker_id,
             error=error,
+            code=code,
         )
 
     def _completed(
