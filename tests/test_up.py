@@ -110,3 +110,44 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
     finally:
         proc.send_signal(signal.SIGTERM)  # as systemd or docker stop would
         assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")
+
+
+async def test_up_serves_the_real_default_model_through_the_openai_api(
+    tmp_path: Path, smollm2_dir: Path
+) -> None:
+    """`chatbus up` with no model named: SmolLM2-135M-Instruct (converted once; here already, in the
+    test run's model cache) answers through the openai SDK, as the README's first example does."""
+    import openai
+
+    port, nats_port = bus.free_port(), bus.free_port()
+    log = tmp_path / "up.log"
+    env = {
+        **os.environ,
+        "CHATBUS_DATA_DIR": str(tmp_path / "data"),
+        "CHATBUS_MODEL_CACHE": str(smollm2_dir.parent),
+        "COLUMNS": "200",
+    }
+    cmd = [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--nats-port", str(nats_port)]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    try:
+        key = _key_from(log)
+        assert "models: smollm2-135m, demo-vision" in log.read_text()
+        base = f"http://127.0.0.1:{port}"
+        await _wait_ready(base, key)
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+        for _ in range(600):
+            ids = [m.id for m in (await client.models.list()).data]
+            if "smollm2-135m" in ids and "demo-vision" in ids:
+                break
+            await asyncio.sleep(0.2)
+        answer = await client.chat.completions.create(
+            model="smollm2-135m",
+            messages=[{"role": "user", "content": "What is the capital of France?"}],
+            temperature=0,
+            max_tokens=24,
+        )
+        assert "Paris" in answer.choices[0].message.content, answer
+        await client.close()
+    finally:
+        code = _interrupt(proc)
+    assert code == 0, log.read_text(errors="replace")
