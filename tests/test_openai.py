@@ -7,6 +7,7 @@ import base64
 import contextlib
 import io
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -362,3 +363,54 @@ async def test_a_prompt_longer_than_the_context_is_the_callers_fault(stack: Stac
         async for _ in stream:
             pass
     assert "leaves no room" in streamed.value.message
+
+
+async def test_a_completion_survives_the_api_going_away_mid_stream(
+    nbus: Bus, nats_url: str, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    """An API stopped mid-stream (SIGTERM, as an upgrade does) finishes its streams first; one killed
+    (SIGKILL) drops its client, but the reply is not cancelled: the worker finishes it into the log."""
+    from tests.stack import spawn, stop_process
+
+    await add_user(nbus.js, "ann")
+    key = (await issue_key(nbus.js, "ann"))[1]
+    worker = spawn(
+        ["worker", "--model", str(demo_model_dir), "--alias", "demo"], nats_url, tmp_path / "worker.log"
+    )
+    apis = []
+    try:
+        await wait_models(nbus, "demo")
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            port = bus.free_port()
+            api = spawn(["api"], nats_url, tmp_path / f"api-{sig}.log", CHATBUS_API_PORT=str(port))
+            apis.append(api)
+            client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+            for _ in range(200):
+                with contextlib.suppress(openai.APIConnectionError):
+                    await client.models.list()
+                    break
+                await asyncio.sleep(0.1)
+            stream = await client.chat.completions.create(
+                model="demo", messages=HELLO, max_tokens=600, stream=True, extra_body={"ignore_eos": True}
+            )
+            chat_id = stream.response.headers["x-chatbus-chat-id"]
+            reply_id = stream.response.headers["x-chatbus-reply-id"]
+            text, finished = "", None
+            with contextlib.suppress(openai.APIError, openai.APIConnectionError):
+                async for chunk in stream:
+                    if not text:
+                        api.send_signal(sig)
+                    text += chunk.choices[0].delta.content or "" if chunk.choices else ""
+                    finished = finished or (chunk.choices[0].finish_reason if chunk.choices else None)
+            completed = await wait_event(nbus, f"chat.{chat_id}.reply.{reply_id}.completed", timeout=60)
+            assert completed.finish_reason == "length" and completed.completion_tokens == 600
+            assert await bus.last_msg(nbus.js, "CHAT", f"chat.{chat_id}.reply.{reply_id}.cancelled") is None
+            if sig == signal.SIGTERM:
+                assert text == completed.text and finished == "length"
+            else:
+                assert len(text) < len(completed.text)
+            await client.close()
+    finally:
+        for api in apis:
+            stop_process(api)
+        stop_process(worker)
