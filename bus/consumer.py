@@ -73,7 +73,10 @@ async def pull_loop(
                 await asyncio.sleep(0.005)
                 continue
             try:
-                msgs = await sub.fetch(batch=free, timeout=fetch_timeout)
+                # One at a time: nats-py's long poll for a batch of n holds the first message back until
+                # n arrived or the timeout passed (up to `fetch_timeout` of latency for a lone request);
+                # for one it returns at once, and the next fetch takes what is waiting without a poll.
+                msgs = await sub.fetch(batch=1, timeout=fetch_timeout)
             except (TimeoutError, FetchTimeoutError, NatsTimeoutError):
                 continue
             except ConnectionClosedError:

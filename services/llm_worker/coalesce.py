@@ -36,11 +36,12 @@ class Coalescer:
     def on_output(self, out: EngineOutput) -> None:
         """Engine callback (engine thread): gather, and hand over when a chunk is due."""
         now = time.monotonic()
+        first = False
         if out.new_token_ids:
             if self.first_token_at is None:
-                self.first_token_at = now
+                self.first_token_at, first = now, True  # the first token goes out at once (TTFT)
             self._ids.extend(out.new_token_ids)
-        due = len(self._ids) >= self.max_tokens or now - self._last_hand_over >= self.max_seconds
+        due = first or len(self._ids) >= self.max_tokens or now - self._last_hand_over >= self.max_seconds
         if out.finished or (self._ids and due):
             chunk, self._ids, self._last_hand_over = Chunk(self._ids, out), [], now
             self.hand_over(chunk)
