@@ -83,6 +83,8 @@ async def _read_request(request: web.Request) -> ChatCompletionRequest:
         named = _field.search(text)
         if named and ("unknown field" in text or "missing required field" in text):
             param = f"{param}.{named.group(1)}" if param else named.group(1)
+            if "unknown field" in text:
+                text = f"`{param}` is not supported by chatbus (or misspelt); leave it out"
         raise _bad(text, param) from None
     except msgspec.DecodeError as exc:
         raise _bad(f"the body is not valid JSON: {exc}") from None
