@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,41 @@ async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0, stream: str
             return schemas.decode_event(last.data)
         await asyncio.sleep(0.05)
     raise TimeoutError(f"nothing on {subject} after {timeout}s")
+
+
+@contextlib.asynccontextmanager
+async def in_process_stack(
+    nbus: Bus, db: Path, model_dir: Path, api_settings: Any, capacity: int = 8
+) -> AsyncIterator[tuple[str, Any]]:
+    """Projector, a demo worker (alias `demo`), the image store and the API on a real port, all in this
+    process against `nbus`; yields the API's base URL and the worker."""
+    from aiohttp.test_utils import TestServer
+
+    from services.api import create_app
+    from services.image_store import ImageStoreSettings, run_image_store
+    from services.llm_worker import WorkerSettings
+    from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+    from services.llm_worker.worker import Worker
+    from services.projector import run_projector
+
+    stop = asyncio.Event()
+    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), EngineConfig())
+    settings = WorkerSettings(model=str(model_dir), alias="demo", capacity=capacity)
+    worker = Worker(settings, nbus, engine, engine.tokenizer)
+    tasks = [
+        asyncio.create_task(run_projector(nbus, db, stop)),
+        asyncio.create_task(worker.run(stop)),
+        asyncio.create_task(run_image_store(ImageStoreSettings(), nbus, stop)),
+    ]
+    server = TestServer(create_app(api_settings, nbus))
+    try:
+        await wait_projector(nbus)
+        await wait_models(nbus, "demo")
+        await server.start_server()
+        yield str(server.make_url("")).rstrip("/"), worker
+    finally:
+        await server.close()
+        stop.set()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(task, 30)

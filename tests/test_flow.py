@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
 from bus import Bus
 from schemas.chat import ReplyCompleted
-from services.api import ApiSettings, create_app
+from services.api import ApiSettings
 from services.api.identity import add_user, issue_key
-from services.image_store import ImageStoreSettings, run_image_store
-from services.llm_worker import WorkerSettings
-from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
-from services.llm_worker.worker import Worker
-from services.projector import run_projector
-from tests.stack import Client, chat_events, wait_models, wait_projector
+from tests.stack import Client, chat_events, in_process_stack
 
 
 @pytest.fixture
@@ -31,29 +24,10 @@ async def stack(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterato
     for user in ("ann", "bob"):
         await add_user(nbus.js, user)
         keys[user] = (await issue_key(nbus.js, user))[1]
-    stop = asyncio.Event()
-    engine = await asyncio.to_thread(
-        ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig()
-    )
-    worker = Worker(
-        WorkerSettings(model=str(demo_model_dir), alias="demo", capacity=8), nbus, engine, engine.tokenizer
-    )
-    tasks = [
-        asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop)),
-        asyncio.create_task(worker.run(stop)),
-        asyncio.create_task(run_image_store(ImageStoreSettings(), nbus, stop)),
-    ]
-    await wait_projector(nbus)
-    await wait_models(nbus, "demo")
-    server = TestServer(create_app(ApiSettings(default_model="demo"), nbus))
-    await server.start_server()
-    keys["base"] = str(server.make_url("")).rstrip("/")
-    yield keys
-    await server.close()
-    stop.set()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
+    settings = ApiSettings(default_model="demo")
+    async with in_process_stack(nbus, tmp_path / "read.duckdb", demo_model_dir, settings) as (base, _):
+        keys["base"] = base
+        yield keys
 
 
 async def _read_until_end(

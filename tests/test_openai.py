@@ -17,20 +17,16 @@ from typing import Any
 
 import openai
 import pytest
-from aiohttp.test_utils import TestServer
 from PIL import Image
 
 import bus
 from bus import Bus
 from schemas.chat import ReplyCancelled, ReplyCompleted, ReplyRequested
-from services.api import ApiSettings, create_app
+from services.api import ApiSettings
 from services.api.identity import add_user, issue_key
-from services.image_store import ImageStoreSettings, run_image_store
 from services.llm_worker import WorkerSettings
-from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.worker import Worker
-from services.projector import run_projector
-from tests.stack import chat_events, wait_caught_up, wait_event, wait_models, wait_projector
+from tests.stack import chat_events, in_process_stack, wait_caught_up, wait_event, wait_models
 
 ROOT = Path(__file__).parent.parent
 
@@ -57,26 +53,12 @@ async def stack(nbus: Bus, nats_url: str, tmp_path: Path, demo_model_dir: Path) 
     """Projector, image store, a demo worker (alias `demo`) and the API on a real port, in this process."""
     await add_user(nbus.js, "ann")
     key = (await issue_key(nbus.js, "ann"))[1]
-    stop = asyncio.Event()
-    engine = await asyncio.to_thread(
-        ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig()
-    )
-    worker = Worker(WorkerSettings(model="demo", alias="demo", capacity=4), nbus, engine, engine.tokenizer)
-    tasks = [
-        asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop)),
-        asyncio.create_task(worker.run(stop)),
-        asyncio.create_task(run_image_store(ImageStoreSettings(), nbus, stop)),
-    ]
-    await wait_projector(nbus)
-    await wait_models(nbus, "demo")
-    server = TestServer(create_app(ApiSettings(max_body_bytes=4 * 1024 * 1024), nbus))
-    await server.start_server()
-    yield Stack(str(server.make_url("")).rstrip("/"), key, nats_url, nbus, worker)
-    await server.close()
-    stop.set()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
+    settings = ApiSettings(max_body_bytes=4 * 1024 * 1024)
+    async with in_process_stack(nbus, tmp_path / "read.duckdb", demo_model_dir, settings, capacity=4) as (
+        base,
+        worker,
+    ):
+        yield Stack(base, key, nats_url, nbus, worker)
 
 
 HELLO = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say something."}]
