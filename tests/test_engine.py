@@ -19,10 +19,8 @@ from services.llm_worker.engine import (
     EngineOutput,
     GenerationParams,
     IncrementalDecoder,
-    SeededSampling,
-    gumbel_noise,
-    step_key,
 )
+from services.llm_worker.sampling import FastTopK, FastTopP, SeededSampling, gumbel_noise, step_key
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, café? 😀"}]
 UNICODE_TEXT = "Déjà vu: naïve façade, Straße, 你好世界 😀👍🏽 — “ok” €5 ✓"
@@ -186,6 +184,31 @@ def _lowbias32(x: int) -> int:
     x ^= x >> 15
     x = (x * 0x846CA68B) & 0xFFFFFFFF
     return x ^ (x >> 16)
+
+
+def test_fast_warpers_keep_the_same_tokens_as_the_transformers_ones() -> None:
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingTopKLogitsWarper as TopK,
+    )
+    from transformers.generation.continuous_batching.cb_logits_processors import (
+        ContinuousBatchingTopPLogitsWarper as TopP,
+    )
+    from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+    generator = torch.Generator().manual_seed(7)
+    scores = torch.randn(6, 5000, generator=generator) * 3
+    scores[2, :100] = 4.0  # ties at the k-th score are kept by both
+    top_k = torch.tensor([50, 1, 60, 5000, 7, 200], dtype=torch.int32)
+    top_p = torch.tensor([0.95, 1.0, 0.5, 0.9, 0.01, 0.8]).view(torch.int32)
+    slow_k, slow_p = TopK(TopKLogitsWarper(50)), TopP(TopPLogitsWarper(0.95))
+    fast_k, fast_p = FastTopK(TopKLogitsWarper(50)), FastTopP(TopPLogitsWarper(0.95))
+    expected = slow_p(slow_k(scores, top_k), top_p)
+    for rows in (slice(None), [0, 1, 2, 4, 5]):  # with a row without top-k (full sort) and without
+        k, p = top_k[rows], top_p[rows]
+        got = fast_p(fast_k(scores[rows], k), p)
+        assert torch.equal(got.isfinite(), expected[rows].isfinite())
+        assert torch.equal(got[got.isfinite()], expected[rows][got.isfinite()])
+    assert int(expected[1].isfinite().sum()) == 1 and int(expected[4].isfinite().sum()) == 1
 
 
 def test_seeded_noise_is_a_pure_function_of_key_and_token() -> None:
