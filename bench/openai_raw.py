@@ -1,6 +1,6 @@
 """The raw-engine path of bench_openai.py: ContinuousBatchingEngine driven in-process, in a child process.
 
-    python bench/openai_raw.py MODEL_DIR --threads 1
+    python bench/openai_raw.py MODEL_DIR --threads 1      # or 2/1: 2 threads, 1 on steps of < 8 tokens
 
 Loads the engine once (EngineConfig as the worker builds it from WorkerSettings' defaults), warms it up,
 prints `ready`, then answers one JSON line per round on stdin with one JSON line on stdout:
@@ -35,7 +35,7 @@ from services.llm_worker.settings import WorkerSettings  # noqa: E402
 TEMPERATURE, TOP_P, TOP_K = 0.7, 0.95, 50
 
 
-def engine_config(threads: int) -> EngineConfig:
+def engine_config(threads: int, small_step_threads: int = 0) -> EngineConfig:
     """The worker's engine configuration (run_worker builds it from WorkerSettings), with these threads."""
     defaults = WorkerSettings(model="")
     return EngineConfig(
@@ -43,6 +43,7 @@ def engine_config(threads: int) -> EngineConfig:
         page_size=defaults.kv_page_size,
         max_batch_tokens=defaults.max_batch_tokens,
         num_threads=threads or None,
+        small_step_threads=small_step_threads,
         device=defaults.device,
         dtype=defaults.dtype,
     )
@@ -108,9 +109,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("model_dir")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads", default="1", help="torch threads (0: torch's default); 2/1: 2, and 1 on small steps"
+    )
     args = parser.parse_args()
-    engine = ContinuousBatchingEngine.from_pretrained(args.model_dir, engine_config(args.threads))
+    big, _, small = args.threads.partition("/")
+    config = engine_config(int(big), int(small or 0))
+    engine = ContinuousBatchingEngine.from_pretrained(args.model_dir, config)
     engine.start()
     try:
         warm = [[{"role": "user", "content": "Say hello."}]]

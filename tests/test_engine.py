@@ -20,7 +20,14 @@ from services.llm_worker.engine import (
     GenerationParams,
     IncrementalDecoder,
 )
-from services.llm_worker.sampling import FastTopK, FastTopP, SeededSampling, gumbel_noise, step_key
+from services.llm_worker.sampling import (
+    FastTopK,
+    FastTopP,
+    SeededSampling,
+    gumbel_noise,
+    step_key,
+    use_fast_sampling,
+)
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello, café? 😀"}]
 UNICODE_TEXT = "Déjà vu: naïve façade, Straße, 你好世界 😀👍🏽 — “ok” €5 ✓"
@@ -209,6 +216,55 @@ def test_fast_warpers_keep_the_same_tokens_as_the_transformers_ones() -> None:
         assert torch.equal(got.isfinite(), expected[rows].isfinite())
         assert torch.equal(got[got.isfinite()], expected[rows][got.isfinite()])
     assert int(expected[1].isfinite().sum()) == 1 and int(expected[4].isfinite().sum()) == 1
+
+
+def test_fast_sampling_draws_only_possible_tokens_in_their_proportions() -> None:
+    class Runner:  # what use_fast_sampling needs of transformers' ModelRunner
+        do_sample, return_logprobs = True, False
+
+        def __init__(self) -> None:
+            self.full_draws = 0
+
+        def _sample(self, scores: torch.Tensor, output_ids: torch.Tensor) -> None:
+            self.full_draws += 1
+            output_ids[0, : scores.size(1)] = -1
+
+    runner = Runner()
+    use_fast_sampling(runner)
+    torch.manual_seed(3)
+    scores = torch.full((1, 3, 1000), -float("inf"))
+    scores[0, 0, 7] = 0.0  # one possible token: always it
+    scores[0, 1, 10], scores[0, 1, 20] = torch.tensor(0.25).log(), torch.tensor(0.75).log()
+    scores[0, 2, 500:530] = 1.0  # thirty equally likely
+    picks: list[list[int]] = [[], [], []]
+    output_ids = torch.zeros(2, 8, dtype=torch.int64)
+    for _ in range(4000):
+        runner._sample(scores, output_ids)
+        for row in range(3):
+            picks[row].append(int(output_ids[0, row]))
+    assert set(picks[0]) == {7}
+    assert set(picks[1]) == {10, 20} and 0.72 < picks[1].count(20) / 4000 < 0.78
+    assert set(picks[2]) == set(range(500, 530))
+    assert runner.full_draws == 0
+    runner._sample(torch.zeros(1, 2, 1000), output_ids)  # the whole vocabulary possible: the original draws
+    assert runner.full_draws == 1 and output_ids[0, :2].tolist() == [-1, -1]
+
+
+def test_small_steps_run_on_their_own_thread_count(demo_model_dir: Path) -> None:
+    config = EngineConfig(num_threads=2, small_step_threads=1, small_step_tokens=8)
+    engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), config)
+    engine.start()
+    try:
+        prompt = engine.build_prompt([{"role": "user", "content": "tell me a story " * 10}])
+        assert len(prompt.input_ids) >= 8
+        collector = Collector(expected=1)
+        engine.submit("one", prompt, GenerationParams(max_new_tokens=20, ignore_eos=True), collector)
+        assert collector.all_done.wait(30)
+        assert len(collector.tokens("one")) == 20
+    finally:
+        engine.stop()
+    # The prompt's step ran on 2 threads, each step decoding the one reply on 1.
+    assert engine.steps_on_threads[2] >= 1 and engine.steps_on_threads[1] >= 19
 
 
 def test_seeded_noise_is_a_pure_function_of_key_and_token() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -14,7 +15,12 @@ from transformers.generation.configuration_utils import ContinuousBatchingConfig
 from transformers.generation.continuous_batching.continuous_api import OutputRouter
 from transformers.generation.continuous_batching.requests import GenerationOutput, RequestStatus
 
-from services.llm_worker.sampling import SEED_KWARG, enable_seeded_sampling, use_fast_warpers
+from services.llm_worker.sampling import (
+    SEED_KWARG,
+    enable_seeded_sampling,
+    use_fast_sampling,
+    use_fast_warpers,
+)
 
 
 @dataclass(frozen=True)
@@ -128,10 +134,17 @@ class EngineConfig:
     max_batch_tokens: int | None = 512
     # flash attention does not exist on CPU; "paged|eager" was within noise of "sdpa".
     attn_implementation: str = "sdpa"
-    # torch intra-op threads (process-wide). 2 threads beat 1 by ~15% on an idle 2-core box, but collapse
-    # 2-10x when another process takes a core (nats-server, API, projector on the same box), while 1 thread
-    # degrades gently. None keeps torch's default (one per core), for a dedicated worker machine.
+    # torch intra-op threads. None keeps torch's default (one per core). Several threads collapse 2-10x
+    # when another busy process takes a core, while 1 thread degrades gently: hence small_step_threads below,
+    # and 1 here for a worker that shares a small machine with busy neighbours. The worker's default is
+    # all cores for big steps and 1 for small ones (WorkerSettings).
     num_threads: int | None = 1
+    # A step of fewer query tokens than `small_step_tokens` (decoding a few replies) runs on
+    # `small_step_threads`; bigger steps (a prompt, many replies) on num_threads. On a 2-core CPU one
+    # decode row is faster on 1 thread than on 2 (a matrix-vector product does not repay the threads'
+    # sync), while 16 rows or a prompt are ~25-35% faster on 2. 0 turns the switch off.
+    small_step_threads: int = 0
+    small_step_tokens: int = 8
     # Where the weights live and in what precision; "auto": the first GPU if there is one (else the CPU),
     # float32 on a CPU (the fastest there with sound answers), bfloat16 on a GPU that has it, else float16.
     device: str = "auto"
@@ -222,6 +235,7 @@ class ContinuousBatchingEngine:
         # request's outputs are strictly ordered and nothing follows its final output.
         self._lock = threading.RLock()
         self._manager: Any = None
+        self.steps_on_threads: Counter[int] = Counter()  # generation steps run on each torch thread count
 
     @classmethod
     def from_pretrained(cls, path: str, config: EngineConfig | None = None) -> ContinuousBatchingEngine:
@@ -265,6 +279,7 @@ class ContinuousBatchingEngine:
         # The batch processor picks the router up in start(), so outputs reach us on the generation thread
         # without the manager's asyncio handler or its shared queue (which would need one more thread hop).
         manager.output_router = _CallbackRouter(self._on_generation_output)
+        _tune_steps(manager, self.config, self.steps_on_threads)
         manager.start()
         self._manager = manager
 
@@ -364,6 +379,35 @@ class ContinuousBatchingEngine:
             request.on_output(
                 EngineOutput(request_id, delta, True, reason, error, request.prompt_tokens, count)
             )
+
+
+def _tune_steps(manager: Any, config: EngineConfig, counts: Counter[int]) -> None:
+    """Before each generation step of `manager`: pick its thread count by its size (see EngineConfig), and
+    on the first one give the step's sampler the fast CPU path (the model runner exists only by then).
+
+    torch's thread count belongs to the thread that sets it once set there, so it is set on the generation
+    thread, just before the step, and only when it changes.
+    """
+    step = manager._generation_step
+    switch = bool(config.small_step_threads) and config.num_threads != config.small_step_threads
+    large = config.num_threads or torch.get_num_threads()
+    state = {"threads": 0, "sampler": False}
+
+    def tuned_step() -> None:
+        processor = manager.batch_processor
+        if not state["sampler"]:
+            use_fast_sampling(processor.model_runner)
+            state["sampler"] = True
+        if switch:
+            size = getattr(processor.inputs_and_outputs, "num_q_tokens", config.small_step_tokens)
+            wanted = config.small_step_threads if size < config.small_step_tokens else large
+            if wanted != state["threads"]:
+                torch.set_num_threads(wanted)
+                state["threads"] = wanted
+        counts[torch.get_num_threads()] += 1
+        step()
+
+    manager._generation_step = tuned_step
 
 
 class IncrementalDecoder:

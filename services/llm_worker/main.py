@@ -28,6 +28,7 @@ async def run_worker(
         page_size=settings.kv_page_size,
         max_batch_tokens=settings.max_batch_tokens,
         num_threads=settings.threads or None,
+        small_step_threads=settings.small_step_threads,
         device=settings.device,
         dtype=settings.dtype,
     )

@@ -59,6 +59,8 @@ class Engine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     kv_page_size: Positive | None = None  # tokens per block
     max_batch_tokens: Positive | None = None  # tokens one engine step may process
     threads: Annotated[int, msgspec.Meta(ge=0)] | None = None  # torch CPU threads; 0 = all cores
+    # torch CPU threads of steps of fewer than 8 tokens (a few replies decoding); 0 = `threads`
+    small_step_threads: Annotated[int, msgspec.Meta(ge=0)] | None = None
     device: Annotated[str, msgspec.Meta(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")] | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
 

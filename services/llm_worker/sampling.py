@@ -10,6 +10,8 @@ transformers versions run unchanged.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from transformers.generation.continuous_batching.cb_logits_processors import (
     ContinuousBatchingLogitsProcessor,
@@ -64,6 +66,32 @@ def use_fast_warpers(processors: ContinuousBatchingLogitsProcessorList) -> None:
             replacement = fast.__new__(fast)
             replacement.__dict__.update(processor.__dict__)  # the same defaults: top_k/top_p, filter value
             processors.logits_processor[i] = replacement
+
+
+def use_fast_sampling(runner: Any) -> None:
+    """Draw each row's token among the tokens still possible, not over the whole vocabulary (CPU only).
+
+    The manager's sampler takes a softmax and a torch.multinomial over every row's full vocabulary: 17 ms a
+    step for 16 rows of SmolLM2's 49k on one core, although top-k left ~50 tokens a row. Sampling from the
+    softmax of those few draws from exactly the same distribution (the rest have probability 0).
+    """
+    original = runner._sample
+
+    def sample(scores: torch.Tensor, output_ids: torch.Tensor) -> None:
+        if scores.device.type != "cpu" or not runner.do_sample or runner.return_logprobs:
+            return original(scores, output_ids)
+        rows = scores[0]  # [num_logits, vocab]
+        possible = int(rows.isfinite().sum(dim=-1).max())
+        if not 0 < possible * 4 < rows.size(-1):  # most of the vocabulary left: nothing to save
+            return original(scores, output_ids)
+        # A row with fewer possible tokens gets -inf among its `possible` best: probability 0 after softmax.
+        values, indices = torch.topk(rows, possible, dim=-1, sorted=False)
+        picks = torch.multinomial(values.softmax(dim=-1), num_samples=1)
+        tokens = indices.gather(1, picks).squeeze(-1)
+        output_ids[0, : tokens.size(0)].copy_(tokens)
+        return None
+
+    runner._sample = sample
 
 
 # Seeded sampling. The manager samples every row of a batch with one torch.multinomial on the global

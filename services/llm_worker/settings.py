@@ -40,7 +40,12 @@ ENV_VARS: tuple[tuple[str, str], ...] = (
     ),
     (
         "CHATBUS_WORKER_THREADS",
-        "torch CPU threads of the worker; default 1 (degrades gently beside other services), 0 = all cores.",
+        "torch CPU threads of the worker's big steps (prompts, many replies at once); default 0 = all cores.",
+    ),
+    (
+        "CHATBUS_WORKER_SMALL_STEP_THREADS",
+        "torch CPU threads of a step of fewer than 8 tokens (decoding a few replies); default 1, "
+        "0 = the same as CHATBUS_WORKER_THREADS.",
     ),
     ("CHATBUS_WORKER_KV_BLOCKS", "KV-cache blocks of the engine (default 256: 16 replies of ~500 tokens)."),
     ("CHATBUS_WORKER_KV_PAGE_SIZE", "Tokens per KV-cache block (default 32)."),
@@ -70,7 +75,8 @@ class WorkerSettings:
     # A token delta is published when this many tokens or this many seconds have gathered.
     coalesce_tokens: int = 8
     coalesce_seconds: float = 0.08
-    threads: int = 1
+    threads: int = 0
+    small_step_threads: int = 1
     kv_blocks: int = 256
     kv_page_size: int = 32
     max_batch_tokens: int = 512
@@ -107,6 +113,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "capacity": ("CHATBUS_WORKER_CAPACITY", int),
     "ack_wait": ("CHATBUS_WORKER_ACK_WAIT", float),
     "threads": ("CHATBUS_WORKER_THREADS", int),
+    "small_step_threads": ("CHATBUS_WORKER_SMALL_STEP_THREADS", int),
     "kv_blocks": ("CHATBUS_WORKER_KV_BLOCKS", int),
     "kv_page_size": ("CHATBUS_WORKER_KV_PAGE_SIZE", int),
     "max_batch_tokens": ("CHATBUS_WORKER_MAX_BATCH_TOKENS", int),
