@@ -14,7 +14,8 @@ CONFIGS = sorted(p for p in (DEPLOY / "nats").glob("*.conf") if p.name != "accou
 
 
 def test_there_are_configs_to_check() -> None:
-    assert {p.name for p in CONFIGS} >= {"single.conf", "cluster-1.conf", "remote-worker-leaf.conf"}
+    expected = {"single.conf", "cluster-1.conf", "remote-worker-leaf.conf", "compose.conf"}
+    assert {p.name for p in CONFIGS} >= expected
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
