@@ -1,4 +1,4 @@
-"""The only package that imports nats: connection, embedded server, streams, appends, consumers, services."""
+"""The only package that imports nats: connection, server, streams, appends, consumers, KV, services."""
 
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
@@ -8,7 +8,16 @@ from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
-from bus.errors import BusError, BusUnavailable, ConcurrencyConflict, NotFound, ServerStartError, ServiceError
+from bus.errors import (
+    BusError,
+    BusUnavailable,
+    ConcurrencyConflict,
+    Conflict,
+    NotFound,
+    ServerStartError,
+    ServiceError,
+)
+from bus.kv import KV, KVEntry
 from bus.micro import Served, call, call_raw, serve
 from bus.objects import ObjectEntry, delete_object, get_object, list_objects, object_size, put_object
 from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all, seq_at_time, time_at
@@ -24,11 +33,14 @@ __all__ = [
     "BusError",
     "BusUnavailable",
     "ConcurrencyConflict",
+    "Conflict",
     "Credentials",
     "Delivery",
     "EmbeddedServer",
     "Follower",
     "JetStream",
+    "KV",
+    "KVEntry",
     "NotFound",
     "ServerConfig",
     "ServerStartError",

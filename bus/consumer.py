@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError
+from nats.errors import ConnectionClosedError, MsgAlreadyAckdError
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import FetchTimeoutError
 
 from bus.declare import declare_consumer
+from bus.errors import BusError, BusUnavailable
 from schemas.streams import ConsumerSpec
 
 log = logging.getLogger(__name__)
@@ -35,19 +37,29 @@ class Delivery:
 
     async def ack(self) -> None:
         """Done: the effect is durable."""
-        await self.msg.ack_sync()
+        await _answered("ack", self.msg.ack_sync())
 
     async def nak(self, delay: float | None = None) -> None:
         """Not done: redeliver (after `delay` seconds)."""
-        await self.msg.nak(delay=delay)
+        await _answered("nak", self.msg.nak(delay=delay))
 
     async def in_progress(self) -> None:
         """Still working: reset the ack timer so the message is not redelivered."""
-        await self.msg.in_progress()
+        await _answered("in_progress", self.msg.in_progress())
 
     async def term(self) -> None:
         """Never redeliver (poison message)."""
-        await self.msg.term()
+        await _answered("term", self.msg.term())
+
+
+async def _answered(what: str, op: Awaitable[object]) -> None:
+    """An ack of any kind, its failures as bus errors (the ack may or may not have landed)."""
+    try:
+        await op
+    except MsgAlreadyAckdError as exc:
+        raise BusError(f"{what}: the message was already acknowledged") from exc
+    except (NatsError, ConnectionError) as exc:
+        raise BusUnavailable(f"{what} unanswered: {exc!r}") from exc
 
 
 Handler = Callable[[Delivery], Coroutine[Any, Any, None]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -13,8 +14,9 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
+from bus.errors import BusError, BusUnavailable
 from schemas.streams import (
     KV_BUCKETS,
     OBJECT_STORES,
@@ -56,7 +58,7 @@ async def declare_kv(js: JetStreamContext, spec: KVSpec, replicas: int = 1) -> N
     """Create the KV bucket if it does not exist."""
     try:
         await js.key_value(spec.bucket)
-    except (NotFoundError, BadRequestError, Exception):  # noqa: B014 - nats-py raises several kinds
+    except NotFoundError:  # nats-py's BucketNotFoundError
         await js.create_key_value(
             KeyValueConfig(
                 bucket=spec.bucket,
@@ -72,7 +74,7 @@ async def declare_object_store(js: JetStreamContext, spec: ObjectStoreSpec, repl
     """Create the object-store bucket if it does not exist."""
     try:
         await js.object_store(spec.bucket)
-    except Exception:  # noqa: BLE001 - nats-py raises several kinds for a missing bucket
+    except NotFoundError:  # nats-py's BucketNotFoundError
         # nats-py overwrites config.bucket with its `bucket` argument: pass both.
         await js.create_object_store(
             spec.bucket,
@@ -95,10 +97,21 @@ async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
 
 
 async def declare_all(js: JetStreamContext, replicas: int = 1) -> None:
-    """Declare every stream and KV bucket of the catalogue."""
-    for spec in STREAMS:
-        await declare_stream(js, spec, replicas)
-    for kv in KV_BUCKETS:
-        await declare_kv(js, kv, replicas)
-    for store in OBJECT_STORES:
-        await declare_object_store(js, store, replicas)
+    """Declare every stream, KV bucket and object store of the catalogue.
+
+    Raises BusUnavailable when NATS does not answer, BusError when JetStream refuses (e.g. a user
+    without the rights to declare).
+    """
+    try:
+        for spec in STREAMS:
+            await declare_stream(js, spec, replicas)
+        for kv in KV_BUCKETS:
+            await declare_kv(js, kv, replicas)
+        for store in OBJECT_STORES:
+            await declare_object_store(js, store, replicas)
+    except ServiceUnavailableError as exc:
+        raise BusUnavailable(f"cannot declare the streams: JetStream did not answer: {exc}") from exc
+    except APIError as exc:
+        raise BusError(f"cannot declare the streams: {exc.description} (code {exc.err_code})") from exc
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot declare the streams: {exc!r}") from exc

@@ -11,12 +11,16 @@ class ConcurrencyConflict(BusError):
     """An append's expected sequence did not hold: someone else appended first."""
 
 
+class Conflict(BusError):
+    """A KV write's expectation did not hold: a create found the key, or an update's revision is stale."""
+
+
 class BusUnavailable(BusError):
     """NATS or JetStream did not answer (restarting, electing a leader, cut off): try again soon."""
 
 
 class NotFound(BusError):
-    """The stream, consumer, key or message does not exist."""
+    """The stream, consumer, key or message does not exist (a KV key: missing, deleted, purged or expired)."""
 
 
 class ServiceError(BusError):

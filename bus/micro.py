@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro import ServiceConfig, add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from bus.errors import ServiceError
+from bus.errors import BusUnavailable, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,13 @@ class Served:
         self.tasks = tasks
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """Unsubscribe, then wait up to `timeout` for requests being handled (cancel the rest)."""
-        await self.service.stop()
+        """Unsubscribe, then wait up to `timeout` for requests being handled (cancel the rest).
+
+        BusUnavailable when the connection is gone (then nothing more arrives anyway)."""
+        try:
+            await self.service.stop()
+        except (NatsError, ConnectionError) as exc:
+            raise BusUnavailable(f"stopping the service: {exc!r}") from exc
         if self.tasks:
             _, late = await asyncio.wait(set(self.tasks), timeout=timeout)
             for task in late:

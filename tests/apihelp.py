@@ -68,7 +68,6 @@ async def wait_for_projector(nbus: Bus, projector: asyncio.Task[None]) -> None:
 
 
 async def serve_model(nbus: Bus, alias: str = "demo") -> None:
-    kv = await nbus.js.key_value(WORKERS_KV.bucket)
     now = schemas.now()
     presence = WorkerPresence(
         worker_id="w1",
@@ -80,7 +79,7 @@ async def serve_model(nbus: Bus, alias: str = "demo") -> None:
         started_at=now,
         heartbeat_at=now,
     )
-    await kv.put(presence_key(alias, "w1"), schemas.encode(presence))
+    await bus.KV(nbus.js, WORKERS_KV.bucket).put(presence_key(alias, "w1"), schemas.encode(presence))
 
 
 async def chat_events(nbus: Bus, chat_id: str) -> list[schemas.Event]:

@@ -124,3 +124,15 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from services.llm_worker.sources import resolve_model
 
     return resolve_model("smollm2-135m-instruct", tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A private nats-server (JetStream in tmp_path) for a test that stops or kills it."""
+    config = ServerConfig(
+        store_dir=tmp_path / "own-js", credentials=Credentials.generate(), port=bus.free_port()
+    )
+    server = EmbeddedServer(config, log_path=tmp_path / "own-nats.log")
+    server.start()
+    yield server
+    server.stop()

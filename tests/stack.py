@@ -22,6 +22,7 @@ from schemas.chat import ChatCreated, MessagePosted, ReplyRequested
 from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from schemas.sampling import SamplingParams
+from schemas.streams import WORKERS_KV
 
 ROOT = Path(__file__).parent.parent
 
@@ -78,14 +79,14 @@ async def wait_caught_up(nbus: Bus, timeout: float = 60.0) -> None:
 
 async def wait_models(nbus: Bus, alias: str, count: int = 1, timeout: float = 120.0) -> None:
     """Wait until `count` workers announce `alias` in the presence bucket."""
-    kv = await nbus.js.key_value("workers")
+    presence = bus.KV(nbus.js, WORKERS_KV.bucket)
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         try:
-            keys = await kv.keys()
-        except Exception:  # noqa: BLE001 - nats-py raises NoKeysError on an empty bucket
+            keys = await presence.keys(f"{alias}.*")
+        except bus.BusUnavailable:  # NATS restarting: look again
             keys = []
-        if sum(1 for k in keys if k.startswith(f"{alias}.")) >= count:
+        if len(keys) >= count:
             return
         await asyncio.sleep(0.2)
     raise TimeoutError(f"{count} workers for {alias} never appeared")

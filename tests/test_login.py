@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 import bus
+from bus import EmbeddedServer
+from schemas.streams import LOGIN_ATTEMPTS_KV
+from services.api.identity import add_user
 from services.api.sessions import COOKIE, MAX_FAILURES, set_password
 from tests.apihelp import Api
 
@@ -163,3 +168,34 @@ async def test_a_trusted_proxy_names_the_user_and_nobody_else_can(api: Api) -> N
     async with await _client(api.nbus, trusted_proxies=("10.0.0.0/8",)) as elsewhere:
         async with elsewhere.get("/v1/me", headers=header) as resp:
             assert resp.status == 401  # the header from an untrusted address means nothing
+
+
+async def test_a_login_limit_that_cannot_be_read_refuses_the_login(api: Api) -> None:
+    await set_password(api.nbus.js, "bob", PASSWORD, by="root")
+    await api.nbus.js.delete_key_value(LOGIN_ATTEMPTS_KV.bucket)  # the counts are gone: no count is no "0"
+    for password in (PASSWORD, "not the password"):
+        async with api.client.post("/v1/login", json={"user": "bob", "password": password}) as resp:
+            body = await resp.json()
+            assert (resp.status, body["error"]) == (503, "unavailable"), body
+            assert resp.headers["Retry-After"] and COOKIE not in resp.cookies
+
+
+async def test_a_login_while_nats_is_down_is_refused_with_503(own_server: EmbeddedServer) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from services.api import ApiSettings, create_app
+
+    nbus = await bus.connect(own_server.url_for(), name="login-outage", timeout=1.0)
+    try:
+        await bus.declare_all(nbus.js)
+        await add_user(nbus.js, "bob")
+        await set_password(nbus.js, "bob", PASSWORD, by="root")
+        async with TestClient(TestServer(create_app(ApiSettings(), nbus))) as client:
+            own_server.stop()
+            async with client.post("/v1/login", json={"user": "bob", "password": PASSWORD}) as resp:
+                body = await resp.json()
+                assert (resp.status, body["error"]) == (503, "unavailable"), body
+                assert resp.headers["Retry-After"] and COOKIE not in resp.cookies
+    finally:
+        with contextlib.suppress(Exception):  # the server is gone: closing may fail, nothing to flush
+            await nbus.close()

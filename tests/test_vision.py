@@ -15,8 +15,10 @@ from typing import Any
 
 from PIL import Image
 
+import bus
 from bus import Bus
 from schemas.chat import ReplyCompleted
+from schemas.streams import WORKERS_KV
 from services.llm_worker import WorkerSettings
 from services.llm_worker.demo_vlm import IMAGE_TOKEN, IMAGE_TOKENS_PER_IMAGE
 from services.llm_worker.engine import ContinuousBatchingEngine, Engine, EngineConfig
@@ -50,10 +52,8 @@ async def running(nbus: Bus, engine: Engine, tokenizer: Any, alias: str) -> Asyn
     task = asyncio.create_task(worker.run(stop))
     try:
         for _ in range(200):  # until the worker's presence is visible (the API checks it on post)
-            kv = await nbus.js.key_value("workers")
-            with contextlib.suppress(Exception):
-                if [k for k in await kv.keys() if k.startswith(f"{alias}.")]:
-                    break
+            if await bus.KV(nbus.js, WORKERS_KV.bucket).keys(f"{alias}.*"):
+                break
             await asyncio.sleep(0.05)
         yield worker
     finally:

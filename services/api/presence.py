@@ -15,23 +15,19 @@ from schemas.sampling import SamplingParams
 from schemas.streams import WORKERS_KV
 
 log = logging.getLogger(__name__)
-_STREAM = f"KV_{WORKERS_KV.bucket}"
 _decoder = msgspec.json.Decoder(WorkerPresence)
 
 
 async def live_workers(js: JetStream, alias: str | None = None) -> list[WorkerPresence]:
     """Workers whose heartbeat has not expired (all, or those serving `alias`)."""
-    key_filter = f"{alias}.*" if alias else ">"
-    # The bucket keeps one message per key; expired heartbeats are gone, deleted keys are empty markers.
-    msgs = await bus.read_all(js, _STREAM, [f"$KV.{WORKERS_KV.bucket}.{key_filter}"], timeout=5.0)
+    # Keys are `<alias>.<worker_id>` (schemas.presence.presence_key); expired and deleted ones are left out.
+    entries = await bus.KV(js, WORKERS_KV.bucket).entries(f"{alias}.*" if alias else ">", timeout=5.0)
     workers = []
-    for msg in msgs:
-        if not msg.data:
-            continue
+    for entry in entries:
         try:
-            workers.append(_decoder.decode(msg.data))
+            workers.append(_decoder.decode(entry.value))
         except msgspec.DecodeError:
-            log.warning("skipping unreadable presence entry %s", msg.subject)
+            log.warning("skipping unreadable presence entry %s", entry.key)
     return workers
 
 

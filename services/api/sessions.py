@@ -95,23 +95,19 @@ async def create_session(js: bus.JetStream, user_id: str) -> tuple[str, str]:
     """A new session for the user: (cookie value, CSRF token)."""
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
-    kv = await js.key_value(SESSIONS_KV.bucket)
     record = Session(user_id=user_id, csrf=csrf, created_at=schemas.now().isoformat())
-    await kv.put(_key(session_id), msgspec.json.encode(record))
+    await bus.KV(js, SESSIONS_KV.bucket).create(_key(session_id), msgspec.json.encode(record))
     return session_id, csrf
 
 
 async def find_session(js: bus.JetStream, cookie: str | None) -> SessionInfo | None:
-    """The live session a cookie names, or None."""
+    """The live session a cookie names, or None (an unanswered bus raises: it is no logout)."""
     if not cookie or len(cookie) > 100:
         return None
-    kv = await js.key_value(SESSIONS_KV.bucket)
     key = _key(cookie)
     try:
-        entry = await kv.get(key)
-    except Exception:  # noqa: BLE001 - not found, deleted or expired
-        return None
-    if not entry.value:
+        entry = await bus.KV(js, SESSIONS_KV.bucket).get(key)
+    except bus.NotFound:  # never created, logged out or expired
         return None
     try:
         record = msgspec.json.decode(entry.value, type=Session)
@@ -122,8 +118,7 @@ async def find_session(js: bus.JetStream, cookie: str | None) -> SessionInfo | N
 
 async def end_session(js: bus.JetStream, info: SessionInfo) -> None:
     """Log out: the session is gone for every API replica at once."""
-    kv = await js.key_value(SESSIONS_KV.bucket)
-    await kv.delete(info.key)
+    await bus.KV(js, SESSIONS_KV.bucket).delete(info.key)
 
 
 def csrf_ok(info: SessionInfo, sent: str | None) -> bool:
@@ -132,39 +127,31 @@ def csrf_ok(info: SessionInfo, sent: str | None) -> bool:
 
 
 async def failures(js: bus.JetStream, user_id: str) -> int:
-    """Failed logins for this user name in the current window."""
-    kv = await js.key_value(LOGIN_ATTEMPTS_KV.bucket)
+    """Failed logins for this user name in the current window (an unanswered bus raises: fail closed)."""
     try:
-        entry = await kv.get(_key(user_id))
-    except Exception:  # noqa: BLE001 - none yet
+        entry = await bus.KV(js, LOGIN_ATTEMPTS_KV.bucket).get(_key(user_id))
+    except bus.NotFound:  # none yet, or the window lapsed
         return 0
     return int(entry.value or b"0")
 
 
 async def count_failure(js: bus.JetStream, user_id: str) -> None:
     """One more failed login (atomically, shared by every API replica)."""
-    kv = await js.key_value(LOGIN_ATTEMPTS_KV.bucket)
+    kv = bus.KV(js, LOGIN_ATTEMPTS_KV.bucket)
     key = _key(user_id)
     for _ in range(5):
         try:
-            entry = await kv.get(key)
-        except Exception:  # noqa: BLE001 - first failure
             try:
+                entry = await kv.get(key)
+            except bus.NotFound:
                 await kv.create(key, b"1")
                 return
-            except Exception:  # noqa: BLE001 - another replica created it: read again
-                continue
-        try:
-            await kv.update(key, str(int(entry.value or b"0") + 1).encode(), last=entry.revision)
+            await kv.update(key, str(int(entry.value or b"0") + 1).encode(), entry.revision)
             return
-        except Exception:  # noqa: BLE001 - another replica counted meanwhile: read again
+        except bus.Conflict:  # another replica counted meanwhile: read again
             continue
 
 
 async def clear_failures(js: bus.JetStream, user_id: str) -> None:
-    """A successful login resets the count."""
-    kv = await js.key_value(LOGIN_ATTEMPTS_KV.bucket)
-    try:
-        await kv.delete(_key(user_id))
-    except Exception:  # noqa: BLE001 - nothing to clear
-        pass
+    """A successful login resets the count (deleting a count that is not there is no error)."""
+    await bus.KV(js, LOGIN_ATTEMPTS_KV.bucket).delete(_key(user_id))

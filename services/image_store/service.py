@@ -118,5 +118,5 @@ async def run_image_store(
     try:
         await stop.wait()
     finally:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(bus.BusError):  # the connection is gone: nothing more arrives
             await service.stop()

@@ -82,10 +82,10 @@ class Worker:
         gave_up_sub = await self.bus.nc.subscribe(
             bus.max_deliveries_subject(spec.stream, spec.durable), queue=spec.durable, cb=self._on_gave_up
         )
-        kv = await self.bus.js.key_value(WORKERS_KV.bucket)
-        await self._heartbeat(kv)
+        presence = bus.KV(self.bus.js, WORKERS_KV.bucket)
+        await self._heartbeat(presence)
         tasks = [
-            asyncio.create_task(self._heartbeats(kv, stop)),
+            asyncio.create_task(self._heartbeats(presence, stop)),
             asyncio.create_task(self._keep_alive(stop)),
         ]
         try:
@@ -97,14 +97,14 @@ class Worker:
             await gave_up_sub.unsubscribe()
             for reply in list(self.active.values()):
                 self.engine.cancel(reply.engine_id)
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(bus.BusError):  # unanswered: it is redelivered after ack_wait
                     await reply.delivery.nak()
-            with contextlib.suppress(Exception):
-                await kv.delete(presence_key(self.settings.alias, self.settings.worker_id))
+            with contextlib.suppress(bus.BusError):  # unanswered: the heartbeat expires on its own
+                await presence.delete(presence_key(self.settings.alias, self.settings.worker_id))
             self.engine.stop()
             self._prompts.shutdown(wait=False)
 
-    async def _heartbeat(self, kv: Any) -> None:
+    async def _heartbeat(self, presence_kv: bus.KV) -> None:
         presence = WorkerPresence(
             worker_id=self.settings.worker_id,
             alias=self.settings.alias,
@@ -118,14 +118,16 @@ class Worker:
             defaults=self.settings.defaults,
             max_context=getattr(self.engine, "max_context", 0),
         )
-        await kv.put(presence_key(self.settings.alias, self.settings.worker_id), schemas.encode(presence))
+        await presence_kv.put(
+            presence_key(self.settings.alias, self.settings.worker_id), schemas.encode(presence)
+        )
 
-    async def _heartbeats(self, kv: Any, stop: asyncio.Event) -> None:
+    async def _heartbeats(self, presence_kv: bus.KV, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.settings.heartbeat_every)
             try:
-                await self._heartbeat(kv)
-            except Exception as exc:  # noqa: BLE001 - NATS may be restarting; keep beating
+                await self._heartbeat(presence_kv)
+            except bus.BusError as exc:  # NATS may be restarting; keep beating
                 log.warning("heartbeat failed: %s", exc)
 
     async def _keep_alive(self, stop: asyncio.Event) -> None:
@@ -133,7 +135,7 @@ class Worker:
         while not stop.is_set():
             await asyncio.sleep(max(self.settings.ack_wait / 3, 0.2))
             for reply in list(self.active.values()):
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(bus.BusError):  # NATS may be restarting: try again next round
                     await reply.delivery.in_progress()
 
     async def _on_cancel(self, msg: Any) -> None:
@@ -165,7 +167,7 @@ class Worker:
                 self._failed(request, advisory.deliveries, error, "gave_up"),
                 msg_id=f"{request.reply_id}.end",
             )
-        except Exception:  # noqa: BLE001 - an advisory must never take the worker down
+        except (bus.BusError, msgspec.DecodeError):  # logged, not raised: the advisory is not redelivered
             log.exception("could not end a reply JetStream gave up on")
 
     async def _handle(self, delivery: Delivery) -> None:
@@ -183,7 +185,7 @@ class Worker:
         except Exception as exc:
             if delivery.attempt < self.settings.max_deliver:
                 log.exception("reply %s failed in the worker; handing it back", request.reply_id)
-                with contextlib.suppress(Exception):
+                with contextlib.suppress(bus.BusError):  # unanswered: it is redelivered after ack_wait
                     await delivery.nak(delay=1.0)
                 return
             # JetStream will not deliver it again: end the reply rather than leave it open forever.
@@ -191,7 +193,7 @@ class Worker:
             failed = self._failed(
                 request, delivery.attempt, f"gave up after {delivery.attempt} attempts: {exc}", "gave_up"
             )
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(bus.BusError):  # unanswered: the max-deliveries advisory ends it
                 await bus.append_event(self.bus.js, failed, msg_id=f"{request.reply_id}.end")
                 await delivery.ack()
 

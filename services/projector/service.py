@@ -192,7 +192,7 @@ async def run_projector(
         await _first_of([stopped, *followers])
     finally:
         if service is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(bus.BusError):  # the connection is gone: nothing more arrives
                 await service.stop()
         for task in [stopped, *followers]:
             task.cancel()
