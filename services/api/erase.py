@@ -17,12 +17,14 @@ import msgspec
 import bus
 import schemas
 from bus import Bus
-from schemas.chat import ChatCreated, ChatErased, MessagePosted, ReplyCancelled
+from schemas import chat_decide as decide
+from schemas.chat import ChatCreated, ChatErased
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
 from schemas.image import stored_subject
 from schemas.queries import ReleasedImages, ReleaseImages
 from schemas.streams import CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
+from services.api.chat_log import read_chat_state
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ log = logging.getLogger(__name__)
 PURGE_ROUNDS = 5
 # After cancelling a reply being generated, how long its worker may still publish a delta.
 LATE_DELTAS_SECONDS = 0.5
-_message_decoder = msgspec.json.Decoder(MessagePosted)
 _created_decoder = msgspec.json.Decoder(ChatCreated)
 _key_decoder = msgspec.json.Decoder(ApiKeyIssued)
 
@@ -78,38 +79,15 @@ async def erase_chat(nbus: Bus, chat_id: str, by: str) -> int:
 
 
 async def _erase_chat(nbus: Bus, chat_id: str, by: str) -> Erased:
-    posted = await bus.read_all(nbus.js, CHAT.name, [f"chat.{chat_id}.message.posted"])
-    hashes: list[str] = []
-    for msg in posted:
-        try:
-            hashes.extend(_message_decoder.decode(msg.data).images)
-        except msgspec.DecodeError:
-            continue
-    stopped = await _cancel_open_replies(nbus, chat_id, by)
-    tombstone = ChatErased(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), by=by)
-    seq = await _tombstone(nbus, CHAT.name, f"chat.{chat_id}", tombstone)
+    erasure = decide.erase(await read_chat_state(nbus.js, chat_id), by)
+    for cancel in erasure.cancels:  # workers stop the replies still being generated
+        await bus.append_event(nbus.js, cancel)
+    seq = await _tombstone(nbus, CHAT.name, f"chat.{chat_id}", erasure.tombstone)
     await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
-    if stopped:  # a worker may still publish a delta or two before it hears the cancel
+    if erasure.cancels:  # a worker may still publish a delta or two before it hears the cancel
         await asyncio.sleep(LATE_DELTAS_SECONDS)
         await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
-    return Erased(chats=[chat_id], images_released=list(dict.fromkeys(hashes)), seq=seq)
-
-
-async def _cancel_open_replies(nbus: Bus, chat_id: str, by: str) -> bool:
-    """Ask workers to stop replies of the chat still being generated; True if there were any."""
-    open_replies: dict[str, bool] = {}
-    for msg in await bus.read_all(nbus.js, CHAT.name, [f"chat.{chat_id}.reply.>"]):
-        parts = msg.subject.split(".")
-        if len(parts) >= 5:
-            ended = parts[4] in ("completed", "failed", "cancelled")
-            open_replies[parts[3]] = open_replies.get(parts[3], False) or ended
-    stopping = [reply_id for reply_id, ended in open_replies.items() if not ended]
-    for reply_id in stopping:
-        cancel = ReplyCancelled(
-            event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=reply_id, by=by
-        )
-        await bus.append_event(nbus.js, cancel)
-    return bool(stopping)
+    return Erased(chats=[chat_id], images_released=erasure.images, seq=seq)
 
 
 async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:

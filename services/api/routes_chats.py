@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web
 
 import bus
 import schemas
-from bus import JetStream, StoredMsg
+from bus import StoredMsg
+from schemas import chat_decide as decide
 from schemas.api import (
     AcceptedResponse,
     ChatCreatedResponse,
@@ -21,13 +22,10 @@ from schemas.api import (
     SelectBranchRequest,
 )
 from schemas.chat import (
-    BranchSelected,
     ChatCreated,
     ChatDeleted,
-    ChatEvent,
     ChatRenamed,
     ChatRestored,
-    MessagePosted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
@@ -35,13 +33,15 @@ from schemas.chat import (
     chat_subject,
     reply_subject,
 )
+from schemas.chat_decide import Ask, Decision, Draft, Refused
+from schemas.chat_state import ChatState
 from schemas.ids import is_valid_id, new_id
 from schemas.queries import ChatAnswer, ChatPage, GetChat, ListChats, ListMessages, MessagesAnswer
 from schemas.sampling import SamplingParams
 from schemas.streams import CHAT
-from schemas.tree import ChatTree
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
+from services.api.chat_log import ChatBusy, decide_and_append, read_chat_state
 from services.api.erase import erase_chat
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
@@ -52,7 +52,6 @@ from services.api.routes_images import unseen_images
 
 DEFAULT_PAGE_SIZE = 50
 ORIGINS = ("chat", "openai")
-POST_ATTEMPTS = 5
 
 
 async def create_chat(request: web.Request) -> web.StreamResponse:
@@ -172,126 +171,11 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     return json_response(answer)
 
 
-@dataclass
-class ChatLog:
-    """What posting needs from a chat's log: its tree, which replies completed, the last post's seq."""
-
-    tree: ChatTree
-    completed: set[str]
-    last_post_seq: int
-    messages: dict[str, MessagePosted]
-    alive: bool = True  # created and not erased (an erasure may land between the access check and now)
-
-    def context(self, node_id: str | None) -> list[str]:
-        """What a model sees after `node_id`: the messages and completed replies of the path to it."""
-        if node_id is None:
-            return []
-        return [n for n in self.tree.path_to(node_id) if n in self.messages or n in self.completed]
-
-
-async def read_chat_log(js: JetStream, chat_id: str) -> ChatLog:
-    """The chat's tree from the log (never the read model, which may lag)."""
-    tree = ChatTree()
-    completed: set[str] = set()
-    messages: dict[str, MessagePosted] = {}
-    last_post_seq = 0
-    created = erased = False
-    created_subject, erased_subject = chat_subject(chat_id, "created"), chat_subject(chat_id, "erased")
-    posted_subject = chat_subject(chat_id, "message.posted")
-    for msg in await bus.read_all(js, CHAT.name, _context_filters(chat_id)):
-        if msg.subject in (created_subject, erased_subject):
-            created = created or msg.subject == created_subject
-            erased = erased or msg.subject == erased_subject
-            continue
-        if msg.subject == posted_subject:
-            last_post_seq = msg.seq  # by subject: an event this version cannot read still moves the fence
-        event = _decode(msg)
-        match event:
-            case MessagePosted():
-                messages[event.message_id] = event
-            case ReplyCompleted(reply_id=reply_id, finish_reason=reason) if reason != "error":
-                completed.add(reply_id)
-        if isinstance(event, ChatEvent):
-            tree.apply(msg.seq, event)
-    return ChatLog(
-        tree=tree,
-        completed=completed,
-        last_post_seq=last_post_seq,
-        messages=messages,
-        alive=created and not erased,
-    )
-
-
-def _decode(msg: StoredMsg) -> schemas.Event | None:
-    try:
-        return schemas.decode_event(msg.data)
-    except msgspec.DecodeError:  # written by a newer version: not part of what this version knows
-        return None
-
-
-def _context_filters(chat_id: str) -> list[str]:
-    return [
-        chat_subject(chat_id, "created"),
-        chat_subject(chat_id, "erased"),
-        chat_subject(chat_id, "message.posted"),
-        f"chat.{chat_id}.reply.*.requested.*",
-        reply_subject(chat_id, "*", "completed"),
-        chat_subject(chat_id, "branch.selected"),
-    ]
-
-
-@dataclass(frozen=True)
-class Draft:
-    """A message to post: what the user wrote, and where in the tree it goes."""
-
-    author_id: str
-    content: str
-    images: list[str]
-    edit_of: str | None = None  # an edit of this message (a sibling of it), else the end of the active path
-
-
-async def _post(js: JetStream, chat_id: str, draft: Draft) -> tuple[MessagePosted, list[str]]:
-    """Append the message, fenced on the chat's last post so concurrent posts each see a whole context."""
-    for _ in range(POST_ATTEMPTS):
-        log = await read_chat_log(js, chat_id)
-        if not log.alive:
-            raise ApiError(404, "not_found", f"no chat {chat_id}")
-        if draft.edit_of is not None:
-            edited = log.tree.nodes.get(draft.edit_of)
-            if edited is None or edited.kind != "message":
-                raise ApiError(404, "not_found", f"no message {draft.edit_of} in chat {chat_id}")
-            parent: str | None = edited.parent or None
-        else:
-            parent = log.tree.leaf()
-        message = MessagePosted(
-            event_id=new_id("e"),
-            chat_id=chat_id,
-            at=schemas.now(),
-            message_id=new_id("m"),
-            author_id=draft.author_id,
-            content=draft.content,
-            images=draft.images,
-            parent_id=parent,
-            edit_of=draft.edit_of,
-        )
-        try:
-            await bus.append_event(
-                js,
-                message,
-                expected_subject_seq=log.last_post_seq,
-                expected_subject=chat_subject(chat_id, "message.posted"),
-            )
-        except bus.ConcurrencyConflict:
-            continue
-        return message, log.context(parent)
-    raise ApiError(409, "conflict", "the chat is busy with other posts; retry")
-
-
 async def _checked_draft(
     request: web.Request, access: ChatAccess, body: PostMessageRequest, edit_of: str | None = None
-) -> tuple[Draft, str, SamplingParams]:
-    """Validate a message body (length, images, model served now): the draft, the model alias and the
-    sampling to ask for (the body's, else the model's defaults)."""
+) -> tuple[Draft, Ask]:
+    """Validate a message body (length, images, model served now): the draft, and the reply to ask for
+    (the model alias; the body's sampling, else the model's defaults)."""
     settings = request.app[SETTINGS]
     if len(body.content) > settings.max_message_chars:
         raise ApiError(
@@ -309,13 +193,14 @@ async def _checked_draft(
         raise ApiError(
             422, "unknown_image", f"no image {unknown[0]} that you stored; upload it with POST /v1/images"
         )
-    model, defaults = await _served_model(request, body.model or access.chat.model)
+    ask = await _ask(request, body.model or access.chat.model, body.params)
     draft = Draft(author_id=principal.user_id, content=body.content, images=images, edit_of=edit_of)
-    return draft, model, body.params or defaults
+    return draft, ask
 
 
-async def _served_model(request: web.Request, wanted: str | None) -> tuple[str, SamplingParams]:
-    """The alias to ask and its default sampling; 409 when none is named or no worker serves it."""
+async def _ask(request: web.Request, wanted: str | None, params: SamplingParams | None) -> Ask:
+    """The reply to ask for: the alias and its sampling (else its defaults); 409 when none is named or
+    no worker serves it."""
     model = wanted or request.app[SETTINGS].default_model
     if not model or not is_valid_id(model):
         raise ApiError(
@@ -324,58 +209,62 @@ async def _served_model(request: web.Request, wanted: str | None) -> tuple[str, 
     defaults = await model_defaults(request.app[BUS].js, model)
     if defaults is None:
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
-    return model, defaults
+    return Ask(model=model, params=params or defaults, by=principal_of(request).user_id)
 
 
-async def _request_reply(
+async def _decide(
     request: web.Request,
-    access: ChatAccess,
-    message_id: str,
-    context: list[str],
-    model: str,
-    params: SamplingParams,
-) -> tuple[ReplyRequested, int]:
-    reply = ReplyRequested(
-        event_id=new_id("e"),
-        chat_id=access.chat_id,
-        at=schemas.now(),
-        reply_id=new_id("r"),
-        message_id=message_id,
-        model=model,
-        params=params,
-        context=context,
-        requested_by=principal_of(request).user_id,
-    )
-    appended = await bus.append_event(request.app[BUS].js, reply)
-    return reply, appended.seq
+    chat_id: str,
+    decision_of: Callable[[ChatState], Decision],
+    state: ChatState | None = None,
+) -> tuple[Decision, int]:
+    """Decide on the chat (`state` first, if read already) and append (fenced, again on a conflict): the
+    decision and its last event's sequence. A refusal is a 404, a chat that stays busy a 409."""
+    try:
+        decision, appended = await decide_and_append(request.app[BUS].js, chat_id, decision_of, state)
+    except Refused as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except ChatBusy:
+        raise ApiError(409, "conflict", "the chat is busy with other posts; retry") from None
+    return decision, appended[-1].seq
 
 
 async def post_message(request: web.Request) -> web.StreamResponse:
     """Post a user message at the end of the active branch and request a reply (202)."""
     access = await chat_access(request, write=True)
     body = await read_body(request, PostMessageRequest)
-    draft, model, params = await _checked_draft(request, access, body)
-    return await _post_and_request(request, access, draft, model, params)
+    draft, ask = await _checked_draft(request, access, body)
+    return await _post_and_request(request, access, draft, ask)
 
 
 async def edit_message(request: web.Request) -> web.StreamResponse:
     """Edit a user message: a new sibling of it (a new branch from its parent) and a reply to that (202)."""
     access = await chat_access(request, write=True)
     body = await read_body(request, PostMessageRequest)
-    draft, model, params = await _checked_draft(request, access, body, edit_of=path_id(request, "message_id"))
-    return await _post_and_request(request, access, draft, model, params)
+    draft, ask = await _checked_draft(request, access, body, edit_of=path_id(request, "message_id"))
+    return await _post_and_request(request, access, draft, ask)
 
 
 async def _post_and_request(
-    request: web.Request, access: ChatAccess, draft: Draft, model: str, params: SamplingParams
+    request: web.Request, access: ChatAccess, draft: Draft, ask: Ask
 ) -> web.StreamResponse:
-    message, context = await _post(request.app[BUS].js, access.chat_id, draft)
-    reply, seq = await _request_reply(
-        request, access, message.message_id, [*context, message.message_id], model, params
+    decision, seq = await _decide(
+        request, access.chat_id, lambda state: decide.post_message(state, draft, ask)
     )
+    return await _reply_requested(request, access, decision.one(ReplyRequested), seq)
+
+
+async def _reply_requested(
+    request: web.Request, access: ChatAccess, reply: ReplyRequested, seq: int
+) -> web.StreamResponse:
+    """202 for a requested reply (once sure the chat was not erased meanwhile)."""
     await _not_erased_meanwhile(request, access.chat_id)
     answer = PostMessageResponse(
-        chat_id=access.chat_id, message_id=message.message_id, reply_id=reply.reply_id, model=model, seq=seq
+        chat_id=access.chat_id,
+        message_id=reply.message_id,
+        reply_id=reply.reply_id,
+        model=reply.model,
+        seq=seq,
     )
     return json_response(answer, status=202)
 
@@ -392,39 +281,34 @@ async def regenerate_reply(request: web.Request) -> web.StreamResponse:
     access = await chat_access(request, write=True)
     reply_id = path_id(request, "reply_id")
     body = await read_body(request, RegenerateRequest)
-    log = await read_chat_log(request.app[BUS].js, access.chat_id)
-    if not log.alive:
-        raise ApiError(404, "not_found", f"no chat {access.chat_id}")
-    node = log.tree.nodes.get(reply_id)
-    if node is None or node.kind != "reply":
-        raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
-    model, defaults = await _served_model(request, body.model or access.chat.model)
-    reply, seq = await _request_reply(
-        request, access, node.parent, log.context(node.parent), model, body.params or defaults
+    state = await read_chat_state(request.app[BUS].js, access.chat_id)
+    try:
+        decide.regenerated_message(state, reply_id)  # a missing reply is a 404 before a missing model a 409
+    except Refused as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    ask = await _ask(request, body.model or access.chat.model, body.params)
+    decision, seq = await _decide(
+        request, access.chat_id, lambda state: decide.regenerate(state, reply_id, ask), state
     )
-    await _not_erased_meanwhile(request, access.chat_id)
-    answer = PostMessageResponse(
-        chat_id=access.chat_id, message_id=node.parent, reply_id=reply.reply_id, model=model, seq=seq
-    )
-    return json_response(answer, status=202)
+    return await _reply_requested(request, access, decision.one(ReplyRequested), seq)
 
 
 async def select_branch(request: web.Request) -> web.StreamResponse:
     """Make the path to a message or reply the chat's active branch."""
     access = await chat_access(request, write=True)
     body = await read_body(request, SelectBranchRequest)
-    log = await read_chat_log(request.app[BUS].js, access.chat_id)
-    if body.node_id not in log.tree.nodes:
-        raise ApiError(404, "not_found", f"no message or reply {body.node_id} in chat {access.chat_id}")
-    event = BranchSelected(
-        event_id=new_id("e"),
-        chat_id=access.chat_id,
-        at=schemas.now(),
-        node_id=body.node_id,
-        by=principal_of(request).user_id,
+    by = principal_of(request).user_id
+    _, seq = await _decide(
+        request, access.chat_id, lambda state: decide.select_branch(state, body.node_id, by)
     )
-    appended = await bus.append_event(request.app[BUS].js, event)
-    return json_response(AcceptedResponse(seq=appended.seq))
+    return json_response(AcceptedResponse(seq=seq))
+
+
+def _decode(msg: StoredMsg) -> schemas.Event | None:
+    try:
+        return schemas.decode_event(msg.data)
+    except msgspec.DecodeError:  # written by a newer version: not part of what this version knows
+        return None
 
 
 async def cancel_reply(request: web.Request) -> web.StreamResponse:

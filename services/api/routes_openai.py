@@ -29,6 +29,7 @@ from schemas.chat import (
     ReplyFailed,
     ReplyRequested,
 )
+from schemas.chat_state import context_ids, fold
 from schemas.ids import is_valid_id, new_id
 from schemas.openai import (
     ChatCompletion,
@@ -229,7 +230,7 @@ def _events(
         message_id=posted[-1].message_id,
         model=body.model,
         params=params,
-        context=[m.message_id for m in posted],
+        context=context_ids(fold(chat_id, enumerate(posted, 1)), posted[-1].message_id),  # every message
         requested_by=user_id,
     )
     return created, posted, reply

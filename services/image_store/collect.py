@@ -17,6 +17,7 @@ import bus
 import schemas
 from bus import Bus
 from schemas.chat import ChatDeleted, ChatRestored, MessagePosted
+from schemas.chat_state import ChatState
 from schemas.ids import new_id
 from schemas.image import ImagePurged, ImageStored, image_subject, stored_subject
 from schemas.streams import CHAT, IMAGE, IMAGES_OBJECTS
@@ -39,24 +40,21 @@ class CollectReport:
     purged_bytes: int = 0
 
 
-def _fold(msgs: list[bus.StoredMsg], uses: dict[str, set[str]], deleted: set[str]) -> None:
-    """Add the messages' image uses (hash -> chat ids) and the deleted chats."""
+def _fold(msgs: list[bus.StoredMsg], chats: dict[str, ChatState]) -> None:
+    """Fold the messages into the states of their chats (only the kinds that decide references)."""
     for msg in msgs:
         try:
             event = _decoder.decode(msg.data)
         except msgspec.DecodeError:
             continue  # another kind, or a newer version's
-        if isinstance(event, MessagePosted):
-            for sha in event.images:
-                uses.setdefault(sha, set()).add(event.chat_id)
-        elif isinstance(event, ChatDeleted):
-            deleted.add(event.chat_id)
-        else:  # restored (events come in stream order)
-            deleted.discard(event.chat_id)
+        chat = chats.get(event.chat_id)
+        if chat is None:
+            chat = chats[event.chat_id] = ChatState(event.chat_id)
+        chat.apply(msg.seq, event)
 
 
-def _live(uses: dict[str, set[str]], deleted: set[str]) -> set[str]:
-    return {sha for sha, chats in uses.items() if chats - deleted}
+def _referenced(chats: dict[str, ChatState], deleted_too: bool) -> set[str]:
+    return {sha for chat in chats.values() for sha in chat.held_images(deleted_too=deleted_too)}
 
 
 async def _held(nbus: Bus, sha256: str) -> bool:
@@ -79,10 +77,9 @@ async def collect_images(
     an image anyone still holds (a stored event left) stays, for the grace-period collector to judge.
     """
     report = CollectReport()
-    uses: dict[str, set[str]] = {}
-    deleted: set[str] = set()
+    chats: dict[str, ChatState] = {}
     msgs = await bus.read_all(nbus.js, CHAT.name, _FILTERS)
-    _fold(msgs, uses, deleted)
+    _fold(msgs, chats)
     report.scanned_events = len(msgs)
     last_seq = msgs[-1].seq if msgs else 0
     objects = await bus.list_objects(nbus.js, IMAGES_OBJECTS.bucket)
@@ -90,9 +87,8 @@ async def collect_images(
         objects = [entry for entry in objects if entry.name in only]
     report.images = len(objects)
     cutoff = schemas.now() - grace
-    if release:
-        deleted = set()  # a deleted chat can come back: its images stay
-    referenced = _live(uses, deleted)
+    # `release`: a deleted chat can come back, so its images stay.
+    referenced = _referenced(chats, deleted_too=release)
     candidates = []
     for entry in objects:
         if entry.name in referenced:
@@ -106,8 +102,8 @@ async def collect_images(
         report.purged_bytes = sum(entry.size for entry in candidates)
         return report
     # Messages posted while we scanned may have attached a candidate: read the tail once more.
-    _fold(await bus.read_all(nbus.js, CHAT.name, _FILTERS, start_seq=last_seq + 1), uses, deleted)
-    referenced = _live(uses, set() if release else deleted)
+    _fold(await bus.read_all(nbus.js, CHAT.name, _FILTERS, start_seq=last_seq + 1), chats)
+    referenced = _referenced(chats, deleted_too=release)
     for done, entry in enumerate(candidates, 1):
         if entry.name not in referenced and await _purge(nbus, entry.name, by):
             report.purged.append(entry.name)

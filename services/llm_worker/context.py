@@ -1,12 +1,23 @@
-"""Build the conversation a reply request says the model sees, from the chat's events."""
+"""Read what a reply request's model sees from the log, as chat-template messages.
+
+Which messages those are is the chat state's rule (schemas/chat_state.py, `context_for`); this
+module reads only the subjects that rule needs, and shapes its turns for the engine.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
+import msgspec
+
+import bus
 import schemas
-from schemas.chat import ChatCreated, MessagePosted, ReplyCompleted, ReplyRequested
+from schemas.chat import ChatEvent, ReplyRequested
+from schemas.chat_state import ChatState, Turn, context_for
 from services.llm_worker.engine import ChatMessage
+
+log = logging.getLogger(__name__)
 
 
 def context_subjects(chat_id: str) -> list[str]:
@@ -14,27 +25,28 @@ def context_subjects(chat_id: str) -> list[str]:
     return [f"chat.{chat_id}.created", f"chat.{chat_id}.message.posted", f"chat.{chat_id}.reply.*.completed"]
 
 
-def build_messages(request: ReplyRequested, events: Iterable[schemas.Event]) -> list[ChatMessage]:
+def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> list[ChatMessage]:
     """Chat messages for a request: the system prompt, then exactly `request.context` in order.
 
     A message with images lists their hashes under "images" (the engine decides whether it sees them).
     """
-    system = ""
-    turns: dict[str, ChatMessage] = {}
-    for event in events:
-        match event:
-            case ChatCreated():
-                system = event.system_prompt
-            case MessagePosted():
-                turn: ChatMessage = {"role": event.role, "content": event.content}
-                if event.images:
-                    turn["images"] = list(event.images)
-                turns[event.message_id] = turn
-            case ReplyCompleted() if event.finish_reason != "error":
-                turns.setdefault(event.reply_id, {"role": "assistant", "content": event.text})
-    messages: list[ChatMessage] = [{"role": "system", "content": system}] if system else []
-    messages.extend(turns[item] for item in request.context if item in turns)
-    return messages
+    state = ChatState(request.chat_id)
+    for msg in stored:
+        try:
+            event = schemas.decode_event(msg.data)
+        except msgspec.ValidationError:
+            log.warning("skipping an event this worker cannot read: %s seq %s", msg.subject, msg.seq)
+            continue
+        if isinstance(event, ChatEvent):
+            state.apply(msg.seq, event)
+    return [_message(turn) for turn in context_for(state, request)]
+
+
+def _message(turn: Turn) -> ChatMessage:
+    message: ChatMessage = {"role": turn.role, "content": turn.content}
+    if turn.images:
+        message["images"] = list(turn.images)
+    return message
 
 
 def image_hashes(messages: list[ChatMessage]) -> list[str]:

@@ -9,7 +9,6 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,7 +233,7 @@ class Worker:
     ) -> ReplyCompleted | ReplyFailed:
         request = reply.request
         stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
-        messages = build_messages(request, _decodable(stored))
+        messages = build_messages(request, stored)
         wanted = image_hashes(messages)
         pictures = await self._load_images(wanted) if self.engine.supports_images else {}
         loop = asyncio.get_running_loop()
@@ -483,12 +482,3 @@ def _open_images(blobs: dict[str, bytes]) -> dict[str, Any]:
         picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))
         pictures[sha] = picture
     return pictures
-
-
-def _decodable(stored: list[bus.StoredMsg]) -> Iterator[schemas.Event]:
-    """The events this version can read; newer kinds (from a newer writer) are skipped."""
-    for msg in stored:
-        try:
-            yield schemas.decode_event(msg.data)
-        except msgspec.ValidationError:
-            log.warning("skipping an event this worker cannot read: %s seq %s", msg.subject, msg.seq)

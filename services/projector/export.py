@@ -25,20 +25,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bus
-from schemas.chat import (
-    ChatCreated,
-    ChatDeleted,
-    ChatEvent,
-    ChatRenamed,
-    ChatRestored,
-    FeedbackGiven,
-    MessagePosted,
-    ReplyCompleted,
-    ReplyRequested,
-)
+from schemas.chat import ChatCreated, ChatEvent, ReplyCompleted, ReplyRequested
+from schemas.chat_state import ChatState, Turn, conversation
 from schemas.identity import TrainingConsentSet
 from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
-from schemas.tree import ChatTree
 from services.projector.fold import Sequenced, decode_bulk
 
 Progress = Callable[[int, int], None]
@@ -61,43 +51,35 @@ class ExportFilter:
 
 @dataclass
 class Chat:
-    """One chat folded from its events."""
+    """One chat: its state (schemas/chat_state.py) and every event of it, for the lossless export."""
 
-    created: ChatCreated
-    title: str
-    seq: int
-    deleted: bool = False
+    state: ChatState
     events: list[tuple[int, ChatEvent]] = field(default_factory=list)
-    tree: ChatTree = field(default_factory=ChatTree)
-    messages: dict[str, MessagePosted] = field(default_factory=dict)
-    requests: dict[str, ReplyRequested] = field(default_factory=dict)
-    completed: dict[str, ReplyCompleted] = field(default_factory=dict)  # whole replies: training targets
-    seen: dict[str, ReplyCompleted] = field(default_factory=dict)  # in later contexts (cancelled included)
-    ratings: dict[str, FeedbackGiven] = field(default_factory=dict)  # reply -> the owner's latest rating
+
+    @property
+    def created(self) -> ChatCreated:
+        """The chat's creation (a chat is only made from it)."""
+        assert self.state.created is not None
+        return self.state.created
 
     def fold(self, seq: int, event: ChatEvent) -> None:
+        """Keep the event and apply it to the state."""
         self.events.append((seq, event))
-        self.tree.apply(seq, event)
-        match event:
-            case MessagePosted():
-                self.messages.setdefault(event.message_id, event)
-            case ReplyRequested():
-                self.requests.setdefault(event.reply_id, event)
-            case ReplyCompleted() if event.finish_reason != "error":
-                self.seen.setdefault(event.reply_id, event)  # what the API puts in later contexts
-                if event.finish_reason in ("stop", "length"):
-                    self.completed.setdefault(event.reply_id, event)
-            case FeedbackGiven() if event.user_id == self.created.owner_id:
-                self.ratings[event.reply_id] = event
-            case ChatRenamed():
-                self.title = event.title
-            case ChatDeleted():
-                self.deleted = True
-            case ChatRestored():
-                self.deleted = False
+        self.state.apply(seq, event)
+
+    def target(self, reply_id: str) -> ReplyCompleted | None:
+        """The reply's answer if it is whole (stopped or hit its length, not cancelled): a training target."""
+        answer = self.state.answer(reply_id)
+        return answer if answer is not None and answer.finish_reason in ("stop", "length") else None
+
+    def whole(self, reply_id: str) -> ReplyCompleted:
+        """The target of a reply known to have one."""
+        done = self.target(reply_id)
+        assert done is not None
+        return done
 
     def rating(self, reply_id: str) -> str | None:
-        given = self.ratings.get(reply_id)
+        given = self.state.ratings.get(reply_id)
         return given.rating if given is not None else None
 
 
@@ -148,8 +130,8 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
 
     chats: dict[str, Chat] = {}
     for seq, event in await _read(nbus, CHAT.name, ["chat.>"], progress):
-        if isinstance(event, ChatCreated):
-            chats.setdefault(event.chat_id, Chat(created=event, title=event.title, seq=seq))
+        if isinstance(event, ChatCreated) and event.chat_id not in chats:
+            chats[event.chat_id] = Chat(ChatState(event.chat_id))
         chat = chats.get(getattr(event, "chat_id", ""))
         if chat is not None and isinstance(event, ChatEvent):
             chat.fold(seq, event)
@@ -163,7 +145,7 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
 def _chats(log: Log, flt: ExportFilter) -> Iterator[Chat]:
     for chat in log.chats.values():
         owner = chat.created.owner_id
-        if chat.deleted and not flt.include_deleted:
+        if chat.state.deleted and not flt.include_deleted:
             continue
         if flt.user is not None and owner != flt.user:
             continue
@@ -173,7 +155,7 @@ def _chats(log: Log, flt: ExportFilter) -> Iterator[Chat]:
 
 
 def _reply_ok(chat: Chat, reply_id: str, flt: ExportFilter) -> bool:
-    done = chat.completed.get(reply_id)
+    done = chat.target(reply_id)
     if done is None:
         return False
     if flt.model is not None and done.model != flt.model:
@@ -188,29 +170,21 @@ def _reply_ok(chat: Chat, reply_id: str, flt: ExportFilter) -> bool:
 ImageRef = Callable[[str], str]
 
 
-def _user_content(message: MessagePosted, image_ref: ImageRef) -> str | list[dict[str, Any]]:
-    if not message.images:
-        return message.content
+def _openai(turn: Turn, image_ref: ImageRef) -> dict[str, Any]:
+    """A turn as an OpenAI chat message: images as `image_url` parts before the text."""
+    if not turn.images:
+        return {"role": turn.role, "content": turn.content}
     parts: list[dict[str, Any]] = [
-        {"type": "image_url", "image_url": {"url": image_ref(sha)}} for sha in message.images
+        {"type": "image_url", "image_url": {"url": image_ref(sha)}} for sha in turn.images
     ]
-    if message.content:
-        parts.append({"type": "text", "text": message.content})
-    return parts
+    if turn.content:
+        parts.append({"type": "text", "text": turn.content})
+    return {"role": turn.role, "content": parts}
 
 
 def _messages(chat: Chat, path: list[str], image_ref: ImageRef) -> list[dict[str, Any]]:
-    """OpenAI chat messages of a path: the system prompt, user messages, completed replies."""
-    out: list[dict[str, Any]] = []
-    if chat.created.system_prompt:
-        out.append({"role": "system", "content": chat.created.system_prompt})
-    for node in path:
-        if node in chat.messages:
-            message = chat.messages[node]
-            out.append({"role": message.role, "content": _user_content(message, image_ref)})
-        elif node in chat.seen:
-            out.append({"role": "assistant", "content": chat.seen[node].text})
-    return out
+    """OpenAI chat messages of a path: what a model after it sees (schemas/chat_state.py's rule)."""
+    return [_openai(turn, image_ref) for turn in conversation(chat.state, path)]
 
 
 @dataclass(frozen=True)
@@ -229,20 +203,22 @@ def sft_rows(log: Log, flt: ExportFilter, per: Per, image_ref: ImageRef) -> Iter
     """Active paths (ending at their last usable reply) or the path to each rated reply."""
     for chat in _chats(log, flt):
         if per == "active":
-            path = chat.tree.active_path()
-            last = next((n for n in reversed(path) if n in chat.completed), None)
+            path = chat.state.tree.active_path()
+            last = next((n for n in reversed(path) if chat.target(n) is not None), None)
             if last is None or not _reply_ok(chat, last, flt):
                 continue
             targets = [last]
         else:
-            targets = [r for r in chat.ratings if chat.rating(r) is not None and _reply_ok(chat, r, flt)]
+            targets = [
+                r for r in chat.state.ratings if chat.rating(r) is not None and _reply_ok(chat, r, flt)
+            ]
         for reply_id in targets:
-            path = chat.tree.path_to(reply_id)
+            path = chat.state.tree.path_to(reply_id)
             yield SftRow(
                 chat_id=chat.created.chat_id,
                 user_id=chat.created.owner_id,
                 reply_id=reply_id,
-                model=chat.completed[reply_id].model,
+                model=chat.whole(reply_id).model,
                 rating=chat.rating(reply_id),
                 messages=_messages(chat, path, image_ref),
             )
@@ -267,32 +243,35 @@ def preference_rows(log: Log, flt: ExportFilter, image_ref: ImageRef) -> Iterato
     """Every (up, down) pair among the completed sibling replies to one message."""
     for chat in _chats(log, flt):
         by_message: dict[str, list[str]] = {}
-        for reply_id, request in chat.requests.items():
-            if reply_id in chat.completed:
-                by_message.setdefault(request.message_id, []).append(reply_id)
+        requests: dict[str, ReplyRequested] = {}
+        for reply_id, reply in chat.state.replies.items():
+            if reply.request is not None and chat.target(reply_id) is not None:
+                requests[reply_id] = reply.request
+                by_message.setdefault(reply.request.message_id, []).append(reply_id)
         for message_id, replies in by_message.items():
             rated = {r: chat.rating(r) for r in replies}
             ups = [r for r in replies if rated[r] == "up" and _reply_ok(chat, r, _unrated(flt))]
             downs = [r for r in replies if rated[r] == "down" and _reply_ok(chat, r, _unrated(flt))]
             if not ups or not downs:
                 continue
-            prompt = _messages(chat, chat.tree.path_to(message_id), image_ref)
+            prompt = _messages(chat, chat.state.tree.path_to(message_id), image_ref)
             for up in ups:
                 for down in downs:
-                    if chat.requests[up].context != chat.requests[down].context:
+                    if requests[up].context != requests[down].context:
                         continue  # they did not answer the same conversation
-                    if chat.completed[up].text == chat.completed[down].text:
+                    chosen, rejected = chat.whole(up), chat.whole(down)
+                    if chosen.text == rejected.text:
                         continue  # nothing to prefer
                     yield PreferenceRow(
                         chat_id=chat.created.chat_id,
                         user_id=chat.created.owner_id,
                         prompt=prompt,
-                        chosen=[{"role": "assistant", "content": chat.completed[up].text}],
-                        rejected=[{"role": "assistant", "content": chat.completed[down].text}],
+                        chosen=[{"role": "assistant", "content": chosen.text}],
+                        rejected=[{"role": "assistant", "content": rejected.text}],
                         chosen_reply_id=up,
                         rejected_reply_id=down,
-                        chosen_model=chat.completed[up].model,
-                        rejected_model=chat.completed[down].model,
+                        chosen_model=chosen.model,
+                        rejected_model=rejected.model,
                     )
 
 
@@ -310,13 +289,12 @@ async def embedded_refs(nbus: bus.Bus, log: Log, flt: ExportFilter) -> ImageRef:
     """Data URLs of every image the exported chats use, read from the object store."""
     urls: dict[str, str] = {}
     for chat in _chats(log, flt):
-        for message in chat.messages.values():
-            for sha in message.images:
-                if sha in urls:
-                    continue
-                data = await bus.get_object(nbus.js, IMAGES_OBJECTS.bucket, sha)
-                if data is not None:
-                    urls[sha] = f"data:{_media_type(data)};base64,{base64.b64encode(data).decode()}"
+        for sha in chat.state.images:
+            if sha in urls:
+                continue
+            data = await bus.get_object(nbus.js, IMAGES_OBJECTS.bucket, sha)
+            if data is not None:
+                urls[sha] = f"data:{_media_type(data)};base64,{base64.b64encode(data).decode()}"
     return lambda sha: urls.get(sha, hash_ref(sha))
 
 
@@ -369,7 +347,7 @@ def chats_json(log: Log, flt: ExportFilter) -> dict[str, Any]:
         {
             "chat_id": chat.created.chat_id,
             "owner_id": chat.created.owner_id,
-            "title": chat.title,
+            "title": chat.state.title,
             "events": [msgspec.to_builtins(event) for _, event in chat.events],
         }
         for chat in _chats(log, flt)
@@ -385,16 +363,15 @@ def chats_tsv(log: Log, flt: ExportFilter) -> str:
     out = io.StringIO()
     out.write("\t".join(TSV_COLUMNS) + "\n")
     for chat in _chats(log, flt):
-        for node_id, node in chat.tree.nodes.items():
+        for node_id, node in chat.state.tree.nodes.items():
             if node.kind == "message":
-                m = chat.messages[node_id]
+                m = chat.state.messages[node_id]
                 row = (m.role, "", m.at.isoformat(), m.content)
-            elif node_id in chat.completed:
-                r = chat.completed[node_id]
-                row = ("assistant", r.model, r.at.isoformat(), r.text)
+            elif (done := chat.target(node_id)) is not None:
+                row = ("assistant", done.model, done.at.isoformat(), done.text)
             else:
                 continue
-            cells = (chat.created.chat_id, chat.title, node_id, node.parent, node.kind, *row)
+            cells = (chat.created.chat_id, chat.state.title, node_id, node.parent, node.kind, *row)
             out.write("\t".join(_tsv(str(c)) for c in cells) + "\n")
     return out.getvalue()
 
