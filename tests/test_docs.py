@@ -8,8 +8,8 @@ from pathlib import Path
 import typer.main
 
 from services.api.settings import ENV_VARS as API_VARS
-from services.cli import ENV_VARS as CLI_VARS
-from services.cli import app
+from services.cli.app import app
+from services.cli.settings import ENV_VARS as CLI_VARS
 from services.image_store.settings import ENV_VARS as IMAGE_VARS
 from services.llm_worker.settings import ENV_VARS as WORKER_VARS
 
