@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from rich.console import Console
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bus  # noqa: E402
 import schemas  # noqa: E402
 from schemas.tokens import TokenDelta  # noqa: E402
+from services.cli import processes  # noqa: E402
 
 console = Console()
 
@@ -36,32 +37,6 @@ console = Console()
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def _wait_http(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            try:
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise TimeoutError(url)
-
-
-async def _wait_model(base: str, headers: dict[str, str], alias: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(headers=headers) as http:
-        while time.monotonic() < deadline:
-            async with http.get(f"{base}/v1/models") as resp:
-                body = await resp.json()
-                if any(m["id"] == alias for m in body.get("data", [])):
-                    return
-            await asyncio.sleep(0.3)
-    raise TimeoutError("worker never announced itself")
 
 
 async def chatbus_round(
@@ -206,22 +181,9 @@ def _raw_in_child(model_dir: Path, concurrency: int, tokens: int) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every child, wait for each (20 s), then kill what lingers."""
-    for child in children:
-        child.send_signal(signal.SIGTERM)
-    for child in children:
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "wb")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args], env=env, stdout=out, stderr=out, start_new_session=True
-    )
+def serves(alias: str) -> Callable[[Any], bool]:
+    """Whether a GET /v1/models body lists `alias`."""
+    return lambda body: any(m["id"] == alias for m in body.get("data", []))
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -239,7 +201,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     server.start()
     _URL[0] = server.url_for()
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[processes.Child] = []
     try:
         nbus = await bus.connect(_URL[0], name="bench")
         await bus.declare_all(nbus.js)
@@ -254,18 +216,18 @@ async def main(args: argparse.Namespace) -> None:
             "CHATBUS_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
-        children.append(_spawn(["projector", "--db", str(tmp / "rm.duckdb")], env, tmp / "projector.log"))
-        children.append(_spawn(["api"], env, tmp / "api.log"))
-        children.append(
-            _spawn(
-                ["worker", "--model", str(model_dir), "--alias", "demo", "--capacity", str(max(levels))],
-                env,
-                tmp / "worker.log",
-            )
-        )
+        worker = ["worker", "--model", str(model_dir), "--alias", "demo", "--capacity", str(max(levels))]
+        for command, log in (
+            (["projector", "--db", str(tmp / "rm.duckdb")], "projector.log"),
+            (["api"], "api.log"),
+            (worker, "worker.log"),
+        ):
+            children.append(processes.start(processes.chatbus(*command), env=env, log=tmp / log))
         base = f"http://127.0.0.1:{port}"
-        await _wait_http(f"{base}/readyz")
-        await _wait_model(base, headers, "demo")
+        await processes.wait_http(f"{base}/readyz", watch=children)
+        await processes.wait_http(
+            f"{base}/v1/models", headers=headers, timeout=120, ready=serves("demo"), watch=children
+        )
         await chatbus_round(base, headers, nbus, 1, 8)  # warm-up
         through: dict[int, float] = {}
         for level in levels:
@@ -284,7 +246,7 @@ async def main(args: argparse.Namespace) -> None:
         ws_lat = await ws_latency(base, headers, nbus, args.rate, args.latency_seconds)
         await nbus.close()
     finally:
-        stop_children(children)
+        processes.stop(children)
         server.stop()
 
     table = Table(

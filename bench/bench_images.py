@@ -16,7 +16,6 @@ import io
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bus  # noqa: E402
-from bench.bench_e2e import _spawn, _wait_http, stop_children  # noqa: E402
+from services.cli import processes  # noqa: E402
 
 console = Console()
 SIDE = 1000  # 1000 x 1000 = 1 megapixel
@@ -111,7 +110,7 @@ async def main(args: argparse.Namespace) -> None:
     )
     server.start()
     url = server.url_for()
-    children: list[subprocess.Popen[bytes]] = []
+    children: list[processes.Child] = []
     try:
         nbus = await bus.connect(url, name="bench")
         await bus.declare_all(nbus.js)
@@ -126,10 +125,12 @@ async def main(args: argparse.Namespace) -> None:
             "CHATBUS_LOG_LEVEL": "WARNING",
             "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
         }
-        children.append(_spawn(["api"], env, tmp / "api.log"))
-        children.append(_spawn(["image-store"], env, tmp / "image-store.log"))
+        children.append(processes.start(processes.chatbus("api"), env=env, log=tmp / "api.log"))
+        children.append(
+            processes.start(processes.chatbus("image-store"), env=env, log=tmp / "image-store.log")
+        )
         base = f"http://127.0.0.1:{port}"
-        await _wait_http(f"{base}/healthz")
+        await processes.wait_http(f"{base}/healthz", watch=children)
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
             for _ in range(50):  # until the image store answers
                 try:
@@ -151,7 +152,7 @@ async def main(args: argparse.Namespace) -> None:
             rate = await throughput(http, base, burst, args.concurrency)
         await nbus.close()
     finally:
-        stop_children(children)
+        processes.stop(children)
         server.stop()
 
     size_kib = statistics.median(len(p) for p in first) / 1024

@@ -54,7 +54,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from openai import AsyncOpenAI, AsyncStream
 from rich.console import Console
 from rich.table import Table
@@ -65,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 import bus  # noqa: E402
 import schemas  # noqa: E402
 from schemas.chat import ReplyCompleted, ReplyRequested, ReplyStarted  # noqa: E402
+from services.cli import processes  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -184,33 +184,14 @@ def conversations(round_no: int, streams: int) -> list[list[dict[str, str]]]:
 
 # ---------------------------------------------------------------- processes
 
-CHILDREN: list[subprocess.Popen[bytes]] = []
+CHILDREN: list[processes.Child] = []  # everything we started: stopped (with its process group) at the end
 
 
-def spawn(args: list[str], env: dict[str, str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], env: dict[str, str], log: Path, **kwargs: Any) -> processes.Child:
     """Start a child in its own session (Ctrl-C reaches only us; we stop it), logging to `log`."""
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
-    child = subprocess.Popen(
-        args, env=env, stdout=kwargs.pop("stdout", out), stderr=out, start_new_session=True, **kwargs
-    )
+    child = processes.start(args, env=env, log=log, **kwargs)
     CHILDREN.append(child)
     return child
-
-
-def stop(children: Sequence[subprocess.Popen[bytes]], timeout: float = 20.0) -> None:
-    """SIGTERM each child's process group, wait, then SIGKILL what lingers."""
-    for child in children:
-        if child.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for child in children:
-        try:
-            child.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
 
 
 def base_env() -> dict[str, str]:
@@ -270,19 +251,6 @@ def ensure_serve_venv(venv: Path) -> Path:
             raise RuntimeError(f"installing transformers serve failed; see {log}")
     marker.write_text(wanted)
     return exe
-
-
-async def wait_http(url: str, headers: dict[str, str] | None = None, timeout: float = 180.0) -> Any:
-    """GET url until it answers 200; its JSON body (or None)."""
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession(headers=headers) as http:
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(url) as resp:
-                    if resp.status == 200:
-                        return await resp.json(content_type=None)
-            await asyncio.sleep(0.25)
-    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
 # ---------------------------------------------------------------- paths
@@ -439,7 +407,7 @@ class RawPath(BenchPath):
         return Result(completion=out["completion"], prompt=out["prompt"], ttft=out["ttft"], wall=out["wall"])
 
     async def close(self) -> None:
-        """EOF ends the child after its round; stop() (SIGTERM) ends one still in a round."""
+        """EOF ends the child after its round; processes.stop() (SIGTERM) ends one still in a round."""
         if self.child.stdin is not None:
             with contextlib.suppress(OSError):
                 self.child.stdin.close()
@@ -504,7 +472,7 @@ async def start_chatbus(
         "CHATBUS_MODEL_CACHE": str(cache_dir),
         "CHATBUS_LOG_LEVEL": "WARNING",
     }
-    cli = [sys.executable, "-m", "services.cli"]
+    cli = processes.chatbus()
     services = [
         spawn([*cli, "projector", "--db", str(tmp / "readmodel.duckdb")], env, tmp / "projector.log"),
         spawn([*cli, "api"], env, tmp / "api.log"),
@@ -519,20 +487,22 @@ async def start_chatbus(
         args = ["worker", "--model", str(model_dir), "--alias", alias_for(t), "--capacity", str(capacity)]
         workers[t] = spawn([*cli, *args], worker_env, tmp / f"worker-{alias_for(t)}.log")
     base = f"http://127.0.0.1:{port}"
-    await wait_http(f"{base}/readyz")
     headers = {"Authorization": f"Bearer {key}"}
-    deadline = time.monotonic() + 300
-    while True:
-        body = await wait_http(f"{base}/v1/models", headers)
-        served = {m["id"] for m in body.get("data", [])}
-        if all(alias_for(t) in served for t in threads):
-            break
-        for t, worker in workers.items():
-            if worker.poll() is not None:
-                raise RuntimeError(f"worker {alias_for(t)} exited; see {tmp}/worker-{alias_for(t)}.log")
-        if time.monotonic() > deadline:
-            raise TimeoutError("the workers never announced themselves")
-        await asyncio.sleep(0.5)
+
+    def all_served(body: Any) -> bool:
+        return {alias_for(t) for t in threads} <= {m["id"] for m in body.get("data", [])}
+
+    try:
+        await processes.wait_http(f"{base}/readyz", timeout=180, watch=services)
+        await processes.wait_http(
+            f"{base}/v1/models",
+            headers=headers,
+            timeout=300,
+            ready=all_served,
+            watch=[*services, *workers.values()],
+        )
+    except processes.ChildExited as exc:
+        raise RuntimeError(f"{exc}; see its log in {tmp}") from exc
     return Chatbus(server, nbus, base, key, services, workers)
 
 
@@ -865,7 +835,7 @@ async def run(args: argparse.Namespace) -> None:
                     chatbus.processes = [*shared, stack.workers[t].pid]
                     paths.append(chatbus)
             for serve, url, child in serves:
-                await wait_http(f"{url}/health")
+                await processes.wait_http(f"{url}/health", timeout=180)
                 if child.poll() is not None:
                     raise RuntimeError(f"transformers serve exited; see {tmp}")
                 paths.append(serve)
@@ -941,10 +911,11 @@ async def run(args: argparse.Namespace) -> None:
             with contextlib.suppress(Exception):
                 await stack.nbus.close()
         everything = [c for c in CHILDREN if c is not (stack.server.process if stack else None)]
-        stop(everything)
+        processes.stop(everything)
         if stack is not None:
             stack.server.stop()
-        stop(CHILDREN, timeout=5)  # whatever is left (a server that failed before its stack was built)
+        # Whatever is left (a server that failed before its stack was built).
+        processes.stop(CHILDREN, timeout=5)
         if args.keep:
             console.print(f"logs and data kept in {tmp}")
         else:
@@ -1003,7 +974,7 @@ def main() -> None:
         console.print("[yellow]interrupted; everything it started is stopped[/]")
         sys.exit(130)
     finally:
-        stop(CHILDREN, timeout=5)
+        processes.stop(CHILDREN, timeout=5)
 
 
 if __name__ == "__main__":

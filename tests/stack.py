@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,33 +20,20 @@ from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from schemas.sampling import SamplingParams
 from schemas.streams import WORKERS_KV
+from services.cli import processes
 
 ROOT = Path(__file__).parent.parent
 
 
-def spawn(args: list[str], nats_url: str, log: Path, **env: str) -> subprocess.Popen[bytes]:
-    """Run `chatbus ARGS` as a child process (its own session, so kill -9 hits only it)."""
+def spawn(args: list[str], nats_url: str, log: Path, **env: str) -> processes.Child:
+    """Run `chatbus ARGS` as a child process against `nats_url` (its own session, so kill -9 hits only it)."""
     full_env = {**os.environ, "CHATBUS_NATS_URL": nats_url, "CHATBUS_LOG_LEVEL": "INFO", **env}
-    out = open(log, "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", *args],
-        env=full_env,
-        stdout=out,
-        stderr=out,
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    return processes.start(processes.chatbus(*args), log=log, env=full_env, cwd=ROOT)
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+def stop_process(proc: processes.Child, timeout: float = 20.0) -> None:
     """SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    processes.stop([proc], timeout)
 
 
 async def wait_projector(nbus: Bus, timeout: float = 60.0) -> CheckpointsAnswer:

@@ -51,6 +51,10 @@ def test_bus_imports_only_schemas() -> None:
             assert not name.startswith("services"), f"{path} imports {name}"
 
 
+def _is_cli(name: str) -> bool:
+    return name == "services.cli" or name.startswith("services.cli.")
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_never_imports_another(service: str) -> None:
     others = [s for s in SERVICES if s != service]
@@ -58,7 +62,21 @@ def test_a_service_never_imports_another(service: str) -> None:
         for name in _imports(path):
             for other in others:
                 assert not name.startswith(f"services.{other}"), f"{path} imports {name}"
-            assert name != "services.cli", f"{path} imports the CLI"
+            assert not _is_cli(name), f"{path} imports the CLI"
+
+
+def test_only_the_cli_package_composes_services() -> None:
+    """Every module under services/ is part of one service or of the CLI (the composition root), so the
+    rule above covers every module that is not the CLI's."""
+    for path in _files("services"):
+        rel = path.relative_to(ROOT / "services")
+        assert rel.parts[0] in {*SERVICES, "cli", "__init__.py"}, f"{path}: a service of its own or the CLI?"
+
+
+def test_the_process_helper_imports_nothing_of_ours() -> None:
+    """Tests and benchmarks import services/cli/processes.py: it must not pull a service (or torch) in."""
+    for name in _imports(ROOT / "services" / "cli" / "processes.py"):
+        assert name.split(".")[0] not in PROJECT_PACKAGES, f"processes.py imports {name}"
 
 
 def test_heavy_libraries_stay_in_their_service() -> None:

@@ -3,10 +3,13 @@ and per chat a hash of every row that belongs to it (so a difference can be name
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 
 from schemas.queries import Digest, TableDigest
 from services.projector import tables
+from services.projector.store import Store
 
 MAX_CHATS = 200_000  # beyond this, only table digests travel (the answer must fit a NATS message)
 
@@ -53,3 +56,12 @@ def differences(live: Digest, rebuilt: Digest) -> list[str]:
                 )
                 lines.append(f"chat {chat_id}: {where}")
     return lines
+
+
+def file_digest(path: Path, *, with_chats: bool = True) -> Digest:
+    """The digest of the read model in the DuckDB file at `path` (a replay's result), at its checkpoints."""
+    store = Store.open(path)
+    try:
+        return digest(store.con, dict(store.checkpoints), with_chats=with_chats)
+    finally:
+        store.close()

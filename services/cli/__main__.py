@@ -1,0 +1,5 @@
+"""`python -m services.cli`: how `chatbus up` starts its services."""
+
+from services.cli import main
+
+main()

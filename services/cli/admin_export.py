@@ -1,0 +1,197 @@
+"""`chatbus admin export sft | preferences | chats`: training data and chats, read from the log."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import typer
+
+from bus import Bus
+from services.cli.connect import run_admin
+from services.cli.options import DEFAULT_NATS, NatsOption, iso_time
+from services.cli.output import console, progress_bar
+
+
+class Per(enum.StrEnum):
+    """What one SFT line is (the values of services.projector.export.Per)."""
+
+    active = "active"
+    rated = "rated"
+
+
+class TableFormat(enum.StrEnum):
+    """How training rows are written (the values of services.projector.export_files.TableFormat)."""
+
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+class MinRating(enum.StrEnum):
+    """The least rating an exported reply has."""
+
+    up = "up"
+
+
+OutOpt = Annotated[Path, typer.Option(help="File to write (.jsonl or .parquet).")]
+FormatOpt = Annotated[
+    TableFormat | None, typer.Option("--format", help="How to write the rows (default: from --out's suffix).")
+]
+EmbedOpt = Annotated[bool, typer.Option(help="Images as data URLs instead of sha256 references.")]
+ModelOpt = Annotated[str | None, typer.Option(help="Only replies of this model alias.")]
+SinceOpt = Annotated[
+    datetime | None,
+    typer.Option(parser=iso_time, help="Only replies completed at or after this time (ISO)."),
+]
+UntilOpt = Annotated[
+    datetime | None,
+    typer.Option(parser=iso_time, help="Only replies completed before this time (ISO)."),
+]
+RatingOpt = Annotated[MinRating | None, typer.Option(help="`up`: only replies their user rated up.")]
+UserOpt = Annotated[str | None, typer.Option(help="Only this user's chats.")]
+ConsentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-without-consent",
+        help="Also users who did not consent to training (default: only those who did; see /v1/me/consent).",
+    ),
+]
+
+
+def export_sft(
+    out: OutOpt,
+    per: Annotated[
+        Per, typer.Option(help="`active`: a line per chat's active path; `rated`: per rated reply.")
+    ] = Per.active,
+    fmt: FormatOpt = None,
+    embed_images: EmbedOpt = False,
+    model: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    min_rating: RatingOpt = None,
+    user: UserOpt = None,
+    without_consent: ConsentOpt = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Supervised fine-tuning data: OpenAI chat format `{"messages": [...]}` (system prompt included).
+
+    Deleted chats never appear; erased ones are gone from the log. Provenance (chat, reply, model,
+    rating) is under `metadata` in JSONL, in columns in Parquet.
+    """
+    from services.projector.export import Per as PerValue
+    from services.projector.export import sft_rows
+
+    flt = _export_filter(model, since, until, min_rating, user, without_consent)
+    chosen = cast(PerValue, per.value)
+    _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: sft_rows(log, flt, chosen, refs))
+
+
+def export_preferences(
+    out: OutOpt,
+    fmt: FormatOpt = None,
+    embed_images: EmbedOpt = False,
+    model: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    user: UserOpt = None,
+    without_consent: ConsentOpt = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Paired preference data (DPO): the shared context, a chosen and a rejected reply.
+
+    A pair is two completed replies to the same message (regenerations) that their user rated up
+    and down. `prompt` ends with the user's message; `chosen`/`rejected` are assistant messages.
+    """
+    from services.projector.export import preference_rows
+
+    flt = _export_filter(model, since, until, None, user, without_consent)
+    _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: preference_rows(log, flt, refs))
+
+
+def export_chats(
+    out: Annotated[Path, typer.Option(help="File to write (.json lossless, or .tsv for spreadsheets).")],
+    user: UserOpt = None,
+    include_deleted: Annotated[bool, typer.Option(help="Also chats that were deleted (hidden).")] = False,
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """A user's (or every) chat: lossless JSON of every event (`admin import` reads it back) or TSV."""
+    from services.projector.export import ExportFilter
+    from services.projector.export_files import chats_format, write_chats
+
+    flt = ExportFilter(user=user, consent_only=False, include_deleted=include_deleted)
+    fmt = chats_format(out)  # the file's name says it: no --format to disagree with it
+    if fmt is None:
+        console.print("[red]--out must end in .json or .tsv[/]")
+        raise typer.Exit(2)
+
+    async def then(nbus: Bus, log: Any) -> int:
+        return write_chats(log, flt, out, fmt)
+
+    started = time.perf_counter()
+    count = _read_log_with_progress(nats, then)
+    _summary(count, out, started)
+
+
+def _export_filter(
+    model: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    min_rating: MinRating | None,
+    user: str | None,
+    without_consent: bool,
+) -> Any:
+    """The export's filter; the consent default is the API's (CHATBUS_TRAINING_CONSENT_DEFAULT)."""
+    from services.api.settings import ApiSettings
+    from services.projector.export import ExportFilter
+
+    return ExportFilter(
+        model=model,
+        since=since,
+        until=until,
+        min_rating="up" if min_rating is MinRating.up else None,
+        user=user,
+        consent_only=not without_consent,
+        consent_default=ApiSettings.from_env().training_consent_default,
+    )
+
+
+def _read_log_with_progress(nats: str, then: Callable[[Bus, Any], Awaitable[Any]]) -> Any:
+    from services.projector.export import read_log
+
+    with progress_bar("reading the log") as on_progress:
+
+        async def action(nbus: Bus) -> Any:
+            return await then(nbus, await read_log(nbus, on_progress))
+
+        return run_admin(nats, action)
+
+
+def _export_table(
+    nats: str,
+    out: Path,
+    fmt: TableFormat | None,
+    flt: Any,
+    embed_images: bool,
+    rows: Callable[[Any, Any], Any],
+) -> None:
+    """Read the log, make the rows (with image references or embedded images), write JSONL or Parquet."""
+    from services.projector.export_files import TableFormat as Kind
+    from services.projector.export_files import table_format, write_table
+
+    kind = table_format(out) if fmt is None else cast(Kind, fmt.value)
+
+    async def then(nbus: Bus, log: Any) -> int:
+        return await write_table(nbus, log, rows, out, kind, flt, embed_images=embed_images)
+
+    started = time.perf_counter()
+    count = _read_log_with_progress(nats, then)
+    _summary(count, out, started)
+
+
+def _summary(count: int, out: Path, started: float) -> None:
+    seconds = time.perf_counter() - started
+    console.print(f"wrote {count} rows to {out} in {seconds:.1f} s")

@@ -1,0 +1,62 @@
+"""`chatbus admin init` and `admin make-demo-model`: what a fresh installation needs once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+import bus
+from bus import Bus
+from services.cli.connect import run_admin
+from services.cli.options import DEFAULT_NATS, NatsOption
+from services.cli.output import console
+from services.cli.settings import data_dir
+
+
+def admin_init(
+    nats: NatsOption = DEFAULT_NATS,
+    replicas: Annotated[int, typer.Option(help="Stream replicas: 1 on one server, 3 on a cluster.")] = 1,
+) -> None:
+    """Declare every stream and KV bucket (idempotent; use --replicas 3 on a cluster)."""
+
+    async def action(nbus: Bus) -> None:
+        await bus.declare_all(nbus.js, replicas=replicas)
+
+    run_admin(nats, action)
+    console.print("streams and buckets declared")
+
+
+def admin_make_demo_model(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory for both models (default <data dir>/models): demo-text/, demo-vision/."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if they exist.")] = False,
+) -> None:
+    """Build the offline demo models: a text LM and a vision-language model (Llava).
+
+    Random weights with a real tokenizer and chat template, so every code path (continuous batching,
+    streaming, images) runs without a model hub. Their replies are noise: they are not assistants.
+    """
+    root = out or data_dir() / "models"
+    for name, label in (("demo-text", "text"), ("demo-vision", "vision-language")):
+        target = root / name
+        if (target / "config.json").exists() and not force:
+            console.print(f"{target} exists (use --force to rebuild)")
+            continue
+        with console.status(f"building the demo {label} model ..."):
+            _build_demo(name, target)
+        console.print(f"demo {label} model written to {target}")
+
+
+def _build_demo(name: str, target: Path) -> None:
+    if name == "demo-vision":
+        from services.llm_worker.demo_vlm import make_demo_vlm
+
+        make_demo_vlm(target)
+    else:
+        from services.llm_worker.demo_model import make_demo_model
+
+        make_demo_model(target)

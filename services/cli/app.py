@@ -1,0 +1,63 @@
+"""The command tree of `chatbus`: every command and group, and the module that implements it."""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import (
+    admin_audit,
+    admin_export,
+    admin_images,
+    admin_import,
+    admin_replay,
+    admin_setup,
+    admin_users,
+    run,
+    up,
+)
+
+app = typer.Typer(
+    help="chatbus: self-hosted chatbots over an event log (NATS JetStream).", no_args_is_help=True
+)
+app.command("projector")(run.projector)
+app.command("api")(run.api)
+app.command("worker")(run.worker)
+app.command("image-store")(run.image_store)
+app.command("up")(up.up)
+
+admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
+app.add_typer(admin, name="admin")
+admin.command("init")(admin_setup.admin_init)
+admin.command("make-demo-model")(admin_setup.admin_make_demo_model)
+admin.command("replay")(admin_replay.admin_replay)
+admin.command("import")(admin_import.admin_import)
+
+export_app = typer.Typer(help="Export training data and chats from the log.", no_args_is_help=True)
+admin.add_typer(export_app, name="export")
+export_app.command("sft")(admin_export.export_sft)
+export_app.command("preferences")(admin_export.export_preferences)
+export_app.command("chats")(admin_export.export_chats)
+
+audit_app = typer.Typer(help="Read the log's record of what happened.", no_args_is_help=True)
+admin.add_typer(audit_app, name="audit")
+audit_app.command("chat")(admin_audit.audit_chat)
+
+user_app = typer.Typer(help="Manage user accounts.", no_args_is_help=True)
+admin.add_typer(user_app, name="user")
+user_app.command("add")(admin_users.user_add)
+user_app.command("password")(admin_users.user_password)
+user_app.command("erase")(admin_users.user_erase)
+
+images_app = typer.Typer(help="Look after stored images.", no_args_is_help=True)
+admin.add_typer(images_app, name="images")
+images_app.command("collect")(admin_images.images_collect)
+
+key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
+admin.add_typer(key_app, name="key")
+key_app.command("issue")(admin_users.key_issue)
+key_app.command("revoke")(admin_users.key_revoke)
+
+
+def main() -> None:
+    """Run the `chatbus` command."""
+    app()

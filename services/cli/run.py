@@ -1,0 +1,142 @@
+"""`chatbus projector`, `api`, `worker` and `image-store`: run one service until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+import bus
+from bus import Bus
+from schemas.streams import WORKER_INBOX_PREFIX
+from services.cli.connect import connect
+from services.cli.models import models_config
+from services.cli.options import DEFAULT_NATS, ConfigOption, NatsOption
+from services.cli.output import console
+from services.cli.settings import data_dir, setup_logging
+
+
+async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run a service until SIGINT/SIGTERM sets its stop event."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run(stop)
+
+
+def serve(
+    url: str, name: str, run: Callable[[Bus, asyncio.Event], Awaitable[None]], *, worker: bool = False
+) -> None:
+    """Connect, declare the streams, and run one service until SIGINT/SIGTERM.
+
+    A worker connects with its own inbox prefix, and may lack the rights to declare streams (the
+    `worker` user of deploy/nats/accounts.conf): then it trusts that `chatbus admin init` did.
+    """
+
+    async def main(stop: asyncio.Event) -> None:
+        nbus = await connect(url, name, WORKER_INBOX_PREFIX if worker else "_INBOX")
+        try:
+            await bus.declare_all(nbus.js)
+        except bus.BusError as exc:
+            if not worker:
+                raise
+            logging.getLogger("chatbus").warning("cannot declare the streams (%s); assuming they exist", exc)
+        try:
+            await run(nbus, stop)
+        finally:
+            await nbus.close()
+
+    asyncio.run(_until_signal(main))
+
+
+def projector(
+    nats: NatsOption = DEFAULT_NATS,
+    db: Annotated[Path | None, typer.Option(envvar="CHATBUS_DB_PATH", help="DuckDB file it owns.")] = None,
+) -> None:
+    """Run the projector: fold the log into DuckDB and answer read queries over NATS."""
+    from services.projector import run_projector
+
+    setup_logging()
+    db_path = db or data_dir() / "readmodel.duckdb"
+
+    serve(nats, "projector", lambda nbus, stop: run_projector(nbus, db_path, stop))
+
+
+def api(nats: NatsOption = DEFAULT_NATS) -> None:
+    """Run the stateless HTTP API (REST, WebSocket, SSE); configure it with CHATBUS_API_* variables."""
+    from services.api import ApiSettings, run_api
+
+    setup_logging()
+    settings = ApiSettings.from_env()
+
+    serve(nats, "api", lambda nbus, stop: run_api(settings, nbus, stop))
+
+
+def worker(
+    model: Annotated[
+        str | None,
+        typer.Option(help="A model directory, a .gguf file or a built-in name (instead of the config's)."),
+    ] = None,
+    alias: Annotated[str | None, typer.Option(help="Name clients use for this model (token-safe).")] = None,
+    config: ConfigOption = None,
+    nats: NatsOption = DEFAULT_NATS,
+    capacity: Annotated[int | None, typer.Option(help="Replies generated at once.")] = None,
+    ack_wait: Annotated[
+        float | None, typer.Option(help="Seconds before a silent worker's reply is redelivered.")
+    ] = None,
+    worker_id: Annotated[str | None, typer.Option(help="Stable id of this worker (default: random).")] = None,
+) -> None:
+    """Run an LLM worker: serve one model alias, generating replies with continuous batching.
+
+    The alias's entry in the model config gives its source, default sampling and sizing; --model
+    serves any directory or .gguf file (converted once into the model cache) under --alias.
+    """
+    from schemas.ids import is_valid_id
+    from services.llm_worker import WorkerSettings, run_worker
+    from services.llm_worker.main import locate_model
+    from services.llm_worker.model_config import DEFAULT_ALIAS, ModelConfigError, entry_for
+    from services.llm_worker.sources import ModelSourceError
+
+    setup_logging()
+    models, path = models_config(config)
+    name = alias or os.environ.get("CHATBUS_WORKER_ALIAS") or DEFAULT_ALIAS
+    entry = models.models.get(name)
+    if entry is None and not (model or os.environ.get("CHATBUS_WORKER_MODEL")):
+        try:
+            entry_for(models, name, path or "the default model config")
+        except ModelConfigError as exc:
+            console.print(f"[red]{escape(str(exc))}[/]: add it there, or give --model")
+            raise typer.Exit(2) from exc
+    settings = WorkerSettings.from_env(
+        entry, model=model, alias=name, capacity=capacity, ack_wait=ack_wait, worker_id=worker_id
+    )
+    if not is_valid_id(settings.alias):
+        console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
+        raise typer.Exit(2)
+    settings.model_cache = settings.model_cache or str(data_dir() / "models")
+    try:
+        with console.status(f"preparing {settings.model} (a GGUF file is converted once) ..."):
+            settings.model = str(locate_model(settings.model, Path(settings.model_cache)))
+    except (ModelSourceError, ModelConfigError) as exc:
+        console.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(2) from exc
+
+    serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop), worker=True)
+
+
+def image_store(nats: NatsOption = DEFAULT_NATS) -> None:
+    """Run the image store: normalise uploads, fetch image URLs safely, store images once by sha256."""
+    from services.image_store import ImageStoreSettings, run_image_store
+
+    setup_logging()
+    settings = ImageStoreSettings.from_env()
+
+    serve(nats, "image-store", lambda nbus, stop: run_image_store(settings, nbus, stop))
