@@ -62,6 +62,9 @@ class Credentials:
         return creds
 
 
+_RELOADED = b"Reloaded server configuration"
+
+
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -127,15 +130,22 @@ class EmbeddedServer:
         name = user or self.config.credentials.user
         return f"nats://{name}:{self.config.credentials.password}@{self.config.host}:{self.config.port}"
 
+    @property
+    def conf_path(self) -> Path:
+        return self.config.store_dir.parent / "nats-server.conf"
+
+    def _write_config(self) -> None:
+        # Created 0600 from the start: it holds the password in clear.
+        fd = os.open(self.conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(self.config.render())
+        os.chmod(self.conf_path, 0o600)
+
     def start(self, timeout: float = 20.0) -> None:
         """Write the config, start the server and wait until its port accepts connections."""
         self.config.store_dir.mkdir(parents=True, exist_ok=True)
-        conf_path = self.config.store_dir.parent / "nats-server.conf"
-        # Created 0600 from the start: it holds the password in clear.
-        fd = os.open(conf_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self.config.render())
-        os.chmod(conf_path, 0o600)
+        conf_path = self.conf_path
+        self._write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
             [nats_server_binary(), "-c", str(conf_path)], stdout=log, stderr=log, start_new_session=True
@@ -153,6 +163,27 @@ class EmbeddedServer:
                 time.sleep(0.05)
         self.stop()
         raise ServerStartError(f"nats-server did not start within {timeout}s; see {self.log_path}")
+
+    def add_accounts(self, names: list[str], timeout: float = 10.0) -> None:
+        """Add accounts (each with its user, as `ServerConfig.accounts`) to the running server: rewrite
+        its config and have it reload (SIGHUP), waiting until the log says it did."""
+        if self.process is None or self.process.poll() is not None:
+            raise ServerStartError("nats-server is not running")
+        done = self._log_count(_RELOADED)
+        self.config.accounts.extend(names)
+        self._write_config()
+        self.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self._log_count(_RELOADED) == done:
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"nats-server did not reload within {timeout}s; see {self.log_path}")
+            time.sleep(0.02)
+
+    def _log_count(self, text: bytes) -> int:
+        try:
+            return self.log_path.read_bytes().count(text)
+        except FileNotFoundError:
+            return 0
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server (SIGTERM lets JetStream flush), then kill it if it lingers."""

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 import bus
 from bus import Bus, Credentials, EmbeddedServer, ServerConfig
 
-ACCOUNTS = [f"t{i}" for i in range(120)]
+ACCOUNTS_AT_ONCE = 40  # accounts the server gets at start, and again each time they run out
 _next_account = itertools.count()
 ARTIFACTS = Path(os.environ.get("CHATBUS_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts"))
 
@@ -29,7 +29,11 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
     """The session's nats-server, with one account per test."""
     root = tmp_path_factory.mktemp("nats")
     server = EmbeddedServer(
-        ServerConfig(store_dir=root / "jetstream", credentials=Credentials.generate(), accounts=ACCOUNTS)
+        ServerConfig(
+            store_dir=root / "jetstream",
+            credentials=Credentials.generate(),
+            accounts=[f"t{i}" for i in range(ACCOUNTS_AT_ONCE)],
+        )
     )
     server.start()
     yield server
@@ -38,9 +42,13 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSe
 
 @pytest.fixture
 def nats_url(nats_server: EmbeddedServer) -> str:
-    """A URL (with credentials) into a fresh account of the session server: isolated streams."""
-    account = ACCOUNTS[next(_next_account)]
-    return nats_server.url_for(account)
+    """A URL (with credentials) into a fresh account of the session server: isolated streams.
+
+    Accounts are made as tests need them: when the server's run out, it reloads with more."""
+    number = next(_next_account)
+    if number >= len(nats_server.config.accounts):
+        nats_server.add_accounts([f"t{number + i}" for i in range(ACCOUNTS_AT_ONCE)])
+    return nats_server.url_for(f"t{number}")
 
 
 @pytest.fixture

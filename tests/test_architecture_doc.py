@@ -27,7 +27,7 @@ from schemas.streams import (
     STREAMS,
     worker_consumer,
 )
-from services.cli import app
+from services.cli.app import app
 
 ROOT = Path(__file__).parent.parent
 DOC = ROOT / "docs" / "architecture.md"

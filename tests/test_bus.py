@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import msgspec
 import pytest
 
 import bus
 import schemas
-from bus import Bus, ConcurrencyConflict
+from bus import Bus, ConcurrencyConflict, Credentials, EmbeddedServer, ServerConfig
 from schemas.chat import ChatCreated, ChatRenamed, ReplyCompleted, ReplyStarted
 from schemas.ids import new_id
 from schemas.streams import worker_consumer
@@ -166,3 +167,23 @@ async def test_micro_service_answers_and_reports_errors(nbus: Bus) -> None:
         assert err.value.code == "bad_request"
     finally:
         await service.stop()
+
+
+async def test_accounts_added_to_a_running_server_work_and_keep_the_others(tmp_path: Path) -> None:
+
+    config = ServerConfig(store_dir=tmp_path / "js", credentials=Credentials.generate(), accounts=["a0"])
+    server = EmbeddedServer(config, log_path=tmp_path / "nats.log")
+    server.start()
+    try:
+        first = await bus.connect(server.url_for("a0"), name="a0")
+        await bus.declare_all(first.js)
+        await first.js.publish("chat.c1.created", b"{}")
+        server.add_accounts(["a1"])
+        second = await bus.connect(server.url_for("a1"), name="a1")
+        await bus.declare_all(second.js)
+        assert (await second.js.stream_info("CHAT")).state.messages == 0  # its own streams
+        assert (await first.js.stream_info("CHAT")).state.messages == 1  # a0 kept its data and connection
+        await first.close()
+        await second.close()
+    finally:
+        server.stop()

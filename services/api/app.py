@@ -13,8 +13,18 @@ from aiohttp import WSCloseCode, web
 import bus
 from services.api.auth import auth_middleware
 from services.api.errors import error_middleware
-from services.api.keys import BUS, CLOSING, OPENAI_ROUTES, OPENAPI, PUBLIC_ROUTES, SETTINGS, SOCKETS
+from services.api.keys import (
+    BUS,
+    CLOSING,
+    MODEL_DEFAULTS,
+    OPENAI_ROUTES,
+    OPENAPI,
+    PUBLIC_ROUTES,
+    SETTINGS,
+    SOCKETS,
+)
 from services.api.openapi import build_openapi
+from services.api.presence import ModelDefaults
 from services.api.routes import ROUTES
 from services.api.settings import ApiSettings
 
@@ -48,6 +58,7 @@ def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     )
     app[SETTINGS] = settings
     app[BUS] = nbus
+    app[MODEL_DEFAULTS] = ModelDefaults(nbus.js)
     app[PUBLIC_ROUTES] = frozenset(route.name for route in ROUTES if route.public)
     app[OPENAI_ROUTES] = frozenset(route.name for route in ROUTES if route.dialect == "openai")
     app[OPENAPI] = msgspec.json.encode(build_openapi(ROUTES))

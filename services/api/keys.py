@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 import bus
+from services.api.presence import ModelDefaults
 from services.api.settings import ApiSettings
 
 SETTINGS = web.AppKey("settings", ApiSettings)
@@ -17,3 +18,4 @@ OPENAI_ROUTES: web.AppKey[frozenset[str]] = web.AppKey("openai_routes")  # error
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 CLOSING = web.AppKey("closing", asyncio.Event)
 OPENAPI = web.AppKey("openapi", bytes)
+MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 
 import msgspec
@@ -42,6 +43,33 @@ async def model_defaults(js: JetStream, alias: str) -> SamplingParams | None:
         (w for w in await live_workers(js, alias) if w.alias == alias), key=lambda w: w.started_at
     )
     return workers[0].defaults if workers else None
+
+
+class ModelDefaults:
+    """Each alias's default sampling (`model_defaults`), kept for `max_age` seconds once found.
+
+    Every post and completion needs it before its reply request; reading presence costs a KV scan
+    (1.5-3 ms). Heartbeats come every 5 s and live 15 s, so an answer a second old is as true as a
+    fresh one. Only served aliases are kept: a worker that has just started is seen at once.
+    """
+
+    def __init__(self, js: JetStream, max_age: float = 1.0) -> None:
+        self.js = js
+        self.max_age = max_age
+        self._found: dict[str, tuple[float, SamplingParams]] = {}
+
+    async def of(self, alias: str) -> SamplingParams | None:
+        """The default sampling of `alias`; None when no worker serves it."""
+        now = time.monotonic()
+        kept = self._found.get(alias)
+        if kept is not None and now - kept[0] < self.max_age:
+            return kept[1]
+        defaults = await model_defaults(self.js, alias)
+        if defaults is None:
+            self._found.pop(alias, None)
+        else:
+            self._found[alias] = (now, defaults)
+        return defaults
 
 
 def group_models(workers: list[WorkerPresence]) -> list[ModelInfo]:

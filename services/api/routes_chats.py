@@ -45,8 +45,7 @@ from services.api.chat_log import ChatBusy, decide_and_append, read_chat_state
 from services.api.erase import erase_chat
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
-from services.api.keys import BUS, SETTINGS
-from services.api.presence import model_defaults
+from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
 from services.api.projector import query
 from services.api.routes_images import unseen_images
 
@@ -206,7 +205,7 @@ async def _ask(request: web.Request, wanted: str | None, params: SamplingParams 
         raise ApiError(
             409, "no_model", "name a model: neither the message nor the chat has one, nor a default"
         )
-    defaults = await model_defaults(request.app[BUS].js, model)
+    defaults = await request.app[MODEL_DEFAULTS].of(model)
     if defaults is None:
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
     return Ask(model=model, params=params or defaults, by=principal_of(request).user_id)

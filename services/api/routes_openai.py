@@ -50,8 +50,7 @@ from schemas.sampling import SamplingParams
 from schemas.tokens import TokenDelta
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
-from services.api.keys import BUS, CLOSING, SETTINGS
-from services.api.presence import model_defaults
+from services.api.keys import BUS, CLOSING, MODEL_DEFAULTS, SETTINGS
 from services.api.reply_watch import ReplyWatch
 from services.api.routes_images import fetch_image, image_limit, store_image
 
@@ -242,7 +241,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await _read_request(request)
     _check_supported(body)
     js = request.app[BUS].js
-    defaults = await model_defaults(js, body.model)
+    defaults = await request.app[MODEL_DEFAULTS].of(body.model)
     if defaults is None:
         raise ApiError(
             404,

@@ -208,8 +208,16 @@ class Worker:
             worker_id=self.settings.worker_id,
             model=self.settings.alias,
         )
-        fence = await self._append_fenced(started, f"{reply_id}.started.{attempt}", None)
+        # The context was in the log before the request: read it while the start is appended (TTFT).
+        context = asyncio.ensure_future(bus.read_all(js, CHAT.name, context_subjects(chat_id)))
+        context.add_done_callback(_retrieved)
+        try:
+            fence = await self._append_fenced(started, f"{reply_id}.started.{attempt}", None)
+        except BaseException:
+            context.cancel()
+            raise
         if fence is None:
+            context.cancel()
             await delivery.ack()  # already ended (we died between appending the end and acking)
             return
         began = time.monotonic()
@@ -222,17 +230,17 @@ class Worker:
                     request, attempt, "", 0, 0, "cancelled", queue_ms, 0.0, 0.0
                 )
             else:
-                end = await self._generate(reply, attempt, began, queue_ms)
+                end = await self._generate(reply, await context, attempt, began, queue_ms)
         finally:
+            context.cancel()  # nothing if it is done
             if self.active.get(reply_id) is reply:
                 del self.active[reply_id]
         await self._finish(end, fence, delivery)
 
     async def _generate(
-        self, reply: ActiveReply, attempt: int, began: float, queue_ms: float
+        self, reply: ActiveReply, stored: list[bus.StoredMsg], attempt: int, began: float, queue_ms: float
     ) -> ReplyCompleted | ReplyFailed:
         request = reply.request
-        stored = await bus.read_all(self.bus.js, CHAT.name, context_subjects(request.chat_id))
         messages = build_messages(request, stored)
         wanted = image_hashes(messages)
         pictures = await self._load_images(wanted) if self.engine.supports_images else {}
@@ -482,3 +490,9 @@ def _open_images(blobs: dict[str, bytes]) -> dict[str, Any]:
         picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))
         pictures[sha] = picture
     return pictures
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark a task's outcome as seen: a context read we stopped needing may have failed, and that is fine."""
+    if not task.cancelled():
+        task.exception()
