@@ -22,13 +22,25 @@ class Coalescer:
 
     The loop shares the GIL with the engine's thread, so fewer, larger hand-overs leave more
     of each step to the engine. A chunk is due at `max_tokens` tokens, after `max_seconds`,
-    or when the reply finishes.
+    or when the reply finishes. With many replies at once each one's tokens come slower and every
+    chunk costs the same (an append to TOKENS, a frame to each watcher), so the wait grows with the
+    replies the engine runs (`active`): `max_seconds` per `per_wait` replies, e.g. 80 ms up to 4
+    replies, 320 ms at 16 (a reply then still updates ~3 times a second).
     """
 
-    def __init__(self, max_tokens: int, max_seconds: float, hand_over: Callable[[Chunk], None]) -> None:
+    def __init__(
+        self,
+        max_tokens: int,
+        max_seconds: float,
+        hand_over: Callable[[Chunk], None],
+        active: Callable[[], int] = lambda: 1,
+        per_wait: int = 4,
+    ) -> None:
         self.max_tokens = max_tokens
         self.max_seconds = max_seconds
         self.hand_over = hand_over
+        self.active = active
+        self.per_wait = per_wait
         self.first_token_at: float | None = None
         self._ids: list[int] = []
         self._last_hand_over = time.monotonic()
@@ -41,7 +53,8 @@ class Coalescer:
             if self.first_token_at is None:
                 self.first_token_at, first = now, True  # the first token goes out at once (TTFT)
             self._ids.extend(out.new_token_ids)
-        due = first or len(self._ids) >= self.max_tokens or now - self._last_hand_over >= self.max_seconds
+        wait = self.max_seconds * max(1.0, self.active() / self.per_wait)
+        due = first or len(self._ids) >= self.max_tokens or now - self._last_hand_over >= wait
         if out.finished or (self._ids and due):
             chunk, self._ids, self._last_hand_over = Chunk(self._ids, out), [], now
             self.hand_over(chunk)

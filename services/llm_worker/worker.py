@@ -272,7 +272,9 @@ class Worker:
                 self._wake_pending = True
             loop.call_soon_threadsafe(self._drain_inbox)
 
-        coalescer = Coalescer(self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over)
+        coalescer = Coalescer(
+            self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over, self.engine.active
+        )
         try:
             self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
