@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bus  # noqa: E402
 import schemas  # noqa: E402
+from schemas.subjects import ANY, reply_event, reply_tokens  # noqa: E402
 from schemas.tokens import TokenDelta  # noqa: E402
 from services.cli import processes  # noqa: E402
 
@@ -62,7 +63,7 @@ async def chatbus_round(
                     finish_time[0] = time.perf_counter()
                     finished.set()
 
-        sub = await nbus.nc.subscribe("chat.*.reply.*.completed", cb=on_completed)
+        sub = await nbus.nc.subscribe(reply_event(ANY, ANY, "completed"), cb=on_completed)
         body = {
             "content": "Tell me a short story about a lighthouse keeper.",
             "model": "demo",
@@ -138,7 +139,7 @@ async def _publish_paced(nbus: bus.Bus, chat_id: str, rate: float, count: int) -
             n_tokens=1,
         )
         return nbus.js.publish_async(
-            f"tokens.{chat_id}.rbench",
+            reply_tokens(chat_id, "rbench"),
             schemas.encode(delta),
             headers={"Nats-Msg-Id": f"rbench.{chat_id}.{i}"},
         )

@@ -64,6 +64,7 @@ sys.path.insert(0, str(ROOT))
 import bus  # noqa: E402
 import schemas  # noqa: E402
 from schemas.chat import ReplyCompleted, ReplyRequested, ReplyStarted  # noqa: E402
+from schemas.subjects import context_subjects, one_chat, reply_event  # noqa: E402
 from services.cli import processes  # noqa: E402
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -666,11 +667,6 @@ def _x(ratio: float | None) -> str:
 # ---------------------------------------------------------------- fixed cost of one chatbus reply
 
 
-def context_subjects(chat_id: str) -> list[str]:
-    """services.llm_worker.context.context_subjects (importing that package would import torch here)."""
-    return [f"chat.{chat_id}.created", f"chat.{chat_id}.message.posted", f"chat.{chat_id}.reply.*.completed"]
-
-
 async def breakdown(
     stack: Chatbus, chatbus: ChatbusPath, raw: RawPath | None, tokens: int, runs: int
 ) -> tuple[Table, list[str]]:
@@ -702,7 +698,7 @@ async def breakdown(
             raw_ttfts.append(out.ttft[0] * 1000)
             raw_per_token.append((out.wall - out.ttft[0]) * 1000 / max(1, out.completion[0] - 1))
         await asyncio.sleep(0.3)  # let the projector settle before reading the log
-        stored = await bus.read_all(stack.nbus.js, "CHAT", [f"chat.{timing.chat_id}.>"])
+        stored = await bus.read_all(stack.nbus.js, "CHAT", [one_chat(timing.chat_id)])
         events = [schemas.decode_event(m.data) for m in stored]
         requested = next(e for e in events if isinstance(e, ReplyRequested))
         started = next(e for e in events if isinstance(e, ReplyStarted))
@@ -737,7 +733,7 @@ async def breakdown(
         t0 = time.perf_counter()
         await bus.read_all(stack.nbus.js, "CHAT", context_subjects(timing.chat_id))  # the worker's filter
         t1 = time.perf_counter()
-        await bus.last_msg(stack.nbus.js, "CHAT", f"chat.{timing.chat_id}.reply.{timing.reply_id}.cancelled")
+        await bus.last_msg(stack.nbus.js, "CHAT", reply_event(timing.chat_id, timing.reply_id, "cancelled"))
         t2 = time.perf_counter()
         read_ms.append((t1 - t0) * 1000)
         last_ms.append((t2 - t1) * 1000)

@@ -33,6 +33,7 @@ from schemas.chat import (  # noqa: E402
     ReplyStarted,
 )
 from schemas.ids import new_id  # noqa: E402
+from schemas.subjects import ALL_CHATS, subject_of  # noqa: E402
 from services.projector import replay  # noqa: E402
 
 TARGET = 100_000
@@ -154,9 +155,7 @@ async def fill(nbus: bus.Bus, events: list[schemas.Event], window: int = 4000) -
     futures = []
     for event in events:
         futures.append(
-            await nbus.js.publish_async(
-                schemas.subject_of(event), schemas.encode(event), headers=_headers(event)
-            )
+            await nbus.js.publish_async(subject_of(event), schemas.encode(event), headers=_headers(event))
         )
         if len(futures) >= window:
             await asyncio.gather(*futures)
@@ -231,8 +230,8 @@ async def main(n_events: int, repeat: int) -> int:
             # Medians of interleaved runs: this machine's speed drifts by tens of percent.
             follower_runs, bulk_runs, replays = [], [], []
             for i in range(repeat):
-                follower_runs.append(await raw_read(nbus, "follower", "CHAT", ["chat.>"], len(events)))
-                bulk_runs.append(await raw_read(nbus, "bulk", "CHAT", ["chat.>"], len(events)))
+                follower_runs.append(await raw_read(nbus, "follower", "CHAT", [ALL_CHATS], len(events)))
+                bulk_runs.append(await raw_read(nbus, "bulk", "CHAT", [ALL_CHATS], len(events)))
                 replays.append(await replay(nbus, root / f"replayed-{i}.duckdb"))
             export = await export_rounds(nbus, root, repeat)
             follower_s, bulk_s = statistics.median(follower_runs), statistics.median(bulk_runs)

@@ -2,7 +2,7 @@
 
 from nats.js import JetStreamContext as JetStream  # the type services annotate `js` with
 
-from bus.advisories import MaxDeliveries, decode_max_deliveries, max_deliveries_subject
+from bus.advisories import MaxDeliveries, decode_max_deliveries
 from bus.append import Appended, append_event, append_events, append_raw, purge_before, purge_subject
 from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
@@ -65,7 +65,6 @@ __all__ = [
     "get_object",
     "object_size",
     "put_object",
-    "max_deliveries_subject",
     "msg_at",
     "decode_max_deliveries",
     "MaxDeliveries",

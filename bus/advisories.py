@@ -14,11 +14,6 @@ class MaxDeliveries(msgspec.Struct, frozen=True):
     deliveries: int
 
 
-def max_deliveries_subject(stream: str, consumer: str) -> str:
-    """Where the server announces that `consumer` gave up on a message of `stream`."""
-    return f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{consumer}"
-
-
 def decode_max_deliveries(data: bytes) -> MaxDeliveries:
     """Decode the advisory (unknown fields ignored)."""
     return msgspec.json.decode(data, type=MaxDeliveries)

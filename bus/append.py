@@ -11,6 +11,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 import schemas
 from bus.errors import BusError, BusUnavailable, ConcurrencyConflict
+from schemas.subjects import subject_of
 
 # JetStream error codes (server/errors.json) that mean "the expected sequence did not hold".
 _WRONG_LAST_SEQUENCE = 10071
@@ -80,7 +81,7 @@ async def append_event(
     """Append one event on its subject; the dedup id is the event id unless given."""
     return await append_raw(
         js,
-        schemas.subject_of(event),
+        subject_of(event),
         schemas.encode(event),
         msg_id=msg_id or event.event_id,  # type: ignore[union-attr]
         expected_subject_seq=expected_subject_seq,
@@ -98,7 +99,7 @@ async def append_events(
     """
     futures = [
         await js.publish_async(
-            schemas.subject_of(event),
+            subject_of(event),
             schemas.encode(event),
             headers={"Nats-Msg-Id": event.event_id},  # type: ignore[union-attr]
         )
@@ -108,7 +109,7 @@ async def append_events(
     try:
         async with asyncio.timeout(timeout):
             for event, future in zip(events, futures, strict=True):
-                subject = schemas.subject_of(event)
+                subject = subject_of(event)
                 try:
                     ack = await future
                 except APIError as exc:

@@ -9,6 +9,8 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
+from schemas.subjects import DEFAULT_INBOX_PREFIX
+
 log = logging.getLogger(__name__)
 
 
@@ -30,7 +32,7 @@ class Bus:
                 await self.nc.close()
 
 
-async def connect(url: str, name: str, timeout: float = 5.0, inbox_prefix: str = "_INBOX") -> Bus:
+async def connect(url: str, name: str, timeout: float = 5.0, inbox_prefix: str = DEFAULT_INBOX_PREFIX) -> Bus:
     """Connect to NATS (credentials may be in the URL) and keep reconnecting forever when cut.
 
     `inbox_prefix` names where answers to this connection's requests arrive; a worker uses its own

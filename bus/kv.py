@@ -26,6 +26,7 @@ from nats.js.errors import (
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from bus.errors import BusError, BusUnavailable, Conflict, NotFound
+from schemas.subjects import kv_key, kv_prefix, kv_stream
 
 # JetStream error codes (server/errors.json).
 _NO_MESSAGE_FOUND = 10037
@@ -53,10 +54,9 @@ class KV:
     def __init__(self, js: JetStreamContext, bucket: str) -> None:
         self.bucket = bucket
         self._js = js
-        self._stream = f"KV_{bucket}"
-        self._prefix = f"$KV.{bucket}."
+        self._stream = kv_stream(bucket)
         # Built directly: nats-py's `js.key_value()` asks for the stream's info on every open.
-        self._kv = KeyValue(name=bucket, stream=self._stream, pre=self._prefix, js=js, direct=False)
+        self._kv = KeyValue(name=bucket, stream=self._stream, pre=kv_prefix(bucket), js=js, direct=False)
 
     async def get(self, key: str) -> KVEntry:
         """The key's current entry; NotFound when it is missing, deleted, purged or expired."""
@@ -113,7 +113,7 @@ class KV:
     def _subject(self, key: str) -> str:
         if not _KEY.match(key):
             raise ValueError(f"not a valid KV key: {key!r}")
-        return self._prefix + key
+        return kv_key(self.bucket, key)
 
     async def _call(self, what: str, op: Awaitable[T]) -> T:
         """Await a nats-py call, its errors mapped to the bus's own."""

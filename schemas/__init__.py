@@ -1,4 +1,4 @@
-"""The event catalogue, API bodies and subject builders. Imports msgspec and the stdlib only."""
+"""The event catalogue and API bodies (subjects: schemas/subjects.py). Imports msgspec and the stdlib only."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from schemas import chat, identity, image, tokens
 from schemas.chat import ChatEventUnion
 from schemas.identity import IdentityEventUnion
 from schemas.image import ImageEventUnion
@@ -47,17 +46,6 @@ def decode_lines(lines: bytes, count: int) -> list[Event]:
     if len(events) != count:
         raise msgspec.DecodeError("a body is blank")
     return events
-
-
-def subject_of(event: Event) -> str:
-    """The subject an event is appended on."""
-    if isinstance(event, ChatEventUnion.__args__):
-        return chat.subject_of(event)  # type: ignore[arg-type]
-    if isinstance(event, IdentityEventUnion.__args__):
-        return identity.subject_of(event)  # type: ignore[arg-type]
-    if isinstance(event, ImageEventUnion.__args__):
-        return image.subject_of(event)  # type: ignore[arg-type]
-    return tokens.subject_of(event)  # type: ignore[arg-type]
 
 
 def now() -> datetime:

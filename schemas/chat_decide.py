@@ -25,11 +25,11 @@ from schemas.chat import (
     MessagePosted,
     ReplyCancelled,
     ReplyRequested,
-    chat_subject,
 )
 from schemas.chat_state import ChatState, context_ids
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
+from schemas.subjects import chat_event
 
 E = TypeVar("E", bound=ChatEventUnion)
 
@@ -83,7 +83,7 @@ class Ask:
 
 def post_fence(state: ChatState) -> Fence:
     """A post holds only while the chat's last post is the one `state` saw."""
-    return Fence(chat_subject(state.chat_id, "message.posted"), state.last_post_seq)
+    return Fence(chat_event(state.chat_id, "message.posted"), state.last_post_seq)
 
 
 def _alive(state: ChatState) -> None:

@@ -37,8 +37,8 @@ from schemas.chat import (
     ReplyRequested,
     ReplyStarted,
     Role,
-    chat_subject,
 )
+from schemas.subjects import chat_event
 from schemas.tree import ChatTree
 
 ReplyStatus = Literal["requested", "started", "completed", "failed", "cancelled"]
@@ -150,9 +150,9 @@ class ChatState:
     def skip(self, seq: int, subject: str) -> None:
         """Note an event this version cannot read: it still moves the fences (a tombstone still counts)."""
         self.last_seq = max(self.last_seq, seq)
-        if subject == chat_subject(self.chat_id, "message.posted"):
+        if subject == chat_event(self.chat_id, "message.posted"):
             self.last_post_seq = seq
-        elif subject == chat_subject(self.chat_id, "erased"):
+        elif subject == chat_event(self.chat_id, "erased"):
             self.erased = True
 
     def _posted(self, seq: int, event: MessagePosted) -> None:

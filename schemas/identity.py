@@ -83,33 +83,3 @@ IdentityEventUnion = (
     | PasswordSet
     | UserErased
 )
-
-
-def user_subject(user_id: str, kind: str) -> str:
-    """Subject of a user event, e.g. `user.<id>.created`."""
-    return f"user.{user_id}.{kind}"
-
-
-def apikey_subject(key_id: str, kind: str) -> str:
-    """Subject of an API key event, e.g. `apikey.<key_id>.issued`."""
-    return f"apikey.{key_id}.{kind}"
-
-
-def subject_of(event: IdentityEventUnion) -> str:
-    """The subject an identity event is appended on."""
-    match event:
-        case UserCreated():
-            return user_subject(event.user_id, "created")
-        case UserRoleChanged():
-            return user_subject(event.user_id, "role_changed")
-        case ApiKeyIssued():
-            return apikey_subject(event.key_id, "issued")
-        case ApiKeyRevoked():
-            return apikey_subject(event.key_id, "revoked")
-        case TrainingConsentSet():
-            return user_subject(event.user_id, "consent")
-        case PasswordSet():
-            return user_subject(event.user_id, "password")
-        case UserErased():
-            return user_subject(event.user_id, "erased")
-    raise TypeError(f"not an identity event: {event!r}")

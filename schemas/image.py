@@ -46,23 +46,6 @@ class ImagePurged(ImageEvent, frozen=True, kw_only=True, tag="image.purged"):
 ImageEventUnion = ImageStored | ImagePurged
 
 
-def image_subject(sha256: str, kind: str) -> str:
-    """Subject of an image event, e.g. `image.<sha256>.purged`."""
-    return f"image.{sha256}.{kind}"
-
-
-def stored_subject(sha256: str, uploaded_by: str) -> str:
-    """Subject of `uploaded_by`'s stored event of an image (`*` for every uploader)."""
-    return image_subject(sha256, f"stored.{uploaded_by}")
-
-
-def subject_of(event: ImageStored | ImagePurged) -> str:
-    """The subject an image event is appended on."""
-    if isinstance(event, ImageStored):
-        return stored_subject(event.sha256, event.uploaded_by)
-    return image_subject(event.sha256, "purged")
-
-
 def is_sha256(value: str) -> bool:
     """Whether value is a lowercase hex sha256 digest."""
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)

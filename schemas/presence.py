@@ -25,8 +25,3 @@ class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     # with it, so the request event records exactly what the model was asked.
     defaults: SamplingParams = SamplingParams()
     max_context: int = 0  # tokens of prompt + reply the model takes (0: unknown)
-
-
-def presence_key(alias: str, worker_id: str) -> str:
-    """KV key of a worker's presence entry."""
-    return f"{alias}.{worker_id}"

@@ -6,6 +6,16 @@ from typing import Literal
 
 import msgspec
 
+from schemas.subjects import (
+    ALL_APIKEYS,
+    ALL_CHATS,
+    ALL_GROUPS,
+    ALL_IMAGES,
+    ALL_TOKENS,
+    ALL_USERS,
+    reply_requests_of,
+)
+
 HOUR = 3600.0
 DAY = 24 * HOUR
 
@@ -44,27 +54,27 @@ class ConsumerSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 CHAT = StreamSpec(
     name="CHAT",
-    subjects=["chat.>"],
+    subjects=[ALL_CHATS],
     description="Conversation facts: chats, messages, replies (kept forever).",
     # Long enough that a worker retrying a completion after a reconnect is still deduplicated.
     duplicate_window=30 * 60.0,
 )
 IDENTITY = StreamSpec(
     name="IDENTITY",
-    subjects=["user.>", "apikey.>", "group.>"],
+    subjects=[ALL_USERS, ALL_APIKEYS, ALL_GROUPS],
     description="Accounts, roles and API key hashes (never keys or passwords).",
     duplicate_window=30 * 60.0,
 )
 TOKENS = StreamSpec(
     name="TOKENS",
-    subjects=["tokens.>"],
+    subjects=[ALL_TOKENS],
     description="Live token deltas of replies, so any client can resume a live reply.",
     max_age=DAY,
     deny_delete=False,
 )
 IMAGE = StreamSpec(
     name="IMAGE",
-    subjects=["image.>"],
+    subjects=[ALL_IMAGES],
     description="Images stored by content (sha256); their bytes live in the object store `images`.",
     duplicate_window=30 * 60.0,
 )
@@ -89,8 +99,6 @@ LOGIN_ATTEMPTS_KV = KVSpec(bucket="login_attempts", description="Failed logins p
 KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV)
 
 PROJECTOR_SERVICE = "projector"
-# Workers take answers on their own inbox prefix, so the `worker` NATS user reads no one else's.
-WORKER_INBOX_PREFIX = "_INBOX_worker"
 # The image store answers `images.upload` (raw bytes + these headers) and `images.fetch` (JSON FetchImage).
 IMAGE_SERVICE = "images"
 MEDIA_TYPE_HEADER = "Chatbus-Media-Type"
@@ -103,7 +111,7 @@ def worker_consumer(alias: str, ack_wait: float = 30.0, max_deliver: int = 5) ->
     return ConsumerSpec(
         stream=CHAT.name,
         durable=f"worker-{alias}",
-        filter_subject=f"chat.*.reply.*.requested.{alias}",
+        filter_subject=reply_requests_of(alias),
         ack_wait=ack_wait,
         max_deliver=max_deliver,
     )

@@ -21,13 +21,3 @@ class TokenDelta(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", ta
 
 
 TokenEventUnion = TokenDelta
-
-
-def tokens_subject(chat_id: str, reply_id: str) -> str:
-    """Subject of a reply's token deltas."""
-    return f"tokens.{chat_id}.{reply_id}"
-
-
-def subject_of(event: TokenDelta) -> str:
-    """The subject a token delta is published on."""
-    return tokens_subject(event.chat_id, event.reply_id)

@@ -12,9 +12,10 @@ from aiohttp.test_utils import TestClient
 import bus
 import schemas
 from bus import Bus
-from schemas.presence import WorkerPresence, presence_key
+from schemas.presence import WorkerPresence
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from schemas.streams import WORKERS_KV
+from schemas.subjects import presence_key
 from services.api import ApiSettings
 from services.image_store import ImageStoreSettings
 from services.image_store.fetch import FetchPolicy

@@ -27,6 +27,7 @@ from schemas.streams import (
     STREAMS,
     worker_consumer,
 )
+from schemas.subjects import subject_of
 from services.cli.app import app
 
 ROOT = Path(__file__).parent.parent
@@ -66,7 +67,7 @@ def _placeholder_event(event_type: Any) -> Any:
 
 def real_subjects() -> set[str]:
     """Every subject pattern an event is appended on, plus the streams' own subject filters."""
-    subjects = {schemas.subject_of(_placeholder_event(t)) for t in schemas.EVENT_TYPES}
+    subjects = {subject_of(_placeholder_event(t)) for t in schemas.EVENT_TYPES}
     return subjects | {subject for spec in STREAMS for subject in spec.subjects}
 
 

@@ -78,7 +78,7 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
     import schemas
     from schemas.chat import ChatCreated, MessagePosted, ReplyCompleted, ReplyRequested
     from schemas.sampling import SamplingParams
-    from schemas.streams import WORKER_INBOX_PREFIX
+    from schemas.subjects import WORKER_INBOX_PREFIX
     from services.image_store.store import store_image
     from services.llm_worker import WorkerSettings
     from services.llm_worker.engine import EngineConfig

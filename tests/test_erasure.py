@@ -14,7 +14,8 @@ import schemas
 from schemas.chat import ChatErased, ReplyCompleted
 from schemas.identity import UserErased
 from schemas.ids import new_id
-from schemas.tokens import TokenDelta, tokens_subject
+from schemas.subjects import reply_tokens
+from schemas.tokens import TokenDelta
 from services.image_store.collect import collect_images
 from services.projector import dump_read_model, replay
 from services.projector.export import ExportFilter, chats_json, read_log
@@ -43,7 +44,7 @@ async def _chat_with_everything(
     )
     reply_id = posted["reply_id"]
     delta = TokenDelta(chat_id=c, reply_id=reply_id, attempt=1, index=0, text=SECRET, n_tokens=3)
-    await api.nbus.js.publish(tokens_subject(c, reply_id), schemas.encode(delta))
+    await api.nbus.js.publish(reply_tokens(c, reply_id), schemas.encode(delta))
     done = ReplyCompleted(
         event_id=new_id("e"), chat_id=c, at=schemas.now(), reply_id=reply_id, attempt=1, worker_id="w1",
         model="demo", text=f"echo: {SECRET}", prompt_tokens=3, completion_tokens=3, finish_reason="stop",

@@ -39,6 +39,7 @@ from schemas.queries import (
     ListMessages,
     MessagesAnswer,
 )
+from schemas.subjects import subject_of
 from services.projector import ReadModelExists, dump_read_model, replay, run_projector
 from services.projector.fold import decode_bulk
 from services.projector.projection import project
@@ -330,9 +331,7 @@ def _life(i: int) -> list[Any]:
 
 async def _publish_fast(nbus: Bus, events: list[Any]) -> None:
     futures = [
-        await nbus.js.publish_async(
-            schemas.subject_of(e), schemas.encode(e), headers={"Nats-Msg-Id": e.event_id}
-        )
+        await nbus.js.publish_async(subject_of(e), schemas.encode(e), headers={"Nats-Msg-Id": e.event_id})
         for e in events
     ]
     await asyncio.gather(*futures)

@@ -156,6 +156,7 @@ async def test_a_request_whose_last_delivery_died_with_its_worker_ends_failed(
     """The server gives up after max_deliver; a live worker of the alias then appends `reply.failed`."""
     from schemas.chat import ReplyFailed
     from schemas.streams import worker_consumer
+    from schemas.subjects import max_deliveries_advisory
 
     # A worker that takes the request and dies: it fetches and never acks. One delivery allowed.
     request = await request_reply(nbus, "cg", "Hi", SamplingParams(max_new_tokens=4), model="ghost")
@@ -166,7 +167,7 @@ async def test_a_request_whose_last_delivery_died_with_its_worker_ends_failed(
     assert taken.metadata.sequence.stream > 0
     # A live worker serving that alias hears the advisory.
     gave_up = await nbus.nc.subscribe(
-        bus.max_deliveries_subject("CHAT", ghost.durable), queue=ghost.durable, cb=worker._on_gave_up
+        max_deliveries_advisory("CHAT", ghost.durable), queue=ghost.durable, cb=worker._on_gave_up
     )
     try:
         failed = await wait_event(nbus, f"chat.cg.reply.{request.reply_id}.failed", 10)

@@ -9,8 +9,9 @@ import msgspec
 from aiohttp import web
 
 import bus
-from schemas.chat import ChatCreated, chat_subject
+from schemas.chat import ChatCreated
 from schemas.streams import CHAT
+from schemas.subjects import chat_event
 from services.api.auth import principal_of
 from services.api.errors import ApiError
 from services.api.inputs import path_id
@@ -46,9 +47,9 @@ async def chat_access(request: web.Request, *, write: bool, deleted_too: bool = 
     principal = principal_of(request)
     js = request.app[BUS].js
     created, deleted, restored = await asyncio.gather(
-        bus.last_msg(js, CHAT.name, chat_subject(chat_id, "created")),
-        bus.last_msg(js, CHAT.name, chat_subject(chat_id, "deleted")),
-        bus.last_msg(js, CHAT.name, chat_subject(chat_id, "restored")),
+        bus.last_msg(js, CHAT.name, chat_event(chat_id, "created")),
+        bus.last_msg(js, CHAT.name, chat_event(chat_id, "deleted")),
+        bus.last_msg(js, CHAT.name, chat_event(chat_id, "restored")),
     )
     is_deleted = deleted is not None and (restored is None or restored.seq < deleted.seq)
     if created is None or (is_deleted and not deleted_too):

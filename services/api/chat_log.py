@@ -13,6 +13,7 @@ from schemas.chat import ChatEvent
 from schemas.chat_decide import Decision
 from schemas.chat_state import ChatState
 from schemas.streams import CHAT
+from schemas.subjects import one_chat
 
 # How often a fenced decision is read and made again when the chat changed under it.
 DECIDE_ATTEMPTS = 5
@@ -25,7 +26,7 @@ class ChatBusy(Exception):
 async def read_chat_state(js: JetStream, chat_id: str) -> ChatState:
     """Fold every event of the chat the log holds now."""
     state = ChatState(chat_id)
-    for msg in await bus.read_all(js, CHAT.name, [f"chat.{chat_id}.>"]):
+    for msg in await bus.read_all(js, CHAT.name, [one_chat(chat_id)]):
         try:
             event = schemas.decode_event(msg.data)
         except msgspec.DecodeError:  # written by a newer version: its sequence still counts

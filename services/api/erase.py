@@ -21,9 +21,22 @@ from schemas import chat_decide as decide
 from schemas.chat import ChatCreated, ChatErased
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
-from schemas.image import stored_subject
 from schemas.queries import ReleasedImages, ReleaseImages
 from schemas.streams import CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
+from schemas.subjects import (
+    ANY,
+    apikey_event,
+    chat_event,
+    chat_tokens,
+    feedback,
+    image_stored,
+    one_apikey,
+    one_chat,
+    one_user,
+    parse_image_subject,
+    service_endpoint,
+    subject_of,
+)
 from services.api.chat_log import read_chat_state
 
 log = logging.getLogger(__name__)
@@ -45,16 +58,18 @@ class Erased:
     seq: int = 0  # the (last) tombstone's sequence
 
 
-async def _tombstone(nbus: Bus, stream: str, prefix: str, tombstone: ChatErased | UserErased) -> int:
-    """Append the tombstone and purge every earlier message under `prefix`; repeat while late ones land."""
+async def _tombstone(nbus: Bus, stream: str, everything: str, tombstone: ChatErased | UserErased) -> int:
+    """Append the tombstone and purge every earlier message on `everything` (the chat's or user's
+    subjects); repeat while late ones land."""
     seq = 0
+    mark = subject_of(tombstone)
     for _ in range(PURGE_ROUNDS):
         seq = (await bus.append_event(nbus.js, tombstone, msg_id=new_id("e"))).seq
-        await bus.purge_before(nbus.js, stream, f"{prefix}.>", seq)
-        remaining = await bus.read_all(nbus.js, stream, [f"{prefix}.>"])
-        if all(m.subject == f"{prefix}.erased" for m in remaining):  # ours, or a concurrent erasure's
+        await bus.purge_before(nbus.js, stream, everything, seq)
+        remaining = await bus.read_all(nbus.js, stream, [everything])
+        if all(m.subject == mark for m in remaining):  # ours, or a concurrent erasure's
             return seq
-    raise bus.BusUnavailable(f"{prefix} kept receiving events while being erased")
+    raise bus.BusUnavailable(f"{everything} kept receiving events while being erased")
 
 
 async def _release(nbus: Bus, hashes: list[str]) -> list[str]:
@@ -63,7 +78,11 @@ async def _release(nbus: Bus, hashes: list[str]) -> list[str]:
         return []
     try:
         answer = await bus.call(
-            nbus.nc, f"{IMAGE_SERVICE}.release", ReleaseImages(hashes=hashes), ReleasedImages, timeout=30
+            nbus.nc,
+            service_endpoint(IMAGE_SERVICE, "release"),
+            ReleaseImages(hashes=hashes),
+            ReleasedImages,
+            timeout=30,
         )
     except bus.ServiceError as exc:
         log.warning("images not released now (%s): `chatbus admin images collect` will", exc)
@@ -82,11 +101,11 @@ async def _erase_chat(nbus: Bus, chat_id: str, by: str) -> Erased:
     erasure = decide.erase(await read_chat_state(nbus.js, chat_id), by)
     for cancel in erasure.cancels:  # workers stop the replies still being generated
         await bus.append_event(nbus.js, cancel)
-    seq = await _tombstone(nbus, CHAT.name, f"chat.{chat_id}", erasure.tombstone)
-    await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
+    seq = await _tombstone(nbus, CHAT.name, one_chat(chat_id), erasure.tombstone)
+    await bus.purge_subject(nbus.js, TOKENS.name, chat_tokens(chat_id))
     if erasure.cancels:  # a worker may still publish a delta or two before it hears the cancel
         await asyncio.sleep(LATE_DELTAS_SECONDS)
-        await bus.purge_subject(nbus.js, TOKENS.name, f"tokens.{chat_id}.>")
+        await bus.purge_subject(nbus.js, TOKENS.name, chat_tokens(chat_id))
     return Erased(chats=[chat_id], images_released=erasure.images, seq=seq)
 
 
@@ -95,16 +114,16 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
     js = nbus.js
     result = Erased()
     # Keys first: from here on the user can start nothing new (no chat, upload or rating).
-    for msg in await bus.read_all(js, IDENTITY.name, ["apikey.*.issued"]):
+    for msg in await bus.read_all(js, IDENTITY.name, [apikey_event(ANY, "issued")]):
         try:
             key = _key_decoder.decode(msg.data)
         except msgspec.DecodeError:
             continue
         if key.user_id == user_id:
-            await bus.purge_subject(js, IDENTITY.name, f"apikey.{key.key_id}.>")
+            await bus.purge_subject(js, IDENTITY.name, one_apikey(key.key_id))
     for _ in range(PURGE_ROUNDS):  # again, for a chat created while we were erasing the others
         owned = []
-        for msg in await bus.read_all(js, CHAT.name, ["chat.*.created"]):
+        for msg in await bus.read_all(js, CHAT.name, [chat_event(ANY, "created")]):
             try:
                 chat = _created_decoder.decode(msg.data)
             except msgspec.DecodeError:
@@ -117,11 +136,14 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             erased = await _erase_chat(nbus, chat_id, by)
             result.chats.append(chat_id)
             result.images_released.extend(erased.images_released)
-    await bus.purge_subject(js, CHAT.name, f"chat.*.feedback.*.{user_id}")
-    uploads = await bus.read_all(js, IMAGE.name, [stored_subject("*", user_id)])
-    result.images_released.extend(m.subject.split(".")[1] for m in uploads)
-    await bus.purge_subject(js, IMAGE.name, stored_subject("*", user_id))
+    await bus.purge_subject(js, CHAT.name, feedback(ANY, ANY, user_id))
+    uploads = [
+        parse_image_subject(m.subject)
+        for m in await bus.read_all(js, IMAGE.name, [image_stored(ANY, user_id)])
+    ]
+    result.images_released.extend(upload.sha256 for upload in uploads if upload is not None)
+    await bus.purge_subject(js, IMAGE.name, image_stored(ANY, user_id))
     tombstone = UserErased(event_id=new_id("e"), at=schemas.now(), user_id=user_id, by=by)
-    result.seq = await _tombstone(nbus, IDENTITY.name, f"user.{user_id}", tombstone)
+    result.seq = await _tombstone(nbus, IDENTITY.name, one_user(user_id), tombstone)
     result.images_released = await _release(nbus, list(dict.fromkeys(result.images_released)))
     return result

@@ -19,11 +19,10 @@ from schemas.identity import (
     UserCreated,
     UserRole,
     UserRoleChanged,
-    apikey_subject,
-    user_subject,
 )
 from schemas.ids import new_id
 from schemas.streams import IDENTITY
+from schemas.subjects import one_apikey, one_user, user_event
 
 USER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
@@ -102,7 +101,7 @@ async def user_role(js: JetStream, user_id: str) -> UserRole | None:
     """The user's current role from the log, or None when the user does not exist."""
     if not is_valid_user_id(user_id):
         return None
-    last = await bus.last_msg(js, IDENTITY.name, user_subject(user_id, ">"))
+    last = await bus.last_msg(js, IDENTITY.name, one_user(user_id))
     if last is None:
         return None
     event = _decode_user(last.data)
@@ -110,7 +109,7 @@ async def user_role(js: JetStream, user_id: str) -> UserRole | None:
         return event.role
     # A newer kind of user event is last: read the kinds that carry the role.
     for kind in ("role_changed", "created"):
-        msg = await bus.last_msg(js, IDENTITY.name, user_subject(user_id, kind))
+        msg = await bus.last_msg(js, IDENTITY.name, user_event(user_id, kind))
         if msg is not None and (event := _decode_user(msg.data)) is not None:
             return event.role
     return None
@@ -145,7 +144,7 @@ async def revoke_key(js: JetStream, key_id: str) -> None:
     """Revoke a key (idempotent); every replica refuses it from the next request on."""
     last = None
     if _KEY_ID_RE.match(key_id):
-        last = await bus.last_msg(js, IDENTITY.name, apikey_subject(key_id, ">"))
+        last = await bus.last_msg(js, IDENTITY.name, one_apikey(key_id))
     if last is None:
         raise UnknownKey(f"no API key {key_id!r}")
     event = _key_decoder.decode(last.data)
@@ -160,7 +159,7 @@ async def authenticate(js: JetStream, key: str) -> Principal | None:
     key_id = parse_key(key)
     if key_id is None:
         return None
-    last = await bus.last_msg(js, IDENTITY.name, apikey_subject(key_id, ">"))
+    last = await bus.last_msg(js, IDENTITY.name, one_apikey(key_id))
     if last is None:
         return None
     try:

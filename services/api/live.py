@@ -18,7 +18,7 @@ import bus
 import schemas
 from bus import JetStream, StoredMsg
 from schemas.streams import CHAT, TOKENS
-from schemas.tokens import tokens_subject
+from schemas.subjects import ANY, REPLY_ENDS, one_chat, parse_reply_subject, reply_tokens
 from services.api.access import chat_access
 from services.api.auth import bearer_key, session_of
 from services.api.errors import ApiError
@@ -61,8 +61,6 @@ class Position:
         return f"{self.chat_seq}:{self.token_seq}"
 
 
-# Reply events after which no delta of the reply follows.
-_ENDS = frozenset({"completed", "failed"})
 # How long an end event waits for its reply's deltas to go out first (they are already stored).
 DELTAS_FIRST_SECONDS = 2.0
 
@@ -75,9 +73,9 @@ class ChatFeed:
         self.chat_id = chat_id
         self.position = position
         self.tokens_sent = asyncio.Condition()
-        self.chat = bus.Follower(js, CHAT.name, [f"chat.{chat_id}.>"], start_seq=position.chat_seq + 1)
+        self.chat = bus.Follower(js, CHAT.name, [one_chat(chat_id)], start_seq=position.chat_seq + 1)
         self.tokens = bus.Follower(
-            js, TOKENS.name, [tokens_subject(chat_id, "*")], start_seq=position.token_seq + 1
+            js, TOKENS.name, [reply_tokens(chat_id, ANY)], start_seq=position.token_seq + 1
         )
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -119,10 +117,10 @@ class ChatFeed:
         `reply.completed` could miss the last deltas still on their way.
         """
         for msg in msgs:
-            parts = msg.subject.split(".")
-            if len(parts) != 5 or parts[2] != "reply" or parts[4] not in _ENDS:
+            reply = parse_reply_subject(msg.subject)
+            if reply is None or reply.kind not in REPLY_ENDS:  # after an end, no delta of the reply follows
                 continue
-            last = await bus.last_msg(self.js, TOKENS.name, tokens_subject(self.chat_id, parts[3]))
+            last = await bus.last_msg(self.js, TOKENS.name, reply_tokens(self.chat_id, reply.reply_id))
             if last is None or self.position.token_seq >= last.seq:
                 continue
             with contextlib.suppress(TimeoutError):

@@ -14,6 +14,7 @@ from schemas.api import ModelInfo
 from schemas.presence import WorkerPresence
 from schemas.sampling import SamplingParams
 from schemas.streams import WORKERS_KV
+from schemas.subjects import ALL_KEYS, presence_of
 
 log = logging.getLogger(__name__)
 _decoder = msgspec.json.Decoder(WorkerPresence)
@@ -21,8 +22,10 @@ _decoder = msgspec.json.Decoder(WorkerPresence)
 
 async def live_workers(js: JetStream, alias: str | None = None) -> list[WorkerPresence]:
     """Workers whose heartbeat has not expired (all, or those serving `alias`)."""
-    # Keys are `<alias>.<worker_id>` (schemas.presence.presence_key); expired and deleted ones are left out.
-    entries = await bus.KV(js, WORKERS_KV.bucket).entries(f"{alias}.*" if alias else ">", timeout=5.0)
+    # Keys are `<alias>.<worker_id>` (schemas.subjects.presence_key); expired and deleted ones are left out.
+    entries = await bus.KV(js, WORKERS_KV.bucket).entries(
+        presence_of(alias) if alias else ALL_KEYS, timeout=5.0
+    )
     workers = []
     for entry in entries:
         try:

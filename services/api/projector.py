@@ -8,6 +8,7 @@ from aiohttp import web
 
 import bus
 from schemas.streams import PROJECTOR_SERVICE
+from schemas.subjects import service_endpoint
 from services.api.errors import ApiError, unavailable
 from services.api.keys import BUS, SETTINGS
 
@@ -17,7 +18,7 @@ T = TypeVar("T")
 async def query(request: web.Request, endpoint: str, body: Any, answer_type: type[T]) -> T:
     """Ask `projector.<endpoint>`; behind or absent → 503 with Retry-After, bad request → 400."""
     app = request.app
-    subject = f"{PROJECTOR_SERVICE}.{endpoint}"
+    subject = service_endpoint(PROJECTOR_SERVICE, endpoint)
     try:
         return await bus.call(app[BUS].nc, subject, body, answer_type, timeout=app[SETTINGS].read_timeout)
     except bus.ServiceError as exc:

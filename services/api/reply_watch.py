@@ -10,9 +10,9 @@ import msgspec
 
 import bus
 import schemas
-from schemas.chat import ReplyCompleted, ReplyFailed, reply_subject
+from schemas.chat import ReplyCompleted, ReplyFailed
 from schemas.streams import CHAT
-from schemas.tokens import tokens_subject
+from schemas.subjects import one_reply, reply_tokens
 
 log = logging.getLogger(__name__)
 # After this long without a word from the reply, look in the log for its end (a message lost on a
@@ -47,8 +47,8 @@ class ReplyWatch:
                 log.warning("skipping an unreadable message on %s", msg.subject)
 
         for subject in (
-            tokens_subject(self.chat_id, self.reply_id),
-            reply_subject(self.chat_id, self.reply_id, ">"),
+            reply_tokens(self.chat_id, self.reply_id),
+            one_reply(self.chat_id, self.reply_id),
         ):
             self._subs.append(await self.nc.subscribe(subject, cb=on_msg))
 
@@ -68,7 +68,7 @@ class ReplyWatch:
         return event
 
     async def _end_from_log(self) -> schemas.Event | None:
-        last = await bus.last_msg(self.js, CHAT.name, reply_subject(self.chat_id, self.reply_id, ">"))
+        last = await bus.last_msg(self.js, CHAT.name, one_reply(self.chat_id, self.reply_id))
         if last is None:
             return None
         event = schemas.decode_event(last.data)

@@ -30,8 +30,6 @@ from schemas.chat import (
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
-    chat_subject,
-    reply_subject,
 )
 from schemas.chat_decide import Ask, Decision, Draft, Refused
 from schemas.chat_state import ChatState
@@ -39,6 +37,7 @@ from schemas.ids import is_valid_id, new_id
 from schemas.queries import ChatAnswer, ChatPage, GetChat, ListChats, ListMessages, MessagesAnswer
 from schemas.sampling import SamplingParams
 from schemas.streams import CHAT
+from schemas.subjects import chat_event, one_reply
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
 from services.api.chat_log import ChatBusy, decide_and_append, read_chat_state
@@ -270,7 +269,7 @@ async def _reply_requested(
 
 async def _not_erased_meanwhile(request: web.Request, chat_id: str) -> None:
     """If the chat was erased while we wrote to it, erase what we wrote too (and say the chat is gone)."""
-    if await bus.last_msg(request.app[BUS].js, CHAT.name, chat_subject(chat_id, "erased")) is not None:
+    if await bus.last_msg(request.app[BUS].js, CHAT.name, chat_event(chat_id, "erased")) is not None:
         await erase_chat(request.app[BUS], chat_id, principal_of(request).user_id)
         raise ApiError(404, "not_found", f"no chat {chat_id}")
 
@@ -315,7 +314,7 @@ async def cancel_reply(request: web.Request) -> web.StreamResponse:
     access = await chat_access(request, write=True)
     reply_id = path_id(request, "reply_id")
     js = request.app[BUS].js
-    last = await bus.last_msg(js, CHAT.name, reply_subject(access.chat_id, reply_id, ">"))
+    last = await bus.last_msg(js, CHAT.name, one_reply(access.chat_id, reply_id))
     if last is None:
         raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
     match _decode(last):

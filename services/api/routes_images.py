@@ -9,9 +9,10 @@ from aiohttp import web
 
 import bus
 from schemas.api import ImageFromUrlRequest, ImageInfo
-from schemas.image import ImageStored, is_sha256, stored_subject
+from schemas.image import ImageStored, is_sha256
 from schemas.queries import FetchImage
 from schemas.streams import IMAGE, IMAGE_SERVICE, IMAGES_OBJECTS, MEDIA_TYPE_HEADER, UPLOADER_HEADER
+from schemas.subjects import image_stored, service_endpoint
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response, unavailable
 from services.api.identity import Principal
@@ -46,7 +47,7 @@ _REFUSALS = {
 
 
 async def _call_store(request: web.Request, endpoint: str, data: bytes, headers: dict[str, str]) -> ImageInfo:
-    subject = f"{IMAGE_SERVICE}.{endpoint}"
+    subject = service_endpoint(IMAGE_SERVICE, endpoint)
     try:
         return await bus.call_raw(
             request.app[BUS].nc, subject, data, ImageInfo, headers=headers, timeout=IMAGE_SERVICE_TIMEOUT
@@ -128,7 +129,7 @@ async def image_from_url(request: web.Request) -> web.StreamResponse:
 async def visible_image(js: bus.JetStream, principal: Principal, sha256: str) -> ImageStored | None:
     """The caller's stored event of this image (admins: anyone's), read from the log; None if none."""
     uploader = "*" if principal.is_admin else principal.user_id
-    stored = await bus.last_msg(js, IMAGE.name, stored_subject(sha256, uploader))
+    stored = await bus.last_msg(js, IMAGE.name, image_stored(sha256, uploader))
     if stored is None:
         return None
     try:
@@ -140,7 +141,7 @@ async def visible_image(js: bus.JetStream, principal: Principal, sha256: str) ->
 async def unseen_images(js: bus.JetStream, principal: Principal, hashes: list[str]) -> list[str]:
     """Those of `hashes` the caller may not attach (they did not store them)."""
     mine = await asyncio.gather(
-        *(bus.last_msg(js, IMAGE.name, stored_subject(h, principal.user_id)) for h in hashes)
+        *(bus.last_msg(js, IMAGE.name, image_stored(h, principal.user_id)) for h in hashes)
     )
     return [h for h, stored in zip(hashes, mine, strict=True) if stored is None]
 

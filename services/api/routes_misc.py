@@ -8,6 +8,7 @@ import bus
 from schemas.api import ModelList, StatusResponse
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from schemas.streams import PROJECTOR_SERVICE
+from schemas.subjects import service_endpoint
 from services.api.errors import error_response, json_response
 from services.api.keys import BUS, OPENAPI
 from services.api.presence import group_models, live_workers
@@ -27,7 +28,11 @@ async def readyz(request: web.Request) -> web.StreamResponse:
         return error_response(503, "unavailable", "not connected to NATS", {"Retry-After": "1"})
     try:
         await bus.call(
-            nbus.nc, f"{PROJECTOR_SERVICE}.status", Checkpoints(), CheckpointsAnswer, timeout=READY_TIMEOUT
+            nbus.nc,
+            service_endpoint(PROJECTOR_SERVICE, "status"),
+            Checkpoints(),
+            CheckpointsAnswer,
+            timeout=READY_TIMEOUT,
         )
     except bus.ServiceError as exc:
         return error_response(

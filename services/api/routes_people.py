@@ -20,9 +20,10 @@ from schemas.api import (
 )
 from schemas.audit import AuditTrail, audit_entries
 from schemas.chat import FeedbackGiven
-from schemas.identity import TrainingConsentSet, user_subject
+from schemas.identity import TrainingConsentSet
 from schemas.ids import new_id
 from schemas.streams import CHAT, IDENTITY, SESSIONS_KV
+from schemas.subjects import ANY, one_chat, reply_requested, user_event
 from services.api.access import chat_access
 from services.api.auth import principal_of, session_of
 from services.api.erase import erase_user
@@ -48,7 +49,7 @@ _consent_decoder = msgspec.json.Decoder(TrainingConsentSet)
 
 async def consent_of(js: bus.JetStream, user_id: str, default: bool) -> tuple[bool, bool]:
     """The user's training consent from the log, and whether it is the operator's default."""
-    last = await bus.last_msg(js, IDENTITY.name, user_subject(user_id, "consent"))
+    last = await bus.last_msg(js, IDENTITY.name, user_event(user_id, "consent"))
     if last is None:
         return default, True
     try:
@@ -96,7 +97,7 @@ async def rate_reply(request: web.Request) -> web.StreamResponse:
     reply_id = path_id(request, "reply_id")
     body = await read_body(request, FeedbackRequest)
     js = request.app[BUS].js
-    if await bus.last_msg(js, CHAT.name, f"chat.{access.chat_id}.reply.{reply_id}.requested.*") is None:
+    if await bus.last_msg(js, CHAT.name, reply_requested(access.chat_id, reply_id, ANY)) is None:
         raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
     event = FeedbackGiven(
         event_id=new_id("e"),
@@ -117,7 +118,7 @@ async def audit_chat(request: web.Request) -> web.StreamResponse:
     if not principal_of(request).is_admin:
         raise ApiError(403, "forbidden", "the audit trail is for administrators")
     chat_id = path_id(request, "chat_id")
-    msgs = await bus.read_all(request.app[BUS].js, CHAT.name, [f"chat.{chat_id}.>"])
+    msgs = await bus.read_all(request.app[BUS].js, CHAT.name, [one_chat(chat_id)])
     entries = audit_entries((m.seq, m.data) for m in msgs)
     if not entries:
         raise ApiError(404, "not_found", f"no chat {chat_id}")

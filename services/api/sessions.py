@@ -19,9 +19,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 import bus
 import schemas
-from schemas.identity import PasswordSet, user_subject
+from schemas.identity import PasswordSet
 from schemas.ids import new_id
 from schemas.streams import IDENTITY, LOGIN_ATTEMPTS_KV, SESSIONS_KV
+from schemas.subjects import user_event
 
 COOKIE = "chatbus_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -74,7 +75,7 @@ async def set_password(js: bus.JetStream, user_id: str, password: str, by: str) 
 
 async def check_password(js: bus.JetStream, user_id: str, password: str) -> bool:
     """Whether `password` is the user's current one (as slow for unknown users as for wrong passwords)."""
-    last = await bus.last_msg(js, IDENTITY.name, user_subject(user_id, "password"))
+    last = await bus.last_msg(js, IDENTITY.name, user_event(user_id, "password"))
     stored = _DUMMY_HASH
     if last is not None:
         try:

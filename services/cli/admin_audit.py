@@ -26,13 +26,14 @@ def audit_chat(
 
     from schemas.audit import audit_entries
     from schemas.ids import is_valid_id
+    from schemas.subjects import one_chat
 
     if not is_valid_id(chat_id):
         console.print(f"[red]{chat_id!r} is not a chat id[/]: 1-64 characters of letters, digits, _ and -")
         raise typer.Exit(2)
 
     async def action(nbus: Bus) -> list[Any]:
-        msgs = await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])
+        msgs = await bus.read_all(nbus.js, "CHAT", [one_chat(chat_id)])
         return audit_entries((m.seq, m.data) for m in msgs)
 
     entries = run_admin(nats, action)

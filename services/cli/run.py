@@ -15,7 +15,7 @@ from rich.markup import escape
 
 import bus
 from bus import Bus
-from schemas.streams import WORKER_INBOX_PREFIX
+from schemas.subjects import DEFAULT_INBOX_PREFIX, WORKER_INBOX_PREFIX
 from services.cli.connect import connect
 from services.cli.models import models_config
 from services.cli.options import DEFAULT_NATS, ConfigOption, NatsOption
@@ -42,7 +42,7 @@ def serve(
     """
 
     async def main(stop: asyncio.Event) -> None:
-        nbus = await connect(url, name, WORKER_INBOX_PREFIX if worker else "_INBOX")
+        nbus = await connect(url, name, WORKER_INBOX_PREFIX if worker else DEFAULT_INBOX_PREFIX)
         try:
             await bus.declare_all(nbus.js)
         except bus.BusError as exc:

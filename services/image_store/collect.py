@@ -19,11 +19,12 @@ from bus import Bus
 from schemas.chat import ChatDeleted, ChatRestored, MessagePosted
 from schemas.chat_state import ChatState
 from schemas.ids import new_id
-from schemas.image import ImagePurged, ImageStored, image_subject, stored_subject
+from schemas.image import ImagePurged, ImageStored
 from schemas.streams import CHAT, IMAGE, IMAGES_OBJECTS
+from schemas.subjects import ANY, REST, chat_event, image_stored, one_image
 
 # Only these event kinds decide what is referenced; decoding just them keeps a scan fast.
-_FILTERS = ["chat.*.message.posted", "chat.*.deleted", "chat.*.restored"]
+_FILTERS = [chat_event(ANY, "message.posted"), chat_event(ANY, "deleted"), chat_event(ANY, "restored")]
 _decoder = msgspec.json.Decoder(MessagePosted | ChatDeleted | ChatRestored)
 _stored_decoder = msgspec.json.Decoder(ImageStored)
 
@@ -58,7 +59,7 @@ def _referenced(chats: dict[str, ChatState], deleted_too: bool) -> set[str]:
 
 
 async def _held(nbus: Bus, sha256: str) -> bool:
-    return await bus.last_msg(nbus.js, IMAGE.name, stored_subject(sha256, "*")) is not None
+    return await bus.last_msg(nbus.js, IMAGE.name, image_stored(sha256, ANY)) is not None
 
 
 async def collect_images(
@@ -115,7 +116,7 @@ async def collect_images(
 
 async def _young(nbus: Bus, entry: bus.ObjectEntry, cutoff: datetime) -> bool:
     """Whether anyone stored the image after `cutoff` (its newest stored event, else the object's time)."""
-    newest = await bus.last_msg(nbus.js, IMAGE.name, stored_subject(entry.name, "*"))
+    newest = await bus.last_msg(nbus.js, IMAGE.name, image_stored(entry.name, ANY))
     if newest is not None:
         try:
             return _stored_decoder.decode(newest.data).at > cutoff
@@ -127,17 +128,17 @@ async def _young(nbus: Bus, entry: bus.ObjectEntry, cutoff: datetime) -> bool:
 async def _purge(nbus: Bus, sha256: str, by: str) -> bool:
     """Record the purge, fenced on the image's history (an upload since we looked wins), then remove
     who-stored-it (nobody can attach it after that) and the bytes. False when an upload won."""
-    last = await bus.last_msg(nbus.js, IMAGE.name, image_subject(sha256, ">"))
+    last = await bus.last_msg(nbus.js, IMAGE.name, one_image(sha256))
     event = ImagePurged(event_id=new_id("e"), at=schemas.now(), sha256=sha256, by=by)
     try:
         await bus.append_event(
             nbus.js,
             event,
             expected_subject_seq=last.seq if last is not None else 0,
-            expected_subject=image_subject(sha256, ">"),
+            expected_subject=one_image(sha256),
         )
     except bus.ConcurrencyConflict:
         return False
-    await bus.purge_subject(nbus.js, IMAGE.name, image_subject(sha256, "stored.>"))
+    await bus.purge_subject(nbus.js, IMAGE.name, image_stored(sha256, REST))
     await bus.delete_object(nbus.js, IMAGES_OBJECTS.bucket, sha256)
     return True

@@ -1,7 +1,8 @@
 """Read what a reply request's model sees from the log, as chat-template messages.
 
-Which messages those are is the chat state's rule (schemas/chat_state.py, `context_for`); this
-module reads only the subjects that rule needs, and shapes its turns for the engine.
+Which messages those are is the chat state's rule (schemas/chat_state.py, `context_for`); the
+worker reads only the subjects that rule needs (`schemas.subjects.context_subjects`), and this
+module shapes their turns for the engine.
 """
 
 from __future__ import annotations
@@ -18,11 +19,6 @@ from schemas.chat_state import ChatState, Turn, context_for
 from services.llm_worker.engine import ChatMessage
 
 log = logging.getLogger(__name__)
-
-
-def context_subjects(chat_id: str) -> list[str]:
-    """The subjects that hold what a prompt is built from."""
-    return [f"chat.{chat_id}.created", f"chat.{chat_id}.message.posted", f"chat.{chat_id}.reply.*.completed"]
 
 
 def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> list[ChatMessage]:

@@ -19,13 +19,25 @@ from PIL import Image
 import bus
 import schemas
 from bus import Bus, ConcurrencyConflict, Delivery
-from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyStarted, reply_subject
+from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyStarted
 from schemas.ids import new_id
-from schemas.presence import WorkerPresence, presence_key
+from schemas.presence import WorkerPresence
 from schemas.streams import CHAT, IMAGES_OBJECTS, WORKERS_KV, worker_consumer
-from schemas.tokens import TokenDelta, tokens_subject
+from schemas.subjects import (
+    ANY,
+    REPLY_ENDS,
+    context_subjects,
+    max_deliveries_advisory,
+    one_reply,
+    parse_reply_subject,
+    presence_key,
+    reply_event,
+    reply_kind,
+    reply_tokens,
+)
+from schemas.tokens import TokenDelta
 from services.llm_worker.coalesce import Chunk, Coalescer
-from services.llm_worker.context import build_messages, context_subjects, image_hashes
+from services.llm_worker.context import build_messages, image_hashes
 from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder, PromptTooLong
 from services.llm_worker.settings import WorkerSettings
 from services.llm_worker.stops import StopMatcher
@@ -76,10 +88,10 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self.engine.start()
         spec = worker_consumer(self.settings.alias, self.settings.ack_wait, self.settings.max_deliver)
-        cancel_sub = await self.bus.nc.subscribe("chat.*.reply.*.cancelled", cb=self._on_cancel)
+        cancel_sub = await self.bus.nc.subscribe(reply_event(ANY, ANY, "cancelled"), cb=self._on_cancel)
         # One worker of the alias (queue group) ends a reply whose request JetStream gave up on.
         gave_up_sub = await self.bus.nc.subscribe(
-            bus.max_deliveries_subject(spec.stream, spec.durable), queue=spec.durable, cb=self._on_gave_up
+            max_deliveries_advisory(spec.stream, spec.durable), queue=spec.durable, cb=self._on_gave_up
         )
         presence = bus.KV(self.bus.js, WORKERS_KV.bucket)
         await self._heartbeat(presence)
@@ -138,7 +150,10 @@ class Worker:
                     await reply.delivery.in_progress()
 
     async def _on_cancel(self, msg: Any) -> None:
-        reply_id = msg.subject.split(".")[3]
+        cancelled = parse_reply_subject(msg.subject)
+        if cancelled is None:
+            return
+        reply_id = cancelled.reply_id
         reply = self.active.get(reply_id)
         if reply is not None:
             # Remembered too: the reply may be between its cancel check and reaching the engine.
@@ -155,10 +170,8 @@ class Worker:
             if stored is None:
                 return
             request = _request_decoder.decode(stored.data)
-            last = await bus.last_msg(
-                self.bus.js, CHAT.name, f"chat.{request.chat_id}.reply.{request.reply_id}.>"
-            )
-            if last is not None and last.subject.endswith((".completed", ".failed")):
+            last = await bus.last_msg(self.bus.js, CHAT.name, one_reply(request.chat_id, request.reply_id))
+            if last is not None and reply_kind(last.subject) in REPLY_ENDS:
                 return
             error = f"no worker finished it in {advisory.deliveries} attempts"
             await bus.append_event(
@@ -225,7 +238,7 @@ class Worker:
         reply = ActiveReply(request=request, delivery=delivery, engine_id=f"{reply_id}.{attempt}")
         self.active[reply_id] = reply
         try:
-            if await bus.last_msg(js, CHAT.name, reply_subject(chat_id, reply_id, "cancelled")) is not None:
+            if await bus.last_msg(js, CHAT.name, reply_event(chat_id, reply_id, "cancelled")) is not None:
                 end: ReplyCompleted | ReplyFailed = self._completed(
                     request, attempt, "", 0, 0, "cancelled", queue_ms, 0.0, 0.0
                 )
@@ -283,7 +296,7 @@ class Worker:
         if request.reply_id in self._cancels:  # cancelled while its context was loading
             self.engine.cancel(reply.engine_id)
         reply_text = ReplyText(self.tokenizer, params.stop)
-        subject = tokens_subject(request.chat_id, request.reply_id)
+        subject = reply_tokens(request.chat_id, request.reply_id)
         text_parts: list[str] = []
         index = generated = 0
         acks: list[asyncio.Future[Any]] = []
@@ -402,10 +415,10 @@ class Worker:
         """Append on the reply only if nothing but a cancel landed on it since `expected` (our `started`;
         None: whatever is last now). Returns the sequence, or None when another attempt or an end got
         there first: then this attempt's result must be dropped."""
-        reply_all = f"chat.{event.chat_id}.reply.{event.reply_id}.>"
+        reply_all = one_reply(event.chat_id, event.reply_id)
         if expected is None:
             last = await bus.last_msg(self.bus.js, CHAT.name, reply_all)
-            if last is None or last.subject.endswith((".completed", ".failed")):
+            if last is None or reply_kind(last.subject) in REPLY_ENDS:
                 return None
             expected = last.seq
         for _ in range(20):
@@ -419,7 +432,7 @@ class Worker:
                 )
             except ConcurrencyConflict:
                 last = await bus.last_msg(self.bus.js, CHAT.name, reply_all)
-                if last is None or not last.subject.endswith(".cancelled"):
+                if last is None or reply_kind(last.subject) != "cancelled":
                     return None
                 expected = last.seq  # a cancel is not a competitor: append after it
                 continue
@@ -429,8 +442,8 @@ class Worker:
     async def _finish(self, end: ReplyCompleted | ReplyFailed, fence: int, delivery: Delivery) -> None:
         """Append the one end event, fenced by our `started`; a zombie's late result is refused."""
         if await self._append_fenced(end, f"{end.reply_id}.end", fence) is None:
-            last = await bus.last_msg(self.bus.js, CHAT.name, f"chat.{end.chat_id}.reply.{end.reply_id}.>")
-            if last is not None and last.subject.endswith((".completed", ".failed")) and last.seq >= fence:
+            last = await bus.last_msg(self.bus.js, CHAT.name, one_reply(end.chat_id, end.reply_id))
+            if last is not None and reply_kind(last.subject) in REPLY_ENDS and last.seq >= fence:
                 pass  # the end is in the log (ours, deduplicated after a retry): acking is right
             else:
                 # A later attempt owns this reply now; its worker acks the request, we must not.

@@ -29,6 +29,7 @@ from schemas.chat import ChatCreated, ChatEvent, ReplyCompleted, ReplyRequested
 from schemas.chat_state import ChatState, Turn, conversation
 from schemas.identity import TrainingConsentSet
 from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
+from schemas.subjects import ALL_CHATS, ANY, user_event
 from services.projector.fold import Sequenced, decode_bulk
 
 Progress = Callable[[int, int], None]
@@ -129,14 +130,14 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
             on_progress(done, chat_total)
 
     chats: dict[str, Chat] = {}
-    for seq, event in await _read(nbus, CHAT.name, ["chat.>"], progress):
+    for seq, event in await _read(nbus, CHAT.name, [ALL_CHATS], progress):
         if isinstance(event, ChatCreated) and event.chat_id not in chats:
             chats[event.chat_id] = Chat(ChatState(event.chat_id))
         chat = chats.get(getattr(event, "chat_id", ""))
         if chat is not None and isinstance(event, ChatEvent):
             chat.fold(seq, event)
     consent: dict[str, bool] = {}
-    for _, given in await _read(nbus, IDENTITY.name, ["user.*.consent"], lambda n: None):
+    for _, given in await _read(nbus, IDENTITY.name, [user_event(ANY, "consent")], lambda n: None):
         if isinstance(given, TrainingConsentSet):
             consent[given.user_id] = given.allowed
     return Log(chats=chats, consent=consent, events=done)

@@ -21,10 +21,10 @@ from schemas.chat import (
     MessagePosted,
     ReplyCompleted,
     ReplyRequested,
-    chat_subject,
 )
 from schemas.ids import new_id
 from schemas.streams import CHAT
+from schemas.subjects import chat_event
 
 # Fields holding ids that a re-import with fresh ids must rename consistently.
 _ID_FIELDS = ("chat_id", "message_id", "reply_id", "parent_id", "edit_of", "node_id")
@@ -76,7 +76,7 @@ async def import_chatbus(
         raw_events = chat.get("events", [])
         if keep_ids:
             chat_id = chat["chat_id"]
-            if await bus.last_msg(nbus.js, CHAT.name, chat_subject(chat_id, "created")) is not None:
+            if await bus.last_msg(nbus.js, CHAT.name, chat_event(chat_id, "created")) is not None:
                 report.skipped.append(chat_id)
                 continue
         else:

@@ -10,6 +10,7 @@ from datetime import datetime
 import bus
 from schemas.queries import Digest, DigestQuery
 from schemas.streams import CHAT, IDENTITY, PROJECTOR_SERVICE
+from schemas.subjects import service_endpoint
 
 
 async def at_chat_seq(nbus: bus.Bus, chat_seq: int) -> dict[str, int]:
@@ -29,4 +30,6 @@ async def at_time(nbus: bus.Bus, when: datetime) -> dict[str, int]:
 async def live_digest(nbus: bus.Bus, timeout: float = 120.0) -> Digest:
     """The running projector's digest of its read model; its checkpoints say where a replay must stop
     to compare with it. Raises bus.ServiceError if no projector answers."""
-    return await bus.call(nbus.nc, f"{PROJECTOR_SERVICE}.digest", DigestQuery(), Digest, timeout=timeout)
+    return await bus.call(
+        nbus.nc, service_endpoint(PROJECTOR_SERVICE, "digest"), DigestQuery(), Digest, timeout=timeout
+    )
