@@ -41,6 +41,7 @@ test: install lint chromium
 	$(VENV)/bin/pytest -q
 
 bench: install
+	$(PY) bench/bench_openai.py
 	$(PY) bench/bench_e2e.py
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_images.py
