@@ -17,8 +17,6 @@ from schemas.queries import Checkpoints, CheckpointsAnswer
 from schemas.streams import WORKERS_KV
 from services.api import ApiSettings
 from services.image_store import ImageStoreSettings
-from services.image_store.fetch import FetchPolicy
-from services.image_store.normalize import ImageLimits
 
 SETTINGS = ApiSettings(
     max_body_bytes=4096,
@@ -90,14 +88,12 @@ def is_error(body: Any) -> bool:
     return isinstance(body, dict) and set(body) == {"error", "message"} and bool(body["message"])
 
 
-IMAGE_LIMITS = ImageLimits(max_bytes=2 * 1024 * 1024, max_pixels=16_000_000)
 # Test host names, as a DNS server would answer them: all on loopback; only the *.home.test ones allowed.
 TEST_NAMES = {"pics.home.test": "127.0.0.1", "hop.home.test": "127.0.0.1", "loopback.test": "127.0.0.1"}
 IMAGE_STORE_SETTINGS = ImageStoreSettings(
-    limits=IMAGE_LIMITS,
-    fetch=FetchPolicy(
-        max_bytes=IMAGE_LIMITS.max_bytes,
-        total_timeout=3.0,
-        private_hosts=frozenset({"pics.home.test", "hop.home.test"}),
-    ),
+    max_bytes=2 * 1024 * 1024,
+    max_pixels=16_000_000,
+    fetch_timeout=3.0,
+    private_hosts=frozenset({"pics.home.test", "hop.home.test"}),
 )
+IMAGE_LIMITS = IMAGE_STORE_SETTINGS.limits
