@@ -53,6 +53,13 @@ class Api:
         return body
 
 
+async def upload(
+    api: Api, data: bytes, content_type: str = "image/png", user: str = "ann"
+) -> tuple[int, Any]:
+    """POST /v1/images as `user`."""
+    return await api.call("POST", "/v1/images", user, data=data, headers={"Content-Type": content_type})
+
+
 async def wait_for_projector(nbus: Bus, projector: asyncio.Task[None]) -> None:
     for _ in range(400):
         if projector.done():

@@ -151,3 +151,23 @@ def test_settings_are_read_from_the_environment_in_one_place() -> None:
         for path in _files(package):
             if path != helper:
                 assert not _reads_environment(path), f"{path} reads the environment itself"
+
+
+def test_a_test_module_never_imports_another() -> None:
+    """Shared helpers live in helper modules (apihelp, stack, hosts, images, logs) or conftest fixtures."""
+    modules = sorted((ROOT / "tests").glob("*.py"))
+    assert any(path.name.startswith("test_") for path in modules)
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{alias.name}" for alias in node.names]
+                relative = node.level > 0
+            elif isinstance(node, ast.Import):
+                names, relative = [alias.name for alias in node.names], False
+            else:
+                continue
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                imports_a_test = name.startswith("tests.test_") or (relative and last.startswith("test_"))
+                assert not imports_a_test, f"{path.name} imports {name}: move what it shares to a helper"

@@ -25,9 +25,8 @@ from services.llm_worker.demo_vlm import IMAGE_TOKEN, IMAGE_TOKENS_PER_IMAGE
 from services.llm_worker.engine import ContinuousBatchingEngine, Engine, EngineConfig
 from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
-from tests.apihelp import Api
+from tests.apihelp import Api, upload
 from tests.stack import wait_event
-from tests.test_images_api import upload
 
 
 class RecordingProcessor:
