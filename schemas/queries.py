@@ -6,6 +6,10 @@ from datetime import datetime
 
 import msgspec
 
+# The most chats one page holds: the projector caps `ListChats.limit` here, and the API's
+# CHATBUS_MAX_PAGE_SIZE may not exceed it (a page is one NATS reply, which must stay under max_payload).
+MAX_PAGE_SIZE = 200
+
 
 class ListChats(msgspec.Struct, frozen=True, kw_only=True):
     """Endpoint `projector.chats.list`: a user's chats, newest first, paged by cursor."""

@@ -18,8 +18,6 @@ from schemas.streams import WORKERS_KV
 from schemas.subjects import presence_key
 from services.api import ApiSettings
 from services.image_store import ImageStoreSettings
-from services.image_store.fetch import FetchPolicy
-from services.image_store.normalize import ImageLimits
 
 SETTINGS = ApiSettings(
     max_body_bytes=4096,
@@ -54,6 +52,13 @@ class Api:
         status, body = await self.call("POST", "/v1/chats", user, json={"title": "hello", **fields})
         assert status == 201, body
         return body
+
+
+async def upload(
+    api: Api, data: bytes, content_type: str = "image/png", user: str = "ann"
+) -> tuple[int, Any]:
+    """POST /v1/images as `user`."""
+    return await api.call("POST", "/v1/images", user, data=data, headers={"Content-Type": content_type})
 
 
 async def wait_for_projector(nbus: Bus, projector: asyncio.Task[None]) -> None:
@@ -91,14 +96,12 @@ def is_error(body: Any) -> bool:
     return isinstance(body, dict) and set(body) == {"error", "message"} and bool(body["message"])
 
 
-IMAGE_LIMITS = ImageLimits(max_bytes=2 * 1024 * 1024, max_pixels=16_000_000)
 # Test host names, as a DNS server would answer them: all on loopback; only the *.home.test ones allowed.
 TEST_NAMES = {"pics.home.test": "127.0.0.1", "hop.home.test": "127.0.0.1", "loopback.test": "127.0.0.1"}
 IMAGE_STORE_SETTINGS = ImageStoreSettings(
-    limits=IMAGE_LIMITS,
-    fetch=FetchPolicy(
-        max_bytes=IMAGE_LIMITS.max_bytes,
-        total_timeout=3.0,
-        private_hosts=frozenset({"pics.home.test", "hop.home.test"}),
-    ),
+    max_bytes=2 * 1024 * 1024,
+    max_pixels=16_000_000,
+    fetch_timeout=3.0,
+    private_hosts=frozenset({"pics.home.test", "hop.home.test"}),
 )
+IMAGE_LIMITS = IMAGE_STORE_SETTINGS.limits

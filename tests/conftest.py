@@ -96,7 +96,7 @@ async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Any]:
     from services.image_store import run_image_store
     from services.projector import run_projector
     from tests.apihelp import IMAGE_STORE_SETTINGS, SETTINGS, TEST_NAMES, Api, wait_for_projector
-    from tests.test_image_fetch import _names
+    from tests.hosts import resolver
 
     keys = {}
     for user, role in (("ann", "user"), ("bob", "user"), ("root", "admin")):
@@ -105,7 +105,9 @@ async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Any]:
     stop = asyncio.Event()
     projector = asyncio.create_task(run_projector(nbus, tmp_path / "read.duckdb", stop))
     await wait_for_projector(nbus, projector)
-    store = asyncio.create_task(run_image_store(IMAGE_STORE_SETTINGS, nbus, stop, resolve=_names(TEST_NAMES)))
+    store = asyncio.create_task(
+        run_image_store(IMAGE_STORE_SETTINGS, nbus, stop, resolve=resolver(TEST_NAMES))
+    )
     app = create_app(SETTINGS, nbus)
     async with TestClient(TestServer(app)) as client:
         yield Api(client=client, app=app, nbus=nbus, keys=keys)
@@ -114,12 +116,30 @@ async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Any]:
 
 
 @pytest.fixture
+async def stack(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterator[dict[str, str]]:
+    """Projector, worker, image store and API in this process against the test's NATS account; keys of ann
+    and bob, and the API's URL as `base`."""
+    from services.api import ApiSettings
+    from services.api.identity import add_user, issue_key
+    from tests.stack import in_process_stack
+
+    keys = {}
+    for user in ("ann", "bob"):
+        await add_user(nbus.js, user)
+        keys[user] = (await issue_key(nbus.js, user))[1]
+    settings = ApiSettings(default_model="demo")
+    async with in_process_stack(nbus, tmp_path / "read.duckdb", demo_model_dir, settings) as (base, _):
+        keys["base"] = base
+        yield keys
+
+
+@pytest.fixture
 async def canary() -> AsyncIterator[Any]:
-    """A loopback HTTP server that counts the connections it gets (see tests/test_image_fetch.py)."""
-    from tests.test_image_fetch import Canary, _serve
+    """A loopback HTTP server that counts the connections it gets (see tests/hosts.py)."""
+    from tests.hosts import Canary, serve_canary
 
     box: list[Canary] = []
-    server = await asyncio.start_server(lambda r, w: _serve(box[0], r, w), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: serve_canary(box[0], r, w), "127.0.0.1", 0)
     box.append(Canary(port=server.sockets[0].getsockname()[1]))
     yield box[0]
     server.close()

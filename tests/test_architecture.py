@@ -120,3 +120,54 @@ def test_api_request_bodies_refuse_unknown_fields() -> None:
     assert requests
     for body in requests:
         assert body.__struct_config__.forbid_unknown_fields, body.__name__
+
+
+def _reads_environment(path: Path) -> list[int]:
+    """Lines that use os.environ or os.getenv, except `{**os.environ, ...}` (a copy for a child process)."""
+    tree = ast.parse(path.read_text())
+    copies = {
+        id(value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for key, value in zip(node.keys, node.values, strict=True)
+        if key is None
+    }
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "os":
+            if {alias.name for alias in node.names} & {"environ", "getenv"}:
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "os":
+            if node.attr in {"environ", "getenv", "environb"} and id(node) not in copies:
+                lines.append(node.lineno)
+    return lines
+
+
+def test_settings_are_read_from_the_environment_in_one_place() -> None:
+    """Every variable is a field of a settings Struct, read by schemas/settings_env.py alone."""
+    helper = ROOT / "schemas" / "settings_env.py"
+    assert _reads_environment(helper), "the helper should be the one reader"
+    for package in ("schemas", "bus", "services"):
+        for path in _files(package):
+            if path != helper:
+                assert not _reads_environment(path), f"{path} reads the environment itself"
+
+
+def test_a_test_module_never_imports_another() -> None:
+    """Shared helpers live in helper modules (apihelp, stack, hosts, images, logs) or conftest fixtures."""
+    modules = sorted((ROOT / "tests").glob("*.py"))
+    assert any(path.name.startswith("test_") for path in modules)
+    for path in modules:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module or ''}.{alias.name}" for alias in node.names]
+                relative = node.level > 0
+            elif isinstance(node, ast.Import):
+                names, relative = [alias.name for alias in node.names], False
+            else:
+                continue
+            for name in names:
+                last = name.rsplit(".", 1)[-1]
+                imports_a_test = name.startswith("tests.test_") or (relative and last.startswith("test_"))
+                assert not imports_a_test, f"{path.name} imports {name}: move what it shares to a helper"

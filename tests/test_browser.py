@@ -16,7 +16,6 @@ from schemas.chat import ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
 from services.api.sessions import set_password
 from tests.stack import Client
-from tests.test_flow import stack  # noqa: F401 - the fixture
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
@@ -51,7 +50,7 @@ async def _assistant_text(page: Page) -> str:
 
 
 async def test_log_in_chat_stream_reload_and_finish_once(
-    stack: dict[str, str],  # noqa: F811
+    stack: dict[str, str],
     nbus: Bus,
     browser: Browser,
     artifacts_dir: Path,
@@ -114,7 +113,7 @@ async def test_log_in_chat_stream_reload_and_finish_once(
 
 
 async def test_hostile_text_renders_inert_and_strangers_see_nothing(
-    stack: dict[str, str],  # noqa: F811
+    stack: dict[str, str],
     nbus: Bus,
     browser: Browser,
 ) -> None:
@@ -190,7 +189,7 @@ async def _axe(page: Page) -> list[dict[str, object]]:
 
 
 async def test_the_main_views_have_no_critical_accessibility_issue(
-    stack: dict[str, str],  # noqa: F811
+    stack: dict[str, str],
     nbus: Bus,
     browser: Browser,
 ) -> None:
@@ -215,7 +214,7 @@ async def test_the_main_views_have_no_critical_accessibility_issue(
 
 
 async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
-    stack: dict[str, str],  # noqa: F811
+    stack: dict[str, str],
     nbus: Bus,
     browser: Browser,
 ) -> None:
@@ -273,7 +272,7 @@ async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
 
 
 async def test_attach_an_image_with_a_preview_and_see_it_in_the_chat(
-    stack: dict[str, str],  # noqa: F811
+    stack: dict[str, str],
     nbus: Bus,
     browser: Browser,
 ) -> None:

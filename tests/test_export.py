@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import subprocess
 import sys
@@ -11,12 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-from PIL import Image
 
 import bus
-import schemas
-from schemas.chat import ReplyCompleted
-from schemas.ids import new_id
 from services.projector.export import (
     ExportFilter,
     chats_json,
@@ -29,51 +24,11 @@ from services.projector.export import (
     write_rows,
 )
 from services.projector.importer import import_chatbus, import_chatgpt
-from tests.apihelp import Api, serve_model
+from tests.apihelp import Api
+from tests.logs import CHATGPT, complete_reply, make_story
 from tests.stack import ROOT
 
 ROLES = {"system", "user", "assistant"}
-
-
-async def _complete(api: Api, chat_id: str, reply_id: str, text: str, model: str = "demo") -> int:
-    event = ReplyCompleted(
-        event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=reply_id, attempt=1,
-        worker_id="w1", model=model, text=text, prompt_tokens=3, completion_tokens=2, finish_reason="stop",
-    )  # fmt: skip
-    return (await bus.append_event(api.nbus.js, event)).seq
-
-
-async def _rate(api: Api, user: str, chat_id: str, reply_id: str, rating: str) -> None:
-    url = f"/v1/chats/{chat_id}/replies/{reply_id}/feedback"
-    assert (await api.call("PUT", url, user, json={"rating": rating}))[0] == 200
-
-
-async def _story(api: Api, user: str) -> dict[str, str]:
-    """A chat with a system prompt, a regenerated first reply (rated up and down), an image turn."""
-    await serve_model(api.nbus)
-    png = io.BytesIO()
-    Image.new("RGB", (8, 8), (5, 6, 7)).save(png, "PNG")
-    _, image = await api.call(
-        "POST", "/v1/images", user, data=png.getvalue(), headers={"Content-Type": "image/png"}
-    )
-    c = (await api.new_chat(user, model="demo", system_prompt="Be brief."))["chat_id"]
-    _, first = await api.call("POST", f"/v1/chats/{c}/messages", user, json={"content": f"{user}: question"})
-    await _complete(api, c, first["reply_id"], "answer A")
-    _, again = await api.call("POST", f"/v1/chats/{c}/replies/{first['reply_id']}/regenerate", user, json={})
-    await _complete(api, c, again["reply_id"], "answer B")
-    await _rate(api, user, c, first["reply_id"], "up")
-    await _rate(api, user, c, again["reply_id"], "down")
-    body = {"content": "and this?", "images": [image["sha256"]]}
-    _, second = await api.call("POST", f"/v1/chats/{c}/messages", user, json=body)
-    await _complete(api, c, second["reply_id"], "answer C", model="other")
-    await _rate(api, user, c, second["reply_id"], "up")
-    return {
-        "chat": c,
-        "r1": first["reply_id"],
-        "r1b": again["reply_id"],
-        "r2": second["reply_id"],
-        "image": image["sha256"],
-    }
 
 
 def _check_sft_line(line: dict[str, Any]) -> None:
@@ -89,12 +44,12 @@ def _check_sft_line(line: dict[str, Any]) -> None:
 
 
 async def test_sft_and_preferences_follow_the_tree_ratings_and_consent(api: Api, tmp_path: Path) -> None:
-    ann = await _story(api, "ann")
-    bob = await _story(api, "bob")
+    ann = await make_story(api, "ann")
+    bob = await make_story(api, "bob")
     await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
     hidden = (await api.new_chat("ann", model="demo"))["chat_id"]
     _, posted = await api.call("POST", f"/v1/chats/{hidden}/messages", json={"content": "deleted later"})
-    await _complete(api, hidden, posted["reply_id"], "never exported")
+    await complete_reply(api, hidden, posted["reply_id"], "never exported")
     await api.call("DELETE", f"/v1/chats/{hidden}")
     log = await read_log(api.nbus)
 
@@ -152,7 +107,7 @@ async def test_sft_and_preferences_follow_the_tree_ratings_and_consent(api: Api,
 
 
 async def test_the_export_command_writes_jsonl_and_parquet(api: Api, nats_url: str, tmp_path: Path) -> None:
-    await _story(api, "ann")
+    await make_story(api, "ann")
     await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
     for name in ("sft.jsonl", "sft.parquet"):
         cmd = [
@@ -197,7 +152,7 @@ async def test_the_export_command_writes_jsonl_and_parquet(api: Api, nats_url: s
 
 
 async def test_chats_round_trip_through_json_and_read_as_tsv(api: Api) -> None:
-    story = await _story(api, "ann")
+    story = await make_story(api, "ann")
     log = await read_log(api.nbus)
     document = json.loads(json.dumps(chats_json(log, ExportFilter(user="ann", consent_only=False))))
     assert [c["chat_id"] for c in document["chats"]] == [story["chat"]]
@@ -222,50 +177,6 @@ async def _active_contents(api: Api, chat_id: str, user: str) -> list[str]:
     texts = {m["message_id"]: m["content"] for m in listed["messages"]}
     texts.update({r["reply_id"]: r["text"] for r in listed["replies"]})
     return [texts[n["node_id"]] for n in listed["active_path"]]
-
-
-def _node(
-    node_id: str, role: str | None, text: str, parent: str | None, children: list[str], recipient: str = "all"
-) -> dict[str, Any]:
-    message = None
-    if role is not None:
-        message = {
-            "author": {"role": role},
-            "content": {"content_type": "text", "parts": [text]},
-            "create_time": 1700000001.0,
-            "metadata": {"model_slug": "gpt-4o"} if role == "assistant" else {},
-            "recipient": recipient,
-        }
-    return {"id": node_id, "message": message, "parent": parent, "children": children}
-
-
-CHATGPT = [
-    {
-        "title": "Trip to Lisbon",
-        "create_time": 1700000000.0,
-        "current_node": "a1",
-        "mapping": {
-            "root": _node("root", None, "", None, ["sys"]),
-            "sys": _node("sys", "system", "", "root", ["u1"]),
-            "u1": _node("u1", "user", "Plan 2 days", "sys", ["a1", "a2"]),
-            "a1": _node("a1", "assistant", "Day 1: Alfama", "u1", []),
-            "a2": _node("a2", "assistant", "Day 1: Belém", "u1", []),
-        },
-    },
-    {
-        "title": "Sums",
-        "create_time": 1700000100.0,
-        "current_node": "a3",
-        "mapping": {
-            "u": _node("u", "user", "What is 2+2? Use python.", None, ["call"]),
-            "call": _node("call", "assistant", "print(2+2)", "u", ["out"], recipient="python"),
-            "out": _node("out", "tool", "4", "call", ["a1"]),
-            "a1": _node("a1", "assistant", "It prints 4.", "out", ["t2"]),
-            "t2": _node("t2", "tool", "(checked)", "a1", ["a3"]),
-            "a3": _node("a3", "assistant", "So 2+2 = 4.", "t2", []),
-        },
-    },
-]
 
 
 async def test_a_chatgpt_export_imports_into_a_chat_that_renders(api: Api) -> None:

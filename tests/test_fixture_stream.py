@@ -26,7 +26,7 @@ from services.projector import replay
 from services.projector.queries import list_chats, list_messages
 from services.projector.store import Store
 from tests.apihelp import Api, serve_model
-from tests.test_replay_modes import _a_rich_log
+from tests.logs import rich_log
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOG = FIXTURES / "log-v1.jsonl"
@@ -69,7 +69,7 @@ def view_of(db: Path) -> dict[str, Any]:
 )
 async def test_record_the_fixture(api: Api, tmp_path: Path) -> None:
     await serve_model(api.nbus)
-    await _a_rich_log(api)
+    await rich_log(api)
     FIXTURES.mkdir(exist_ok=True)
     with LOG.open("w") as handle:
         for stream, filters in STREAMS.items():

@@ -3,31 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bus import Bus
 from schemas.chat import ReplyCompleted
-from services.api import ApiSettings
-from services.api.identity import add_user, issue_key
-from tests.stack import Client, chat_events, in_process_stack
-
-
-@pytest.fixture
-async def stack(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterator[dict[str, str]]:
-    """Projector, worker, image store and API in this process against the test's NATS account; keys of ann
-    and bob."""
-    keys = {}
-    for user in ("ann", "bob"):
-        await add_user(nbus.js, user)
-        keys[user] = (await issue_key(nbus.js, user))[1]
-    settings = ApiSettings(default_model="demo")
-    async with in_process_stack(nbus, tmp_path / "read.duckdb", demo_model_dir, settings) as (base, _):
-        keys["base"] = base
-        yield keys
+from tests.stack import Client, chat_events
 
 
 async def _read_until_end(

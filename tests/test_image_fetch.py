@@ -4,51 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass
 
 import pytest
 
 from services.image_store.errors import ImageRejected
-from services.image_store.fetch import FetchPolicy, fetch_image, is_public, system_resolve
-
-BODY = b"\x89PNG\r\n\x1a\n" + b"0" * 100
-
-
-@dataclass
-class Canary:
-    """A loopback HTTP server that counts every TCP connection it receives."""
-
-    port: int
-    connections: int = 0
-    redirect_to: str | None = None
-
-
-async def _serve(canary: Canary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    canary.connections += 1
-    try:
-        await reader.readuntil(b"\r\n\r\n")
-        if canary.redirect_to:
-            head = f"HTTP/1.1 302 Found\r\nLocation: {canary.redirect_to}\r\nContent-Length: 0\r\n"
-            writer.write(head.encode() + b"Connection: close\r\n\r\n")
-        else:
-            head = f"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: {len(BODY)}\r\n"
-            writer.write(head.encode() + b"Connection: close\r\n\r\n" + BODY)
-        await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
-
-
-def _names(mapping: dict[str, str]):  # type: ignore[no-untyped-def]
-    """A resolver for test names (as a DNS server would answer), falling back to the system's."""
-
-    async def resolve(host: str, port: int) -> list[str]:
-        if host in mapping:
-            return [mapping[host]]
-        return await system_resolve(host, port)
-
-    return resolve
+from services.image_store.fetch import FetchPolicy, fetch_image, is_public
+from tests.hosts import BODY, Canary, resolver, serve_canary
 
 
 @pytest.mark.parametrize(
@@ -63,7 +24,7 @@ async def test_loopback_in_any_spelling_is_refused_without_a_connection(canary: 
 
 
 async def test_a_dns_name_that_resolves_to_loopback_is_refused(canary: Canary) -> None:
-    resolve = _names({"images.example.test": "127.0.0.1"})
+    resolve = resolver({"images.example.test": "127.0.0.1"})
     with pytest.raises(ImageRejected) as refused:
         await fetch_image(f"http://images.example.test:{canary.port}/cat.png", resolve=resolve)
     assert refused.value.code == "forbidden_address"
@@ -73,7 +34,7 @@ async def test_a_dns_name_that_resolves_to_loopback_is_refused(canary: Canary) -
 async def test_a_redirect_to_the_canary_is_refused_at_the_hop(canary: Canary) -> None:
     # A second loopback server plays a public host (allowed by name) that redirects inside.
     redirector_box: list[Canary] = []
-    server = await asyncio.start_server(lambda r, w: _serve(redirector_box[0], r, w), "127.0.0.1", 0)
+    server = await asyncio.start_server(lambda r, w: serve_canary(redirector_box[0], r, w), "127.0.0.1", 0)
     redirector = Canary(
         port=server.sockets[0].getsockname()[1], redirect_to=f"http://127.0.0.1:{canary.port}/cat.png"
     )
@@ -84,7 +45,7 @@ async def test_a_redirect_to_the_canary_is_refused_at_the_hop(canary: Canary) ->
             await fetch_image(
                 f"http://public.example.test:{redirector.port}/r",
                 policy,
-                resolve=_names({"public.example.test": "127.0.0.1"}),
+                resolve=resolver({"public.example.test": "127.0.0.1"}),
             )
     finally:
         server.close()
@@ -110,7 +71,7 @@ async def test_only_plain_http_and_https_urls(url: str) -> None:
 
 
 async def test_a_named_home_host_may_be_private_and_the_byte_cap_holds(canary: Canary) -> None:
-    resolve = _names({"nas.home.test": "127.0.0.1"})
+    resolve = resolver({"nas.home.test": "127.0.0.1"})
     policy = FetchPolicy(private_hosts=frozenset({"nas.home.test"}))
     body, media_type = await fetch_image(
         f"http://nas.home.test:{canary.port}/cat.png", policy, resolve=resolve
@@ -133,7 +94,7 @@ async def test_a_silent_server_times_out(canary: Canary) -> None:
     try:
         with pytest.raises(ImageRejected) as refused:
             await fetch_image(
-                f"http://slow.home.test:{port}/x", policy, resolve=_names({"slow.home.test": "127.0.0.1"})
+                f"http://slow.home.test:{port}/x", policy, resolve=resolver({"slow.home.test": "127.0.0.1"})
             )
     finally:
         server.close()

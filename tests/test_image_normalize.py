@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import random
-import struct
 import time
-import zlib
 from typing import Any
 
 import pytest
@@ -16,23 +13,10 @@ from PIL import ExifTags, Image, PngImagePlugin
 from services.image_store import normalize as normalize_module
 from services.image_store.errors import ImageRejected, ImageStoreError
 from services.image_store.normalize import MIB, ImageLimits, NormalizedImage, normalize
+from tests.images import HTML, encode, picture, png_with_size
 
 FORMAT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
-HTML = b"<html><script>alert(1)</script></html>"
 FAKE_ICC = b"FAKE-ICC-PROFILE" * 16
-
-
-def _picture(mode: str = "RGB", size: tuple[int, int] = (32, 24)) -> Image.Image:
-    """A deterministic noisy picture, so encoders have real work to do."""
-    rng = random.Random(42)
-    bands = len(mode)
-    return Image.frombytes(mode, size, rng.randbytes(size[0] * size[1] * bands))
-
-
-def _encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format=fmt, **params)
-    return out.getvalue()
 
 
 def _rejected(data: bytes, declared: str | None = None, limits: ImageLimits | None = None) -> str:
@@ -40,15 +24,6 @@ def _rejected(data: bytes, declared: str | None = None, limits: ImageLimits | No
         normalize(data, declared, limits or ImageLimits())
     assert isinstance(caught.value, ImageStoreError)
     return caught.value.code
-
-
-def _png_with_size(width: int, height: int) -> bytes:
-    """A small valid PNG whose IHDR claims another size (CRC recomputed so only the size lies)."""
-    data = bytearray(_encode(Image.new("P", (1, 1)), "PNG"))
-    assert data[12:16] == b"IHDR"
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
-    return bytes(data)
 
 
 def _reopen(result: NormalizedImage) -> Image.Image:
@@ -59,8 +34,8 @@ def _reopen(result: NormalizedImage) -> Image.Image:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF"])
 def test_round_trip_keeps_type_and_size_and_is_deterministic(fmt: str) -> None:
-    source = _picture("P" if fmt == "GIF" else "RGB")
-    data = _encode(source, fmt)
+    source = picture("P" if fmt == "GIF" else "RGB")
+    data = encode(source, fmt)
     result = normalize(data, FORMAT_TYPES[fmt])
     expected_type = "image/png" if fmt == "GIF" else FORMAT_TYPES[fmt]
     assert result.media_type == expected_type
@@ -75,8 +50,8 @@ def test_round_trip_keeps_type_and_size_and_is_deterministic(fmt: str) -> None:
 
 
 def test_lossless_png_keeps_the_exact_pixels() -> None:
-    source = _picture("RGB")
-    result = normalize(_encode(source, "PNG"), "image/png")
+    source = picture("RGB")
+    result = normalize(encode(source, "PNG"), "image/png")
     assert _reopen(result).tobytes() == source.tobytes()
 
 
@@ -86,7 +61,7 @@ def test_jpeg_exif_with_gps_is_removed_entirely() -> None:
     gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
     gps[ExifTags.GPS.GPSLatitudeRef] = "N"
     gps[ExifTags.GPS.GPSLatitude] = (52.0, 22.0, 7.5)
-    data = _encode(_picture(), "JPEG", exif=exif)
+    data = encode(picture(), "JPEG", exif=exif)
     assert Image.open(io.BytesIO(data)).getexif().get_ifd(ExifTags.IFD.GPSInfo), "fixture must carry GPS"
 
     result = normalize(data, "image/jpeg")
@@ -99,7 +74,7 @@ def test_jpeg_exif_with_gps_is_removed_entirely() -> None:
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 def test_icc_profile_is_stripped(fmt: str) -> None:
-    data = _encode(_picture(), fmt, icc_profile=FAKE_ICC)
+    data = encode(picture(), fmt, icc_profile=FAKE_ICC)
     assert Image.open(io.BytesIO(data)).info.get("icc_profile") == FAKE_ICC, "fixture must carry ICC"
     result = normalize(data, None)
     assert "icc_profile" not in _reopen(result).info
@@ -107,7 +82,7 @@ def test_icc_profile_is_stripped(fmt: str) -> None:
 
 
 def test_jpeg_comment_is_stripped() -> None:
-    data = _encode(_picture(), "JPEG", comment=b"shot at home, 12 Elm St")
+    data = encode(picture(), "JPEG", comment=b"shot at home, 12 Elm St")
     result = normalize(data, "image/jpeg")
     assert b"Elm St" not in result.data
     assert "comment" not in _reopen(result).info
@@ -118,7 +93,7 @@ def test_png_text_chunks_are_stripped() -> None:
     info.add_text("Author", "alice@example.com")
     info.add_text("Comment", "compressed secret", zip=True)
     info.add_itxt("Location", "international secret", lang="en")
-    data = _encode(_picture(), "PNG", pnginfo=info)
+    data = encode(picture(), "PNG", pnginfo=info)
     result = normalize(data, "image/png")
     for chunk in (b"tEXt", b"zTXt", b"iTXt", b"alice", b"secret"):
         assert chunk not in result.data
@@ -126,7 +101,7 @@ def test_png_text_chunks_are_stripped() -> None:
 
 
 def test_decompression_bomb_is_refused_quickly() -> None:
-    data = _png_with_size(30000, 30000)
+    data = png_with_size(30000, 30000)
     assert len(data) < 200
     started = time.monotonic()
     assert _rejected(data, "image/png") == "too_many_pixels"
@@ -139,17 +114,17 @@ def test_decompression_bomb_is_refused_quickly() -> None:
     ids=["100MP-over-pillow-warning", "42MP-over-our-limit-only"],
 )
 def test_header_over_the_pixel_limit_is_refused(size: tuple[int, int]) -> None:
-    assert _rejected(_png_with_size(*size)) == "too_many_pixels"
+    assert _rejected(png_with_size(*size)) == "too_many_pixels"
 
 
 def test_pixel_limit_comes_from_the_limits_argument() -> None:
-    data = _encode(_picture(size=(20, 10)), "PNG")
+    data = encode(picture(size=(20, 10)), "PNG")
     assert _rejected(data, limits=ImageLimits(max_pixels=199)) == "too_many_pixels"
     assert normalize(data, None, ImageLimits(max_pixels=200)).width == 20
 
 
 def test_truncated_jpeg_is_corrupt() -> None:
-    data = _encode(_picture(size=(64, 64)), "JPEG")
+    data = encode(picture(size=(64, 64)), "JPEG")
     assert _rejected(data[: len(data) // 2], "image/jpeg") == "corrupt"
 
 
@@ -174,7 +149,7 @@ def test_anything_but_the_four_formats_is_bad_format(data: bytes) -> None:
 
 
 def test_html_after_iend_does_not_survive() -> None:
-    data = _encode(_picture(), "PNG") + HTML
+    data = encode(picture(), "PNG") + HTML
     result = normalize(data, "image/png")
     assert b"<script" not in result.data and b"<html" not in result.data
 
@@ -182,7 +157,7 @@ def test_html_after_iend_does_not_survive() -> None:
 def test_html_in_a_text_chunk_does_not_survive() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_text("Description", HTML.decode())
-    data = _encode(_picture(), "PNG", pnginfo=info)
+    data = encode(picture(), "PNG", pnginfo=info)
     assert b"<script" in data
     result = normalize(data, "image/png")
     assert b"<script" not in result.data and b"<html" not in result.data
@@ -198,14 +173,14 @@ def test_oversize_body_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatc
 
 
 def test_body_exactly_at_the_byte_limit_is_accepted() -> None:
-    data = _encode(_picture(), "PNG")
+    data = encode(picture(), "PNG")
     assert normalize(data, None, ImageLimits(max_bytes=len(data))).media_type == "image/png"
 
 
 def test_declared_type_must_match_the_bytes() -> None:
-    jpeg = _encode(_picture(), "JPEG")
+    jpeg = encode(picture(), "JPEG")
     assert _rejected(jpeg, "image/png") == "type_mismatch"
-    assert _rejected(_encode(_picture(), "PNG"), "image/svg+xml") == "type_mismatch"
+    assert _rejected(encode(picture(), "PNG"), "image/svg+xml") == "type_mismatch"
     assert normalize(jpeg, "IMAGE/JPEG").media_type == "image/jpeg"
 
 
@@ -214,7 +189,7 @@ def test_exif_orientation_is_applied() -> None:
     source.paste((255, 0, 0), (0, 0, 10, 10))
     exif = Image.Exif()
     exif[ExifTags.Base.Orientation] = 6
-    result = normalize(_encode(source, "JPEG", exif=exif), "image/jpeg")
+    result = normalize(encode(source, "JPEG", exif=exif), "image/jpeg")
     assert (result.width, result.height) == (10, 20)
     upright = _reopen(result).convert("RGB")
     assert upright.size == (10, 20)
@@ -227,7 +202,7 @@ def test_animated_gif_keeps_only_the_first_frame() -> None:
     frames = [Image.new("P", (8, 8), i) for i in (1, 2, 3)]
     for frame, colour in zip(frames, ((255, 0, 0), (0, 255, 0), (0, 0, 255)), strict=True):
         frame.putpalette([0, 0, 0, *colour] * 2)
-    data = _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     assert getattr(Image.open(io.BytesIO(data)), "n_frames", 1) == 3
     result = normalize(data, "image/gif")
     reopened = _reopen(result)
@@ -264,6 +239,6 @@ def test_animated_gif_keeps_only_the_first_frame() -> None:
 def test_modes_become_rgb_or_rgba(
     source: Image.Image, fmt: str, params: dict[str, Any], media_type: str, mode: str
 ) -> None:
-    result = normalize(_encode(source, fmt, **params), None)
+    result = normalize(encode(source, fmt, **params), None)
     assert result.media_type == media_type
     assert _reopen(result).mode == mode

@@ -24,9 +24,9 @@ from bus import Bus
 from schemas.chat import MessagePosted
 from schemas.image import ImageStored
 from tests.apihelp import IMAGE_LIMITS as LIMITS
-from tests.apihelp import Api, chat_events, is_error, serve_model
-from tests.test_image_fetch import Canary
-from tests.test_image_normalize import HTML, _encode, _picture, _png_with_size
+from tests.apihelp import Api, chat_events, is_error, serve_model, upload
+from tests.hosts import Canary, serve_canary
+from tests.images import HTML, encode, picture, png_with_size
 
 
 def _jpeg_with_gps() -> bytes:
@@ -35,14 +35,7 @@ def _jpeg_with_gps() -> bytes:
     gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
     gps[ExifTags.GPS.GPSLatitudeRef] = "N"
     gps[ExifTags.GPS.GPSLatitude] = (52.0, 22.0, 7.5)
-    return _encode(_picture(size=(64, 48)), "JPEG", exif=exif)
-
-
-async def upload(
-    api: Api, data: bytes, content_type: str = "image/png", user: str = "ann"
-) -> tuple[int, Any]:
-    """POST /v1/images as `user`."""
-    return await api.call("POST", "/v1/images", user, data=data, headers={"Content-Type": content_type})
+    return encode(picture(size=(64, 48)), "JPEG", exif=exif)
 
 
 async def _get_image(api: Api, sha256: str, user: str, **headers: str) -> tuple[int, bytes, Any]:
@@ -89,7 +82,7 @@ async def test_upload_stores_clean_bytes_once_and_serves_them_immutably(api: Api
 
 
 async def test_a_claimed_type_or_hash_from_the_client_is_not_used(api: Api) -> None:
-    png = _encode(_picture(), "PNG")
+    png = encode(picture(), "PNG")
     status, body = await upload(api, png, "image/jpeg")
     assert (status, body["error"]) == (415, "type_mismatch")
     status, info = await upload(api, png, "application/octet-stream")  # unknown type: the bytes decide
@@ -109,11 +102,11 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 
 
 def _hostile_cases() -> list[tuple[str, bytes, str, int, str]]:
-    jpeg = _encode(_picture(size=(256, 256)), "JPEG")
+    jpeg = encode(picture(size=(256, 256)), "JPEG")
     oversize = b"\x89PNG\r\n\x1a\n" + b"\0" * (LIMITS.max_bytes + 1)
     return [
-        ("decompression-bomb", _png_with_size(30000, 30000), "image/png", 413, "too_many_pixels"),
-        ("100-megapixel-png", _png_with_size(10000, 10000), "image/png", 413, "too_many_pixels"),
+        ("decompression-bomb", png_with_size(30000, 30000), "image/png", 413, "too_many_pixels"),
+        ("100-megapixel-png", png_with_size(10000, 10000), "image/png", 413, "too_many_pixels"),
         ("truncated-jpeg", jpeg[: len(jpeg) // 2], "image/jpeg", 422, "corrupt"),
         ("svg", SVG, "image/svg+xml", 415, "bad_format"),
         ("svg-undeclared", SVG, "application/octet-stream", 415, "bad_format"),
@@ -133,12 +126,12 @@ async def test_hostile_uploads_get_a_4xx_within_2s_and_the_store_keeps_serving(
     assert time.monotonic() - started < 2
     assert (status, body["error"]) == (expected_status, expected_code) and is_error(body)
     assert await _objects(api.nbus) == 0 and await _image_events(api.nbus) == []
-    status, info = await upload(api, _encode(_picture(), "PNG"))
+    status, info = await upload(api, encode(picture(), "PNG"))
     assert status == 201, info
 
 
 async def test_an_html_polyglot_png_is_stored_as_pixels_only(api: Api) -> None:
-    status, info = await upload(api, _encode(_picture(), "PNG") + HTML)
+    status, info = await upload(api, encode(picture(), "PNG") + HTML)
     assert status == 201
     _, body, headers = await _get_image(api, info["sha256"], "ann")
     assert b"<script" not in body and b"<html" not in body
@@ -180,7 +173,7 @@ async def test_an_image_at_the_pixel_limit_is_stored_within_2s(api: Api) -> None
     status, info = await upload(api, flood.getvalue())
     assert status == 201 and (info["width"], info["height"]) == (side, side)
     assert time.monotonic() - started < 2
-    status, body = await upload(api, _png_with_size(side + 1, side))
+    status, body = await upload(api, png_with_size(side + 1, side))
     assert (status, body["error"]) == (413, "too_many_pixels")
 
 
@@ -190,7 +183,7 @@ async def test_an_image_at_the_pixel_limit_is_stored_within_2s(api: Api) -> None
 @pytest.fixture
 async def pictures() -> AsyncIterator[int]:
     """An image server on loopback (reachable only as the allowed private host pics.home.test)."""
-    png = _encode(_picture(size=(40, 30)), "PNG")
+    png = encode(picture(size=(40, 30)), "PNG")
 
     async def serve(request: web.Request) -> web.Response:
         return web.Response(body=png, content_type="image/png")
@@ -244,9 +237,7 @@ async def test_urls_into_the_network_never_reach_the_canary(api: Api, canary: Ca
 
 
 async def _redirect(hop: Canary, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    from tests.test_image_fetch import _serve
-
-    await _serve(hop, reader, writer)
+    await serve_canary(hop, reader, writer)
 
 
 # ---------------------------------------------------------------- access and attaching
@@ -295,7 +286,7 @@ async def test_only_the_uploader_sees_or_attaches_an_image(api: Api) -> None:
 
 async def test_every_image_route_refuses_strangers(api: Api) -> None:
     """Each route under /v1/images/{sha256} answers 404 to bob for ann's image; 401 without a key."""
-    _, info = await upload(api, _encode(_picture(), "PNG"))
+    _, info = await upload(api, encode(picture(), "PNG"))
     routes = [
         (r.method, r.resource.canonical)
         for r in api.app.router.routes()
@@ -322,7 +313,7 @@ async def test_images_only_deleted_chats_used_are_collected(api: Api) -> None:
     await serve_model(api.nbus)
     shas = []
     for size in ((10, 10), (11, 10), (12, 10)):
-        status, info = await upload(api, _encode(_picture(size=size), "PNG"))
+        status, info = await upload(api, encode(picture(size=size), "PNG"))
         shas.append(info["sha256"])
     in_deleted, in_live, never_attached = shas
     gone = (await api.new_chat(model="demo"))["chat_id"]
@@ -348,7 +339,7 @@ async def test_images_only_deleted_chats_used_are_collected(api: Api) -> None:
     assert sorted(purged) == sorted([in_deleted, never_attached])
     status, body = await api.call("POST", f"/v1/chats/{kept}/messages", json={"images": [never_attached]})
     assert (status, body["error"]) == (422, "unknown_image")  # purged: nobody can attach it any more
-    status, again = await upload(api, _encode(_picture(size=(12, 10)), "PNG"))  # but it can come back
+    status, again = await upload(api, encode(picture(size=(12, 10)), "PNG"))  # but it can come back
     assert status == 201 and again["sha256"] == never_attached and again["deduplicated"] is False
     assert (await _get_image(api, never_attached, "ann"))[0] == 200  # really back: readable, attachable
     status, body = await api.call("POST", f"/v1/chats/{kept}/messages", json={"images": [never_attached]})
@@ -360,7 +351,7 @@ async def test_a_fresh_upload_of_an_old_image_keeps_it_from_the_collector(api: A
 
     from services.image_store.collect import collect_images
 
-    data = _encode(_picture(size=(9, 9)), "PNG")
+    data = encode(picture(size=(9, 9)), "PNG")
     status, info = await upload(api, data)
     await asyncio.sleep(1.0)
     status, again = await upload(api, data, user="bob")  # the bytes are old; bob's upload is not

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +16,10 @@ import bus
 import schemas
 from bus import Bus
 from schemas.chat import (
-    ChatCreated,
     ChatDeleted,
     ChatRenamed,
-    MessagePosted,
     ReplyCancelled,
-    ReplyCompleted,
     ReplyFailed,
-    ReplyRequested,
-    ReplyStarted,
 )
 from schemas.identity import ApiKeyIssued, ApiKeyRevoked, UserCreated, UserRoleChanged
 from schemas.ids import new_id
@@ -39,78 +33,12 @@ from schemas.queries import (
     ListMessages,
     MessagesAnswer,
 )
-from schemas.subjects import subject_of
 from services.projector import ReadModelExists, dump_read_model, replay, run_projector
 from services.projector.fold import decode_bulk
 from services.projector.projection import project
 from services.projector.store import Store
 from services.projector.tables import CHATS
-
-T0 = schemas.now()
-
-
-def _at(i: int) -> Any:
-    return T0 + timedelta(seconds=i)
-
-
-def created(chat_id: str, owner: str = "ann", i: int = 0, title: str = "hello") -> ChatCreated:
-    return ChatCreated(
-        event_id=new_id("e"), chat_id=chat_id, at=_at(i), owner_id=owner, title=title, model="m"
-    )
-
-
-def posted(chat_id: str, message_id: str, i: int, author: str = "ann") -> MessagePosted:
-    return MessagePosted(
-        event_id=new_id("e"),
-        chat_id=chat_id,
-        at=_at(i),
-        message_id=message_id,
-        author_id=author,
-        content=f"text of {message_id}",
-    )
-
-
-def requested(chat_id: str, reply_id: str, message_id: str, i: int) -> ReplyRequested:
-    return ReplyRequested(
-        event_id=new_id("e"),
-        chat_id=chat_id,
-        at=_at(i),
-        reply_id=reply_id,
-        message_id=message_id,
-        model="m",
-        requested_by="ann",
-    )
-
-
-def started(chat_id: str, reply_id: str, attempt: int, i: int) -> ReplyStarted:
-    return ReplyStarted(
-        event_id=new_id("e"),
-        chat_id=chat_id,
-        at=_at(i),
-        reply_id=reply_id,
-        attempt=attempt,
-        worker_id=f"w{attempt}",
-        model="m",
-    )
-
-
-def completed(chat_id: str, reply_id: str, attempt: int, i: int, finish: Any = "stop") -> ReplyCompleted:
-    return ReplyCompleted(
-        event_id=new_id("e"),
-        chat_id=chat_id,
-        at=_at(i),
-        reply_id=reply_id,
-        attempt=attempt,
-        worker_id=f"w{attempt}",
-        model="m",
-        text=f"answer {reply_id}",
-        prompt_tokens=7,
-        completion_tokens=3,
-        finish_reason=finish,
-        queue_ms=1.5,
-        first_token_ms=20.0,
-        generation_ms=90.0,
-    )
+from tests.logs import at_second, chat_life, completed, created, posted, publish_fast, requested, started
 
 
 async def append_all(nbus: Bus, events: list[Any]) -> int:
@@ -150,9 +78,9 @@ async def projector(nbus: Bus, db_path: Path, **kwargs: Any) -> AsyncIterator[as
 async def test_a_chats_life_folds_into_rows(nbus: Bus, tmp_path: Path) -> None:
     c = "chat1"
     before = [
-        UserCreated(event_id=new_id("e"), at=_at(0), user_id="ann", display_name="Ann"),
+        UserCreated(event_id=new_id("e"), at=at_second(0), user_id="ann", display_name="Ann"),
         created(c, i=1),
-        ChatRenamed(event_id=new_id("e"), chat_id=c, at=_at(2), title="renamed", by="ann"),
+        ChatRenamed(event_id=new_id("e"), chat_id=c, at=at_second(2), title="renamed", by="ann"),
         posted(c, "m1", 3),
         requested(c, "r1", "m1", 3),
         started(c, "r1", 1, 4),
@@ -167,7 +95,7 @@ async def test_a_chats_life_folds_into_rows(nbus: Bus, tmp_path: Path) -> None:
         ReplyFailed(
             event_id=new_id("e"),
             chat_id=c,
-            at=_at(9),
+            at=at_second(9),
             reply_id="r2",
             attempt=2,
             worker_id="w2",
@@ -175,12 +103,14 @@ async def test_a_chats_life_folds_into_rows(nbus: Bus, tmp_path: Path) -> None:
         ),
         requested(c, "r3", "m2", 10),
         started(c, "r3", 1, 11),
-        ReplyCancelled(event_id=new_id("e"), chat_id=c, at=_at(12), reply_id="r3", by="ann"),
+        ReplyCancelled(event_id=new_id("e"), chat_id=c, at=at_second(12), reply_id="r3", by="ann"),
         completed(c, "r3", 1, 13, finish="cancelled"),
         started(c, "r1", 2, 14),  # already terminal: ignored
         completed(c, "nope", 1, 14),  # unknown reply: ignored
-        ChatRenamed(event_id=new_id("e"), chat_id="nochat", at=_at(14), title="x", by="ann"),  # unknown chat
-        ChatDeleted(event_id=new_id("e"), chat_id=c, at=_at(15), by="ann"),
+        ChatRenamed(
+            event_id=new_id("e"), chat_id="nochat", at=at_second(14), title="x", by="ann"
+        ),  # unknown chat
+        ChatDeleted(event_id=new_id("e"), chat_id=c, at=at_second(15), by="ann"),
     ]
     await append_all(nbus, before)
     # An event type from a newer version is skipped, not fatal.
@@ -205,7 +135,7 @@ async def test_a_chats_life_folds_into_rows(nbus: Bus, tmp_path: Path) -> None:
 
     assert chat is not None
     assert (chat.title, chat.deleted, chat.message_count, chat.owner_id) == ("renamed", True, 2, "ann")
-    assert chat.created_at == _at(1) and chat.updated_at == _at(15)
+    assert chat.created_at == at_second(1) and chat.updated_at == at_second(15)
     assert listed.items == [] and [x.chat_id for x in with_deleted.items] == [c]
     assert [(m.message_id, m.content) for m in answer.messages] == [
         ("m1", "text of m1"),
@@ -220,7 +150,12 @@ async def test_a_chats_life_folds_into_rows(nbus: Bus, tmp_path: Path) -> None:
         "answer r1",
         "stop",
     )
-    assert (r1.prompt_tokens, r1.completion_tokens, r1.generation_ms, r1.completed_at) == (7, 3, 90.0, _at(5))
+    assert (r1.prompt_tokens, r1.completion_tokens, r1.generation_ms, r1.completed_at) == (
+        7,
+        3,
+        90.0,
+        at_second(5),
+    )
     assert (r2.status, r2.attempt, r2.worker_id, r2.error) == ("failed", 2, "w2", "out of memory")
     assert (r3.status, r3.finish_reason) == ("cancelled", "cancelled")
     tables = dump_read_model(tmp_path / "live.duckdb")
@@ -302,62 +237,27 @@ async def test_min_seq_waits_for_the_write_then_answers_behind(nbus: Bus, tmp_pa
         assert 0.9 <= time.monotonic() - started_at < 4
 
 
-def _life(i: int) -> list[Any]:
-    """A small chat: created, renamed, three turns with replies, some failed, every 7th deleted."""
-    c = f"chat{i}"
-    events: list[Any] = [created(c, f"user{i % 3}", i)]
-    for turn in range(3):
-        m, r = f"m{i}_{turn}", f"r{i}_{turn}"
-        events += [posted(c, m, i + turn), requested(c, r, m, i + turn), started(c, r, 1, i + turn)]
-        events.append(
-            completed(c, r, 1, i + turn + 1)
-            if (i + turn) % 4
-            else ReplyFailed(
-                event_id=new_id("e"),
-                chat_id=c,
-                at=_at(i),
-                reply_id=r,
-                attempt=1,
-                worker_id="w1",
-                error="boom",
-            )
-        )
-        if turn == 0:
-            events.append(ChatRenamed(event_id=new_id("e"), chat_id=c, at=_at(i + 1), title=f"t{i}", by="x"))
-    if i % 7 == 0:
-        events.append(ChatDeleted(event_id=new_id("e"), chat_id=c, at=_at(i + 5), by="x"))
-    return events
-
-
-async def _publish_fast(nbus: Bus, events: list[Any]) -> None:
-    futures = [
-        await nbus.js.publish_async(subject_of(e), schemas.encode(e), headers={"Nats-Msg-Id": e.event_id})
-        for e in events
-    ]
-    await asyncio.gather(*futures)
-
-
 async def test_restart_mid_stream_ends_identical_to_replay(nbus: Bus, tmp_path: Path) -> None:
     identity = [
-        UserCreated(event_id=new_id("e"), at=_at(0), user_id="user0"),
-        UserRoleChanged(event_id=new_id("e"), at=_at(1), user_id="user0", role="admin"),
+        UserCreated(event_id=new_id("e"), at=at_second(0), user_id="user0"),
+        UserRoleChanged(event_id=new_id("e"), at=at_second(1), user_id="user0", role="admin"),
         ApiKeyIssued(
-            event_id=new_id("e"), at=_at(2), key_id="k1", user_id="user0", key_sha256="ab", label="cli"
+            event_id=new_id("e"), at=at_second(2), key_id="k1", user_id="user0", key_sha256="ab", label="cli"
         ),
-        ApiKeyRevoked(event_id=new_id("e"), at=_at(3), key_id="k1", user_id="user0"),
+        ApiKeyRevoked(event_id=new_id("e"), at=at_second(3), key_id="k1", user_id="user0"),
     ]
     await append_all(nbus, identity)
-    lives = [_life(i) for i in range(400)]
+    lives = [chat_life(i) for i in range(400)]
     live_db = tmp_path / "live.duckdb"
     stop = asyncio.Event()
     task = asyncio.create_task(run_projector(nbus, live_db, stop, serve_queries=False))
     for n in range(0, 200, 20):  # the projector folds while events arrive
-        await _publish_fast(nbus, [e for life in lives[n : n + 20] for e in life])
+        await publish_fast(nbus, [e for life in lives[n : n + 20] for e in life])
         await asyncio.sleep(0.01)
     task.cancel()  # mid-stream, maybe mid-batch
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    await _publish_fast(nbus, [e for life in lives[200:] for e in life])
+    await publish_fast(nbus, [e for life in lives[200:] for e in life])
     last = (await nbus.js.stream_info("CHAT")).state.last_seq
     async with projector(nbus, live_db):
         await wait_applied(nbus, last)

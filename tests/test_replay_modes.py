@@ -16,11 +16,9 @@ from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from services.api.identity import add_user
 from services.projector import dump_read_model, replay, run_projector
-from services.projector.importer import import_chatgpt
 from tests.apihelp import Api, serve_model
+from tests.logs import chat_life, publish_fast, rich_log
 from tests.stack import ROOT
-from tests.test_export import CHATGPT, _complete, _story
-from tests.test_projector import _life, _publish_fast
 
 
 def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -35,31 +33,9 @@ def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedPro
     )
 
 
-async def _a_rich_log(api: Api) -> None:
-    """Branches, ratings, images, renames, a deleted and restored chat, an erased chat, consent."""
-    ann = await _story(api, "ann")
-    await _story(api, "bob")
-    c = ann["chat"]
-    _, listed = await api.call("GET", f"/v1/chats/{c}/messages")
-    second = listed["messages"][-1]["message_id"]
-    _, edited = await api.call("POST", f"/v1/chats/{c}/messages/{second}/edit", json={"content": "edited"})
-    await api.call("POST", f"/v1/chats/{c}/replies/{edited['reply_id']}/cancel")
-    await api.call("POST", f"/v1/chats/{c}/branch", json={"node_id": ann["r2"]})
-    await import_chatgpt(api.nbus, CHATGPT, "bob")
-    await api.call("PUT", "/v1/me/consent", "ann", json={"allowed": True})
-    gone = (await api.new_chat("ann", model="demo"))["chat_id"]
-    _, posted = await api.call("POST", f"/v1/chats/{gone}/messages", json={"content": "bye"})
-    await _complete(api, gone, posted["reply_id"], "bye too")
-    await api.call("POST", f"/v1/chats/{gone}/erase")
-    back = (await api.new_chat("bob", title="back"))["chat_id"]
-    await api.call("DELETE", f"/v1/chats/{back}", "bob")
-    await api.call("POST", f"/v1/chats/{back}/restore", "root")
-    await api.call("PATCH", f"/v1/chats/{back}", "bob", json={"title": "back again"})
-
-
 async def test_check_finds_the_live_read_model_equal_to_the_log(api: Api, nats_url: str) -> None:
     await serve_model(api.nbus)
-    await _a_rich_log(api)
+    await rich_log(api)
     _, last = await api.call(
         "PATCH", f"/v1/chats/{(await api.new_chat())['chat_id']}", json={"title": "last"}
     )
@@ -142,9 +118,9 @@ async def test_a_replay_killed_midway_leaves_no_read_model_and_runs_again(
 ) -> None:
     """`kill -9` during a replay: nothing appears at --out (only the partial file), and the next
     replay cleans up after it and builds the same read model as an uninterrupted one."""
-    lives = [event for i in range(10_000) for event in _life(i)]
+    lives = [event for i in range(10_000) for event in chat_life(i)]
     for start in range(0, len(lives), 5_000):
-        await _publish_fast(nbus, lives[start : start + 5_000])
+        await publish_fast(nbus, lives[start : start + 5_000])
     out = tmp_path / "rebuilt.duckdb"
     cmd = [sys.executable, "-m", "services.cli", "admin", "replay", "--out", str(out), "--nats", nats_url]
     env = {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}

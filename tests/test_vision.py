@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from PIL import Image
 
 import bus
@@ -24,9 +25,8 @@ from services.llm_worker.demo_vlm import IMAGE_TOKEN, IMAGE_TOKENS_PER_IMAGE
 from services.llm_worker.engine import ContinuousBatchingEngine, Engine, EngineConfig
 from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
-from tests.apihelp import Api
+from tests.apihelp import Api, upload
 from tests.stack import wait_event
-from tests.test_images_api import upload
 
 
 class RecordingProcessor:
@@ -139,7 +139,7 @@ async def test_a_vision_model_sees_the_newest_images_up_to_its_limit(api: Api, d
         shas.append(info["sha256"])
     chat_id = (await api.new_chat(model="vision"))["chat_id"]
     async with running(api.nbus, engine, engine.tokenizer, "vision") as worker:
-        worker.settings.max_images = 2
+        worker.settings = msgspec.structs.replace(worker.settings, max_images=2)
         posted, _ = await _post_and_watch(
             api, chat_id, {"content": "compare", "images": shas, "params": {"max_new_tokens": 4}}
         )

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 
 def main() -> None:
-    """Entry point of the `chatbus` script."""
-    from services.cli.app import app
+    """Entry point of the `chatbus` script; a bad setting ends it with the message, not a traceback."""
+    from rich.markup import escape
 
-    app()
+    from schemas.settings_env import SettingsError
+    from services.cli.app import app
+    from services.cli.output import console
+
+    try:
+        app()
+    except SettingsError as exc:
+        console.print(f"[red]{escape(str(exc))}[/]", soft_wrap=True)
+        raise SystemExit(2) from None

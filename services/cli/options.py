@@ -8,19 +8,19 @@ from typing import Annotated
 
 import typer
 
-from services.cli.settings import DEFAULT_NATS
+from services.cli.settings import DEFAULT_NATS, variable_of
 
 __all__ = ["DEFAULT_NATS", "ConfigOption", "NatsOption", "iso_time"]
 
 NatsOption = Annotated[
-    str, typer.Option("--nats", envvar="CHATBUS_NATS_URL", help="NATS URL (with credentials).")
+    str, typer.Option("--nats", envvar=variable_of("nats_url"), help="NATS URL (with credentials).")
 ]
 
 ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        envvar="CHATBUS_MODELS_CONFIG",
+        envvar=variable_of("models_config"),
         help="Model config (TOML): per alias the source, default sampling and engine sizing.",
     ),
 ]

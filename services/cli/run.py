@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.markup import escape
 
@@ -20,7 +20,7 @@ from services.cli.connect import connect
 from services.cli.models import models_config
 from services.cli.options import DEFAULT_NATS, ConfigOption, NatsOption
 from services.cli.output import console
-from services.cli.settings import data_dir, setup_logging
+from services.cli.settings import data_dir, setup_logging, variable_of
 
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -59,7 +59,9 @@ def serve(
 
 def projector(
     nats: NatsOption = DEFAULT_NATS,
-    db: Annotated[Path | None, typer.Option(envvar="CHATBUS_DB_PATH", help="DuckDB file it owns.")] = None,
+    db: Annotated[
+        Path | None, typer.Option(envvar=variable_of("db_path"), help="DuckDB file it owns.")
+    ] = None,
 ) -> None:
     """Run the projector: fold the log into DuckDB and answer read queries over NATS."""
     from services.projector import run_projector
@@ -100,6 +102,7 @@ def worker(
     serves any directory or .gguf file (converted once into the model cache) under --alias.
     """
     from schemas.ids import is_valid_id
+    from schemas.settings_env import read_env
     from services.llm_worker import WorkerSettings, run_worker
     from services.llm_worker.main import locate_model
     from services.llm_worker.model_config import DEFAULT_ALIAS, ModelConfigError, entry_for
@@ -107,9 +110,10 @@ def worker(
 
     setup_logging()
     models, path = models_config(config)
-    name = alias or os.environ.get("CHATBUS_WORKER_ALIAS") or DEFAULT_ALIAS
+    set_by_env = read_env(WorkerSettings)  # which alias and model the environment names
+    name = alias or set_by_env.get("alias") or DEFAULT_ALIAS
     entry = models.models.get(name)
-    if entry is None and not (model or os.environ.get("CHATBUS_WORKER_MODEL")):
+    if entry is None and not (model or "model" in set_by_env):
         try:
             entry_for(models, name, path or "the default model config")
         except ModelConfigError as exc:
@@ -121,13 +125,14 @@ def worker(
     if not is_valid_id(settings.alias):
         console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
         raise typer.Exit(2)
-    settings.model_cache = settings.model_cache or str(data_dir() / "models")
+    cache = settings.model_cache or str(data_dir() / "models")
     try:
         with console.status(f"preparing {settings.model} (a GGUF file is converted once) ..."):
-            settings.model = str(locate_model(settings.model, Path(settings.model_cache)))
+            located = locate_model(settings.model, Path(cache))
     except (ModelSourceError, ModelConfigError) as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
+    settings = msgspec.structs.replace(settings, model=str(located), model_cache=cache)
 
     serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop), worker=True)
 

@@ -14,6 +14,8 @@ import typer
 
 import bus
 from bus import Credentials, EmbeddedServer, ServerConfig
+from schemas.settings_env import env_name, variable
+from schemas.settings_shared import DEFAULT_API_PORT, ApiPort
 from services.cli import processes, settings
 from services.cli.connect import connect
 from services.cli.models import models_config
@@ -33,8 +35,12 @@ def up(
         str | None, typer.Option(help="A vision-language model for a second worker, with --model.")
     ] = None,
     vision_alias: Annotated[str, typer.Option(help="Alias of --vision-model.")] = "vision",
-    port: Annotated[int, typer.Option(envvar="CHATBUS_API_PORT", help="HTTP port of the API.")] = 8080,
-    nats_port: Annotated[int, typer.Option(envvar="CHATBUS_NATS_PORT", help="Embedded NATS port.")] = 4222,
+    port: Annotated[
+        int, typer.Option(envvar=variable(ApiPort), help="HTTP port of the API.")
+    ] = DEFAULT_API_PORT,
+    nats_port: Annotated[
+        int, typer.Option(envvar=settings.variable_of("nats_port"), help="Embedded NATS port.")
+    ] = 4222,
 ) -> None:
     """Start everything on this machine: embedded NATS, projector, API, image store and the workers.
 
@@ -43,6 +49,8 @@ def up(
     package, and the random-weight `demo-vision` model). --model serves one model of yours instead.
     Ctrl-C stops everything; data stays in --data-dir.
     """
+    from services.api.settings import ApiSettings
+
     settings.setup_logging()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, systemd and docker stop act like Ctrl-C
     root = settings.data_dir(data_dir)
@@ -66,11 +74,11 @@ def up(
     try:
         key = _ensure_admin_key(url, root / "admin.key")
         env = {
-            "CHATBUS_DEFAULT_MODEL": default_alias,
+            env_name(ApiSettings, "default_model"): default_alias,
             **os.environ,
-            "CHATBUS_NATS_URL": url,
-            "CHATBUS_DATA_DIR": str(root),
-            "CHATBUS_API_PORT": str(port),
+            settings.variable_of("nats_url"): url,
+            settings.variable_of("data_dir"): str(root),
+            env_name(ApiSettings, "port"): str(port),
         }
         commands = [
             ["projector", "--db", str(root / "readmodel.duckdb")],

@@ -20,6 +20,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from schemas.settings_shared import DEFAULT_IMAGE_MAX_BYTES
 from services.image_store.errors import ImageRejected
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
@@ -30,7 +31,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 class FetchPolicy:
     """Limits of a URL fetch; `private_hosts` are host names allowed to resolve to private addresses."""
 
-    max_bytes: int = 10 * 1024 * 1024
+    max_bytes: int = DEFAULT_IMAGE_MAX_BYTES
     connect_timeout: float = 3.0
     total_timeout: float = 10.0
     max_redirects: int = 3

@@ -11,6 +11,7 @@ from typing import Literal
 
 from PIL import Image, ImageOps
 
+from schemas.settings_shared import DEFAULT_IMAGE_MAX_BYTES
 from services.image_store.errors import ImageRejected
 
 MIB = 1024 * 1024
@@ -27,7 +28,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Imag
 class ImageLimits:
     """Bounds an upload must stay within before any pixel is decoded."""
 
-    max_bytes: int = 10 * MIB
+    max_bytes: int = DEFAULT_IMAGE_MAX_BYTES
     max_pixels: int = 24_000_000
 
 

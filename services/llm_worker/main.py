@@ -6,6 +6,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+import msgspec
+
 from bus import Bus
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.model_config import DEMO_SOURCES, ModelConfigError
@@ -21,7 +23,8 @@ async def run_worker(
     settings: WorkerSettings, nbus: Bus, stop: asyncio.Event, engine_config: EngineConfig | None = None
 ) -> None:
     """Load `settings.model` (off the event loop) and serve its alias until `stop` is set."""
-    settings.model = str(await asyncio.to_thread(locate_model, settings.model, Path(settings.model_cache)))
+    located = await asyncio.to_thread(locate_model, settings.model, Path(settings.model_cache))
+    settings = msgspec.structs.replace(settings, model=str(located))
     log.info("loading %s as %s", settings.model, settings.alias)
     config = engine_config or EngineConfig(
         num_blocks=settings.kv_blocks,
@@ -43,7 +46,7 @@ async def run_worker(
         if settings.capacity > VisionEngine.max_active:
             # It generates one reply at a time: holding more requests would keep them from other workers.
             log.info("vision model: capacity %d -> %d", settings.capacity, VisionEngine.max_active)
-            settings.capacity = VisionEngine.max_active
+            settings = msgspec.structs.replace(settings, capacity=VisionEngine.max_active)
     else:
         engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, settings.model, config)
     worker = Worker(settings, nbus, engine, engine.tokenizer)

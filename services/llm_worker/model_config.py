@@ -29,7 +29,11 @@ from schemas.sampling import MAX_NEW_TOKENS_LIMIT, SamplingParams
 
 DEMO_SOURCES = ("demo-text", "demo-vision")  # random-weight models built on first use: not assistants
 DEFAULT_ALIAS = "smollm2-135m"
+DEFAULT_SOURCE = "smollm2-135m-instruct"  # what the default alias serves: SmolLM2-135M-Instruct
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+Threads = Annotated[int, msgspec.Meta(ge=0)]  # torch CPU threads; 0: see the field
+Device = Annotated[str, msgspec.Meta(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 
 
 class ModelConfigError(ValueError):
@@ -58,11 +62,11 @@ class Engine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     kv_blocks: Positive | None = None  # paged KV-cache blocks
     kv_page_size: Positive | None = None  # tokens per block
     max_batch_tokens: Positive | None = None  # tokens one engine step may process
-    threads: Annotated[int, msgspec.Meta(ge=0)] | None = None  # torch CPU threads; 0 = all cores
+    threads: Threads | None = None  # torch CPU threads; 0 = all cores
     # torch CPU threads of steps of fewer than 8 tokens (a few replies decoding); 0 = `threads`
-    small_step_threads: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    device: Annotated[str, msgspec.Meta(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")] | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    small_step_threads: Threads | None = None
+    device: Device | None = None
+    dtype: Dtype | None = None
 
 
 class ModelEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -85,7 +89,7 @@ def default_config() -> ModelsConfig:
     """What `chatbus up` serves with no config file: SmolLM2-135M-Instruct and the tiny vision demo."""
     return ModelsConfig(
         models={
-            DEFAULT_ALIAS: ModelEntry(source="smollm2-135m-instruct", sampling=Sampling(temperature=0.2)),
+            DEFAULT_ALIAS: ModelEntry(source=DEFAULT_SOURCE, sampling=Sampling(temperature=0.2)),
             "demo-vision": ModelEntry(source="demo-vision"),
         }
     )

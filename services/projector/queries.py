@@ -11,6 +11,7 @@ import duckdb
 import msgspec
 
 from schemas.queries import (
+    MAX_PAGE_SIZE,
     ChatAnswer,
     ChatPage,
     ChatRow,
@@ -27,7 +28,6 @@ from schemas.tree import ChatTree
 from services.projector.errors import ProjectorError
 from services.projector.tables import CHATS, MESSAGES, REPLIES, Table
 
-MAX_PAGE = 200
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -76,8 +76,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 
 
 def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
-    """A user's chats, most recently updated first, `limit` (at most 200) per page."""
-    limit = max(1, min(query.limit, MAX_PAGE))
+    """A user's chats, most recently updated first, `limit` (at most MAX_PAGE_SIZE) per page."""
+    limit = max(1, min(query.limit, MAX_PAGE_SIZE))
     sql = f"SELECT {', '.join(CHATS.names)} FROM chats WHERE owner_id = ?"
     params: list[Any] = [query.user_id]
     if not query.include_deleted:
