@@ -1,4 +1,4 @@
-"""The rules of DESIGN.md that code can break: import boundaries and the event catalogue."""
+"""The layering rules of docs/architecture.md that code can break: imports and the event catalogue."""
 
 from __future__ import annotations
 
