@@ -48,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
@@ -257,7 +258,7 @@ def ensure_serve_venv(venv: Path) -> Path:
 # ---------------------------------------------------------------- paths
 
 
-class BenchPath:
+class BenchPath(ABC):
     """One way to get completions; `pids` are the processes whose CPU it costs."""
 
     kind = ""
@@ -270,14 +271,16 @@ class BenchPath:
     def name(self) -> str:
         return f"{self.label} ({self.threads.label})"
 
+    @abstractmethod
     def pids(self) -> list[int]:
-        raise NotImplementedError
+        """The processes whose CPU this path costs."""
 
+    @abstractmethod
     async def round(self, convs: list[list[dict[str, str]]], tokens: int) -> Result:
-        raise NotImplementedError
+        """Run every conversation at once, each to `tokens` new tokens."""
 
-    async def close(self) -> None:
-        pass
+    async def close(self) -> None:  # noqa: B027 - most paths hold nothing to release
+        """Release what the path holds (nothing, unless a subclass says otherwise)."""
 
 
 class OpenAIPath(BenchPath):
@@ -292,8 +295,9 @@ class OpenAIPath(BenchPath):
     def pids(self) -> list[int]:
         return self.processes
 
+    @abstractmethod
     def request(self, tokens: int) -> dict[str, Any]:
-        raise NotImplementedError
+        """The extra request fields this server needs for full-length replies with usage."""
 
     async def one(self, messages: list[dict[str, str]], tokens: int) -> StreamTiming:
         timing = StreamTiming(sent=time.perf_counter())

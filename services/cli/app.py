@@ -56,8 +56,3 @@ key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
 admin.add_typer(key_app, name="key")
 key_app.command("issue")(admin_users.key_issue)
 key_app.command("revoke")(admin_users.key_revoke)
-
-
-def main() -> None:
-    """Run the `chatbus` command."""
-    app()
