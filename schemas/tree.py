@@ -8,7 +8,12 @@ the end of the active path at the time it was posted.
 
 The active path starts at the root and, at each fork, takes the selected child. Adding a node
 selects the path to it (a regenerated reply or an edit becomes the active branch), and so does
-a `branch.selected`: it selects every fork on the path to its node.
+a `branch.selected`: it selects every fork on the path to its node. Every node with children
+has a selected child (adding a child selects it).
+
+The tree keeps its active path as it changes, so folding a chat costs O(1) a turn, not a walk
+from the root: a select walks up only to the first node already on the path, replaces the path
+below it, and follows the selections down from the selected node.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ class ChatTree:
     nodes: dict[str, Node] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)
     selected: dict[str, str] = field(default_factory=dict)  # parent key -> chosen child
+    _path: list[str] = field(default_factory=list, repr=False)  # the active path, root first
+    _depth: dict[str, int] = field(default_factory=dict, repr=False)  # node on the path -> its index
 
     def apply(self, seq: int, event: ChatEvent) -> None:
         """Apply one event; others are ignored."""
@@ -77,8 +84,30 @@ class ChatTree:
 
     def select(self, node_id: str) -> None:
         """Choose every fork on the path to `node_id`."""
-        for node in self.path_to(node_id):
+        if node_id not in self.nodes:
+            return
+        above: list[str] = []  # the path up from node_id to the first node already active
+        current = node_id
+        while current != ROOT and current not in self._depth:
+            above.append(current)
+            current = self.nodes[current].parent
+        if not above:
+            return  # already on the active path: every fork above it is chosen as asked
+        keep = 0 if current == ROOT else self._depth[current] + 1
+        for dropped in self._path[keep:]:
+            del self._depth[dropped]
+        del self._path[keep:]
+        for node in reversed(above):
             self.selected[self.nodes[node].parent] = node
+            self._extend(node)
+        chosen = self.selected.get(node_id)
+        while chosen is not None:  # below the node, the path follows what was chosen before
+            self._extend(chosen)
+            chosen = self.selected.get(chosen)
+
+    def _extend(self, node_id: str) -> None:
+        self._depth[node_id] = len(self._path)
+        self._path.append(node_id)
 
     def path_to(self, node_id: str) -> list[str]:
         """The node ids from the root down to `node_id` (empty when unknown)."""
@@ -91,20 +120,11 @@ class ChatTree:
 
     def active_path(self) -> list[str]:
         """The active branch from the root to its leaf."""
-        path: list[str] = []
-        parent = ROOT
-        while True:
-            children = self.children(parent)
-            if not children:
-                return path
-            chosen = self.selected.get(parent)
-            parent = chosen if chosen in children else children[-1]
-            path.append(parent)
+        return list(self._path)
 
     def leaf(self) -> str | None:
         """The last node of the active path."""
-        path = self.active_path()
-        return path[-1] if path else None
+        return self._path[-1] if self._path else None
 
     def siblings(self, node_id: str) -> list[str]:
         """The node and its siblings, oldest first."""

@@ -329,3 +329,78 @@ def test_erasing_stops_open_replies_and_releases_every_image() -> None:
     assert [c.reply_id for c in erasure.cancels] == ["r2", "r4"]
     assert erasure.tombstone.chat_id == C and erasure.tombstone.by == "root"
     assert erasure.images == [a, b]
+
+
+class _WalkingTree:
+    """The tree's rules written the slow, obvious way: select walks from the node to the root every
+    time and the active path is walked from the root. The fast tree must agree with it exactly."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.children: dict[str, list[str]] = {"": []}
+        self.selected: dict[str, str] = {}
+
+    def add(self, node: str, parent: str) -> None:
+        if node in self.parent:
+            return
+        parent = parent if parent in self.parent else ""
+        self.parent[node] = parent
+        self.children[parent].append(node)
+        self.children[node] = []
+        self.select(node)
+
+    def select(self, node: str) -> None:
+        while node in self.parent:
+            self.selected[self.parent[node]] = node
+            node = self.parent[node]
+
+    def active_path(self) -> list[str]:
+        path, at = [], ""
+        while self.children[at]:
+            chosen = self.selected.get(at)
+            at = chosen if chosen in self.children[at] else self.children[at][-1]
+            path.append(at)
+        return path
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_kept_active_path_matches_walking_the_tree(seed: int) -> None:
+    """Random posts (after the leaf, under a node, edits), regenerations and branch selections."""
+    import random
+
+    from schemas.tree import ChatTree
+
+    rng = random.Random(seed)
+    fast, slow = ChatTree(), _WalkingTree()
+    messages: list[str] = []
+    for seq in range(1, 300):
+        known = list(slow.parent)
+        roll = rng.random()
+        node = f"n{seq}"
+        if roll < 0.3 or not messages:
+            parent = slow.active_path()[-1] if slow.active_path() else ""
+            fast.add_message(node, seq, None, None)
+            slow.add(node, parent)
+            messages.append(node)
+        elif roll < 0.5:
+            parent = rng.choice(known)
+            fast.add_message(node, seq, parent, None)
+            slow.add(node, parent)
+            messages.append(node)
+        elif roll < 0.6:
+            edited = rng.choice(messages)
+            parent = slow.parent[edited]
+            fast.add_message(node, seq, parent or None, edited)
+            slow.add(node, parent)
+            messages.append(node)
+        elif roll < 0.8:
+            answered = rng.choice(messages)
+            fast.add(node, "reply", answered, seq)
+            slow.add(node, answered)
+        else:
+            chosen = rng.choice([*known, "unknown"])
+            fast.select(chosen)
+            slow.select(chosen)
+        assert fast.active_path() == slow.active_path()
+        assert fast.selected == slow.selected
+        assert fast.leaf() == (slow.active_path() or [None])[-1]
