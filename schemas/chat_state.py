@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
+
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -68,8 +70,7 @@ class Reply:
         return self.status not in TERMINAL and attempt >= self.attempt
 
 
-@dataclass(frozen=True)
-class Turn:
+class Turn(msgspec.Struct, frozen=True, kw_only=True):
     """One message a model is given: its role, text, and attached images (sha256, in order)."""
 
     role: Role

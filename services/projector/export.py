@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import gc
 import io
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -321,9 +320,10 @@ def write_rows(rows: Iterator[Any], out: Path, fmt: Literal["jsonl", "parquet"])
     """Write dataclass rows as JSONL or Parquet (nested lists as JSON text columns); the row count."""
     if fmt == "jsonl":
         count = 0
-        with out.open("w", encoding="utf-8") as handle:
+        encode = msgspec.json.Encoder().encode
+        with out.open("wb") as handle:
             for row in rows:
-                handle.write(json.dumps(_jsonl(row), ensure_ascii=False) + "\n")
+                handle.write(encode(_jsonl(row)) + b"\n")
                 count += 1
         return count
     records = [_flat(row) for row in rows]
@@ -342,9 +342,7 @@ def _jsonl(row: Any) -> dict[str, Any]:
 
 
 def _flat(row: Any) -> dict[str, Any]:
-    return {
-        k: json.dumps(v, ensure_ascii=False) if isinstance(v, list) else v for k, v in row.__dict__.items()
-    }
+    return {k: msgspec.json.encode(v).decode() if isinstance(v, list) else v for k, v in row.__dict__.items()}
 
 
 # ---------------------------------------------------------------- chats (lossless JSON, TSV)
