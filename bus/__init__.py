@@ -7,7 +7,7 @@ from bus.append import Appended, append_event, append_events, append_raw, purge_
 from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
-from bus.declare import declare_all, declare_consumer, declare_kv, declare_stream
+from bus.declare import Change, apply_all, declare_all, declare_consumer, declare_kv, declare_stream
 from bus.errors import (
     BusError,
     BusUnavailable,
@@ -56,6 +56,8 @@ __all__ = [
     "list_objects",
     "ObjectEntry",
     "connect",
+    "Change",
+    "apply_all",
     "declare_all",
     "declare_consumer",
     "declare_kv",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 import bus
 from bus import Bus
@@ -17,15 +18,34 @@ from services.cli.settings import data_dir
 
 def admin_init(
     nats: NatsOption = DEFAULT_NATS,
-    replicas: Annotated[int, typer.Option(help="Stream replicas: 1 on one server, 3 on a cluster.")] = 1,
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Replicas of every stream and bucket: 1 on one server, 3 on a cluster "
+            "(default: each keeps its own; new ones get 1).",
+        ),
+    ] = None,
 ) -> None:
-    """Declare every stream and KV bucket (idempotent; use --replicas 3 on a cluster)."""
+    """Create every stream, KV bucket and object store, and bring existing ones to this version's
+    settings (subjects, limits, TTLs, history, replicas), listing each change.
 
-    async def action(nbus: Bus) -> None:
-        await bus.declare_all(nbus.js, replicas=replicas)
+    Safe to run again: nothing changes when all is as declared. Services only create what is missing
+    and never change what exists, so this is the one command that changes a stream's settings.
+    """
 
-    run_admin(nats, action)
-    console.print("streams and buckets declared")
+    async def action(nbus: Bus) -> list[bus.Change]:
+        return await bus.apply_all(nbus.js, replicas=replicas)
+
+    changes: list[bus.Change] = run_admin(nats, action, declare=False)
+    if not changes:
+        console.print("streams and buckets already as declared: nothing changed")
+        return
+    table = Table("stream or bucket", "setting", "was", "now")
+    for change in changes:
+        table.add_row(change.what, change.setting, change.old, change.new)
+    console.print(table)
+    console.print(f"{len(changes)} change(s) applied")
 
 
 def admin_make_demo_model(

@@ -33,13 +33,15 @@ def redact(url: str) -> str:
     return ",".join(re.sub(r"//[^/@]*@", "//***@", one) for one in url.split(","))
 
 
-def run_admin(url: str, action: Callable[[Bus], Awaitable[Any]]) -> Any:
-    """Connect, declare the streams, run `action` and close; its result."""
+def run_admin(url: str, action: Callable[[Bus], Awaitable[Any]], *, declare: bool = True) -> Any:
+    """Connect, create the streams that are missing (unless `declare` is False), run `action` and
+    close; its result."""
 
     async def main() -> Any:
         nbus = await connect(url, "admin")
         try:
-            await bus.declare_all(nbus.js)
+            if declare:
+                await bus.declare_all(nbus.js)
             return await action(nbus)
         finally:
             await nbus.close()

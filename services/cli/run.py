@@ -32,6 +32,14 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
     await run(stop)
 
 
+def _report_drift(drift: list[bus.Change]) -> None:
+    """Say where the declared streams differ from this version's catalogue (left as they are)."""
+    for change in drift:
+        logging.getLogger("chatbus").warning(
+            "%s (differs from this version's catalogue; `chatbus admin init` applies it)", change
+        )
+
+
 def serve(
     url: str, name: str, run: Callable[[Bus, asyncio.Event], Awaitable[None]], *, worker: bool = False
 ) -> None:
@@ -44,7 +52,7 @@ def serve(
     async def main(stop: asyncio.Event) -> None:
         nbus = await connect(url, name, WORKER_INBOX_PREFIX if worker else DEFAULT_INBOX_PREFIX)
         try:
-            await bus.declare_all(nbus.js)
+            _report_drift(await bus.declare_all(nbus.js))
         except bus.BusError as exc:
             if not worker:
                 raise
