@@ -10,6 +10,8 @@ from aiohttp import web
 import bus
 import schemas
 from bus import StoredMsg
+from identity.erasure import erase_chat
+from logtools.chat_log import ChatBusy, decide_and_append, read_chat_state
 from schemas import chat_decide as decide
 from schemas.api import (
     AcceptedResponse,
@@ -40,8 +42,6 @@ from schemas.streams import CHAT
 from schemas.subjects import chat_event, one_reply
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
-from services.api.chat_log import ChatBusy, decide_and_append, read_chat_state
-from services.api.erase import erase_chat
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS

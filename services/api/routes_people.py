@@ -7,6 +7,20 @@ from aiohttp import web
 
 import bus
 import schemas
+from identity.accounts import InvalidUserId, UserExists, add_user, user_role
+from identity.erasure import erase_user
+from identity.sessions import (
+    COOKIE,
+    MAX_FAILURES,
+    check_password,
+    clear_failures,
+    count_failure,
+    create_session,
+    end_session,
+    failures,
+    password_problem,
+    set_password,
+)
 from schemas.api import (
     AcceptedResponse,
     ConsentRequest,
@@ -26,23 +40,9 @@ from schemas.streams import CHAT, IDENTITY, SESSIONS_KV
 from schemas.subjects import ANY, one_chat, reply_requested, user_event
 from services.api.access import chat_access
 from services.api.auth import principal_of, session_of
-from services.api.erase import erase_user
 from services.api.errors import ApiError, json_response
-from services.api.identity import InvalidUserId, UserExists, add_user, user_role
 from services.api.inputs import path_id, read_body
 from services.api.keys import BUS, SETTINGS
-from services.api.sessions import (
-    COOKIE,
-    MAX_FAILURES,
-    check_password,
-    clear_failures,
-    count_failure,
-    create_session,
-    end_session,
-    failures,
-    password_problem,
-    set_password,
-)
 
 _consent_decoder = msgspec.json.Decoder(TrainingConsentSet)
 
