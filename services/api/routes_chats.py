@@ -148,14 +148,6 @@ async def restore_chat(request: web.Request) -> web.StreamResponse:
     return json_response(AcceptedResponse(seq=appended.seq))
 
 
-async def erase_chat_route(request: web.Request) -> web.StreamResponse:
-    """Erase a chat for good: its events are purged from the log (a tombstone stays), then its images."""
-    principal = principal_of(request)
-    access = await chat_access(request, write=not principal.is_admin, deleted_too=True)
-    erased = await erase_chat(request.app[BUS], access.chat_id, principal.user_id)
-    return json_response(AcceptedResponse(seq=erased))
-
-
 async def list_messages(request: web.Request) -> web.StreamResponse:
     """A chat's messages and replies in order (at least as new as `min_seq`)."""
     access = await chat_access(request, write=False)
