@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-import bus
-from schemas.audit import AuditTrail, audit_entries
-from schemas.streams import CHAT
-from schemas.subjects import one_chat
+from logtools.audit import read_audit
+from schemas.audit import AuditTrail
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id
@@ -19,8 +17,7 @@ async def audit_chat(request: web.Request) -> web.StreamResponse:
     if not principal_of(request).is_admin:
         raise ApiError(403, "forbidden", "the audit trail is for administrators")
     chat_id = path_id(request, "chat_id")
-    msgs = await bus.read_all(request.app[BUS].js, CHAT.name, [one_chat(chat_id)])
-    entries = audit_entries((m.seq, m.data) for m in msgs)
+    entries = await read_audit(request.app[BUS].js, chat_id)
     if not entries:
         raise ApiError(404, "not_found", f"no chat {chat_id}")
     return json_response(AuditTrail(chat_id=chat_id, entries=entries))
