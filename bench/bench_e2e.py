@@ -188,7 +188,7 @@ def serves(alias: str) -> Callable[[Any], bool]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    from services.api.identity import add_user, issue_key
+    from identity.accounts import add_user, issue_key
     from services.llm_worker.demo_model import make_demo_model
 
     levels = [int(x) for x in args.concurrency.split(",")]

@@ -96,7 +96,7 @@ async def throughput(
 
 
 async def main(args: argparse.Namespace) -> None:
-    from services.api.identity import add_user, issue_key
+    from identity.accounts import add_user, issue_key
 
     tmp = Path(tempfile.mkdtemp(prefix="chatbus-bench-images-"))
     pictures = [photo(i) for i in range(args.uploads * 2 + args.concurrency * 4)]

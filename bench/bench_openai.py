@@ -454,7 +454,7 @@ def alias_for(threads: Threads) -> str:
 async def start_chatbus(
     tmp: Path, model_dir: Path, cache_dir: Path, threads: list[Threads], capacity: int
 ) -> Chatbus:
-    from services.api.identity import add_user, issue_key
+    from identity.accounts import add_user, issue_key
 
     server = bus.EmbeddedServer(
         bus.ServerConfig(store_dir=tmp / "js", credentials=bus.Credentials.generate())

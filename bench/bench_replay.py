@@ -186,7 +186,7 @@ async def raw_read(nbus: bus.Bus, reader: str, stream: str, subjects: list[str],
 
 async def export_rounds(nbus: bus.Bus, root: Path, repeat: int) -> dict[str, tuple[int, float]]:
     """Median seconds of reading+folding the log, and of writing its SFT rows as JSONL and Parquet."""
-    from services.projector.export import ExportFilter, hash_ref, read_log, sft_rows, write_rows
+    from logtools.export import ExportFilter, hash_ref, read_log, sft_rows, write_rows
 
     flt = ExportFilter(consent_only=False)
     reads, jsonl, parquet = [], [], []

@@ -8,6 +8,7 @@ from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import Change, apply_all, declare_all, declare_consumer, declare_kv, declare_stream
+from bus.decode import Delivered, Sequenced, decode_batch, decode_bulk
 from bus.errors import (
     BusError,
     BusUnavailable,
@@ -35,6 +36,7 @@ __all__ = [
     "ConcurrencyConflict",
     "Conflict",
     "Credentials",
+    "Delivered",
     "Delivery",
     "EmbeddedServer",
     "Follower",
@@ -44,6 +46,7 @@ __all__ = [
     "NotFound",
     "ServerConfig",
     "ServerStartError",
+    "Sequenced",
     "Served",
     "ServiceError",
     "StoredMsg",
@@ -58,6 +61,8 @@ __all__ = [
     "connect",
     "Change",
     "apply_all",
+    "decode_batch",
+    "decode_bulk",
     "declare_all",
     "declare_consumer",
     "declare_kv",

@@ -1,31 +1,11 @@
-"""A chat's audit trail: every event of it, as when / who / what, read from the log (API and CLI share it)."""
+"""A chat's audit trail as the API answers it: one entry per event (made by logtools/audit.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 import msgspec
-
-from schemas.chat import (
-    BranchSelected,
-    ChatCreated,
-    ChatDeleted,
-    ChatErased,
-    ChatEvent,
-    ChatRenamed,
-    ChatRestored,
-    FeedbackGiven,
-    MessagePosted,
-    ReplyCancelled,
-    ReplyCompleted,
-    ReplyFailed,
-    ReplyRequested,
-    ReplyStarted,
-)
-
-_PREVIEW = 80
 
 
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
@@ -46,86 +26,3 @@ class AuditTrail(msgspec.Struct, frozen=True, kw_only=True):
 
     chat_id: str
     entries: list[AuditEntry]
-
-
-def _preview(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
-
-
-def _describe(event: ChatEvent) -> tuple[str, str, str, dict[str, Any]]:
-    """(who, what, model, params) of an event."""
-    match event:
-        case ChatCreated():
-            return event.owner_id, f"created {event.title!r}", event.model, {}
-        case ChatRenamed():
-            return event.by, f"renamed to {event.title!r}", "", {}
-        case ChatDeleted():
-            return event.by, "deleted", "", {}
-        case ChatRestored():
-            return event.by, "restored", "", {}
-        case ChatErased():
-            return event.by, "erased", "", {}
-        case MessagePosted():
-            where = f" (edit of {event.edit_of})" if event.edit_of else ""
-            images = f" +{len(event.images)} image(s)" if event.images else ""
-            return (
-                event.author_id,
-                f"message {event.message_id}{where}: {_preview(event.content)}{images}",
-                "",
-                {},
-            )
-        case ReplyRequested():
-            params = msgspec.structs.asdict(event.params)
-            what = f"reply {event.reply_id} requested for {event.message_id} (context {len(event.context)})"
-            return event.requested_by, what, event.model, params
-        case ReplyStarted():
-            return event.worker_id, f"reply {event.reply_id} attempt {event.attempt} started", event.model, {}
-        case ReplyCompleted():
-            what = (
-                f"reply {event.reply_id} {event.finish_reason}: {event.completion_tokens} tokens "
-                f"({event.prompt_tokens} prompt): {_preview(event.text)}"
-            )
-            return event.worker_id, what, event.model, {}
-        case ReplyFailed():
-            return event.worker_id, f"reply {event.reply_id} failed: {_preview(event.error)}", "", {}
-        case ReplyCancelled():
-            return event.by, f"reply {event.reply_id} cancel asked", "", {}
-        case BranchSelected():
-            return event.by, f"branch to {event.node_id} selected", "", {}
-        case FeedbackGiven():
-            rating = event.rating or "withdrawn"
-            note = f": {_preview(event.comment)}" if event.comment else ""
-            return event.user_id, f"rated {event.reply_id} {rating}{note}", "", {}
-    return "", type(event).__name__, "", {}
-
-
-def audit_entries(stored: Iterable[tuple[int, bytes]]) -> list[AuditEntry]:
-    """The audit lines of a chat's stored messages (seq, data), in order; unreadable ones skipped."""
-    from schemas import decode_event  # the package imports this module's siblings first
-
-    entries = []
-    for seq, data in stored:
-        try:
-            event = decode_event(data)
-        except msgspec.DecodeError:
-            continue
-        if isinstance(event, ChatEvent):
-            entries.append(audit_entry(seq, event))
-    return entries
-
-
-def audit_entry(seq: int, event: ChatEvent) -> AuditEntry:
-    """The audit line of one event."""
-    who, what, model, params = _describe(event)
-    fields = msgspec.to_builtins(event)
-    return AuditEntry(
-        seq=seq,
-        at=event.at,
-        type=str(fields.get("type", "")),
-        who=who,
-        what=what,
-        model=model,
-        params=params,
-        event=fields,
-    )

@@ -91,8 +91,8 @@ def demo_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Any]:
     """Users ann, bob and root (admin) with keys; the projector and the image store in-process; the app
     on aiohttp's test server."""
+    from identity.accounts import add_user, issue_key
     from services.api import create_app
-    from services.api.identity import add_user, issue_key
     from services.image_store import run_image_store
     from services.projector import run_projector
     from tests.apihelp import IMAGE_STORE_SETTINGS, SETTINGS, TEST_NAMES, Api, wait_for_projector
@@ -119,8 +119,8 @@ async def api(nbus: Bus, tmp_path: Path) -> AsyncIterator[Any]:
 async def stack(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterator[dict[str, str]]:
     """Projector, worker, image store and API in this process against the test's NATS account; keys of ann
     and bob, and the API's URL as `base`."""
+    from identity.accounts import add_user, issue_key
     from services.api import ApiSettings
-    from services.api.identity import add_user, issue_key
     from tests.stack import in_process_stack
 
     keys = {}

@@ -13,6 +13,7 @@ from PIL import Image
 import bus
 import schemas
 from bus import Bus
+from logtools.importer import import_chatgpt
 from schemas.chat import (
     ChatCreated,
     ChatDeleted,
@@ -25,7 +26,6 @@ from schemas.chat import (
 )
 from schemas.ids import new_id
 from schemas.subjects import subject_of
-from services.projector.importer import import_chatgpt
 from tests.apihelp import Api, serve_model
 
 T0 = schemas.now()

@@ -15,11 +15,11 @@ from aiohttp.test_utils import TestClient, TestServer
 import bus
 import schemas
 from bus import Bus
+from identity.accounts import UserExists, add_user, authenticate, issue_key, revoke_key
 from schemas.chat import ChatRenamed, MessagePosted, ReplyCancelled, ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
 from schemas.tokens import TokenDelta
 from services.api import ENV_VARS, ApiSettings, create_app
-from services.api.identity import UserExists, add_user, authenticate, issue_key, revoke_key
 from tests.apihelp import SETTINGS, Api, chat_events, is_error, serve_model
 
 NOT_CHECKED = {

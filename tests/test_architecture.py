@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import tomllib
 from pathlib import Path
 
 import msgspec
@@ -12,8 +13,13 @@ import pytest
 import schemas
 
 ROOT = Path(__file__).parent.parent
-PROJECT_PACKAGES = {"schemas", "bus", "services"}
+# The layers, bottom up: schemas <- bus <- the libraries <- the services <- the CLI (services/cli).
+PROJECT_PACKAGES = {"schemas", "bus", "logtools", "identity", "services"}
+# Library packages, each with the other libraries it may import (identity's erasure reads a chat's
+# state through logtools; logtools never imports identity).
+LIBRARIES = {"logtools": set(), "identity": {"logtools"}}
 SERVICES = ["api", "llm_worker", "projector", "image_store"]
+NOT_PACKAGES = {"tests", "bench"}  # test and benchmark code: imports anything, installed nowhere
 
 
 def _imports(path: Path) -> set[str]:
@@ -35,7 +41,7 @@ def test_schemas_imports_no_project_package() -> None:
     for path in _files("schemas"):
         for name in _imports(path):
             top = name.split(".")[0]
-            assert top not in {"bus", "services"}, f"{path} imports {name}"
+            assert top not in PROJECT_PACKAGES - {"schemas"}, f"{path} imports {name}"
             assert top in {"schemas", "msgspec", "__future__"} or top in _stdlib(), f"{path} imports {name}"
 
 
@@ -45,24 +51,61 @@ def _stdlib() -> set[str]:
     return set(sys.stdlib_module_names)
 
 
+def _project_package(name: str) -> str | None:
+    top = name.split(".")[0]
+    return top if top in PROJECT_PACKAGES else None
+
+
 def test_bus_imports_only_schemas() -> None:
     for path in _files("bus"):
         for name in _imports(path):
-            assert not name.startswith("services"), f"{path} imports {name}"
+            assert _project_package(name) in {None, "schemas", "bus"}, f"{path} imports {name}"
 
 
-def _is_cli(name: str) -> bool:
-    return name == "services.cli" or name.startswith("services.cli.")
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_a_library_imports_only_schemas_bus_and_the_libraries_it_may(library: str) -> None:
+    """A library (logtools/, identity/) serves services and the CLI alike, so it never imports them."""
+    allowed = {"schemas", "bus", library, *LIBRARIES[library]}
+    for path in _files(library):
+        for name in _imports(path):
+            package = _project_package(name)
+            assert package is None or package in allowed, f"{path} imports {name}"
+
+
+def test_the_libraries_do_not_import_each_other_both_ways() -> None:
+    for library, below in LIBRARIES.items():
+        assert below <= set(LIBRARIES) and library not in below
+        for other in below:
+            assert library not in LIBRARIES[other], f"{library} and {other} import each other"
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_a_library_knows_no_http_and_no_terminal(library: str) -> None:
+    """aiohttp belongs to the services that serve or fetch, typer and rich to the CLI."""
+    for path in _files(library):
+        for name in _imports(path):
+            assert name.split(".")[0] not in {"aiohttp", "typer", "rich"}, f"{path} imports {name}"
+
+
+def test_every_package_of_ours_is_ruled_and_installed() -> None:
+    """A new top-level package must join the layers above, the wheel (pyproject's packages) and mypy."""
+    found = {path.parent.name for path in ROOT.glob("*/__init__.py")} - NOT_PACKAGES
+    assert found == PROJECT_PACKAGES
+    assert PROJECT_PACKAGES == {"schemas", "bus", *LIBRARIES, "services"}
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    included = config["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {pattern.removesuffix("*") for pattern in included} == PROJECT_PACKAGES
+    assert set(config["tool"]["mypy"]["packages"]) == PROJECT_PACKAGES
 
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_never_imports_another(service: str) -> None:
-    others = [s for s in SERVICES if s != service]
+    """Nor the CLI: of ours, a service imports itself, the libraries, bus and schemas."""
+    own = f"services.{service}"
     for path in _files(f"services/{service}"):
         for name in _imports(path):
-            for other in others:
-                assert not name.startswith(f"services.{other}"), f"{path} imports {name}"
-            assert not _is_cli(name), f"{path} imports the CLI"
+            if _project_package(name) == "services":
+                assert name == own or name.startswith(f"{own}."), f"{path} imports {name}"
 
 
 def test_only_the_cli_package_composes_services() -> None:
@@ -81,13 +124,15 @@ def test_the_process_helper_imports_nothing_of_ours() -> None:
 
 def test_heavy_libraries_stay_in_their_service() -> None:
     owners = {
-        "torch": "services/llm_worker",
-        "transformers": "services/llm_worker",
-        "accelerate": "services/llm_worker",
-        "duckdb": "services/projector",
-        "nats": "bus",
+        "torch": ("services/llm_worker/",),
+        "transformers": ("services/llm_worker/",),
+        "accelerate": ("services/llm_worker/",),
+        "duckdb": ("services/projector/",),
+        "nats": ("bus/",),
+        "argon2": ("identity/",),
+        "pyarrow": ("services/projector/", "logtools/"),  # the read model's bulk inserts; Parquet exports
     }
-    for package in ("schemas", "bus", "services"):
+    for package in sorted(PROJECT_PACKAGES):
         for path in _files(package):
             rel = path.relative_to(ROOT).as_posix()
             for name in _imports(path):
@@ -147,7 +192,7 @@ def test_settings_are_read_from_the_environment_in_one_place() -> None:
     """Every variable is a field of a settings Struct, read by schemas/settings_env.py alone."""
     helper = ROOT / "schemas" / "settings_env.py"
     assert _reads_environment(helper), "the helper should be the one reader"
-    for package in ("schemas", "bus", "services"):
+    for package in sorted(PROJECT_PACKAGES):
         for path in _files(package):
             if path != helper:
                 assert not _reads_environment(path), f"{path} reads the environment itself"

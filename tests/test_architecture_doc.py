@@ -186,7 +186,15 @@ def _is_path(code: str) -> bool:
 
 def test_every_path_named_exists() -> None:
     paths = [c for c in DOC_CODE if _is_path(c)]
-    assert {"schemas/", "bus/", "services/api", "services/llm_worker", "services/projector"} <= set(paths)
+    assert {
+        "schemas/",
+        "bus/",
+        "logtools/",
+        "identity/",
+        "services/api",
+        "services/llm_worker",
+        "services/projector",
+    } <= set(paths)
     for path in paths:
         assert list(ROOT.glob(path.rstrip("/"))), f"`{path}` does not exist"
 
@@ -264,7 +272,9 @@ def test_the_dockerfile_installs_the_project() -> None:
 def test_everything_the_dockerfile_copies_exists() -> None:
     copies = [args.split() for word, args in _instructions() if word == "COPY"]
     copied = {source for sources in copies for source in sources[:-1]}
-    assert {"pyproject.toml", "README.md", "schemas", "bus", "services"} <= copied
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    installed = {pattern.removesuffix("*") for pattern in packages["find"]["include"]}
+    assert {"pyproject.toml", "README.md", *installed} <= copied, "the image installs every package"
     for source in copied:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
 

@@ -12,9 +12,9 @@ from playwright.async_api import Browser, Page, async_playwright
 import bus
 import schemas
 from bus import Bus
+from identity.sessions import set_password
 from schemas.chat import ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
-from services.api.sessions import set_password
 from tests.stack import Client
 
 CHROMIUM = "/usr/bin/chromium"
@@ -218,7 +218,7 @@ async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
     nbus: Bus,
     browser: Browser,
 ) -> None:
-    from services.api.identity import add_user
+    from identity.accounts import add_user
 
     await add_user(nbus.js, "root", role="admin")
     for user in ("ann", "root"):

@@ -14,12 +14,12 @@ import pytest
 from typer.testing import CliRunner
 
 import bus
+from logtools import export, export_files
 from schemas.identity import UserRole
 from services.cli import processes
 from services.cli.admin_export import MinRating, Per, TableFormat
 from services.cli.admin_users import Role
 from services.cli.app import app
-from services.projector import export, export_files
 
 
 def _values(choice: type[Enum]) -> set[str]:

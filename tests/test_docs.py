@@ -30,7 +30,8 @@ def test_every_setting_is_in_the_readme_configuration_table() -> None:
 def test_every_env_var_read_in_code_is_declared() -> None:
     declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS)}
     used: set[str] = set()
-    for path in [*ROOT.glob("services/**/*.py"), *ROOT.glob("bus/*.py"), *ROOT.glob("schemas/*.py")]:
+    packages = ("services", "logtools", "identity", "bus", "schemas")
+    for path in [p for package in packages for p in ROOT.glob(f"{package}/**/*.py")]:
         used.update(re.findall(r"\"(CHATBUS_[A-Z_]+)\"", path.read_text()))
     assert used <= declared, f"undocumented: {used - declared}"
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 import bus
 import schemas
+from logtools.export import ExportFilter, chats_json, read_log
 from schemas.chat import ChatErased, ReplyCompleted
 from schemas.identity import UserErased
 from schemas.ids import new_id
@@ -18,7 +19,6 @@ from schemas.subjects import reply_tokens
 from schemas.tokens import TokenDelta
 from services.image_store.collect import collect_images
 from services.projector import dump_read_model, replay
-from services.projector.export import ExportFilter, chats_json, read_log
 from tests.apihelp import Api, serve_model
 
 SECRET = "the launch code is 0000"

@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 import bus
-from services.projector.export import (
+from logtools.export import (
     ExportFilter,
     chats_json,
     chats_tsv,
@@ -23,7 +23,7 @@ from services.projector.export import (
     sft_rows,
     write_rows,
 )
-from services.projector.importer import import_chatbus, import_chatgpt
+from logtools.importer import import_chatbus, import_chatgpt
 from tests.apihelp import Api
 from tests.logs import CHATGPT, complete_reply, make_story
 from tests.stack import ROOT

@@ -8,9 +8,9 @@ import pytest
 
 import bus
 from bus import EmbeddedServer
+from identity.accounts import add_user
+from identity.sessions import COOKIE, MAX_FAILURES, set_password
 from schemas.streams import LOGIN_ATTEMPTS_KV
-from services.api.identity import add_user
-from services.api.sessions import COOKIE, MAX_FAILURES, set_password
 from tests.apihelp import Api
 
 PASSWORD = "correct horse battery"

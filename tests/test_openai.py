@@ -21,9 +21,9 @@ from PIL import Image
 
 import bus
 from bus import Bus
+from identity.accounts import add_user, issue_key
 from schemas.chat import ReplyCancelled, ReplyCompleted, ReplyRequested
 from services.api import ApiSettings
-from services.api.identity import add_user, issue_key
 from services.llm_worker import WorkerSettings
 from services.llm_worker.worker import Worker
 from tests.stack import chat_events, in_process_stack, wait_caught_up, wait_event, wait_models

@@ -14,7 +14,7 @@ import pytest
 
 import bus
 import schemas
-from bus import Bus
+from bus import Bus, decode_bulk
 from schemas.chat import (
     ChatDeleted,
     ChatRenamed,
@@ -34,7 +34,6 @@ from schemas.queries import (
     MessagesAnswer,
 )
 from services.projector import ReadModelExists, dump_read_model, replay, run_projector
-from services.projector.fold import decode_bulk
 from services.projector.projection import project
 from services.projector.store import Store
 from services.projector.tables import CHATS

@@ -11,10 +11,10 @@ import duckdb
 
 import bus
 import schemas
+from identity.accounts import add_user
 from schemas.chat import ChatCreated
 from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
-from services.api.identity import add_user
 from services.projector import dump_read_model, replay, run_projector
 from tests.apihelp import Api, serve_model
 from tests.logs import chat_life, publish_fast, rich_log

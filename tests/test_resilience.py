@@ -13,11 +13,11 @@ from aiohttp.test_utils import TestServer
 
 import bus
 from bus import Bus, Credentials, EmbeddedServer, ServerConfig
+from identity.accounts import add_user, issue_key
 from schemas.chat import ReplyCompleted, ReplyFailed, ReplyStarted
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
 from services.api import ApiSettings, create_app
-from services.api.identity import add_user, issue_key
 from services.llm_worker import WorkerSettings
 from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
 from services.llm_worker.worker import Worker

@@ -8,10 +8,10 @@ import ipaddress
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from identity.accounts import Principal, UserExists, add_user, authenticate, is_valid_user_id, user_role
+from identity.sessions import COOKIE, CSRF_HEADER, SessionInfo, csrf_ok, find_session
 from services.api.errors import ApiError
-from services.api.identity import Principal, UserExists, add_user, authenticate, is_valid_user_id, user_role
 from services.api.keys import BUS, PUBLIC_ROUTES, SETTINGS
-from services.api.sessions import COOKIE, CSRF_HEADER, SessionInfo, csrf_ok, find_session
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 SESSION = web.RequestKey("session", SessionInfo)

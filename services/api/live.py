@@ -17,15 +17,15 @@ from aiohttp import WSCloseCode, WSMsgType, web
 import bus
 import schemas
 from bus import JetStream, StoredMsg
+from identity.accounts import authenticate
+from identity.sessions import COOKIE, find_session
 from schemas.streams import CHAT, TOKENS
 from schemas.subjects import ANY, REPLY_ENDS, one_chat, parse_reply_subject, reply_tokens
 from services.api.access import chat_access
 from services.api.auth import bearer_key, session_of
 from services.api.errors import ApiError
-from services.api.identity import authenticate
 from services.api.inputs import query_int
 from services.api.keys import BUS, CLOSING, SETTINGS, SOCKETS
-from services.api.sessions import COOKIE, find_session
 
 log = logging.getLogger(__name__)
 SSE_KEEPALIVE_SECONDS = 15.0

@@ -33,11 +33,15 @@ from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatPage, ChatRow, MessagesAnswer
 from services.api import (
     live,
+    routes_audit,
     routes_chats,
+    routes_erasure,
     routes_images,
+    routes_me,
     routes_misc,
     routes_openai,
-    routes_people,
+    routes_ratings,
+    routes_session,
     routes_ui,
 )
 
@@ -104,28 +108,28 @@ ROUTES: tuple[Route, ...] = (
     Route(
         "POST",
         "/v1/login",
-        routes_people.login,
+        routes_session.login,
         "login",
         body=LoginRequest,
         answer=LoginResponse,
         public=True,
     ),
-    Route("POST", "/v1/logout", routes_people.logout, "logout", answer=StatusResponse),
+    Route("POST", "/v1/logout", routes_session.logout, "logout", answer=StatusResponse),
     Route(
         "POST",
         "/v1/register",
-        routes_people.register,
+        routes_session.register,
         "register",
         status=201,
         body=RegisterRequest,
         answer=StatusResponse,
         public=True,
     ),
-    Route("GET", "/v1/me", routes_people.me, "me", answer=MeResponse),
+    Route("GET", "/v1/me", routes_me.me, "me", answer=MeResponse),
     Route(
         "PUT",
         "/v1/me/consent",
-        routes_people.set_consent,
+        routes_me.set_consent,
         "me.consent",
         body=ConsentRequest,
         answer=AcceptedResponse,
@@ -168,11 +172,11 @@ ROUTES: tuple[Route, ...] = (
     ),
     Route("DELETE", CHAT, routes_chats.delete_chat, "chats.delete", answer=AcceptedResponse),
     Route("POST", f"{CHAT}/restore", routes_chats.restore_chat, "chats.restore", answer=AcceptedResponse),
-    Route("POST", f"{CHAT}/erase", routes_chats.erase_chat_route, "chats.erase", answer=AcceptedResponse),
+    Route("POST", f"{CHAT}/erase", routes_erasure.erase_chat_route, "chats.erase", answer=AcceptedResponse),
     Route(
         "POST",
         "/v1/admin/users/{user_id}/erase",
-        routes_people.erase_user_route,
+        routes_erasure.erase_user_route,
         "admin.users.erase",
         answer=UserErasedResponse,
     ),
@@ -204,12 +208,12 @@ ROUTES: tuple[Route, ...] = (
         answer=PostMessageResponse,
     ),
     Route(
-        "GET", "/v1/admin/chats/{chat_id}/audit", routes_people.audit_chat, "admin.audit", answer=AuditTrail
+        "GET", "/v1/admin/chats/{chat_id}/audit", routes_audit.audit_chat, "admin.audit", answer=AuditTrail
     ),
     Route(
         "PUT",
         f"{CHAT}/replies/{{reply_id}}/feedback",
-        routes_people.rate_reply,
+        routes_ratings.rate_reply,
         "replies.feedback",
         body=FeedbackRequest,
         answer=AcceptedResponse,

@@ -10,6 +10,8 @@ from aiohttp import web
 import bus
 import schemas
 from bus import StoredMsg
+from identity.erasure import erase_chat
+from logtools.chat_log import ChatBusy, decide_and_append, read_chat_state
 from schemas import chat_decide as decide
 from schemas.api import (
     AcceptedResponse,
@@ -40,8 +42,6 @@ from schemas.streams import CHAT
 from schemas.subjects import chat_event, one_reply
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
-from services.api.chat_log import ChatBusy, decide_and_append, read_chat_state
-from services.api.erase import erase_chat
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
@@ -146,14 +146,6 @@ async def restore_chat(request: web.Request) -> web.StreamResponse:
     )
     appended = await bus.append_event(request.app[BUS].js, event)
     return json_response(AcceptedResponse(seq=appended.seq))
-
-
-async def erase_chat_route(request: web.Request) -> web.StreamResponse:
-    """Erase a chat for good: its events are purged from the log (a tombstone stays), then its images."""
-    principal = principal_of(request)
-    access = await chat_access(request, write=not principal.is_admin, deleted_too=True)
-    erased = await erase_chat(request.app[BUS], access.chat_id, principal.user_id)
-    return json_response(AcceptedResponse(seq=erased))
 
 
 async def list_messages(request: web.Request) -> web.StreamResponse:

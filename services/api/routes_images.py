@@ -8,6 +8,7 @@ import msgspec
 from aiohttp import web
 
 import bus
+from identity.accounts import Principal
 from schemas.api import ImageFromUrlRequest, ImageInfo
 from schemas.image import ImageStored, is_sha256
 from schemas.queries import FetchImage
@@ -15,7 +16,6 @@ from schemas.streams import IMAGE, IMAGE_SERVICE, IMAGES_OBJECTS, MEDIA_TYPE_HEA
 from schemas.subjects import image_stored, service_endpoint
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response, unavailable
-from services.api.identity import Principal
 from services.api.inputs import read_body
 from services.api.keys import BUS, SETTINGS
 

@@ -9,7 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-import bus
 from bus import Bus
 from services.cli.connect import run_admin
 from services.cli.options import DEFAULT_NATS, NatsOption
@@ -24,17 +23,15 @@ def audit_chat(
     """Every event of a chat from the log: when, who, what, and which model and parameters made each reply."""
     import msgspec
 
-    from schemas.audit import audit_entries
+    from logtools.audit import read_audit
     from schemas.ids import is_valid_id
-    from schemas.subjects import one_chat
 
     if not is_valid_id(chat_id):
         console.print(f"[red]{chat_id!r} is not a chat id[/]: 1-64 characters of letters, digits, _ and -")
         raise typer.Exit(2)
 
     async def action(nbus: Bus) -> list[Any]:
-        msgs = await bus.read_all(nbus.js, "CHAT", [one_chat(chat_id)])
-        return audit_entries((m.seq, m.data) for m in msgs)
+        return await read_audit(nbus.js, chat_id)
 
     entries = run_admin(nats, action)
     if not entries:

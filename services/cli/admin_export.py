@@ -18,14 +18,14 @@ from services.cli.output import console, progress_bar
 
 
 class Per(enum.StrEnum):
-    """What one SFT line is (the values of services.projector.export.Per)."""
+    """What one SFT line is (the values of logtools.export.Per)."""
 
     active = "active"
     rated = "rated"
 
 
 class TableFormat(enum.StrEnum):
-    """How training rows are written (the values of services.projector.export_files.TableFormat)."""
+    """How training rows are written (the values of logtools.export_files.TableFormat)."""
 
     jsonl = "jsonl"
     parquet = "parquet"
@@ -82,8 +82,8 @@ def export_sft(
     Deleted chats never appear; erased ones are gone from the log. Provenance (chat, reply, model,
     rating) is under `metadata` in JSONL, in columns in Parquet.
     """
-    from services.projector.export import Per as PerValue
-    from services.projector.export import sft_rows
+    from logtools.export import Per as PerValue
+    from logtools.export import sft_rows
 
     flt = _export_filter(model, since, until, min_rating, user, without_consent)
     chosen = cast(PerValue, per.value)
@@ -106,7 +106,7 @@ def export_preferences(
     A pair is two completed replies to the same message (regenerations) that their user rated up
     and down. `prompt` ends with the user's message; `chosen`/`rejected` are assistant messages.
     """
-    from services.projector.export import preference_rows
+    from logtools.export import preference_rows
 
     flt = _export_filter(model, since, until, None, user, without_consent)
     _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: preference_rows(log, flt, refs))
@@ -119,8 +119,8 @@ def export_chats(
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
     """A user's (or every) chat: lossless JSON of every event (`admin import` reads it back) or TSV."""
-    from services.projector.export import ExportFilter
-    from services.projector.export_files import chats_format, write_chats
+    from logtools.export import ExportFilter
+    from logtools.export_files import chats_format, write_chats
 
     flt = ExportFilter(user=user, consent_only=False, include_deleted=include_deleted)
     fmt = chats_format(out)  # the file's name says it: no --format to disagree with it
@@ -145,8 +145,8 @@ def _export_filter(
     without_consent: bool,
 ) -> Any:
     """The export's filter; the consent default is the API's (CHATBUS_TRAINING_CONSENT_DEFAULT)."""
+    from logtools.export import ExportFilter
     from services.api.settings import ApiSettings
-    from services.projector.export import ExportFilter
 
     return ExportFilter(
         model=model,
@@ -160,7 +160,7 @@ def _export_filter(
 
 
 def _read_log_with_progress(nats: str, then: Callable[[Bus, Any], Awaitable[Any]]) -> Any:
-    from services.projector.export import read_log
+    from logtools.export import read_log
 
     with progress_bar("reading the log") as on_progress:
 
@@ -179,8 +179,8 @@ def _export_table(
     rows: Callable[[Any, Any], Any],
 ) -> None:
     """Read the log, make the rows (with image references or embedded images), write JSONL or Parquet."""
-    from services.projector.export_files import TableFormat as Kind
-    from services.projector.export_files import table_format, write_table
+    from logtools.export_files import TableFormat as Kind
+    from logtools.export_files import table_format, write_table
 
     kind = table_format(out) if fmt is None else cast(Kind, fmt.value)
 

@@ -34,8 +34,8 @@ def admin_import(
     """
     import msgspec
 
-    from services.api.identity import user_role
-    from services.projector.importer import ImportError_, import_chatbus, import_chatgpt
+    from identity.accounts import user_role
+    from logtools.importer import ImportError_, import_chatbus, import_chatgpt
 
     try:
         document = json.loads(file.read_text(encoding="utf-8"))

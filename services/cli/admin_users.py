@@ -28,7 +28,7 @@ def user_add(
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
     """Create a user account."""
-    from services.api.identity import add_user
+    from identity.accounts import add_user
 
     async def action(nbus: Bus) -> None:
         await add_user(nbus.js, user_id, role=role.value)
@@ -57,8 +57,8 @@ def user_password(
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
     """Set a user's password for the browser login (only its argon2 hash is kept, as an identity event)."""
-    from services.api.identity import user_role
-    from services.api.sessions import password_problem, set_password
+    from identity.accounts import user_role
+    from identity.sessions import password_problem, set_password
 
     problem = password_problem(password)
     if problem is not None:
@@ -87,8 +87,8 @@ def user_erase(
     A tombstone (`user.<id>.erased`, one per chat too) stays so read models drop their rows; the
     image store purges the pictures no remaining chat uses. Exports and replays afterwards hold none of it.
     """
-    from services.api.erase import erase_user
-    from services.api.identity import user_role
+    from identity.accounts import user_role
+    from identity.erasure import erase_user
 
     if not yes:
         typer.confirm(f"Erase user {user_id} and everything they wrote? There is no undo", abort=True)
@@ -113,7 +113,7 @@ def key_issue(
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
     """Issue an API key; it is printed once and only its hash is stored."""
-    from services.api.identity import issue_key
+    from identity.accounts import issue_key
 
     async def action(nbus: Bus) -> tuple[str, str]:
         return await issue_key(nbus.js, user_id, label=label)
@@ -134,7 +134,7 @@ def key_revoke(
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
     """Revoke an API key: it stops working at once on every API replica."""
-    from services.api.identity import revoke_key
+    from identity.accounts import revoke_key
 
     async def action(nbus: Bus) -> None:
         await revoke_key(nbus.js, key_id)

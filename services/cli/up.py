@@ -132,7 +132,7 @@ def _ensure_admin_key(url: str, key_file: Path) -> str:
     """The admin key kept in the data dir (0600); create user `admin` and the key the first time."""
     if key_file.exists():
         return key_file.read_text().strip()
-    from services.api.identity import add_user, issue_key
+    from identity.accounts import add_user, issue_key
 
     async def create() -> str:
         nbus = await connect(url, "up")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.projector.fold import Delivered, decode_batch, fold, touched
+from bus import Delivered, decode_batch
+from services.projector.fold import fold, touched
 from services.projector.store import ArrowBatch, Store
 
 

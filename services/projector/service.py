@@ -16,10 +16,10 @@ import msgspec
 
 import bus
 import schemas
+from bus import Delivered
 from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat, ListChats, ListMessages
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
 from services.projector import check, queries
-from services.projector.fold import Delivered
 from services.projector.projection import project
 from services.projector.store import Store
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import bus
-from services.projector.export import (
+from logtools.export import (
     ExportFilter,
     ImageRef,
     Log,

@@ -17,6 +17,7 @@ import msgspec
 import bus
 import schemas
 from bus import Bus
+from logtools.chat_log import read_chat_state
 from schemas import chat_decide as decide
 from schemas.chat import ChatCreated, ChatErased
 from schemas.identity import ApiKeyIssued, UserErased
@@ -37,7 +38,6 @@ from schemas.subjects import (
     service_endpoint,
     subject_of,
 )
-from services.api.chat_log import read_chat_state
 
 log = logging.getLogger(__name__)
 

@@ -25,12 +25,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bus
+from bus import Sequenced, decode_bulk
 from schemas.chat import ChatCreated, ChatEvent, ReplyCompleted, ReplyRequested
 from schemas.chat_state import ChatState, Turn, conversation
 from schemas.identity import TrainingConsentSet
 from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
 from schemas.subjects import ALL_CHATS, ANY, user_event
-from services.projector.fold import Sequenced, decode_bulk
 
 Progress = Callable[[int, int], None]
 Per = Literal["active", "rated"]
