@@ -8,9 +8,11 @@ only the `chatbus` command reads. A command-line option that a variable may set 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 import msgspec
 
@@ -95,10 +97,49 @@ def data_dir(value: Path | None = None) -> Path:
     return (value or Path(CliSettings.from_env().data_dir)).resolve()
 
 
+LOCAL_CONTEXT = "nats-context.json"  # in the data dir: where `chatbus up`'s NATS listens, and who may log in
+
+
+def write_local_context(root: Path, port: int, creds: Credentials) -> Path:
+    """Write `chatbus up`'s NATS URL and credentials as a nats CLI context (ADR-21 JSON, mode 0600).
+
+    Admin commands on this machine read it to find the server on any port; `nats --context` reads it
+    too once copied to ~/.config/nats/context/.
+    """
+    path = root / LOCAL_CONTEXT
+    document = {
+        "description": "chatbus up's embedded nats-server",
+        "url": f"nats://127.0.0.1:{port}",
+        "user": creds.user,
+        "password": creds.password,
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
+    return path
+
+
 def with_local_credentials(url: str) -> str:
-    """The default URL, plus the credentials `chatbus up` keeps in the data dir (same machine, no typing)."""
-    creds_file = data_dir() / "nats.creds"
-    if url != DEFAULT_NATS or not creds_file.exists():
+    """The default URL becomes the URL and credentials `chatbus up` wrote in the data dir (same machine,
+    whichever port it listens on); any other URL is left as given."""
+    if url != DEFAULT_NATS:
+        return url
+    context = data_dir() / LOCAL_CONTEXT
+    if context.exists():
+        try:
+            local = msgspec.json.decode(context.read_bytes(), type=_LocalContext)
+        except msgspec.DecodeError:
+            return url
+        login = f"{quote(local.user, safe='')}:{quote(local.password, safe='')}"
+        return local.url.replace("nats://", f"nats://{login}@", 1)
+    creds_file = data_dir() / "nats.creds"  # a data dir written before the context file existed
+    if not creds_file.exists():
         return url
     creds = Credentials.load_or_create(creds_file)
     return f"nats://{creds.user}:{creds.password}@127.0.0.1:{CliSettings.from_env().nats_port}"
+
+
+class _LocalContext(msgspec.Struct, frozen=True):
+    url: str
+    user: str
+    password: str

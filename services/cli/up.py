@@ -70,6 +70,7 @@ def up(
         )
         raise typer.Exit(2) from exc
     url = server.url_for()
+    settings.write_local_context(root, server.config.port, creds)
     children: list[processes.Child] = []
     try:
         key = _ensure_admin_key(url, root / "admin.key")
@@ -123,7 +124,8 @@ def _print_welcome(
         soft_wrap=True,
     )
     console.print(
-        f"NATS: {nats_url} (credentials in {root / 'nats.creds'})  Ctrl-C stops everything.\n",
+        f"NATS: {nats_url} (URL and credentials as a nats CLI context: {root / settings.LOCAL_CONTEXT})"
+        "  Ctrl-C stops everything.\n",
         soft_wrap=True,
     )
 
@@ -135,7 +137,7 @@ def _ensure_admin_key(url: str, key_file: Path) -> str:
     from identity.accounts import add_user, issue_key
 
     async def create() -> str:
-        nbus = await connect(url, "up")
+        nbus = await connect(url, "up", give_up=30.0)
         try:
             await bus.declare_all(nbus.js)
             with contextlib.suppress(bus.ConcurrencyConflict):
