@@ -1,4 +1,4 @@
-"""The end events a worker appends on a reply, and the fence that lets only one attempt append them."""
+"""What a worker appends on a reply: its end events, and the fence that lets only one attempt append."""
 
 from __future__ import annotations
 
