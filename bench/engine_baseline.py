@@ -15,16 +15,13 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.llm_worker.demo_model import make_demo_model  # noqa: E402
-from services.llm_worker.engine import (  # noqa: E402
+from services.llm_worker.continuous_batching import (  # noqa: E402
     ContinuousBatchingEngine,
-    EngineConfig,
-    EngineOutput,
-    GenerationParams,
-    Prompt,
     sampling_generation_config,
     sampling_kwargs,
 )
+from services.llm_worker.demo_model import make_demo_model  # noqa: E402
+from services.llm_worker.engine import EngineConfig, EngineOutput, GenerationParams, Prompt  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Tell me a short story about a lighthouse keeper."}]
 

@@ -23,12 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.llm_worker.engine import (  # noqa: E402
-    ContinuousBatchingEngine,
-    EngineConfig,
-    EngineOutput,
-    GenerationParams,
-)
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine  # noqa: E402
+from services.llm_worker.engine import EngineConfig, EngineOutput, GenerationParams  # noqa: E402
 from services.llm_worker.settings import WorkerSettings  # noqa: E402
 
 # Sampling when a job names none: chatbus's SamplingParams defaults (bench_openai.py sends them anyway).

@@ -1,4 +1,4 @@
-"""The event catalogue and API bodies (subjects: schemas/subjects.py). Imports msgspec and the stdlib only."""
+"""The event catalogue and API bodies (subjects: schemas/subjects/). Imports msgspec and the stdlib only."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """What each NATS user of a deployment may publish and subscribe to (deploy/nats/accounts.conf).
 
-Built from the subject builders (schemas/subjects.py) and the stream catalogue, so the account
-file cannot drift from what the code does: tests/test_subjects.py reads the file's `permissions`
+Built from the subject builders (schemas/subjects/) and the stream catalogue, so the account
+file cannot drift from what the code does: tests/test_nats_permissions.py reads the file's `permissions`
 blocks and compares them with `USERS`; tests/test_deploy.py runs a real worker with those rights.
 """
 

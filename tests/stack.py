@@ -165,7 +165,8 @@ async def in_process_stack(
     from services.api import create_app
     from services.image_store import ImageStoreSettings, run_image_store
     from services.llm_worker import WorkerSettings
-    from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+    from services.llm_worker.engine import EngineConfig
     from services.llm_worker.worker import Worker
     from services.projector import run_projector
 

@@ -12,14 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
 from services.llm_worker.demo_model import MARKER_FILE, make_demo_model
-from services.llm_worker.engine import (
-    ContinuousBatchingEngine,
-    EngineConfig,
-    EngineOutput,
-    GenerationParams,
-    IncrementalDecoder,
-)
+from services.llm_worker.engine import EngineConfig, EngineOutput, GenerationParams
+from services.llm_worker.reply_text import IncrementalDecoder
 from services.llm_worker.sampling import (
     FastTopK,
     FastTopP,

@@ -14,20 +14,19 @@ import gguf
 import numpy as np
 import pytest
 
-from services.llm_worker.engine import ContinuousBatchingEngine, EngineOutput, GenerationParams
-from services.llm_worker.sources import (
-    MARKER_FILE,
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+from services.llm_worker.engine import EngineOutput, GenerationParams
+from services.llm_worker.gguf_check import check_gguf, supported_architectures
+from services.llm_worker.gguf_convert import MARKER_FILE
+from services.llm_worker.source_errors import (
     ModelNotFoundError,
     ModelSourceError,
     NotGGUFError,
     UnsupportedArchitectureError,
     UnsupportedQuantizationError,
     UnsupportedTokenizerError,
-    builtin_gguf,
-    check_gguf,
-    resolve_model,
-    supported_architectures,
 )
+from services.llm_worker.sources import builtin_gguf, resolve_model
 
 BUILTIN = "smollm2-135m-instruct"
 

@@ -19,7 +19,8 @@ from schemas.ids import new_id
 from schemas.sampling import SamplingParams
 from services.api import ApiSettings, create_app
 from services.llm_worker import WorkerSettings
-from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+from services.llm_worker.engine import EngineConfig
 from services.llm_worker.worker import Worker
 from services.projector import dump_read_model, replay, run_projector
 from tests.stack import (

@@ -21,8 +21,9 @@ from bus import Bus
 from schemas.chat import ReplyCompleted
 from schemas.streams import WORKERS_KV
 from services.llm_worker import WorkerSettings
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
 from services.llm_worker.demo_vlm import IMAGE_TOKEN, IMAGE_TOKENS_PER_IMAGE
-from services.llm_worker.engine import ContinuousBatchingEngine, Engine, EngineConfig
+from services.llm_worker.engine import Engine, EngineConfig
 from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
 from tests.apihelp import Api, upload

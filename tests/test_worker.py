@@ -24,8 +24,10 @@ from schemas.ids import new_id
 from schemas.sampling import SamplingParams
 from schemas.tokens import TokenDelta
 from services.llm_worker import WorkerSettings
-from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
-from services.llm_worker.worker import ReplyText, Worker
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+from services.llm_worker.engine import EngineConfig
+from services.llm_worker.reply_text import ReplyText
+from services.llm_worker.worker import Worker
 from tests.stack import request_reply, wait_event
 
 

@@ -114,7 +114,7 @@ def worker(
     from services.llm_worker import WorkerSettings, run_worker
     from services.llm_worker.main import locate_model
     from services.llm_worker.model_config import DEFAULT_ALIAS, ModelConfigError, entry_for
-    from services.llm_worker.sources import ModelSourceError
+    from services.llm_worker.source_errors import ModelSourceError
 
     setup_logging()
     models, path = models_config(config)

@@ -9,7 +9,8 @@ from pathlib import Path
 import msgspec
 
 from bus import Bus
-from services.llm_worker.engine import ContinuousBatchingEngine, EngineConfig
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+from services.llm_worker.engine import EngineConfig
 from services.llm_worker.model_config import DEMO_SOURCES, ModelConfigError
 from services.llm_worker.settings import WorkerSettings
 from services.llm_worker.sources import resolve_model

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import io
 import logging
 import threading
 import time
@@ -14,15 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from PIL import Image
 
 import bus
 import schemas
-from bus import Bus, ConcurrencyConflict, Delivery
+from bus import Bus, Delivery
 from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyStarted
 from schemas.ids import new_id
 from schemas.presence import WorkerPresence
-from schemas.streams import CHAT, IMAGES_OBJECTS, WORKERS_KV, worker_consumer
+from schemas.streams import CHAT, WORKERS_KV, worker_consumer
 from schemas.subjects import (
     ANY,
     REPLY_ENDS,
@@ -38,9 +36,11 @@ from schemas.subjects import (
 from schemas.tokens import TokenDelta
 from services.llm_worker.coalesce import Chunk, Coalescer
 from services.llm_worker.context import build_messages, image_hashes
-from services.llm_worker.engine import Engine, GenerationParams, IncrementalDecoder, PromptTooLong
+from services.llm_worker.engine import Engine, GenerationParams, PromptTooLong
+from services.llm_worker.pictures import load_images
+from services.llm_worker.reply_events import append_fenced, completed, failed, finish
+from services.llm_worker.reply_text import ReplyText
 from services.llm_worker.settings import WorkerSettings
-from services.llm_worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 _request_decoder = msgspec.json.Decoder(ReplyRequested)
@@ -176,7 +176,7 @@ class Worker:
             error = f"no worker finished it in {advisory.deliveries} attempts"
             await bus.append_event(
                 self.bus.js,
-                self._failed(request, advisory.deliveries, error, "gave_up"),
+                failed(self.settings, request, advisory.deliveries, error, "gave_up"),
                 msg_id=f"{request.reply_id}.end",
             )
         except (bus.BusError, msgspec.DecodeError):  # logged, not raised: the advisory is not redelivered
@@ -202,11 +202,15 @@ class Worker:
                 return
             # JetStream will not deliver it again: end the reply rather than leave it open forever.
             log.exception("reply %s failed on its last delivery", request.reply_id)
-            failed = self._failed(
-                request, delivery.attempt, f"gave up after {delivery.attempt} attempts: {exc}", "gave_up"
+            gave_up = failed(
+                self.settings,
+                request,
+                delivery.attempt,
+                f"gave up after {delivery.attempt} attempts: {exc}",
+                "gave_up",
             )
             with contextlib.suppress(bus.BusError):  # unanswered: the max-deliveries advisory ends it
-                await bus.append_event(self.bus.js, failed, msg_id=f"{request.reply_id}.end")
+                await bus.append_event(self.bus.js, gave_up, msg_id=f"{request.reply_id}.end")
                 await delivery.ack()
 
     async def _serve(self, request: ReplyRequested, delivery: Delivery) -> None:
@@ -225,7 +229,7 @@ class Worker:
         context = asyncio.ensure_future(bus.read_all(js, CHAT.name, context_subjects(chat_id)))
         context.add_done_callback(_retrieved)
         try:
-            fence = await self._append_fenced(started, f"{reply_id}.started.{attempt}", None)
+            fence = await append_fenced(self.bus.js, started, f"{reply_id}.started.{attempt}", None)
         except BaseException:
             context.cancel()
             raise
@@ -239,8 +243,8 @@ class Worker:
         self.active[reply_id] = reply
         try:
             if await bus.last_msg(js, CHAT.name, reply_event(chat_id, reply_id, "cancelled")) is not None:
-                end: ReplyCompleted | ReplyFailed = self._completed(
-                    request, attempt, "", 0, 0, "cancelled", queue_ms, 0.0, 0.0
+                end: ReplyCompleted | ReplyFailed = completed(
+                    self.settings, request, attempt, "", 0, 0, "cancelled", queue_ms, 0.0, 0.0
                 )
             else:
                 end = await self._generate(reply, await context, attempt, began, queue_ms)
@@ -248,7 +252,7 @@ class Worker:
             context.cancel()  # nothing if it is done
             if self.active.get(reply_id) is reply:
                 del self.active[reply_id]
-        await self._finish(end, fence, delivery)
+        await finish(self.bus.js, end, fence, delivery)
 
     async def _generate(
         self, reply: ActiveReply, stored: list[bus.StoredMsg], attempt: int, began: float, queue_ms: float
@@ -256,12 +260,18 @@ class Worker:
         request = reply.request
         messages = build_messages(request, stored)
         wanted = image_hashes(messages)
-        pictures = await self._load_images(wanted) if self.engine.supports_images else {}
+        pictures = (
+            await load_images(self.bus.js, wanted, self.settings.max_images)
+            if self.engine.supports_images
+            else {}
+        )
         loop = asyncio.get_running_loop()
         try:
             prompt = await loop.run_in_executor(self._prompts, self.engine.build_prompt, messages, pictures)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
-            return self._failed(request, attempt, f"cannot build the prompt: {exc}", "invalid_prompt")
+            return failed(
+                self.settings, request, attempt, f"cannot build the prompt: {exc}", "invalid_prompt"
+            )
         ignored = [sha for sha in wanted if sha not in prompt.images_seen]
         if ignored:
             why = "is text-only" if not self.engine.supports_images else "sees at most its image limit"
@@ -292,7 +302,7 @@ class Worker:
             self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
             code = "context_length_exceeded" if isinstance(exc, PromptTooLong) else "invalid_prompt"
-            return self._failed(request, attempt, str(exc), code)
+            return failed(self.settings, request, attempt, str(exc), code)
         if request.reply_id in self._cancels:  # cancelled while its context was loading
             self.engine.cancel(reply.engine_id)
         reply_text = ReplyText(self.tokenizer, params.stop)
@@ -338,10 +348,11 @@ class Worker:
         if reply_text.stopped:
             reason, completion_tokens = "stop", generated
         elif out.finish_reason == "error":
-            return self._failed(request, attempt, out.error or "generation failed", "engine_error")
+            return failed(self.settings, request, attempt, out.error or "generation failed", "engine_error")
         else:
             reason, completion_tokens = out.finish_reason or "stop", out.completion_tokens
-        return self._completed(
+        return completed(
+            self.settings,
             request,
             attempt,
             "".join(text_parts),
@@ -354,157 +365,6 @@ class Worker:
             images_seen=list(prompt.images_seen),
             images_ignored=ignored,
         )
-
-    async def _load_images(self, wanted: list[str]) -> dict[str, Any]:
-        """The newest `max_images` wanted images, read by hash from the object store (purged: left out)."""
-        keep = wanted[-self.settings.max_images :] if self.settings.max_images > 0 else []
-        blobs = await asyncio.gather(
-            *(bus.get_object(self.bus.js, IMAGES_OBJECTS.bucket, sha) for sha in keep)
-        )
-        found = {sha: data for sha, data in zip(keep, blobs, strict=True) if data is not None}
-        return await asyncio.to_thread(_open_images, found)
-
-    def _failed(self, request: ReplyRequested, attempt: int, error: str, code: str) -> ReplyFailed:
-        return ReplyFailed(
-            event_id=new_id("e"),
-            chat_id=request.chat_id,
-            at=schemas.now(),
-            reply_id=request.reply_id,
-            attempt=attempt,
-            worker_id=self.settings.worker_id,
-            error=error,
-            code=code,
-        )
-
-    def _completed(
-        self,
-        request: ReplyRequested,
-        attempt: int,
-        text: str,
-        prompt_tokens: int,
-        completion_tokens: int,
-        finish_reason: str,
-        queue_ms: float,
-        first_token_ms: float,
-        generation_ms: float,
-        images_seen: list[str] | None = None,
-        images_ignored: list[str] | None = None,
-    ) -> ReplyCompleted:
-        return ReplyCompleted(
-            event_id=new_id("e"),
-            chat_id=request.chat_id,
-            at=schemas.now(),
-            reply_id=request.reply_id,
-            attempt=attempt,
-            worker_id=self.settings.worker_id,
-            model=self.settings.alias,
-            text=text,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            finish_reason=finish_reason,  # type: ignore[arg-type]
-            queue_ms=queue_ms,
-            first_token_ms=first_token_ms,
-            generation_ms=generation_ms,
-            images_seen=images_seen or [],
-            images_ignored=images_ignored or [],
-        )
-
-    async def _append_fenced(
-        self, event: ReplyStarted | ReplyCompleted | ReplyFailed, msg_id: str, expected: int | None
-    ) -> int | None:
-        """Append on the reply only if nothing but a cancel landed on it since `expected` (our `started`;
-        None: whatever is last now). Returns the sequence, or None when another attempt or an end got
-        there first: then this attempt's result must be dropped."""
-        reply_all = one_reply(event.chat_id, event.reply_id)
-        if expected is None:
-            last = await bus.last_msg(self.bus.js, CHAT.name, reply_all)
-            if last is None or reply_kind(last.subject) in REPLY_ENDS:
-                return None
-            expected = last.seq
-        for _ in range(20):
-            try:
-                appended = await bus.append_event(
-                    self.bus.js,
-                    event,
-                    msg_id=msg_id,
-                    expected_subject_seq=expected,
-                    expected_subject=reply_all,
-                )
-            except ConcurrencyConflict:
-                last = await bus.last_msg(self.bus.js, CHAT.name, reply_all)
-                if last is None or reply_kind(last.subject) != "cancelled":
-                    return None
-                expected = last.seq  # a cancel is not a competitor: append after it
-                continue
-            return None if appended.duplicate else appended.seq
-        return None
-
-    async def _finish(self, end: ReplyCompleted | ReplyFailed, fence: int, delivery: Delivery) -> None:
-        """Append the one end event, fenced by our `started`; a zombie's late result is refused."""
-        if await self._append_fenced(end, f"{end.reply_id}.end", fence) is None:
-            last = await bus.last_msg(self.bus.js, CHAT.name, one_reply(end.chat_id, end.reply_id))
-            if last is not None and reply_kind(last.subject) in REPLY_ENDS and last.seq >= fence:
-                pass  # the end is in the log (ours, deduplicated after a retry): acking is right
-            else:
-                # A later attempt owns this reply now; its worker acks the request, we must not.
-                log.warning(
-                    "reply %s attempt %s was superseded; dropping its result", end.reply_id, end.attempt
-                )
-                return
-        await delivery.ack()
-
-
-class ReplyText:
-    """A reply's token chunks as text to stream, cut before the first stop text.
-
-    Without stop texts a chunk is decoded at once. With them it is decoded token by token, so that
-    `push` can say how many tokens the reply used: up to and including the token whose text completed
-    the stop text (the `completion_tokens` of a reply that ended on one; what followed is discarded).
-    """
-
-    def __init__(self, tokenizer: Any, stops: tuple[str, ...]) -> None:
-        self.decoder = IncrementalDecoder(tokenizer)
-        self.matcher = StopMatcher(stops) if stops else None
-
-    @property
-    def stopped(self) -> bool:
-        """A stop text was reached: the reply is over."""
-        return self.matcher is not None and self.matcher.stopped
-
-    def push(self, token_ids: list[int], finished: bool) -> tuple[str, int]:
-        """Text that may be sent now, and how many of token_ids the reply used; `finished` releases all."""
-        if self.matcher is None:
-            text = self.decoder.push(token_ids) if token_ids else ""
-            return text + (self.decoder.flush() if finished else ""), len(token_ids)
-        parts: list[str] = []
-        for used, token in enumerate(token_ids, 1):
-            parts.append(self.matcher.push(self.decoder.push([token])))
-            if self.matcher.stopped:
-                return "".join(parts), used
-        if finished:
-            parts.append(self.matcher.push(self.decoder.flush()))
-            parts.append(self.matcher.flush())
-        return "".join(parts), len(token_ids)
-
-
-# Pictures reach the processor at most this large (it resizes further): bounds a worker's memory.
-MAX_PICTURE_SIDE = 2048
-
-
-def _open_images(blobs: dict[str, bytes]) -> dict[str, Any]:
-    """Decode stored (already normalised) image bytes into RGB pictures; one that fails is left out."""
-    pictures = {}
-    for sha, data in blobs.items():
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                image.draft("RGB", (MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))  # JPEG: decode at a smaller scale
-                picture = image.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            log.warning("image %s cannot be decoded, left out: %s", sha, exc)
-            continue
-        picture.thumbnail((MAX_PICTURE_SIDE, MAX_PICTURE_SIDE))
-        pictures[sha] = picture
-    return pictures
 
 
 def _retrieved(task: asyncio.Future[Any]) -> None:

@@ -1,0 +1,26 @@
+"""The wildcards, the join of tokens, and each stream's root token and whole-stream pattern."""
+
+from __future__ import annotations
+
+ANY = "*"  # a wildcard for exactly one token
+REST = ">"  # a wildcard for one or more final tokens
+
+
+def join(*tokens: str) -> str:
+    """A subject from its tokens (ids are token-safe, so it splits back into exactly these)."""
+    return ".".join(tokens)
+
+
+CHAT_ROOT = "chat"
+TOKENS_ROOT = "tokens"
+USER_ROOT = "user"
+APIKEY_ROOT = "apikey"
+GROUP_ROOT = "group"
+IMAGE_ROOT = "image"
+
+ALL_CHATS = join(CHAT_ROOT, REST)
+ALL_TOKENS = join(TOKENS_ROOT, REST)
+ALL_USERS = join(USER_ROOT, REST)
+ALL_APIKEYS = join(APIKEY_ROOT, REST)
+ALL_GROUPS = join(GROUP_ROOT, REST)  # reserved in IDENTITY; no group event exists yet
+ALL_IMAGES = join(IMAGE_ROOT, REST)
