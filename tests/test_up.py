@@ -24,7 +24,9 @@ ROOT = Path(__file__).parent.parent
 PNG = {"Content-Type": "image/png"}
 
 
-def _start(data_dir: Path, model_dir: Path, port: int, nats_port: int, log: Path) -> subprocess.Popen[bytes]:
+def _start(
+    data_dir: Path, model_dir: Path, port: int, nats_port: int, log: Path, *, sigint_ignored: bool = False
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CHATBUS_DATA_DIR": str(data_dir), "COLUMNS": "200"}
     cmd = [
         sys.executable,
@@ -38,7 +40,25 @@ def _start(data_dir: Path, model_dir: Path, port: int, nats_port: int, log: Path
         "--nats-port",
         str(nats_port),
     ]
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    # sigint_ignored: as `nohup chatbus up &` or a non-interactive shell's background job starts it.
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    return subprocess.Popen(
+        cmd, env=env, cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT, preexec_fn=ignore
+    )
+
+
+def _child_pids(parent: int, word: str) -> list[int]:
+    """Processes whose parent is `parent` and whose command line has `word`."""
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat_file.read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (stat_file.parent / "cmdline").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == parent and word.encode() in cmdline:
+            found.append(int(stat_file.parent.name))
+    return found
 
 
 async def _wait_ready(base: str, key: str, timeout: float = 120) -> None:
@@ -97,7 +117,7 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
         assert stat.S_IMODE((data / secret).stat().st_mode) == 0o600, secret
     assert 'listen: "127.0.0.1:' in (data / "nats-server.conf").read_text()
 
-    proc = _start(data, demo_model_dir, port, nats_port, log)
+    proc = _start(data, demo_model_dir, port, nats_port, log, sigint_ignored=True)
     try:
         assert _key_from(log) == key
         await _wait_ready(base, key)
@@ -107,6 +127,29 @@ async def test_up_serves_stops_on_ctrl_c_and_keeps_chats(tmp_path: Path, demo_mo
                 assert (await resp.json())["title"] == "kept"
             async with http.get(f"{base}/v1/images/{sha}") as resp:
                 assert resp.status == 200 and resp.content_type == "image/png"
+        # A worker killed as the OOM killer would: up restarts it and keeps everything else running.
+        (worker,) = _child_pids(proc.pid, "worker")
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while "restarted (restart 1)" not in log.read_text(errors="replace"):
+            assert proc.poll() is None, log.read_text(errors="replace")
+            assert time.monotonic() < deadline, log.read_text(errors="replace")
+            await asyncio.sleep(0.2)
+        assert "exited with -9; restarting in 1 s" in log.read_text(errors="replace")
+        assert len(_child_pids(proc.pid, "worker")) == 1 and _child_pids(proc.pid, "api")
+        await _wait_ready(base, key)
+    finally:
+        # Started with SIGINT ignored (nohup, a background job): Ctrl-C still stops it, within 15 s.
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - started
+    assert code == 0, log.read_text(errors="replace")
+    assert took < 16, f"stopping took {took:.1f} s"
+
+    proc = _start(data, demo_model_dir, port, nats_port, log)
+    try:
+        await _wait_ready(base, _key_from(log))
     finally:
         proc.send_signal(signal.SIGTERM)  # as systemd or docker stop would
         assert proc.wait(timeout=60) == 0, log.read_text(errors="replace")

@@ -21,6 +21,7 @@ from services.cli.connect import connect
 from services.cli.models import models_config
 from services.cli.options import ConfigOption
 from services.cli.output import console
+from services.cli.supervise import Supervisor
 
 
 def up(
@@ -52,7 +53,10 @@ def up(
     from services.api.settings import ApiSettings
 
     settings.setup_logging()
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill`, systemd and docker stop act like Ctrl-C
+    # Ctrl-C, `kill`, systemd and docker stop all stop everything, also when started with SIGINT
+    # ignored (in the background, under nohup): Python then installs no Ctrl-C handler of its own.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
     root = settings.data_dir(data_dir)
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)  # chats, keys and credentials live here
@@ -71,10 +75,10 @@ def up(
         raise typer.Exit(2) from exc
     url = server.url_for()
     settings.write_local_context(root, server.config.port, creds)
-    children: list[processes.Child] = []
+    supervisor = Supervisor(env={}, server=server)
     try:
         key = _ensure_admin_key(url, root / "admin.key")
-        env = {
+        supervisor.env = {
             env_name(ApiSettings, "default_model"): default_alias,
             **os.environ,
             settings.variable_of("nats_url"): url,
@@ -87,21 +91,21 @@ def up(
             ["image-store"],
             *(["worker", *args] for args in worker_args),
         ]
-        for command in commands:
-            # In this terminal's process group: Ctrl-C, or the terminal closing, reaches them as it does us.
-            children.append(processes.start(processes.chatbus(*command), env=env, own_session=False))
+        supervisor.start([(_label(command), processes.chatbus(*command)) for command in commands])
         _print_welcome(port, key, root, worker_args, default_alias, server.url)
-        exited = processes.wait_any_exit(children)
-        console.print(f"[red]{exited.args!r} exited with {exited.returncode}[/]; stopping the rest")
-        failed = True  # nothing should exit on its own
+        supervisor.run()  # restarts what dies, until Ctrl-C or SIGTERM
     except KeyboardInterrupt:
-        failed = False
+        pass
     finally:
-        processes.stop(children, timeout=15)
-        server.stop()
+        supervisor.stop()
         console.print("chatbus stopped; data kept in", root)
-    if failed:
-        raise typer.Exit(1)
+
+
+def _label(command: list[str]) -> str:
+    """How a child is named in what `up` prints: `api`, `worker smollm2-135m`."""
+    if command[0] == "worker" and "--alias" in command:
+        return f"worker {command[command.index('--alias') + 1]}"
+    return command[0]
 
 
 def _print_welcome(
