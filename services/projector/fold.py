@@ -1,23 +1,19 @@
-"""Fold a batch of events into row changes: pure Python, no database.
+"""Fold a batch of events into row changes: what each event does to the read model's rows.
 
-A batch first names the keys it touches (`touched`), the store loads those rows, and `fold`
-applies every event in stream order to the loaded and new rows (last write wins by seq).
-The outcome does not depend on where batch boundaries fall, so live and replay agree.
+Pure Python, no database. A batch first names the keys it touches (`batch.touched`), the store
+loads those rows, and `fold` applies every event in stream order to the loaded and new rows (last
+write wins by seq). The outcome does not depend on where batch boundaries fall, so live and replay
+agree. Rows are dicts (cheap to change in place) built from the row structs their tables derive from.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Container, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import msgspec
 from msgspec.structs import asdict
 
-import schemas
-from bus import BulkBatch, BulkMsg, StoredMsg
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -42,6 +38,11 @@ from schemas.identity import (
     UserRoleChanged,
 )
 from schemas.queries import ChatRow, MessageRow, ReplyRow
+from services.projector.batch import Changes, Rows, feedback_key
+
+# Re-exported: the log tools (export, import) import Sequenced and decode_bulk from here.
+from services.projector.decode import Sequenced as Sequenced
+from services.projector.decode import decode_bulk as decode_bulk
 from services.projector.rows import ApiKeyRow, FeedbackRow, SelectionRow, UserRow
 from services.projector.tables import (
     API_KEYS,
@@ -55,71 +56,7 @@ from services.projector.tables import (
     Row,
 )
 
-log = logging.getLogger(__name__)
-
-Sequenced = tuple[int, schemas.Event]
-Delivered = StoredMsg | BulkMsg
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
-
-
-def decode_batch(msgs: Sequence[Delivered]) -> list[Sequenced]:
-    """Decode messages to (seq, event); unknown or malformed events are skipped with a warning."""
-    stream = msgs[0].stream if msgs else ""
-    return _decode(stream, [m.seq for m in msgs], [m.data for m in msgs], lambda: [m.subject for m in msgs])
-
-
-def decode_bulk(batch: BulkBatch) -> list[Sequenced]:
-    """Decode a bulk reader's batch to (seq, event), as decode_batch does."""
-    return _decode(
-        batch.stream, batch.seqs, batch.data, lambda: [s.decode(errors="replace") for s in batch.subjects]
-    )
-
-
-def _decode(
-    stream: str, seqs: list[int], bodies: list[bytes], subjects: Callable[[], list[str]]
-) -> list[Sequenced]:
-    """In one decoder call when every body is one event; else one by one (subjects only for warnings)."""
-    try:
-        return list(zip(seqs, schemas.decode_lines(b"\n".join(bodies), len(bodies)), strict=True))
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        pass
-    decode = schemas.decode_event
-    out: list[Sequenced] = []
-    for seq, subject, data in zip(seqs, subjects(), bodies, strict=True):
-        try:
-            out.append((seq, decode(data)))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            log.warning("skipping %s seq %d on %s: %s", stream, seq, subject, exc)
-    return out
-
-
-@dataclass
-class Keys:
-    """The keys of mutable rows that a batch touches, per table name."""
-
-    by_table: dict[str, set[str]] = field(
-        default_factory=lambda: {t.name: set() for t in (*MUTABLE, MESSAGES)}
-    )
-
-
-# The key each event type may change, per table (ReplyCancelled changes nothing by itself).
-_KEY_OF: dict[type, tuple[str, str]] = {
-    MessagePosted: (CHATS.name, "chat_id"),
-    ChatCreated: (CHATS.name, "chat_id"),
-    ChatRenamed: (CHATS.name, "chat_id"),
-    ChatDeleted: (CHATS.name, "chat_id"),
-    ReplyRequested: (REPLIES.name, "reply_id"),
-    ReplyStarted: (REPLIES.name, "reply_id"),
-    ReplyCompleted: (REPLIES.name, "reply_id"),
-    ReplyFailed: (REPLIES.name, "reply_id"),
-    UserCreated: (USERS.name, "user_id"),
-    UserRoleChanged: (USERS.name, "user_id"),
-    ApiKeyIssued: (API_KEYS.name, "key_id"),
-    ApiKeyRevoked: (API_KEYS.name, "key_id"),
-    ChatRestored: (CHATS.name, "chat_id"),
-    TrainingConsentSet: (USERS.name, "user_id"),
-}
-
 
 # A reply as it is requested; reply_requested copies it and fills in what the request says
 # (a copy and seven stores: half the cost of building the row from its struct each time).
@@ -145,69 +82,6 @@ _NEW_REPLY: Row = asdict(
         seq=0,
     )
 )
-
-
-def feedback_key(e: FeedbackGiven) -> str:
-    """The feedback row of a user's rating of a reply."""
-    return f"{e.reply_id}:{e.user_id}"
-
-
-def touched(events: Sequence[Sequenced]) -> Keys:
-    """The keys of users, api keys, chats and replies that these events may change."""
-    keys = Keys()
-    adders = {kind: (keys.by_table[table].add, attr) for kind, (table, attr) in _KEY_OF.items()}
-    message_ids = keys.by_table[MESSAGES.name]
-    for _, event in events:
-        found = adders.get(type(event))
-        if found is not None:
-            found[0](getattr(event, found[1]))
-            if type(event) is MessagePosted:
-                message_ids.add(event.message_id)
-        elif type(event) is FeedbackGiven:
-            keys.by_table[FEEDBACK.name].add(feedback_key(event))
-    return keys
-
-
-class Rows:
-    """Rows of one table during a fold: those loaded from the store and those new in this batch.
-
-    `written` names keys that exist but were not loaded (replay keeps finished replies only in
-    the file): a create of one is a repeat, and ignored like any other.
-    """
-
-    __slots__ = ("known", "existing", "new", "written")
-
-    def __init__(
-        self, existing: dict[str, Row], written: Container[str] = frozenset(), in_place: bool = False
-    ) -> None:
-        self.existing = existing
-        self.known: dict[str, Row] = existing if in_place else dict(existing)
-        self.new: list[Row] = []
-        self.written = written
-
-    def add(self, key: str, row: Row) -> None:
-        """Add a new row unless the key is known already (a repeated create is ignored)."""
-        if key not in self.known and key not in self.written:
-            self.known[key] = row
-            self.new.append(row)
-
-    def drop(self, column: str, value: str) -> None:
-        """Forget every row whose `column` is `value` (an erasure; the store deletes the stored ones)."""
-        self.known = {k: r for k, r in self.known.items() if r.get(column) != value}
-        self.existing = {k: r for k, r in self.existing.items() if r.get(column) != value}
-        self.new = [r for r in self.new if r.get(column) != value]
-
-
-@dataclass
-class Changes:
-    """What a batch does to the read model: new rows to insert, loaded rows to write back."""
-
-    inserts: dict[str, list[Row]]
-    updates: dict[str, list[Row]]
-    messages: list[Row]
-    events: int
-    erased_chats: set[str] = field(default_factory=set)
-    erased_users: set[str] = field(default_factory=set)
 
 
 class Fold:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from services.projector.fold import Delivered, decode_batch, fold, touched
+from services.projector.batch import touched
+from services.projector.decode import Delivered, decode_batch
+from services.projector.fold import fold
 from services.projector.store import ArrowBatch, Store
 
 

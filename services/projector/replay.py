@@ -21,8 +21,9 @@ import pyarrow as pa
 
 import bus
 from schemas.streams import PROJECTED_STREAMS
+from services.projector.decode import decode_bulk
 from services.projector.errors import ReadModelExists
-from services.projector.fold import TERMINAL, Fold, decode_bulk
+from services.projector.fold import TERMINAL, Fold
 from services.projector.store import ArrowBatch, Store
 from services.projector.tables import MESSAGES, MUTABLE, READ_MODEL, REPLIES, Row
 

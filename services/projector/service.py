@@ -19,7 +19,7 @@ import schemas
 from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat, ListChats, ListMessages
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
 from services.projector import check, queries
-from services.projector.fold import Delivered
+from services.projector.decode import Delivered
 from services.projector.projection import project
 from services.projector.store import Store
 
