@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -41,6 +42,12 @@ class Checkpoints(msgspec.Struct, frozen=True, kw_only=True):
     """Endpoint `projector.status`: the last applied sequence of each stream."""
 
 
+# A stream sequence: stored in 64 bits (the read model's other integers fit in 32).
+Seq = Annotated[int, msgspec.Meta(extra={"bits": 64})]
+
+
+# The rows below are the read model's rows: the projector's tables (services/projector/tables.py)
+# take their columns, in this order, from these fields.
 class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
     """A chat as the read model holds it."""
 
@@ -66,7 +73,7 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     content: str
     parent_id: str | None
     created_at: datetime
-    seq: int
+    seq: Seq
     images: list[str] = []  # sha256 of the attached images (GET /v1/images/{sha256})
     edit_of: str | None = None
 
@@ -91,7 +98,7 @@ class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
     generation_ms: float
     requested_at: datetime
     completed_at: datetime | None
-    seq: int
+    seq: Seq
     images_seen: list[str] = []
     images_ignored: list[str] = []  # images of its context the model did not see (text-only, over its limit)
 
@@ -117,6 +124,7 @@ class PathNode(msgspec.Struct, frozen=True, kw_only=True):
     siblings: list[str]
 
 
+# Read from some of the columns of the read model's feedback table (their names and types must match).
 class Rating(msgspec.Struct, frozen=True, kw_only=True):
     """A user's current rating of a reply."""
 

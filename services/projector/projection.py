@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bus import Delivered, decode_batch
-from services.projector.fold import fold, touched
+from services.projector.batch import touched
+from services.projector.fold import fold
 from services.projector.store import ArrowBatch, Store
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -14,7 +14,6 @@ from schemas.queries import (
     MAX_PAGE_SIZE,
     ChatAnswer,
     ChatPage,
-    ChatRow,
     GetChat,
     ListChats,
     ListMessages,
@@ -26,7 +25,7 @@ from schemas.queries import (
 )
 from schemas.tree import ChatTree
 from services.projector.errors import ProjectorError
-from services.projector.tables import CHATS, MESSAGES, REPLIES, Table
+from services.projector.tables import CHATS, FEEDBACK, MESSAGES, REPLIES
 
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -41,21 +40,6 @@ class _Cursor(msgspec.Struct, array_like=True):
 
     updated_us: int
     chat_id: str
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return None if value is None else value.replace(tzinfo=UTC)
-
-
-def _row(table: Table, values: tuple[Any, ...], times: tuple[str, ...]) -> dict[str, Any]:
-    row = table.row(values)
-    for name in times:
-        row[name] = _utc(row[name])
-    return row
-
-
-def _chat(values: tuple[Any, ...]) -> ChatRow:
-    return ChatRow(**_row(CHATS, values, ("created_at", "updated_at")))
 
 
 def encode_cursor(updated_at: datetime, chat_id: str) -> str:
@@ -78,7 +62,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
 def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
     """A user's chats, most recently updated first, `limit` (at most MAX_PAGE_SIZE) per page."""
     limit = max(1, min(query.limit, MAX_PAGE_SIZE))
-    sql = f"SELECT {', '.join(CHATS.names)} FROM chats WHERE owner_id = ?"
+    sql = f"SELECT {CHATS.select()} FROM chats WHERE owner_id = ?"
     params: list[Any] = [query.user_id]
     if not query.include_deleted:
         sql += " AND NOT deleted"
@@ -92,31 +76,30 @@ def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
     sql += " ORDER BY updated_at DESC, chat_id DESC LIMIT ?"
     params.append(limit + 1)
     fetched = cur.execute(sql, params).fetchall()
-    items = [_chat(values) for values in fetched[:limit]]
+    items = [CHATS.read(values) for values in fetched[:limit]]
     next_cursor = None
     if len(fetched) > limit:
-        last = fetched[limit - 1]
-        next_cursor = encode_cursor(last[CHATS.names.index("updated_at")], last[0])
+        next_cursor = encode_cursor(items[-1].updated_at, items[-1].chat_id)
     return ChatPage(items=items, next_cursor=next_cursor)
 
 
 def get_chat(cur: duckdb.DuckDBPyConnection, query: GetChat) -> ChatAnswer:
     """One chat, deleted or not; None when unknown."""
-    sql = f"SELECT {', '.join(CHATS.names)} FROM chats WHERE chat_id = ?"
+    sql = f"SELECT {CHATS.select()} FROM chats WHERE chat_id = ?"
     fetched = cur.execute(sql, [query.chat_id]).fetchone()
-    return ChatAnswer(chat=None if fetched is None else _chat(fetched))
+    return ChatAnswer(chat=None if fetched is None else CHATS.read(fetched))
 
 
 def list_messages(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> MessagesAnswer:
     """A chat's messages and replies, each in stream order."""
     messages = cur.execute(
-        f"SELECT {', '.join(MESSAGES.names)} FROM messages WHERE chat_id = ? ORDER BY seq", [query.chat_id]
+        f"SELECT {MESSAGES.select()} FROM messages WHERE chat_id = ? ORDER BY seq", [query.chat_id]
     ).fetchall()
     replies = cur.execute(
-        f"SELECT {', '.join(REPLIES.names)} FROM replies WHERE chat_id = ? ORDER BY seq", [query.chat_id]
+        f"SELECT {REPLIES.select()} FROM replies WHERE chat_id = ? ORDER BY seq", [query.chat_id]
     ).fetchall()
-    message_rows = [MessageRow(**_row(MESSAGES, values, ("created_at",))) for values in messages]
-    reply_rows = [ReplyRow(**_row(REPLIES, values, ("requested_at", "completed_at"))) for values in replies]
+    message_rows = [MESSAGES.read(values) for values in messages]
+    reply_rows = [REPLIES.read(values) for values in replies]
     selections = cur.execute(
         "SELECT node_id, seq FROM branch_selections WHERE chat_id = ? ORDER BY seq", [query.chat_id]
     ).fetchall()
@@ -125,14 +108,14 @@ def list_messages(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> Messag
         PathNode(node_id=n, kind=tree.nodes[n].kind, siblings=tree.siblings(n)) for n in tree.active_path()
     ]
     ratings = cur.execute(
-        "SELECT reply_id, rating, comment, tags FROM feedback WHERE chat_id = ? AND user_id = ? ORDER BY seq",
+        f"SELECT {FEEDBACK.select(Rating)} FROM feedback WHERE chat_id = ? AND user_id = ? ORDER BY seq",
         [query.chat_id, query.user_id],
     ).fetchall()
     return MessagesAnswer(
         messages=message_rows,
         replies=reply_rows,
         active_path=path,
-        ratings=[Rating(reply_id=r, rating=v, comment=c, tags=list(t)) for r, v, c, t in ratings],
+        ratings=[FEEDBACK.read_part(Rating, values) for values in ratings],
     )
 
 

@@ -15,7 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from services.projector import tables
-from services.projector.fold import Changes, Keys
+from services.projector.batch import Changes, Keys
 from services.projector.tables import MESSAGES, MUTABLE, Row, Table
 
 log = logging.getLogger(__name__)

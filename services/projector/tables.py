@@ -1,62 +1,118 @@
-"""The read model's tables: columns, SQL types and Arrow types, declared once."""
+"""The read model's tables, each derived from the struct of its rows: columns, SQL and Arrow types."""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from datetime import UTC
 from operator import itemgetter
-from typing import Any
+from typing import Any, Generic, NamedTuple, TypeVar
 
+import msgspec
+import msgspec.inspect as mi
 import pyarrow as pa
 
-Row = dict[str, Any]
+from schemas.queries import ChatRow, MessageRow, Rating, ReplyRow
+from services.projector.rows import (
+    ApiKeyRow,
+    CheckpointRow,
+    ErasedChatRow,
+    FeedbackRow,
+    SelectionRow,
+    UserRow,
+)
 
-_TYPES: dict[str, tuple[str, pa.DataType]] = {
-    "text": ("VARCHAR", pa.string()),
-    "text?": ("VARCHAR", pa.string()),
-    "time": ("TIMESTAMP", pa.timestamp("us")),
-    "time?": ("TIMESTAMP", pa.timestamp("us")),
-    "int": ("INTEGER", pa.int32()),
-    "seq": ("BIGINT", pa.int64()),
-    "float": ("DOUBLE", pa.float64()),
-    "bool": ("BOOLEAN", pa.bool_()),
-    "bool?": ("BOOLEAN", pa.bool_()),
-    "list": ("VARCHAR[]", pa.list_(pa.string())),
-}
+Row = dict[str, Any]  # a row as the fold builds and changes it: its table's columns as keys
+R = TypeVar("R", bound=msgspec.Struct)
+P = TypeVar("P", bound=msgspec.Struct)
 
 
-@dataclass(frozen=True)
-class Table:
-    """A table of the read model; the first column is its key. Times are naive UTC.
-
-    Small tables declare the key as PRIMARY KEY. Big append-mostly tables (messages, replies)
-    get a UNIQUE index instead, built after a replay's bulk load: maintaining an index row by
-    row during replay costs more than the rest of the insert. Keys never collide either way:
-    the fold loads the rows it touches and skips repeated creates.
-    """
+class Column(NamedTuple):
+    """A column: its field's name, SQL and Arrow types, and whether it may be NULL."""
 
     name: str
-    columns: tuple[tuple[str, str], ...]
-    indexes: tuple[str, ...] = ()
-    primary_key: bool = True
+    sql: str
+    arrow: pa.DataType
+    nullable: bool
 
-    @property
-    def key(self) -> str:
-        """The key column."""
-        return self.columns[0][0]
 
-    @property
-    def names(self) -> list[str]:
-        """Column names in order."""
-        return [name for name, _ in self.columns]
+def _column(field: mi.Field) -> Column:
+    """The column of a row struct's field: `X | None` is nullable; an int is 32 bits unless it says 64."""
+    kind, nullable = field.type, False
+    if isinstance(kind, mi.UnionType) and any(isinstance(t, mi.NoneType) for t in kind.types):
+        others = [t for t in kind.types if not isinstance(t, mi.NoneType)]
+        if len(others) == 1:
+            kind, nullable = others[0], True
+    bits = 32
+    if isinstance(kind, mi.Metadata):
+        bits = (kind.extra or {}).get("bits", bits)
+        kind = kind.type
+    match kind:
+        case mi.StrType():
+            return Column(field.name, "VARCHAR", pa.string(), nullable)
+        case mi.DateTimeType():
+            return Column(field.name, "TIMESTAMP", pa.timestamp("us"), nullable)
+        case mi.BoolType():
+            return Column(field.name, "BOOLEAN", pa.bool_(), nullable)
+        case mi.IntType() if bits == 64:
+            return Column(field.name, "BIGINT", pa.int64(), nullable)
+        case mi.IntType():
+            return Column(field.name, "INTEGER", pa.int32(), nullable)
+        case mi.FloatType():
+            return Column(field.name, "DOUBLE", pa.float64(), nullable)
+        case mi.ListType(item_type=mi.StrType()):
+            return Column(field.name, "VARCHAR[]", pa.list_(pa.string()), nullable)
+    raise TypeError(f"{field.name}: no column type for {field.type}")
+
+
+def _fields(struct: type[msgspec.Struct]) -> tuple[mi.Field, ...]:
+    info = mi.type_info(struct)
+    assert isinstance(info, mi.StructType)
+    return info.fields
+
+
+class Table(Generic[R]):
+    """A table of the read model: one column per field of its row struct, in order; the first is its key.
+
+    Times are naive UTC in the file. Small tables declare the key as PRIMARY KEY. Big append-mostly
+    tables (messages, replies) get a UNIQUE index instead, built after a replay's bulk load:
+    maintaining an index row by row during replay costs more than the rest of the insert. Keys never
+    collide either way: the fold loads the rows it touches and skips repeated creates.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        row: type[R],
+        *,
+        indexes: tuple[str, ...] = (),
+        primary_key: bool = True,
+        parts: tuple[type[msgspec.Struct], ...] = (),
+    ) -> None:
+        """`parts`: structs that queries read from some of its columns (same names and types)."""
+        self.name = name
+        self.row = row
+        self.indexes = indexes
+        self.primary_key = primary_key
+        fields = _fields(row)
+        self.columns = tuple(_column(f) for f in fields)
+        self.names = tuple(column.name for column in self.columns)
+        self.key = self.names[0]
+        self.times = frozenset(column.name for column in self.columns if column.sql == "TIMESTAMP")
+        unknown = [column for column in indexes if column not in self.names]
+        if unknown:
+            raise TypeError(f"{name}: indexes on unknown columns {unknown}")
+        types = {f.name: f.type for f in fields}
+        for part in parts:
+            if any(types.get(f.name) != f.type for f in _fields(part)):
+                raise TypeError(f"{part.__name__} is not made of columns of {name} ({row.__name__})")
 
     def create_table(self) -> str:
         """The CREATE TABLE statement."""
         cols = []
-        for i, (name, kind) in enumerate(self.columns):
-            null = "" if kind.endswith("?") else " NOT NULL"
+        for i, column in enumerate(self.columns):
+            null = "" if column.nullable else " NOT NULL"
             pk = " PRIMARY KEY" if i == 0 and self.primary_key else ""
-            cols.append(f"{name} {_TYPES[kind][0]}{null}{pk}")
+            cols.append(f"{column.name} {column.sql}{null}{pk}")
         return f"CREATE TABLE IF NOT EXISTS {self.name} ({', '.join(cols)})"
 
     def create_indexes(self) -> list[str]:
@@ -72,129 +128,46 @@ class Table:
     def arrow(self, rows: list[Row]) -> pa.Table:
         """Rows (dicts) as an Arrow table with this table's column order and types."""
         # One C-level pass per column (map + itemgetter): replay converts ~500k rows a second.
-        arrays = [
-            pa.array(list(map(itemgetter(name), rows)), type=_TYPES[kind][1]) for name, kind in self.columns
-        ]
-        return pa.Table.from_arrays(arrays, names=self.names)
+        arrays = [pa.array(list(map(itemgetter(c.name), rows)), type=c.arrow) for c in self.columns]
+        return pa.Table.from_arrays(arrays, names=list(self.names))
 
-    def row(self, values: tuple[Any, ...]) -> Row:
-        """A fetched tuple as a row dict."""
-        return dict(zip(self.names, values, strict=True))
+    def select(self, part: type[msgspec.Struct] | None = None) -> str:
+        """The column list of a SELECT that `read` (or `read_part`) converts."""
+        return ", ".join(self.names if part is None else part.__struct_fields__)
+
+    def read(self, values: tuple[Any, ...]) -> R:
+        """A fetched row (every column, in order) as its struct; times as aware UTC."""
+        return self.row(**self._aware(dict(zip(self.names, values, strict=True))))
+
+    def read_part(self, part: type[P], values: tuple[Any, ...]) -> P:
+        """A row fetched with `select(part)` as `part`; times as aware UTC."""
+        return part(**self._aware(dict(zip(part.__struct_fields__, values, strict=True))))
+
+    def _aware(self, row: Row) -> Row:
+        """Naive UTC times (as stored) as aware ones (as the structs carry them)."""
+        for name in self.times.intersection(row):
+            if row[name] is not None:
+                row[name] = row[name].replace(tzinfo=UTC)
+        return row
 
 
-USERS = Table(
-    "users",
-    (
-        ("user_id", "text"),
-        ("role", "text"),
-        ("display_name", "text"),
-        ("created_at", "time"),
-        ("training_consent", "bool?"),  # None: the operator's default applies
-    ),
-)
-API_KEYS = Table(
-    "api_keys",
-    (
-        ("key_id", "text"),
-        ("user_id", "text"),
-        ("label", "text"),
-        ("issued_at", "time"),
-        ("revoked_at", "time?"),
-    ),
-)
-CHATS = Table(
-    "chats",
-    (
-        ("chat_id", "text"),
-        ("owner_id", "text"),
-        ("title", "text"),
-        ("model", "text"),
-        ("system_prompt", "text"),
-        ("created_at", "time"),
-        ("updated_at", "time"),
-        ("deleted", "bool"),
-        ("message_count", "int"),
-        ("origin", "text"),
-    ),
-    indexes=("owner_id",),
-)
-MESSAGES = Table(
-    "messages",
-    (
-        ("message_id", "text"),
-        ("chat_id", "text"),
-        ("author_id", "text"),
-        ("role", "text"),
-        ("content", "text"),
-        ("parent_id", "text?"),
-        ("created_at", "time"),
-        ("seq", "seq"),
-        ("images", "list"),
-        ("edit_of", "text?"),
-    ),
-    indexes=("chat_id",),
-    primary_key=False,
-)
-REPLIES = Table(
-    "replies",
-    (
-        ("reply_id", "text"),
-        ("chat_id", "text"),
-        ("message_id", "text"),
-        ("model", "text"),
-        ("status", "text"),
-        ("attempt", "int"),
-        ("worker_id", "text"),
-        ("text", "text"),
-        ("prompt_tokens", "int"),
-        ("completion_tokens", "int"),
-        ("finish_reason", "text"),
-        ("error", "text"),
-        ("queue_ms", "float"),
-        ("first_token_ms", "float"),
-        ("generation_ms", "float"),
-        ("requested_at", "time"),
-        ("completed_at", "time?"),
-        ("seq", "seq"),
-        ("images_seen", "list"),
-        ("images_ignored", "list"),
-    ),
-    indexes=("chat_id",),
-    primary_key=False,
-)
-# Each branch.selected event (the tree is rebuilt from nodes and selections in seq order).
-SELECTIONS = Table(
-    "branch_selections",
-    (("event_id", "text"), ("chat_id", "text"), ("node_id", "text"), ("seq", "seq")),
-    indexes=("chat_id",),
-)
-# A user's current rating of a reply: key `<reply_id>:<user_id>`.
-FEEDBACK = Table(
-    "feedback",
-    (
-        ("feedback_id", "text"),
-        ("chat_id", "text"),
-        ("reply_id", "text"),
-        ("user_id", "text"),
-        ("rating", "text?"),
-        ("comment", "text"),
-        ("tags", "list"),
-        ("given_at", "time"),
-        ("seq", "seq"),
-    ),
-    indexes=("chat_id",),
-)
-# Chats erased so far: any later event of one (a straggler) is ignored, in live folding and replay alike.
-ERASED_CHATS = Table("erased_chats", (("chat_id", "text"), ("seq", "seq")))
-CHECKPOINTS = Table("checkpoints", (("stream", "text"), ("last_seq", "seq")))
+USERS = Table("users", UserRow)
+API_KEYS = Table("api_keys", ApiKeyRow)
+CHATS = Table("chats", ChatRow, indexes=("owner_id",))
+MESSAGES = Table("messages", MessageRow, indexes=("chat_id",), primary_key=False)
+REPLIES = Table("replies", ReplyRow, indexes=("chat_id",), primary_key=False)
+SELECTIONS = Table("branch_selections", SelectionRow, indexes=("chat_id",))
+FEEDBACK = Table("feedback", FeedbackRow, indexes=("chat_id",), parts=(Rating,))
+ERASED_CHATS = Table("erased_chats", ErasedChatRow)
+CHECKPOINTS = Table("checkpoints", CheckpointRow)
 
 # Tables whose rows change after they are inserted: a batch loads the rows it touches first
 # (and, for messages, only which ids exist).
-MUTABLE: tuple[Table, ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK)
-READ_MODEL: tuple[Table, ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
+MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK)
+READ_MODEL: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
 # Tables with a chat_id column: an erased chat's rows are deleted from each.
-BY_CHAT: tuple[Table, ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
-ALL: tuple[Table, ...] = (*READ_MODEL, ERASED_CHATS, CHECKPOINTS)
+BY_CHAT: tuple[Table[Any], ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
+ALL: tuple[Table[Any], ...] = (*READ_MODEL, ERASED_CHATS, CHECKPOINTS)
 
 
 def schema_fingerprint() -> str:
