@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ async def connect(
     timeout: float = 5.0,
     inbox_prefix: str = DEFAULT_INBOX_PREFIX,
     first_connect: float | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Bus:
     """Connect to NATS (credentials may be in the URL) and keep reconnecting forever when cut.
 
@@ -48,6 +50,8 @@ async def connect(
     (WORKER_INBOX_PREFIX) so its NATS user may read those and no one else's answers.
     `first_connect`: seconds the first connection may take before BusUnavailable (saying the last
     error, e.g. an authorization violation); None keeps trying (a service waiting for its server).
+    `tls`: the context to verify the server with (and present a client certificate), for servers
+    that require TLS; None uses TLS only for `tls://` URLs, with the system's CAs.
     """
     last_error: list[str] = []
     refused = asyncio.Event()  # the server said who we are may not connect: trying again will not help
@@ -85,6 +89,8 @@ async def connect(
         "pending_size": 64 * 1024 * 1024,
         "inbox_prefix": inbox_prefix,
     }
+    if tls is not None:
+        options["tls"] = tls
     nc = Client()
     connecting = nc.connect(**options)
     if first_connect is None:

@@ -318,11 +318,18 @@ def _nats_users(url: str) -> tuple[str, str]:
 
 
 def test_compose_services_log_in_as_users_of_accounts_conf() -> None:
-    accounts = dict(re.findall(r'user:\s*(\w+)[\s,]*password:\s*"([^"]+)"', ACCOUNTS.read_text()))
+    """Each user's password is one environment variable, the same in the nats container (which
+    accounts.conf reads) and in the URL of the services logging in as it; compose requires it set."""
+    accounts = dict(re.findall(r"user:\s*(\w+)[\s,]*password:\s*\$(\w+)", ACCOUNTS.read_text()))
+    assert set(accounts) == {"services", "worker"}
+    nats_env = _compose()["services"]["nats"]["environment"]
     users = {}
     for name, service in _chatbus_services().items():
         user, password = _nats_users(service["environment"]["CHATBUS_NATS_URL"])
-        assert accounts.get(user) == password, f"{name} logs in as {user}, not a user of accounts.conf"
+        variable = accounts.get(user)
+        assert variable is not None, f"{name} logs in as {user}, not a user of accounts.conf"
+        assert re.fullmatch(r"\$\{" + variable + r":\?[^}]+\}", password), f"{name}: {password}"
+        assert nats_env[variable] == password, f"the nats container does not get {variable}"
         users[name] = user
     assert users.pop("worker") == "worker"  # the restricted user: no posting, no identities
     assert set(users.values()) == {"services"}

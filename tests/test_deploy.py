@@ -1,34 +1,18 @@
-"""deploy/ stays valid: every nats-server config passes `nats-server -t`."""
+"""The `worker` user of deploy/nats/accounts.conf, for real: it can do all a worker does, nothing more.
+(tests/test_deploy_nats.py starts every config of deploy/nats/.)"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from bus import free_port, nats_server_binary
+from tests.deploy_nats import PASSWORDS
 
 DEPLOY = Path(__file__).parent.parent / "deploy"
-CONFIGS = sorted(p for p in (DEPLOY / "nats").glob("*.conf") if p.name != "accounts.conf")
-
-
-def test_there_are_configs_to_check() -> None:
-    expected = {"single.conf", "cluster-1.conf", "remote-worker-leaf.conf", "compose.conf"}
-    assert {p.name for p in CONFIGS} >= expected
-
-
-@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.name)
-def test_nats_config_is_valid(config: Path) -> None:
-    result = subprocess.run(
-        [nats_server_binary(), "-t", "-c", config.name],
-        cwd=config.parent,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    assert "is valid" in result.stderr + result.stdout
 
 
 # ---------------------------------------------------------------- the worker user's permissions, for real
@@ -49,6 +33,7 @@ def accounts_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     )
     proc = subprocess.Popen(
         [nats_server_binary(), "-c", str(tmp_path / "server.conf")],
+        env={**os.environ, **PASSWORDS},
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "nats.log", "wb"),  # noqa: SIM115
     )
@@ -86,9 +71,13 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
     from services.llm_worker.worker import Worker
     from tests.stack import wait_event
 
-    services = await bus.connect(f"nats://services:CHANGE-ME-services@{accounts_server}", name="services")
+    services = await bus.connect(
+        f"nats://services:{PASSWORDS['CHATBUS_NATS_SERVICES_PASSWORD']}@{accounts_server}", name="services"
+    )
     worker_bus = await bus.connect(
-        f"nats://worker:CHANGE-ME-worker@{accounts_server}", name="worker", inbox_prefix=WORKER_INBOX_PREFIX
+        f"nats://worker:{PASSWORDS['CHATBUS_NATS_WORKER_PASSWORD']}@{accounts_server}",
+        name="worker",
+        inbox_prefix=WORKER_INBOX_PREFIX,
     )
     try:
         await bus.declare_all(services.js)

@@ -12,7 +12,7 @@ import typer
 import bus
 from bus import Bus
 from services.cli.output import console
-from services.cli.settings import LOCAL_CONTEXT, with_local_credentials
+from services.cli.settings import LOCAL_CONTEXT, nats_tls, with_local_credentials
 
 ADMIN_CONNECT_SECONDS = 10.0  # an admin command gives up on NATS after this long, saying why
 
@@ -22,7 +22,8 @@ async def connect(url: str, name: str, inbox_prefix: str = "_INBOX", *, give_up:
     saying why and what to do. `give_up`: seconds to try before that (None: until it answers)."""
     url = with_local_credentials(url)
     try:
-        nbus = await bus.connect(url, name=name, inbox_prefix=inbox_prefix, first_connect=give_up)
+        tls = nats_tls()
+        nbus = await bus.connect(url, name=name, inbox_prefix=inbox_prefix, first_connect=give_up, tls=tls)
     except Exception as exc:  # noqa: BLE001 - any failure to connect ends the command the same way
         console.print(f"[red]Cannot connect to NATS at {redact(url)}: {exc}.[/]", soft_wrap=True)
         if "authorization" in str(exc).lower():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,22 @@ class CliSettings(msgspec.Struct, frozen=True, kw_only=True):
             "(default nats://127.0.0.1:4222; `chatbus up` sets it for its children).",
         ),
     ] = DEFAULT_NATS
+    nats_ca: Annotated[
+        str,
+        env(
+            "CHATBUS_NATS_CA",
+            "CA certificate (PEM) that the NATS server's TLS certificate is checked against, for servers "
+            "that require TLS (a cluster beyond loopback; default: the system's CAs for tls:// URLs).",
+        ),
+    ] = ""
+    nats_cert: Annotated[
+        str,
+        env(
+            "CHATBUS_NATS_CERT",
+            "Client certificate (PEM) to present to NATS, when its server verifies clients.",
+        ),
+    ] = ""
+    nats_key: Annotated[str, env("CHATBUS_NATS_KEY", "Private key (PEM) of CHATBUS_NATS_CERT.")] = ""
     data_dir: Annotated[
         str,
         env(
@@ -117,6 +134,17 @@ def write_local_context(root: Path, port: int, creds: Credentials) -> Path:
     with os.fdopen(fd, "wb") as handle:
         handle.write(msgspec.json.format(msgspec.json.encode(document)) + b"\n")
     return path
+
+
+def nats_tls() -> ssl.SSLContext | None:
+    """The TLS context CHATBUS_NATS_CA / _CERT / _KEY describe (None when none is set)."""
+    cli = CliSettings.from_env()
+    if not (cli.nats_ca or cli.nats_cert):
+        return None
+    context = ssl.create_default_context(cafile=cli.nats_ca or None)
+    if cli.nats_cert:
+        context.load_cert_chain(cli.nats_cert, cli.nats_key or None)
+    return context
 
 
 def with_local_credentials(url: str) -> str:
