@@ -17,12 +17,12 @@ from aiohttp import WSCloseCode, WSMsgType, web
 import bus
 import schemas
 from bus import JetStream, StoredMsg
-from identity.accounts import authenticate
+from identity.accounts import Principal, authenticate
 from identity.sessions import COOKIE, find_session
 from schemas.streams import CHAT, TOKENS
 from schemas.subjects import ANY, REPLY_ENDS, one_chat, parse_reply_subject, reply_tokens
 from services.api.access import chat_access
-from services.api.auth import bearer_key, session_of
+from services.api.auth import PRINCIPAL, bearer_key, proxy_principal_now, session_of, via_proxy
 from services.api.errors import ApiError
 from services.api.inputs import query_int
 from services.api.keys import BUS, CLOSING, SETTINGS, SOCKETS
@@ -169,13 +169,14 @@ def start_position(request: web.Request, last_event_id: bool) -> Position:
 
 
 def check_origin(request: web.Request) -> None:
-    """A browser session's WebSocket must come from this site's own pages (no cross-site hijacking)."""
-    if session_of(request) is None:
+    """A feed opened on browser credentials (a session cookie, or the trusted proxy's login) must come
+    from this site's own pages: no cross-site WebSocket hijacking."""
+    if session_of(request) is None and not via_proxy(request):
         return  # API keys are not sent by browsers on their own
     scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto", "") == "https" else "http"
     expected = f"{scheme}://{request.host}"
     if request.headers.get("Origin") != expected:
-        raise ApiError(403, "bad_origin", f"a session's live feed must be opened from {expected}")
+        raise ApiError(403, "bad_origin", f"a browser's live feed must be opened from {expected}")
 
 
 async def watch_ws(request: web.Request) -> web.StreamResponse:
@@ -213,7 +214,11 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
 
 
 async def _until_denied(request: web.Request) -> None:
-    """Return once the caller's key is revoked or the chat is gone: an open feed must not outlive access."""
+    """Return once the caller's access is gone: key revoked, logged out, proxy user erased, chat deleted.
+
+    An open feed must not outlive access; each check reads the caller's credential again, the way
+    the request was authenticated (the principal is refreshed, so a demoted admin loses other chats).
+    """
     js = request.app[BUS].js
     session = session_of(request)
     while True:
@@ -223,13 +228,20 @@ async def _until_denied(request: web.Request) -> None:
             if session is not None:
                 if await find_session(js, request.cookies.get(COOKIE)) is None:
                     return  # logged out
-            elif key is None or await authenticate(js, key) is None:
-                return
+            else:
+                now = await (proxy_principal_now(request) if via_proxy(request) else _key_principal(js, key))
+                if now is None:
+                    return
+                request[PRINCIPAL] = now
             await chat_access(request, write=False)
         except ApiError:
             return
         except bus.BusError:
             continue  # NATS is briefly away: keep serving, check again later
+
+
+async def _key_principal(js: JetStream, key: str | None) -> Principal | None:
+    return None if key is None else await authenticate(js, key)
 
 
 async def _close_when_denied(request: web.Request, ws: web.WebSocketResponse) -> None:
