@@ -21,7 +21,7 @@ from identity.accounts import issue_key
 from schemas.ids import new_id
 from schemas.tokens import TokenDelta
 from services.api import create_app
-from services.api.feed_limits import SLOW_READER_CLOSE
+from services.api.feed_limits import SLOW_READER_CLOSE, FeedBudget
 from services.api.keys import FEEDS
 from tests.apihelp import SETTINGS, Api, is_error
 
@@ -107,10 +107,11 @@ async def test_a_feed_whose_client_does_not_read_is_dropped_with_4008_and_resume
             tracemalloc.stop()
         assert grown < 4 * MIB, f"the process buffered {grown} bytes for a client that does not read"
         got: list[int] = []
-        async for msg in ws:  # the client reads at last: what was sent, then the close
-            assert msg.type == WSMsgType.TEXT, msg
-            if msg.json()["kind"] == "tokens":
-                got.append(msg.json()["seq"])
+        async with asyncio.timeout(20):
+            async for msg in ws:  # the client reads at last: what was sent, then the close
+                assert msg.type == WSMsgType.TEXT, msg
+                if msg.json()["kind"] == "tokens":
+                    got.append(msg.json()["seq"])
         assert ws.close_code == SLOW_READER_CLOSE, (ws.close_code, len(got), ws.exception())
         assert got == seqs[: len(got)] and len(got) < len(seqs)
         # It reconnects from the last seq it got, as many times as it takes: nothing lost, nothing twice.
@@ -215,3 +216,10 @@ async def test_a_body_sent_one_byte_a_second_gets_408(api: Api, path: str) -> No
     assert head.startswith(b"HTTP/1.1 408"), answer
     assert json.loads(body)["error"] == "timeout"
     assert took < 3.0
+
+
+def test_a_feed_budget_takes_one_big_message_but_nothing_past_its_limit() -> None:
+    budget = FeedBudget(limit=10)
+    assert budget.take(100)  # alone, however big: the feed can always move on
+    assert not budget.take(1) and budget.exceeded.is_set()
+    assert not budget.take(1) and budget.used == 100  # once exceeded, nothing more is held

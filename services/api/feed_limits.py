@@ -79,10 +79,13 @@ class FeedBudget:
         self.exceeded = asyncio.Event()
 
     def take(self, size: int) -> bool:
-        """Count `size` more bytes; False (and nothing counted) once the budget is exceeded."""
+        """Count `size` more bytes; False (and nothing counted) once the budget is exceeded.
+
+        One message is always taken when nothing is held, however big: a feed must be able to move on.
+        """
         if self.exceeded.is_set():
             return False
-        if self.used + size > self.limit:
+        if self.used and self.used + size > self.limit:
             self.exceeded.set()
             return False
         self.used += size
