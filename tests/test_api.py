@@ -525,6 +525,11 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         "CHATBUS_SELF_REGISTRATION": "true",
         "CHATBUS_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
         "CHATBUS_TRUSTED_USER_HEADER": "X-Auth-Request-User",
+        "CHATBUS_MAX_FEEDS_PER_USER": "3",
+        "CHATBUS_MAX_FEEDS_PER_KEY": "2",
+        "CHATBUS_FEED_BUFFER_BYTES": "65536",
+        "CHATBUS_SSE_HEARTBEAT_SECONDS": "2.5",
+        "CHATBUS_BODY_SECONDS": "4",
     }
     settings = ApiSettings.from_env(env)
     assert settings == ApiSettings(
@@ -541,6 +546,11 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         self_registration=True,
         trusted_proxies=("10.0.0.1", "192.168.0.0/16"),
         trusted_user_header="X-Auth-Request-User",
+        max_feeds_per_user=3,
+        max_feeds_per_key=2,
+        feed_buffer_bytes=65536,
+        sse_heartbeat_seconds=2.5,
+        body_seconds=4.0,
     )
     assert ApiSettings.from_env({}) == ApiSettings()
     assert {name for name, _ in ENV_VARS} == set(env)

@@ -12,13 +12,17 @@ from aiohttp import WSCloseCode, web
 
 import bus
 from services.api.auth import auth_middleware
+from services.api.body_deadline import body_deadline_middleware
 from services.api.errors import error_middleware
+from services.api.feed_limits import FeedCounts
 from services.api.keys import (
     BUS,
     CLOSING,
+    FEEDS,
     MODEL_DEFAULTS,
     OPENAI_ROUTES,
     OPENAPI,
+    OWN_BODY_ROUTES,
     PUBLIC_ROUTES,
     SETTINGS,
     SOCKETS,
@@ -36,6 +40,8 @@ async def _live_connections(app: web.Application) -> AsyncIterator[None]:
     """Track open WebSockets and SSE streams for the app's lifetime; none may outlive it."""
     app[SOCKETS] = weakref.WeakSet()
     app[CLOSING] = asyncio.Event()
+    settings = app[SETTINGS]
+    app[FEEDS] = FeedCounts(settings.max_feeds_per_user, settings.max_feeds_per_key)
     yield
     await _close_live(app)
 
@@ -54,13 +60,17 @@ async def _close_live(app: web.Application) -> None:
 def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     """The API application over an open bus (the caller owns and closes the bus)."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[error_middleware, auth_middleware]
+        client_max_size=settings.max_body_bytes,
+        middlewares=[error_middleware, auth_middleware, body_deadline_middleware],
     )
     app[SETTINGS] = settings
     app[BUS] = nbus
     app[MODEL_DEFAULTS] = ModelDefaults(nbus.js)
     app[PUBLIC_ROUTES] = frozenset(route.name for route in ROUTES if route.public)
     app[OPENAI_ROUTES] = frozenset(route.name for route in ROUTES if route.dialect == "openai")
+    app[OWN_BODY_ROUTES] = frozenset(
+        route.name for route in ROUTES if route.request_media != "application/json"
+    )
     app[OPENAPI] = msgspec.json.encode(build_openapi(ROUTES))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)

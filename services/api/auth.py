@@ -40,6 +40,9 @@ def session_of(request: web.Request) -> SessionInfo | None:
     return request.get(SESSION)
 
 
+PROXY_KEY_ID = "proxy"  # the key_id of a principal the trusted proxy named
+
+
 def _trusted(request: web.Request) -> bool:
     settings = request.app[SETTINGS]
     if not settings.trusted_proxies or request.remote is None:
@@ -48,18 +51,44 @@ def _trusted(request: web.Request) -> bool:
         address = ipaddress.ip_address(request.remote)
     except ValueError:
         return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket shows 10.0.0.1 as ::ffff:10.0.0.1
     return any(address in ipaddress.ip_network(net, strict=False) for net in settings.trusted_proxies)
+
+
+def via_proxy(request: web.Request) -> bool:
+    """True when the trusted proxy named the caller (no session, no key: the proxy vouches)."""
+    principal = request.get(PRINCIPAL)
+    return principal is not None and principal.key_id == PROXY_KEY_ID
+
+
+async def proxy_principal_now(request: web.Request) -> Principal | None:
+    """The proxy-named caller as the log has them now (role included); None once the user is gone.
+
+    For long-lived feeds: the proxy vouched for the user when the connection opened and cannot
+    take it back, so what can change is the account itself (erased, or its role).
+    """
+    user_id = principal_of(request).user_id
+    role = await user_role(request.app[BUS].js, user_id)
+    return None if role is None else Principal(user_id=user_id, role=role, key_id=PROXY_KEY_ID)
 
 
 async def _from_trusted_proxy(request: web.Request) -> Principal | None:
     """The user a trusted reverse proxy (oauth2-proxy …) names in its header; None if not from one.
 
     Accounts are created on first sight (the proxy authenticated them). Such requests carry no
-    CSRF token, so a write must come from this site's own pages (Origin).
+    CSRF token, so a write must come from this site's own pages (Origin). The header must come once:
+    two values mean a client's own header got through the proxy, and neither can be believed.
     """
     settings = request.app[SETTINGS]
-    user_id = request.headers.get(settings.trusted_user_header, "").strip().lower()
-    if not user_id or not _trusted(request):
+    values = request.headers.getall(settings.trusted_user_header, [])
+    if not values or not _trusted(request):
+        return None
+    if len(values) > 1:
+        name = settings.trusted_user_header
+        raise ApiError(400, "bad_request", f"{name} came {len(values)} times; the proxy must send it once")
+    user_id = values[0].strip().lower()
+    if not user_id:
         return None
     js = request.app[BUS].js
     if not is_valid_user_id(user_id):
@@ -73,7 +102,7 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | None:
         scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto") == "https" else "http"
         if request.headers.get("Origin") != f"{scheme}://{request.host}":
             raise ApiError(403, "bad_origin", "writes through the proxy must come from this site's pages")
-    return Principal(user_id=user_id, role=role, key_id="proxy")
+    return Principal(user_id=user_id, role=role, key_id=PROXY_KEY_ID)
 
 
 @web.middleware

@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 import bus
+from services.api.feed_limits import FeedCounts
 from services.api.presence import ModelDefaults
 from services.api.settings import ApiSettings
 
@@ -15,7 +16,9 @@ SETTINGS = web.AppKey("settings", ApiSettings)
 BUS = web.AppKey("bus", bus.Bus)
 PUBLIC_ROUTES: web.AppKey[frozenset[str]] = web.AppKey("public_routes")
 OPENAI_ROUTES: web.AppKey[frozenset[str]] = web.AppKey("openai_routes")  # errors in OpenAI's shape
+OWN_BODY_ROUTES: web.AppKey[frozenset[str]] = web.AppKey("own_body_routes")  # read their bodies themselves
 SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("sockets")
 CLOSING = web.AppKey("closing", asyncio.Event)
+FEEDS = web.AppKey("feeds", FeedCounts)
 OPENAPI = web.AppKey("openapi", bytes)
 MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,18 +17,32 @@ from aiohttp import WSCloseCode, WSMsgType, web
 import bus
 import schemas
 from bus import JetStream, StoredMsg
-from identity.accounts import authenticate
+from identity.accounts import Principal, authenticate
 from identity.sessions import COOKIE, find_session
 from schemas.streams import CHAT, TOKENS
 from schemas.subjects import ANY, REPLY_ENDS, one_chat, parse_reply_subject, reply_tokens
 from services.api.access import chat_access
-from services.api.auth import bearer_key, session_of
+from services.api.auth import (
+    PRINCIPAL,
+    bearer_key,
+    principal_of,
+    proxy_principal_now,
+    session_of,
+    via_proxy,
+)
 from services.api.errors import ApiError
+from services.api.feed_limits import (
+    SLOW_READER_CLOSE,
+    SLOW_READER_REASON,
+    SLOW_READER_SSE,
+    BoundedFollower,
+    FeedBudget,
+    within_grace,
+)
 from services.api.inputs import query_int
-from services.api.keys import BUS, CLOSING, SETTINGS, SOCKETS
+from services.api.keys import BUS, CLOSING, FEEDS, SETTINGS, SOCKETS
 
 log = logging.getLogger(__name__)
-SSE_KEEPALIVE_SECONDS = 15.0
 WS_HEARTBEAT_SECONDS = 25.0
 _PING = ("ping", '{"kind":"ping"}', '{"kind": "ping"}')
 _PONG = '{"kind":"pong"}'
@@ -66,18 +80,24 @@ DELTAS_FIRST_SECONDS = 2.0
 
 
 class ChatFeed:
-    """Two ordered consumers of one chat, CHAT and TOKENS, each from the position's seq + 1."""
+    """Two ordered consumers of one chat, CHAT and TOKENS, each from the position's seq + 1.
 
-    def __init__(self, js: JetStream, chat_id: str, position: Position) -> None:
+    What they received and the client has not taken yet is held within `budget_bytes`; past it the
+    feed stops buffering and `budget.exceeded` is set: the caller drops the feed.
+    """
+
+    def __init__(self, js: JetStream, chat_id: str, position: Position, budget_bytes: int) -> None:
         self.js = js
         self.chat_id = chat_id
         self.position = position
+        self.budget = FeedBudget(budget_bytes)
         self.tokens_sent = asyncio.Condition()
-        self.chat = bus.Follower(js, CHAT.name, [one_chat(chat_id)], start_seq=position.chat_seq + 1)
-        self.tokens = bus.Follower(
-            js, TOKENS.name, [reply_tokens(chat_id, ANY)], start_seq=position.token_seq + 1
+        self.chat = BoundedFollower(js, CHAT.name, [one_chat(chat_id)], position.chat_seq + 1, self.budget)
+        self.tokens = BoundedFollower(
+            js, TOKENS.name, [reply_tokens(chat_id, ANY)], position.token_seq + 1, self.budget
         )
-        self.tasks: list[asyncio.Task[None]] = []
+        self.pumps: list[asyncio.Task[None]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # the caller's, stopped with the feed
 
     async def start(self) -> None:
         """Create both consumers; they buffer until `pump` forwards."""
@@ -89,11 +109,11 @@ class ChatFeed:
 
     def pump(self, send: Send, frame: Callable[[str, StoredMsg], bytes | None]) -> list[asyncio.Task[None]]:
         """Forward each arriving batch of both consumers through `send`, in their own tasks."""
-        self.tasks = [
+        self.pumps = [
             asyncio.create_task(self._forward(self.chat, "event", send, frame)),
             asyncio.create_task(self._forward(self.tokens, "tokens", send, frame)),
         ]
-        return self.tasks
+        return list(self.pumps)
 
     async def _forward(
         self, follower: bus.Follower, kind: str, send: Send, frame: Callable[[str, StoredMsg], bytes | None]
@@ -106,6 +126,7 @@ class ChatFeed:
             frames = [f for msg in msgs if (f := frame(kind, msg)) is not None]
             if frames:
                 await send(frames)
+            self.budget.give_back(msgs)
             if kind == "tokens":
                 async with self.tokens_sent:
                     self.tokens_sent.notify_all()
@@ -130,14 +151,25 @@ class ChatFeed:
     def _sent_through(self, seq: int) -> bool:
         return self.position.token_seq >= seq
 
-    async def stop(self) -> None:
-        """Stop forwarding and delete both consumers."""
-        for task in self.tasks:
-            task.cancel()
-        for task in self.tasks:
-            with contextlib.suppress(BaseException):
-                await task
+    async def stop_reading(self) -> None:
+        """Stop forwarding and delete both consumers; the caller's tasks go on."""
+        await _cancel(self.pumps)
         await asyncio.gather(self.chat.stop(), self.tokens.stop())
+
+    async def stop(self) -> None:
+        """Stop forwarding and the caller's tasks, and delete both consumers."""
+        await _cancel([*self.pumps, *self.tasks])
+        await asyncio.gather(self.chat.stop(), self.tokens.stop())
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    mine = asyncio.current_task()
+    tasks = [task for task in tasks if task is not mine]
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(BaseException):
+            await task
 
 
 def encode_frame(position: Position, kind: str, msg: StoredMsg) -> bytes | None:
@@ -169,13 +201,28 @@ def start_position(request: web.Request, last_event_id: bool) -> Position:
 
 
 def check_origin(request: web.Request) -> None:
-    """A browser session's WebSocket must come from this site's own pages (no cross-site hijacking)."""
-    if session_of(request) is None:
+    """A feed opened on browser credentials (a session cookie, or the trusted proxy's login) must come
+    from this site's own pages: no cross-site WebSocket hijacking."""
+    if session_of(request) is None and not via_proxy(request):
         return  # API keys are not sent by browsers on their own
     scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto", "") == "https" else "http"
     expected = f"{scheme}://{request.host}"
     if request.headers.get("Origin") != expected:
-        raise ApiError(403, "bad_origin", f"a session's live feed must be opened from {expected}")
+        raise ApiError(403, "bad_origin", f"a browser's live feed must be opened from {expected}")
+
+
+@contextlib.contextmanager
+def counted_feed(request: web.Request) -> Iterator[None]:
+    """Hold one of the caller's live feeds for the block; 429 when the user or key has its cap open."""
+    principal = principal_of(request)
+    feeds = request.app[FEEDS]
+    refused = feeds.claim(principal)
+    if refused is not None:
+        raise ApiError(429, "too_many_feeds", refused, {"Retry-After": "5"})
+    try:
+        yield
+    finally:
+        feeds.release(principal)
 
 
 async def watch_ws(request: web.Request) -> web.StreamResponse:
@@ -183,37 +230,48 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
     check_origin(request)
     access = await chat_access(request, write=False)
     position = start_position(request, last_event_id=False)
+    settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
-        max_msg_size=request.app[SETTINGS].ws_max_frame_bytes, heartbeat=WS_HEARTBEAT_SECONDS, compress=False
+        max_msg_size=settings.ws_max_frame_bytes, heartbeat=WS_HEARTBEAT_SECONDS, compress=False
     )
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "not_websocket", "this route speaks WebSocket; send an Upgrade request")
-    feed = ChatFeed(request.app[BUS].js, access.chat_id, position)
-    await feed.start()
-    sockets = request.app[SOCKETS]
-    try:
-        await ws.prepare(request)
-        sockets.add(ws)
+    with counted_feed(request):
+        feed = ChatFeed(request.app[BUS].js, access.chat_id, position, settings.feed_buffer_bytes)
+        await feed.start()
+        sockets = request.app[SOCKETS]
+        try:
+            await ws.prepare(request)
+            sockets.add(ws)
 
-        async def send(frames: list[bytes]) -> None:
-            for data in frames:
-                await ws.send_frame(data, WSMsgType.TEXT)
+            async def send(frames: list[bytes]) -> None:
+                for data in frames:
+                    await ws.send_frame(data, WSMsgType.TEXT)
 
-        pumps = feed.pump(send, lambda kind, msg: encode_frame(position, kind, msg))
-        feed.tasks.append(asyncio.create_task(_close_on_failure(pumps, ws)))
-        feed.tasks.append(asyncio.create_task(_close_when_denied(request, ws)))
-        async for msg in ws:
-            # Clients only ever need to ping; anything else is ignored.
-            if msg.type == WSMsgType.TEXT and msg.data.strip() in _PING:
-                await ws.send_str(_PONG)
-    finally:
-        sockets.discard(ws)
-        await feed.stop()
+            pumps = feed.pump(send, lambda kind, msg: encode_frame(position, kind, msg))
+            feed.tasks.append(asyncio.create_task(_close_on_failure(pumps, ws)))
+            feed.tasks.append(asyncio.create_task(_close_when_denied(request, ws)))
+            feed.tasks.append(reading := asyncio.create_task(_answer_pings(ws)))
+            feed.tasks.append(slow := asyncio.create_task(feed.budget.until_exceeded()))
+            await asyncio.wait([reading, slow], return_when=asyncio.FIRST_COMPLETED)
+            if slow.done():
+                # Closed from here, with no receive() waiting: aiohttp then waits for the client's
+                # close frame instead of cutting the connection under the client's reply.
+                await _cancel([reading])
+                await feed.stop_reading()
+                await within_grace(request, ws.close(code=SLOW_READER_CLOSE, message=SLOW_READER_REASON))
+        finally:
+            sockets.discard(ws)
+            await feed.stop()
     return ws
 
 
 async def _until_denied(request: web.Request) -> None:
-    """Return once the caller's key is revoked or the chat is gone: an open feed must not outlive access."""
+    """Return once the caller's access is gone: key revoked, logged out, proxy user erased, chat deleted.
+
+    An open feed must not outlive access; each check reads the caller's credential again, the way
+    the request was authenticated (the principal is refreshed, so a demoted admin loses other chats).
+    """
     js = request.app[BUS].js
     session = session_of(request)
     while True:
@@ -223,13 +281,20 @@ async def _until_denied(request: web.Request) -> None:
             if session is not None:
                 if await find_session(js, request.cookies.get(COOKIE)) is None:
                     return  # logged out
-            elif key is None or await authenticate(js, key) is None:
-                return
+            else:
+                now = await (proxy_principal_now(request) if via_proxy(request) else _key_principal(js, key))
+                if now is None:
+                    return
+                request[PRINCIPAL] = now
             await chat_access(request, write=False)
         except ApiError:
             return
         except bus.BusError:
             continue  # NATS is briefly away: keep serving, check again later
+
+
+async def _key_principal(js: JetStream, key: str | None) -> Principal | None:
+    return None if key is None else await authenticate(js, key)
 
 
 async def _close_when_denied(request: web.Request, ws: web.WebSocketResponse) -> None:
@@ -248,40 +313,64 @@ async def _close_on_failure(pumps: list[asyncio.Task[None]], ws: web.WebSocketRe
         await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"feed failed")
 
 
+async def _answer_pings(ws: web.WebSocketResponse) -> None:
+    """Read the client's frames until it closes: clients only ever need to ping; the rest is ignored."""
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT and msg.data.strip() in _PING:
+            await ws.send_str(_PONG)
+
+
+async def _heartbeats(response: web.StreamResponse, seconds: float) -> None:
+    """An SSE comment line every `seconds`: proxies keep the stream open and clients see it is alive."""
+    while True:
+        await asyncio.sleep(seconds)
+        await response.write(b": heartbeat\n\n")
+
+
 async def watch_sse(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the same frames as the WebSocket, each with `id: <chat_seq>:<token_seq>`."""
     access = await chat_access(request, write=False)
     position = start_position(request, last_event_id=True)
-    feed = ChatFeed(request.app[BUS].js, access.chat_id, position)
-    await feed.start()
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    )
-    closing = asyncio.create_task(request.app[CLOSING].wait())
-    denied = asyncio.create_task(_until_denied(request))
-    try:
-        await response.prepare(request)
-        await response.write(b"retry: 1000\n\n")
+    settings = request.app[SETTINGS]
+    with counted_feed(request):
+        feed = ChatFeed(request.app[BUS].js, access.chat_id, position, settings.feed_buffer_bytes)
+        await feed.start()
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        waits = [
+            slow := asyncio.create_task(feed.budget.until_exceeded()),
+            asyncio.create_task(request.app[CLOSING].wait()),
+            asyncio.create_task(_until_denied(request)),
+        ]
+        try:
+            await response.prepare(request)
+            await response.write(b"retry: 1000\n\n")
 
-        def frame(kind: str, msg: StoredMsg) -> bytes | None:
-            data = encode_frame(position, kind, msg)
-            return None if data is None else b"id: %s\ndata: %s\n\n" % (position.event_id().encode(), data)
+            def frame(kind: str, msg: StoredMsg) -> bytes | None:
+                # Encoding and writing a batch happen with no await between: the id is what the client has.
+                data = encode_frame(position, kind, msg)
+                return (
+                    None if data is None else b"id: %s\ndata: %s\n\n" % (position.event_id().encode(), data)
+                )
 
-        async def send(frames: list[bytes]) -> None:
-            await response.write(b"".join(frames))
+            async def send(frames: list[bytes]) -> None:
+                await response.write(b"".join(frames))
 
-        pumps = feed.pump(send, frame)
-        while True:
-            done, _ = await asyncio.wait(
-                [*pumps, closing, denied], timeout=SSE_KEEPALIVE_SECONDS, return_when=asyncio.FIRST_COMPLETED
-            )
-            if done:
-                break
-            await response.write(b": keepalive\n\n")
-    except ConnectionResetError:
-        pass  # the client went away
-    finally:
-        closing.cancel()
-        denied.cancel()
-        await feed.stop()
+            waits += feed.pump(send, frame)
+            waits.append(asyncio.create_task(_heartbeats(response, settings.sse_heartbeat_seconds)))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if slow.done():
+                await feed.stop_reading()
+                await within_grace(request, response.write(SLOW_READER_SSE))
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            for task in waits:
+                task.cancel()
+            await feed.stop()
     return response

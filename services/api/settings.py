@@ -102,6 +102,45 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     upload_seconds: float = 60.0
     # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.
     access_recheck_seconds: float = 10.0
+    max_feeds_per_user: Annotated[
+        Positive,
+        env(
+            "CHATBUS_MAX_FEEDS_PER_USER",
+            "Live feeds (WebSocket + SSE) one user may hold open on one API process (default 10); "
+            "more gets 429.",
+        ),
+    ] = 10
+    max_feeds_per_key: Annotated[
+        Positive,
+        env(
+            "CHATBUS_MAX_FEEDS_PER_KEY",
+            "Live feeds one API key may hold open on one API process (default 5); more gets 429.",
+        ),
+    ] = 5
+    feed_buffer_bytes: Annotated[
+        Positive,
+        env(
+            "CHATBUS_FEED_BUFFER_BYTES",
+            "Bytes a live feed may hold for a client that does not read (default 4 MiB); beyond, "
+            "the feed is dropped (WebSocket close 4008, SSE `end` event) and the client resumes.",
+        ),
+    ] = 4 * MIB
+    sse_heartbeat_seconds: Annotated[
+        float,
+        env(
+            "CHATBUS_SSE_HEARTBEAT_SECONDS",
+            "Seconds between the SSE feed's heartbeat comment lines (default 15).",
+            gt=0,
+        ),
+    ] = 15.0
+    body_seconds: Annotated[
+        float,
+        env(
+            "CHATBUS_BODY_SECONDS",
+            "Seconds a JSON request body may take to arrive (default 10); slower gets 408.",
+            gt=0,
+        ),
+    ] = 10.0
 
     def __post_init__(self) -> None:
         for part in self.trusted_proxies:
