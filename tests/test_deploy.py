@@ -64,10 +64,12 @@ def accounts_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     proc.wait(timeout=10)
 
 
+@pytest.mark.parametrize(("user", "alias"), [("worker", "vision"), ("worker-demo-vision", "demo-vision")])
 async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
-    accounts_server: str, demo_vlm_dir: Path
+    accounts_server: str, demo_vlm_dir: Path, user: str, alias: str
 ) -> None:
-    """The `worker` user of accounts.conf can do all a vision worker does, and cannot post messages."""
+    """The `worker` user of accounts.conf, and the user of one alias, can do all a vision worker does,
+    and cannot post messages."""
     import asyncio
     import contextlib
     import io
@@ -88,7 +90,7 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
 
     services = await bus.connect(f"nats://services:CHANGE-ME-services@{accounts_server}", name="services")
     worker_bus = await bus.connect(
-        f"nats://worker:CHANGE-ME-worker@{accounts_server}", name="worker", inbox_prefix=WORKER_INBOX_PREFIX
+        f"nats://{user}:CHANGE-ME-{user}@{accounts_server}", name="worker", inbox_prefix=WORKER_INBOX_PREFIX
     )
     try:
         await bus.declare_all(services.js)
@@ -97,13 +99,13 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
         image, _ = await store_image(services, png.getvalue(), "image/png", "ann")
         now = schemas.now()
         events: list[schemas.Event] = [
-            ChatCreated(event_id="e1", chat_id="c1", at=now, owner_id="ann", title="t", model="vision"),
+            ChatCreated(event_id="e1", chat_id="c1", at=now, owner_id="ann", title="t", model=alias),
             MessagePosted(
                 event_id="e2", chat_id="c1", at=now, message_id="m1", author_id="ann", content="?",
                 images=[image.sha256],
             ),
             ReplyRequested(
-                event_id="e3", chat_id="c1", at=now, reply_id="r1", message_id="m1", model="vision",
+                event_id="e3", chat_id="c1", at=now, reply_id="r1", message_id="m1", model=alias,
                 params=SamplingParams(max_new_tokens=4), context=["m1"], requested_by="ann",
             ),
         ]  # fmt: skip
@@ -111,7 +113,7 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
             await bus.append_event(services.js, event)
 
         engine = await asyncio.to_thread(VisionEngine.from_pretrained, str(demo_vlm_dir), EngineConfig())
-        settings = WorkerSettings(model="vlm", alias="vision", capacity=2, ack_wait=10.0)
+        settings = WorkerSettings(model="vlm", alias=alias, capacity=2, ack_wait=10.0)
         worker = Worker(settings, worker_bus, engine, engine.tokenizer)
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
@@ -134,3 +136,56 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
     finally:
         await worker_bus.close()
         await services.close()
+
+
+async def test_the_server_refuses_a_worker_what_its_user_may_not_do(accounts_server: str) -> None:
+    """Performed with a plain NATS client: no worker deletes a consumer; the user of one alias neither
+    beats presence for another alias nor pulls or acks its requests (the `worker` user still may:
+    NATS config files cannot tie those to the connection)."""
+    import asyncio
+
+    import nats
+
+    from schemas import subjects as s
+    from schemas.streams import CHAT, WORKERS_KV, worker_consumer
+
+    theirs = worker_consumer("smollm2-135m").durable
+    other_alias = [
+        s.kv_key(WORKERS_KV.bucket, s.presence_key("smollm2-135m", "w1")),
+        s.js_api("CONSUMER.MSG.NEXT", CHAT.name, theirs),
+        f"{s.js_acks(CHAT.name, theirs)[:-1]}1.7.7.1700000000.0",
+    ]
+    deletes = [
+        s.js_api("CONSUMER.DELETE", CHAT.name, d) for d in (theirs, worker_consumer("demo-vision").durable)
+    ]
+    cases = {
+        "worker": (deletes, other_alias),
+        "worker-demo-vision": (
+            deletes + other_alias,
+            [s.kv_key(WORKERS_KV.bucket, s.presence_key("demo-vision", "w1"))],
+        ),
+    }
+    for user, (refused, allowed) in cases.items():
+        errors: list[str] = []
+
+        async def on_error(exc: Exception, errors: list[str] = errors) -> None:
+            errors.append(str(exc))
+
+        nc = await nats.connect(
+            f"nats://{user}:CHANGE-ME-{user}@{accounts_server}",
+            inbox_prefix=s.WORKER_INBOX_PREFIX,
+            error_cb=on_error,
+            allow_reconnect=False,
+        )
+        try:
+            for subject in refused + allowed:
+                errors.clear()
+                await nc.publish(subject, b"{}")
+                await nc.flush()
+                await asyncio.sleep(0.2)  # the violation comes back asynchronously
+                denied = any(
+                    "permissions violation" in e.lower() and subject.lower() in e.lower() for e in errors
+                )
+                assert denied == (subject in refused), (user, subject, errors)
+        finally:
+            await nc.close()
