@@ -113,3 +113,27 @@ USERS: dict[str, Permissions | None] = {
     "worker": WORKER,
     worker_user(EXAMPLE_ALIAS): worker_permissions(EXAMPLE_ALIAS),
 }
+
+
+def conf_user(user: str, password: str, rights: Permissions | None) -> str:
+    """A user entry of a nats-server config's `authorization { users: [...] }`, with these rights."""
+
+    def strings(values: tuple[str, ...]) -> str:
+        return ", ".join(msgspec.json.encode(v).decode() for v in values)
+
+    lines = [
+        "{",
+        f"  user: {msgspec.json.encode(user).decode()}",
+        f"  password: {msgspec.json.encode(password).decode()}",
+    ]
+    if rights is not None:
+        lines.append("  permissions: {")
+        for direction, allow, deny in (
+            ("publish", rights.publish_allow, rights.publish_deny),
+            ("subscribe", rights.subscribe_allow, rights.subscribe_deny),
+        ):
+            parts = [f"allow: [{strings(allow)}]"] + ([f"deny: [{strings(deny)}]"] if deny else [])
+            lines.append(f"    {direction}: {{ {', '.join(parts)} }}")
+        lines.append("  }")
+    lines.append("}")
+    return "\n".join(lines) + "\n"

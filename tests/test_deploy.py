@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,34 +36,75 @@ def test_nats_config_is_valid(config: Path) -> None:
 # ---------------------------------------------------------------- the worker user's permissions, for real
 
 
-@pytest.fixture
-def accounts_server(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A nats-server with JetStream whose users are exactly deploy/nats/accounts.conf's."""
-    import shutil
+@contextlib.contextmanager
+def _server(tmp_path: Path, users: str) -> Iterator[str]:
+    """A nats-server with JetStream and the `authorization` block `users`; its host:port."""
     import socket
     import time
 
-    shutil.copy(DEPLOY / "nats" / "accounts.conf", tmp_path / "accounts.conf")
+    (tmp_path / "users.conf").write_text(users)
     port = free_port()
     (tmp_path / "server.conf").write_text(
         f'listen: "127.0.0.1:{port}"\nmax_payload: 16MB\n'
-        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\ninclude "accounts.conf"\n'
+        f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\ninclude "users.conf"\n'
     )
     proc = subprocess.Popen(
         [nats_server_binary(), "-c", str(tmp_path / "server.conf")],
         stdout=subprocess.DEVNULL,
         stderr=open(tmp_path / "nats.log", "wb"),  # noqa: SIM115
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield f"127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def accounts_server(tmp_path: Path) -> Iterator[str]:
+    """A nats-server with JetStream whose users are exactly deploy/nats/accounts.conf's."""
+    with _server(tmp_path, (DEPLOY / "nats" / "accounts.conf").read_text()) as address:
+        yield address
+
+
+async def _refused(address: str, user: str, password: str, subjects: list[str]) -> list[str]:
+    """Those of `subjects` the server refuses `user` to publish on (a plain NATS client, no chatbus code)."""
+    import asyncio
+
+    import nats
+
+    from schemas.subjects import WORKER_INBOX_PREFIX
+
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await nats.connect(
+        f"nats://{user}:{password}@{address}",
+        inbox_prefix=WORKER_INBOX_PREFIX,
+        error_cb=on_error,
+        allow_reconnect=False,
+    )
+    refused = []
+    try:
+        for subject in subjects:
+            errors.clear()
+            await nc.publish(subject, b"{}")
+            await nc.flush()
+            await asyncio.sleep(0.2)  # the violation comes back asynchronously
+            if any("permissions violation" in e and subject.lower() in e for e in errors):
+                refused.append(subject)
+    finally:
+        await nc.close()
+    return refused
 
 
 @pytest.mark.parametrize(("user", "alias"), [("worker", "vision"), ("worker-demo-vision", "demo-vision")])
@@ -139,13 +182,9 @@ async def test_a_worker_with_only_the_worker_users_rights_serves_an_image_reply(
 
 
 async def test_the_server_refuses_a_worker_what_its_user_may_not_do(accounts_server: str) -> None:
-    """Performed with a plain NATS client: no worker deletes a consumer; the user of one alias neither
-    beats presence for another alias nor pulls or acks its requests (the `worker` user still may:
-    NATS config files cannot tie those to the connection)."""
-    import asyncio
-
-    import nats
-
+    """No worker deletes a consumer; the user of one alias neither beats presence for another alias nor
+    pulls or acks its requests (the `worker` user still may: NATS config files cannot tie those to
+    the connection)."""
     from schemas import subjects as s
     from schemas.streams import CHAT, WORKERS_KV, worker_consumer
 
@@ -158,34 +197,33 @@ async def test_the_server_refuses_a_worker_what_its_user_may_not_do(accounts_ser
     deletes = [
         s.js_api("CONSUMER.DELETE", CHAT.name, d) for d in (theirs, worker_consumer("demo-vision").durable)
     ]
-    cases = {
-        "worker": (deletes, other_alias),
-        "worker-demo-vision": (
-            deletes + other_alias,
-            [s.kv_key(WORKERS_KV.bucket, s.presence_key("demo-vision", "w1"))],
-        ),
-    }
-    for user, (refused, allowed) in cases.items():
-        errors: list[str] = []
+    own = [s.kv_key(WORKERS_KV.bucket, s.presence_key("demo-vision", "w1"))]
+    tried = deletes + other_alias + own
+    assert await _refused(accounts_server, "worker", "CHANGE-ME-worker", tried) == deletes
+    alias_user = "worker-demo-vision"
+    assert (
+        await _refused(accounts_server, alias_user, f"CHANGE-ME-{alias_user}", tried) == deletes + other_alias
+    )
 
-        async def on_error(exc: Exception, errors: list[str] = errors) -> None:
-            errors.append(str(exc))
 
-        nc = await nats.connect(
-            f"nats://{user}:CHANGE-ME-{user}@{accounts_server}",
-            inbox_prefix=s.WORKER_INBOX_PREFIX,
-            error_cb=on_error,
-            allow_reconnect=False,
-        )
-        try:
-            for subject in refused + allowed:
-                errors.clear()
-                await nc.publish(subject, b"{}")
-                await nc.flush()
-                await asyncio.sleep(0.2)  # the violation comes back asynchronously
-                denied = any(
-                    "permissions violation" in e.lower() and subject.lower() in e.lower() for e in errors
-                )
-                assert denied == (subject in refused), (user, subject, errors)
-        finally:
-            await nc.close()
+def test_a_generated_alias_user_keeps_to_its_alias_on_a_real_server(tmp_path: Path) -> None:
+    """`chatbus admin worker-user ALIAS` prints a user a real nats-server loads and enforces."""
+    import asyncio
+    import sys
+
+    from schemas import subjects as s
+    from schemas.streams import CHAT, WORKERS_KV, worker_consumer
+
+    cmd = [sys.executable, "-m", "services.cli", "admin", "worker-user", "smollm2-135m", "--password", "pw1"]
+    printed = subprocess.run(cmd, cwd=DEPLOY.parent, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    users = f"authorization {{ users: [ {{ user: services, password: pw0 }}\n{printed.stdout} ] }}\n"
+    tried = [
+        s.kv_key(WORKERS_KV.bucket, s.presence_key("smollm2-135m", "w1")),
+        s.kv_key(WORKERS_KV.bucket, s.presence_key("demo", "w1")),
+        s.js_api("CONSUMER.DELETE", CHAT.name, worker_consumer("smollm2-135m").durable),
+        s.js_api("CONSUMER.MSG.NEXT", CHAT.name, worker_consumer("demo").durable),
+    ]
+    with _server(tmp_path, users) as address:
+        refused = asyncio.run(_refused(address, "worker-smollm2-135m", "pw1", tried))
+    assert refused == tried[1:]

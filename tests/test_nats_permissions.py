@@ -186,3 +186,14 @@ def test_no_worker_may_delete_a_consumer_and_an_alias_user_keeps_to_its_alias() 
     assert _allowed(mine.publish_allow, s.kv_key(WORKERS_KV.bucket, s.presence_key(alias, "w1")))
     assert _allowed(mine.publish_allow, f"{s.js_acks(CHAT.name, own)[:-1]}1.7.7.1700000000.0")
     assert _allowed(mine.publish_allow, s.js_api("CONSUMER.MSG.NEXT", CHAT.name, own))
+
+
+def test_the_generated_user_of_an_alias_has_exactly_its_rights() -> None:
+    from schemas.permissions import conf_user
+
+    block = conf_user(worker_user("smollm2-135m"), 'p"w', worker_permissions("smollm2-135m"))
+    (entry,) = parse_nats_conf(f"users: [ {block} ]")["users"]
+    assert entry["user"] == "worker-smollm2-135m" and entry["password"] == 'p\\"w'
+    expected = worker_permissions("smollm2-135m")
+    assert _rights(entry, "publish") == (list(expected.publish_allow), [])
+    assert _rights(entry, "subscribe") == (list(expected.subscribe_allow), [])
