@@ -8,7 +8,7 @@ from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
 from bus.consumer import Delivery, pull_loop
 from bus.declare import Change, apply_all, declare_all, declare_consumer, declare_kv, declare_stream
-from bus.decode import Delivered, Sequenced, decode_batch, decode_bulk
+from bus.decode import Delivered, Rejected, Sequenced, decode_batch, decode_bulk, decode_one
 from bus.errors import (
     BusError,
     BusUnavailable,
@@ -63,6 +63,8 @@ __all__ = [
     "apply_all",
     "decode_batch",
     "decode_bulk",
+    "decode_one",
+    "Rejected",
     "declare_all",
     "declare_consumer",
     "declare_kv",

@@ -86,18 +86,24 @@ class Chat:
 
 @dataclass
 class Log:
-    """Every chat and each user's training consent, as the log has them now."""
+    """Every chat and each user's training consent, as the log has them now; and the messages left
+    out (unreadable, or an event on a subject it does not belong to: bus/decode.py)."""
 
     chats: dict[str, Chat]
     consent: dict[str, bool]
     events: int
+    rejected: bus.Rejected = field(default_factory=bus.Rejected)
 
 
 async def _read(
-    nbus: bus.Bus, stream: str, subjects: list[str], progress: Callable[[int], None]
+    nbus: bus.Bus,
+    stream: str,
+    subjects: list[str],
+    progress: Callable[[int], None],
+    rejected: bus.Rejected,
 ) -> list[Sequenced]:
     """Every event of the stream on `subjects` with its sequence, in order (the bulk reader, decoding
-    a batch at a time; events this version cannot read are skipped with a warning)."""
+    a batch at a time; events this version cannot read, or misfiled, are skipped and counted)."""
     reader = bus.BulkReader(nbus, stream, subjects)
     await reader.start()
     out: list[Sequenced] = []
@@ -108,7 +114,7 @@ async def _read(
             batch = await reader.next_batch(20_000, 30.0)
             if batch is None:
                 raise TimeoutError(f"reading {stream}: got {read} of {total}")
-            out.extend(decode_bulk(batch))
+            out.extend(decode_bulk(batch, rejected))
             read += len(batch)
             progress(len(batch))
             if batch.pending == 0:
@@ -130,11 +136,12 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
             on_progress(done, chat_total)
 
     chats: dict[str, Chat] = {}
+    rejected = bus.Rejected()
     # The fold keeps millions of objects and makes few cycles: the cyclic GC would cost half its time.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for seq, event in await _read(nbus, CHAT.name, [ALL_CHATS], progress):
+        for seq, event in await _read(nbus, CHAT.name, [ALL_CHATS], progress, rejected):
             if isinstance(event, ChatCreated) and event.chat_id not in chats:
                 chats[event.chat_id] = Chat(ChatState(event.chat_id))
             chat = chats.get(getattr(event, "chat_id", ""))
@@ -144,10 +151,11 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
         if gc_was_enabled:
             gc.enable()
     consent: dict[str, bool] = {}
-    for _, given in await _read(nbus, IDENTITY.name, [user_event(ANY, "consent")], lambda n: None):
+    consents = await _read(nbus, IDENTITY.name, [user_event(ANY, "consent")], lambda n: None, rejected)
+    for _, given in consents:
         if isinstance(given, TrainingConsentSet):
             consent[given.user_id] = given.allowed
-    return Log(chats=chats, consent=consent, events=done)
+    return Log(chats=chats, consent=consent, events=done, rejected=rejected)
 
 
 def _chats(log: Log, flt: ExportFilter) -> Iterator[Chat]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+import pytest
 
 import bus
 from logtools.export import (
@@ -23,7 +24,7 @@ from logtools.export import (
     sft_rows,
     write_rows,
 )
-from logtools.importer import import_chatbus, import_chatgpt
+from logtools.importer import ImportError_, import_chatbus, import_chatgpt
 from tests.apihelp import Api
 from tests.logs import CHATGPT, complete_reply, make_story
 from tests.stack import ROOT
@@ -158,14 +159,17 @@ async def test_chats_round_trip_through_json_and_read_as_tsv(api: Api) -> None:
     assert [c["chat_id"] for c in document["chats"]] == [story["chat"]]
     tsv = chats_tsv(log, ExportFilter(user="ann", consent_only=False)).splitlines()
     assert tsv[0].split("\t")[-1] == "content" and len(tsv) == 1 + 2 + 3  # header, 2 messages, 3 replies
-    skipped = await import_chatbus(api.nbus, document, keep_ids=True)
-    assert skipped.skipped == [story["chat"]] and skipped.chats == []
-    copied = await import_chatbus(api.nbus, document, keep_ids=False, user="root")
+    with pytest.raises(ImportError_, match=f"chats.0..events.0.: chat {story['chat']} exists in the log"):
+        await import_chatbus(api.nbus, document, keep_ids=True, user="ann")
+    copied = await import_chatbus(api.nbus, document, keep_ids=False, user="ann")
     (new_chat,) = copied.chats
     assert new_chat != story["chat"]
     original = await _active_contents(api, story["chat"], "ann")
-    assert await _active_contents(api, new_chat, "root") == original
+    assert await _active_contents(api, new_chat, "ann") == original
     assert original == ["ann: question", "answer B", "and this?", "answer C"]
+    # A copy for someone else may not show ann's image: only images its user uploaded.
+    with pytest.raises(ImportError_, match=f"image {story['image']} was not uploaded by root"):
+        await import_chatbus(api.nbus, document, keep_ids=False, user="root")
 
 
 async def _active_contents(api: Api, chat_id: str, user: str) -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from schemas import subjects as s
-from schemas.permissions import USERS, WORKER, Permissions
+from schemas.permissions import USERS, WORKER, Permissions, worker_permissions, worker_user
 from schemas.streams import CHAT, WORKERS_KV, worker_consumer
 from tests.subject_match import SHA, C, K, R, U, matches
 
@@ -161,3 +161,38 @@ def test_the_worker_may_not_write_what_people_write() -> None:
     for subject in forbidden:
         assert not _allowed(WORKER.publish_allow, subject), subject
     assert not _allowed(WORKER.subscribe_allow, f"{s.DEFAULT_INBOX_PREFIX}.x1.2")
+
+
+def test_no_worker_may_delete_a_consumer_and_an_alias_user_keeps_to_its_alias() -> None:
+    alias, other = "demo-vision", "smollm2-135m"
+    mine = worker_permissions(alias)
+    for rights in (WORKER, mine):
+        for consumer in (worker_consumer(alias).durable, worker_consumer(other).durable, "ordered1"):
+            for stream in (CHAT.name, "OBJ_images", "KV_workers"):
+                assert not _allowed(rights.publish_allow, s.js_api("CONSUMER.DELETE", stream, consumer))
+    theirs = worker_consumer(other).durable
+    forbidden = [
+        s.kv_key(WORKERS_KV.bucket, s.presence_key(other, "w1")),
+        s.js_api("CONSUMER.MSG.NEXT", CHAT.name, theirs),
+        s.js_api("CONSUMER.DURABLE.CREATE", CHAT.name, theirs),
+        f"{s.js_acks(CHAT.name, theirs)[:-1]}1.7.7.1700000000.0",
+    ]
+    for subject in forbidden:
+        assert not _allowed(mine.publish_allow, subject), subject
+        assert _allowed(WORKER.publish_allow, subject), subject  # what NATS cannot narrow for `worker`
+    assert not _allowed(mine.subscribe_allow, s.max_deliveries_advisory(CHAT.name, theirs))
+    own = worker_consumer(alias).durable
+    assert _allowed(mine.publish_allow, s.kv_key(WORKERS_KV.bucket, s.presence_key(alias, "w1")))
+    assert _allowed(mine.publish_allow, f"{s.js_acks(CHAT.name, own)[:-1]}1.7.7.1700000000.0")
+    assert _allowed(mine.publish_allow, s.js_api("CONSUMER.MSG.NEXT", CHAT.name, own))
+
+
+def test_the_generated_user_of_an_alias_has_exactly_its_rights() -> None:
+    from schemas.permissions import conf_user
+
+    block = conf_user(worker_user("smollm2-135m"), 'p"w', worker_permissions("smollm2-135m"))
+    (entry,) = parse_nats_conf(f"users: [ {block} ]")["users"]
+    assert entry["user"] == "worker-smollm2-135m" and entry["password"] == 'p\\"w'
+    expected = worker_permissions("smollm2-135m")
+    assert _rights(entry, "publish") == (list(expected.publish_allow), [])
+    assert _rights(entry, "subscribe") == (list(expected.subscribe_allow), [])

@@ -33,6 +33,7 @@ from schemas.queries import (
     ListMessages,
     MessagesAnswer,
 )
+from schemas.subjects import subject_of
 from services.projector import ReadModelExists, dump_read_model, replay, run_projector
 from services.projector.projection import project
 from services.projector.store import Store
@@ -321,7 +322,8 @@ async def test_replay_reads_odd_bodies_as_the_live_projector_does(nbus: Bus, tmp
 def test_a_batch_decodes_each_event_with_its_own_sequence(odd: bytes) -> None:
     events = [created("c1"), posted("c1", "m1", 1), posted("c1", "m2", 2)]
     bodies = [schemas.encode(events[0]), odd, schemas.encode(events[1]), schemas.encode(events[2])]
-    batch = bus.BulkBatch("CHAT", [10, 11, 12, 13], [b"chat.c1.x"] * 4, bodies, 0)
+    subjects = [subject_of(events[0]), "chat.c1.x", subject_of(events[1]), subject_of(events[2])]
+    batch = bus.BulkBatch("CHAT", [10, 11, 12, 13], [x.encode() for x in subjects], bodies, 0)
     assert decode_bulk(batch) == [(10, events[0]), (12, events[1]), (13, events[2])]
 
 

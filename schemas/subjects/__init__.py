@@ -13,7 +13,8 @@ micro service endpoints and the advisory a worker listens to. What each NATS use
 subscribe to is schemas/permissions.py, built from these builders.
 
 This package is the one home of those rules, a module per area (roots, chat, identity, image, kv,
-nats_api; events: the subject of each event, and every root and kind); import from the package.
+nats_api; events: the subject of each event, which events a subject may carry (`belongs`: exactly
+the one `subject_of` names, checked by every reader), and every root and kind); import from the package.
 """
 
 from schemas.subjects.chat import (
@@ -96,6 +97,9 @@ from schemas.subjects.events import (
 )
 from schemas.subjects.events import (
     Event as Event,
+)
+from schemas.subjects.events import (
+    belongs as belongs,
 )
 from schemas.subjects.events import (
     subject_of as subject_of,

@@ -1,8 +1,10 @@
-"""The subject each event is appended on, and every root token and event kind of chatbus's subjects."""
+"""The subject each event is appended on (and so the one event a subject may carry), and every root
+token and event kind of chatbus's subjects."""
 
 from __future__ import annotations
 
-from typing import get_args
+from collections.abc import Callable
+from typing import Any, get_args
 
 from schemas.chat import (
     BranchSelected,
@@ -57,56 +59,54 @@ from schemas.tokens import TokenDelta
 Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | TokenDelta
 
 
+# Each event type and the subject it is appended on: a table, not a `match`, because every reader
+# checks every event it decodes against it (a lookup costs ~0.2 µs an event, the match ~0.8).
+_SUBJECT_OF: dict[type, Callable[[Any], str]] = {
+    ChatCreated: lambda e: chat_event(e.chat_id, "created"),
+    ChatRenamed: lambda e: chat_event(e.chat_id, "renamed"),
+    ChatDeleted: lambda e: chat_event(e.chat_id, "deleted"),
+    ChatRestored: lambda e: chat_event(e.chat_id, "restored"),
+    ChatErased: lambda e: chat_event(e.chat_id, "erased"),
+    MessagePosted: lambda e: chat_event(e.chat_id, "message.posted"),
+    BranchSelected: lambda e: chat_event(e.chat_id, "branch.selected"),
+    ReplyRequested: lambda e: reply_requested(e.chat_id, e.reply_id, e.model),
+    ReplyStarted: lambda e: reply_event(e.chat_id, e.reply_id, "started"),
+    ReplyCompleted: lambda e: reply_event(e.chat_id, e.reply_id, "completed"),
+    ReplyFailed: lambda e: reply_event(e.chat_id, e.reply_id, "failed"),
+    ReplyCancelled: lambda e: reply_event(e.chat_id, e.reply_id, "cancelled"),
+    FeedbackGiven: lambda e: feedback(e.chat_id, e.reply_id, e.user_id),
+    UserCreated: lambda e: user_event(e.user_id, "created"),
+    UserRoleChanged: lambda e: user_event(e.user_id, "role_changed"),
+    TrainingConsentSet: lambda e: user_event(e.user_id, "consent"),
+    PasswordSet: lambda e: user_event(e.user_id, "password"),
+    UserErased: lambda e: user_event(e.user_id, "erased"),
+    ApiKeyIssued: lambda e: apikey_event(e.key_id, "issued"),
+    ApiKeyRevoked: lambda e: apikey_event(e.key_id, "revoked"),
+    ImageStored: lambda e: image_stored(e.sha256, e.uploaded_by),
+    ImagePurged: lambda e: image_purged(e.sha256),
+    TokenDelta: lambda e: reply_tokens(e.chat_id, e.reply_id),
+}
+
+
 def subject_of(event: Event) -> str:
     """The subject an event is appended on."""
-    match event:
-        case ChatCreated():
-            return chat_event(event.chat_id, "created")
-        case ChatRenamed():
-            return chat_event(event.chat_id, "renamed")
-        case ChatDeleted():
-            return chat_event(event.chat_id, "deleted")
-        case ChatRestored():
-            return chat_event(event.chat_id, "restored")
-        case ChatErased():
-            return chat_event(event.chat_id, "erased")
-        case MessagePosted():
-            return chat_event(event.chat_id, "message.posted")
-        case BranchSelected():
-            return chat_event(event.chat_id, "branch.selected")
-        case ReplyRequested():
-            return reply_requested(event.chat_id, event.reply_id, event.model)
-        case ReplyStarted():
-            return reply_event(event.chat_id, event.reply_id, "started")
-        case ReplyCompleted():
-            return reply_event(event.chat_id, event.reply_id, "completed")
-        case ReplyFailed():
-            return reply_event(event.chat_id, event.reply_id, "failed")
-        case ReplyCancelled():
-            return reply_event(event.chat_id, event.reply_id, "cancelled")
-        case FeedbackGiven():
-            return feedback(event.chat_id, event.reply_id, event.user_id)
-        case UserCreated():
-            return user_event(event.user_id, "created")
-        case UserRoleChanged():
-            return user_event(event.user_id, "role_changed")
-        case TrainingConsentSet():
-            return user_event(event.user_id, "consent")
-        case PasswordSet():
-            return user_event(event.user_id, "password")
-        case UserErased():
-            return user_event(event.user_id, "erased")
-        case ApiKeyIssued():
-            return apikey_event(event.key_id, "issued")
-        case ApiKeyRevoked():
-            return apikey_event(event.key_id, "revoked")
-        case ImageStored():
-            return image_stored(event.sha256, event.uploaded_by)
-        case ImagePurged():
-            return image_purged(event.sha256)
-        case TokenDelta():
-            return reply_tokens(event.chat_id, event.reply_id)
-    raise TypeError(f"not an event: {event!r}")
+    build = _SUBJECT_OF.get(type(event))
+    if build is None:
+        raise TypeError(f"not an event: {event!r}")
+    return build(event)
+
+
+def belongs(subject: str, event: Event) -> bool:
+    """Whether `event` may be read from `subject`: the rule every reader applies (bus/decode.py).
+
+    A subject carries exactly one event type, of the ids it names: the subject `subject_of` gives
+    the event. So a publisher allowed `chat.*.reply.*.completed` can append nothing but a reply's
+    completion there: a `chat.message.posted` body on it (a system message slipped into someone
+    else's prompt), a `chat.erased`, or a completion naming another chat or reply is misfiled, and
+    readers skip it.
+    """
+    build = _SUBJECT_OF.get(type(event))
+    return build is not None and build(event) == subject
 
 
 # Every root token a subject (or subject pattern) of chatbus starts with; tests/test_subject_spelling.py

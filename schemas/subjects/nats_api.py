@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.subjects.roots import REST, join
+from schemas.subjects.roots import ANY, REST, join
 
 # A micro service `<service>` answers endpoint `x.y` on `<service>.x.y` (bus/micro.py).
 
@@ -69,9 +69,9 @@ def js_api(operation: str, *args: str) -> str:
     return join(JS_ROOT, "API", operation, *args)
 
 
-def js_acks(stream: str) -> str:
-    """The subjects acks of `stream`'s consumers are sent on: `$JS.ACK.<stream>.>`."""
-    return join(JS_ROOT, "ACK", stream, REST)
+def js_acks(stream: str, consumer: str = ANY) -> str:
+    """The subjects acks of `stream`'s consumers (or of one) are sent on: `$JS.ACK.<stream>.<consumer>.>`."""
+    return join(JS_ROOT, "ACK", stream, consumer, REST)
 
 
 def js_flow_control(stream: str) -> str:

@@ -6,8 +6,6 @@ import asyncio
 import logging
 from typing import Any
 
-import msgspec
-
 import bus
 import schemas
 from schemas.chat import ReplyCompleted, ReplyFailed
@@ -41,10 +39,9 @@ class ReplyWatch:
         """Subscribe; the server has the interest before any later publish on this connection."""
 
         async def on_msg(msg: Any) -> None:
-            try:
-                self.queue.put_nowait(schemas.decode_event(msg.data))
-            except msgspec.DecodeError:
-                log.warning("skipping an unreadable message on %s", msg.subject)
+            event = bus.decode_one(msg.subject, msg.data)
+            if event is not None:
+                self.queue.put_nowait(event)
 
         for subject in (
             reply_tokens(self.chat_id, self.reply_id),
@@ -71,7 +68,7 @@ class ReplyWatch:
         last = await bus.last_msg(self.js, CHAT.name, one_reply(self.chat_id, self.reply_id))
         if last is None:
             return None
-        event = schemas.decode_event(last.data)
+        event = bus.decode_one(last.subject, last.data)
         return event if isinstance(event, ReplyCompleted | ReplyFailed) else None
 
     async def stop(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, cast
 
 import typer
+from rich.markup import escape
 
 from bus import Bus
 from services.cli.connect import run_admin
@@ -165,7 +166,14 @@ def _read_log_with_progress(nats: str, then: Callable[[Bus, Any], Awaitable[Any]
     with progress_bar("reading the log") as on_progress:
 
         async def action(nbus: Bus) -> Any:
-            return await then(nbus, await read_log(nbus, on_progress))
+            log = await read_log(nbus, on_progress)
+            skipped = log.rejected
+            if skipped.total:
+                console.print(
+                    f"[yellow]left out {skipped.total} message(s) of the log[/] ({skipped.misfiled} not of"
+                    f" their subject, {skipped.unreadable} unreadable), e.g. {escape(skipped.examples[0])}"
+                )
+            return await then(nbus, log)
 
         return run_admin(nats, action)
 

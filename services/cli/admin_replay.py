@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 import bus
 from bus import Bus
@@ -87,6 +88,13 @@ def admin_replay(
         f"replayed {summary.events} events in {summary.seconds:.1f} s ({summary.events_per_s:,.0f}/s) into "
         f"{target}\n  rows: {rows}\n  checkpoints: {summary.checkpoints}"
     )
+    skipped = summary.rejected
+    console.print(
+        f"  skipped: {skipped.total} ({skipped.misfiled} not of their subject,"
+        f" {skipped.unreadable} unreadable)"
+    )
+    for what in skipped.examples:
+        console.print(f"    {escape(what)}")
     if live is None:
         return
     found = differences(live, file_digest(target, with_chats=bool(live.chats)))

@@ -9,6 +9,7 @@ from services.cli import (
     admin_export,
     admin_images,
     admin_import,
+    admin_nats,
     admin_replay,
     admin_setup,
     admin_users,
@@ -31,6 +32,7 @@ admin.command("init")(admin_setup.admin_init)
 admin.command("make-demo-model")(admin_setup.admin_make_demo_model)
 admin.command("replay")(admin_replay.admin_replay)
 admin.command("import")(admin_import.admin_import)
+admin.command("worker-user")(admin_nats.admin_worker_user)
 
 export_app = typer.Typer(help="Export training data and chats from the log.", no_args_is_help=True)
 admin.add_typer(export_app, name="export")

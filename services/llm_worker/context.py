@@ -10,10 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import msgspec
-
 import bus
-import schemas
 from schemas.chat import ChatEvent, ReplyRequested
 from schemas.chat_state import ChatState, Turn, context_for
 from services.llm_worker.engine import ChatMessage
@@ -28,10 +25,8 @@ def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> 
     """
     state = ChatState(request.chat_id)
     for msg in stored:
-        try:
-            event = schemas.decode_event(msg.data)
-        except msgspec.ValidationError:
-            log.warning("skipping an event this worker cannot read: %s seq %s", msg.subject, msg.seq)
+        event = bus.decode_one(msg.subject, msg.data, where=f"seq {msg.seq}")
+        if event is None:  # unreadable or misfiled (logged): never part of a prompt
             continue
         if isinstance(event, ChatEvent):
             state.apply(msg.seq, event)

@@ -14,7 +14,7 @@ import asyncio
 import gc
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -38,12 +38,14 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class ReplaySummary:
-    """What a replay did: events read, rows per table, last sequence per stream and speed."""
+    """What a replay did: events read, rows per table, last sequence per stream and speed; and the
+    messages it skipped (unreadable, or an event on a subject it does not belong to: bus/decode.py)."""
 
     events: int
     seconds: float
     rows: dict[str, int]
     checkpoints: dict[str, int]
+    rejected: bus.Rejected = field(default_factory=bus.Rejected)
 
     @property
     def events_per_s(self) -> float:
@@ -58,11 +60,12 @@ class _Held:
         self.store = store
         self.rows: dict[str, dict[str, Row]] = {table.name: {} for table in MUTABLE}
         self.written: dict[str, set[str]] = {REPLIES.name: set(), MESSAGES.name: set()}
+        self.rejected = bus.Rejected()
 
     def fold(self, batch: bus.BulkBatch) -> ArrowBatch:
         """Fold a batch over the held rows; returns the rows that are final (to insert)."""
         state = Fold(self.rows, self.store.dead_chats, self.written, in_place=True)
-        state.apply(decode_bulk(batch))
+        state.apply(decode_bulk(batch, self.rejected))
         for table in MUTABLE:
             self.rows[table.name] = state.tables[table.name].known
         replies = self.rows[REPLIES.name]  # only unfinished ones are held: few besides this batch's
@@ -216,7 +219,9 @@ async def replay(
         await asyncio.to_thread(store.close)
     partial.rename(db_path)
     seconds = time.perf_counter() - started
-    return ReplaySummary(events=done, seconds=seconds, rows=rows, checkpoints=checkpoints)
+    return ReplaySummary(
+        events=done, seconds=seconds, rows=rows, checkpoints=checkpoints, rejected=held.rejected
+    )
 
 
 async def _replay_stream(
