@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestClient, TestServer
 
 import bus
@@ -18,25 +17,8 @@ from bus import Bus
 from identity.accounts import UserExists, add_user, authenticate, issue_key, revoke_key
 from schemas.chat import ChatRenamed, MessagePosted, ReplyCancelled, ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
-from schemas.tokens import TokenDelta
 from services.api import ENV_VARS, ApiSettings, create_app
 from tests.apihelp import SETTINGS, Api, chat_events, is_error, serve_model
-
-NOT_CHECKED = {
-    "healthz",
-    "readyz",
-    "openapi",
-    "models",
-    "openai.chat_completions",
-    "me",
-    "me.consent",
-    "login",
-    "logout",
-    "register",
-    "ui",
-    "ui.static",
-}  # no chat: public, or acting on the caller only
-
 
 # ---------------------------------------------------------------- identity
 
@@ -184,72 +166,6 @@ async def test_bad_input_gets_a_4xx_json_answer(api: Api) -> None:
             assert resp.content_type == "application/json"
 
 
-def _chat_routes(app: web.Application) -> set[tuple[str, str]]:
-    routes = set()
-    for route in app.router.routes():
-        template = route.resource.canonical if route.resource is not None else ""
-        if route.name not in NOT_CHECKED:
-            routes.add((route.method, template))
-    return routes
-
-
-def _admin_only(template: str) -> bool:
-    return template.startswith("/v1/admin/") or template.endswith("/restore")
-
-
-async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> None:
-    """Every route with a {chat_id} answers 404 to bob for ann's chat; a new unchecked route fails here."""
-    chat_id = (await api.new_chat())["chat_id"]
-    await serve_model(api.nbus)
-    status, posted = await api.call(
-        "POST", f"/v1/chats/{chat_id}/messages", json={"content": "hi", "model": "demo"}
-    )
-    assert status == 202
-    bodies = {
-        "POST": {"content": "hi", "model": "demo", "title": "t", "node_id": "x"},
-        "PATCH": {"title": "t"},
-    }
-    walked = _chat_routes(api.app)
-    with_chat = {(m, t) for m, t in walked if "{chat_id}" in t}
-    assert len(with_chat) >= 8
-    # Routes without a chat: creating or listing one's own, images (tests/test_images_api.py walks those),
-    # and admin routes (walked below).
-    outside = {(m, t) for m, t in walked - with_chat if not t.startswith(("/v1/images", "/v1/admin/"))}
-    assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats")}
-    for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
-        path = template.replace("{user_id}", "ann")
-        assert "{" not in path, f"fill in the new path parameter of {template}"
-        assert (await api.call(method, path, "bob"))[0] == 403, template
-        assert (await api.call(method, path, None))[0] == 401, template
-    seen = set()
-    for method, template in sorted(with_chat):
-        path = (
-            template.replace("{chat_id}", chat_id)
-            .replace("{reply_id}", posted["reply_id"])
-            .replace("{message_id}", posted["message_id"])
-        )
-        assert "{" not in path, f"fill in the new path parameter of {template}"
-        for user in ("bob", "nobody-key"):
-            headers = api.auth(user) if user == "bob" else {"Authorization": "Bearer x"}
-            async with api.client.request(method, path, headers=headers, json=bodies.get(method)) as resp:
-                body = await resp.json(content_type=None)
-                stranger = 403 if _admin_only(template) else 404  # admin routes: 403 whatever the chat
-                assert resp.status == (stranger if user == "bob" else 401), (method, template, body)
-                assert is_error(body)
-        status, _ = await api.call(
-            method,
-            template.replace("{chat_id}", "nosuchchat" + chat_id[::-1])
-            .replace("{reply_id}", posted["reply_id"])
-            .replace("{message_id}", posted["message_id"]),
-            json=bodies.get(method),
-        )
-        assert status == (403 if _admin_only(template) else 404), (method, template)
-        seen.add((method, template))
-    assert seen == with_chat
-    assert len(await chat_events(api.nbus, chat_id)) == 3  # created, posted, requested: bob changed nothing
-    assert (await api.call("GET", f"/v1/chats/{chat_id}"))[0] == 200  # and erased nothing
-
-
 # ---------------------------------------------------------------- messages and replies
 
 
@@ -359,140 +275,6 @@ async def test_cancel_appends_reply_cancelled(api: Api) -> None:
     assert await api.call("POST", path) == (202, cancelled)  # twice is harmless
     status, body = await api.call("POST", f"/v1/chats/{chat_id}/replies/rmissing/cancel")
     assert status == 404 and is_error(body)
-
-
-# ---------------------------------------------------------------- live
-
-
-def _delta(chat_id: str, reply_id: str, index: int) -> TokenDelta:
-    return TokenDelta(
-        chat_id=chat_id, reply_id=reply_id, attempt=1, index=index, text=f"t{index}", n_tokens=1
-    )
-
-
-async def _renamed(nbus: Bus, chat_id: str, title: str) -> int:
-    event = ChatRenamed(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), title=title, by="ann")
-    return (await bus.append_event(nbus.js, event)).seq
-
-
-async def _publish_tokens(nbus: Bus, chat_id: str, indexes: range) -> list[int]:
-    seqs = []
-    for i in indexes:
-        seqs.append((await bus.append_event(nbus.js, _delta(chat_id, "r1", i), msg_id=new_id("d"))).seq)
-    return seqs
-
-
-async def _frames(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
-    while len(frames) < count:
-        msg = await asyncio.wait_for(ws.receive(), 5)
-        assert msg.type == WSMsgType.TEXT, msg
-        frames.append(msg.json())
-    return frames
-
-
-async def test_websocket_resumes_after_the_given_sequences_without_duplicates(api: Api) -> None:
-    created = await api.new_chat()
-    chat_id = created["chat_id"]
-    other = (await api.new_chat())["chat_id"]
-    chat_seqs = [created["seq"]] + [await _renamed(api.nbus, chat_id, f"t{i}") for i in range(5)]
-    await _renamed(api.nbus, other, "elsewhere")
-    token_seqs = await _publish_tokens(api.nbus, chat_id, range(4))
-    await _publish_tokens(api.nbus, other, range(2))
-    k, j = chat_seqs[2], token_seqs[1]
-
-    url = f"/v1/chats/{chat_id}/ws?after_chat_seq={k}&after_token_seq={j}"
-    async with api.client.ws_connect(url, headers=api.auth("ann")) as ws:
-        frames = await _frames(ws, 5)
-        live_chat = await _renamed(api.nbus, chat_id, "live")
-        live_token = (await _publish_tokens(api.nbus, chat_id, range(4, 5)))[0]
-        frames += await _frames(ws, 2)
-        await ws.send_str("ping")
-        await ws.send_str("anything else is ignored")
-        assert (await _frames(ws, 1)) == [{"kind": "pong"}]
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(ws.receive(), 0.3)
-    events = [f for f in frames if f["kind"] == "event"]
-    tokens = [f for f in frames if f["kind"] == "tokens"]
-    assert [f["seq"] for f in events] == [*chat_seqs[3:], live_chat]
-    assert [f["event"]["title"] for f in events] == ["t2", "t3", "t4", "live"]
-    assert events[0]["event"]["type"] == "chat.renamed"
-    assert [f["seq"] for f in tokens] == [*token_seqs[2:], live_token]
-    assert [f["event"]["index"] for f in tokens] == [2, 3, 4]
-
-    # Reconnecting with the last seqs seen gets nothing again.
-    async with api.client.ws_connect(
-        f"/v1/chats/{chat_id}/ws?after_chat_seq={live_chat}&after_token_seq={live_token}",
-        headers=api.auth("ann"),
-    ) as ws:
-        with pytest.raises(asyncio.TimeoutError):
-            await asyncio.wait_for(ws.receive(), 0.3)
-    # From the start: everything, once.
-    async with api.client.ws_connect(f"/v1/chats/{chat_id}/ws", headers=api.auth("ann")) as ws:
-        frames = await _frames(ws, len(chat_seqs) + 1 + 5)
-    assert sorted(f["seq"] for f in frames if f["kind"] == "event") == [*chat_seqs, live_chat]
-
-
-async def test_websocket_closes_1009_on_an_oversized_client_frame(api: Api) -> None:
-    chat_id = (await api.new_chat())["chat_id"]
-    async with api.client.ws_connect(f"/v1/chats/{chat_id}/ws", headers=api.auth("ann")) as ws:
-        await _frames(ws, 1)
-        await ws.send_str("x" * 1000)
-        msg = await asyncio.wait_for(ws.receive(), 5)
-        while msg.type == WSMsgType.TEXT:
-            msg = await asyncio.wait_for(ws.receive(), 5)
-        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
-    assert ws.close_code == WSCloseCode.MESSAGE_TOO_BIG
-
-
-async def test_websocket_is_closed_going_away_on_shutdown(nbus: Bus) -> None:
-    await add_user(nbus.js, "ann")
-    _, key = await issue_key(nbus.js, "ann")
-    server = TestServer(create_app(SETTINGS, nbus))
-    await server.start_server()
-    headers = {"Authorization": f"Bearer {key}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        async with session.post(server.make_url("/v1/chats"), json={}) as resp:
-            chat_id = (await resp.json())["chat_id"]
-        async with session.ws_connect(server.make_url(f"/v1/chats/{chat_id}/ws")) as ws:
-            await _frames(ws, 1)
-            await asyncio.wait_for(server.close(), 10)
-            msg = await asyncio.wait_for(ws.receive(), 5)
-            assert (msg.type, msg.data) == (WSMsgType.CLOSE, WSCloseCode.GOING_AWAY)
-
-
-async def _sse_events(resp: aiohttp.ClientResponse, count: int) -> list[tuple[str, str]]:
-    events: list[tuple[str, str]] = []
-    event_id = data = ""
-    while len(events) < count:
-        line = (await asyncio.wait_for(resp.content.readline(), 5)).decode().rstrip("\n")
-        if line.startswith("id: "):
-            event_id = line[4:]
-        elif line.startswith("data: "):
-            data = line[6:]
-        elif line == "" and data:
-            events.append((event_id, data))
-            data = ""
-    return events
-
-
-async def test_sse_resumes_from_last_event_id(api: Api) -> None:
-    import json
-
-    created = await api.new_chat()
-    chat_id = created["chat_id"]
-    seqs = [await _renamed(api.nbus, chat_id, f"t{i}") for i in range(3)]
-    token_seqs = await _publish_tokens(api.nbus, chat_id, range(2))
-    headers = {**api.auth("ann"), "Last-Event-ID": f"{seqs[0]}:{token_seqs[0]}"}
-    async with api.client.get(f"/v1/chats/{chat_id}/events?after_chat_seq=0", headers=headers) as resp:
-        assert resp.status == 200 and resp.content_type == "text/event-stream"
-        events = await _sse_events(resp, 3)
-    frames = [json.loads(data) for _, data in events]
-    assert sorted((f["kind"], f["seq"]) for f in frames) == sorted(
-        [("event", seqs[1]), ("event", seqs[2]), ("tokens", token_seqs[1])]
-    )
-    last_id = events[-1][0]
-    assert last_id == f"{seqs[2]}:{token_seqs[1]}"
 
 
 # ---------------------------------------------------------------- documentation

@@ -1,6 +1,6 @@
 """Branching, server-side: regenerate, edit, choose the active branch; the tree lives in the events.
 
-Runs the API over HTTP with the in-process projector (tests/test_api.py's fixture); a worker's
+Runs the API over HTTP with the in-process projector (the `api` fixture of tests/conftest.py); a worker's
 completion is appended as the worker would append it, so contexts can be checked exactly.
 """
 
