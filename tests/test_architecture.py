@@ -216,3 +216,23 @@ def test_a_test_module_never_imports_another() -> None:
                 last = name.rsplit(".", 1)[-1]
                 imports_a_test = name.startswith("tests.test_") or (relative and last.startswith("test_"))
                 assert not imports_a_test, f"{path.name} imports {name}: move what it shares to a helper"
+
+
+MAX_MODULE_LINES = 420  # "about 400": a module past it holds more than one thing; split it
+
+
+def test_no_module_is_over_about_400_lines() -> None:
+    packages = [*PROJECT_PACKAGES, "tests", "bench"]
+    paths = [
+        p
+        for package in packages
+        for p in (ROOT / package).rglob("*.py")
+        if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+    ]
+    assert len(paths) > 100
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in paths
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long, f"split these modules along their seams: {long}"
