@@ -8,14 +8,17 @@ A caller can thus act on a miss without ever reading an outage as "nothing there
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
 from nats.js.errors import (
     APIError,
     KeyWrongLastSequenceError,
@@ -26,13 +29,13 @@ from nats.js.errors import (
 from nats.js.kv import KV_DEL, KV_MARKER_REASON, KV_OP, KV_PURGE, KeyValue
 
 from bus.errors import BusError, BusUnavailable, Conflict, NotFound
-from schemas.subjects import kv_key, kv_prefix, kv_stream
+from schemas.subjects import kv_key, kv_prefix, kv_stream, parse_kv_subject
 
 # JetStream error codes (server/errors.json).
 _NO_MESSAGE_FOUND = 10037
 _STREAM_NOT_FOUND = 10059
 # The key rule of nats-py and the server: tokens of [-/_=a-zA-Z0-9] separated by dots.
-_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*$")
+_KEY = re.compile(r"^[-/_=a-zA-Z0-9]+(\.[-/_=a-zA-Z0-9]+)*\Z")  # \Z: `$` takes a trailing newline
 
 _SCAN_IDLE = 5.0  # seconds a scan's ephemeral consumer outlives the scan (the server's default)
 
@@ -98,17 +101,41 @@ class KV:
         return [entry.key for entry in await self.entries(pattern, timeout)]
 
     async def _scan(self, pattern: str, timeout: float) -> list[KVEntry]:
-        # A short idle limit: nats-py's default keeps each finished scan's consumer for 5 minutes.
-        watcher = await self._kv.watch(pattern, ignore_deletes=True, inactive_threshold=_SCAN_IDLE)
+        """The last entry of each key, read by an ordered consumer until it has delivered what the
+        server counted when it was made (nats-py's watcher can signal "caught up" before a message the
+        server already sent has been handed over, and a busy machine then lists nothing)."""
+        arrived: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_message(msg: Msg) -> None:
+            arrived.put_nowait(msg)
+
+        sub = await self._js.subscribe(
+            kv_key(self.bucket, pattern),
+            stream=self._stream,
+            cb=on_message,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            inactive_threshold=_SCAN_IDLE,  # nats-py's default keeps a finished scan's consumer 5 minutes
+        )
         try:
-            found = []
-            # The watcher hands the last entry of each key, then None once it has caught up.
-            while (entry := await watcher.updates(timeout)) is not None:
-                found.append(KVEntry(key=entry.key, value=entry.value or b"", revision=entry.revision or 0))
-            return found
+            info = await sub.consumer_info()
+            total = (info.delivered.consumer_seq if info.delivered else 0) + (info.num_pending or 0)
+            found: dict[str, KVEntry] = {}
+            for _ in range(total):
+                msg = await asyncio.wait_for(arrived.get(), timeout)
+                parsed = parse_kv_subject(msg.subject)
+                if parsed is None:
+                    continue
+                if msg.headers and msg.headers.get(KV_OP) in (KV_DEL, KV_PURGE):
+                    found.pop(parsed.key, None)
+                else:
+                    found[parsed.key] = KVEntry(
+                        key=parsed.key, value=msg.data, revision=msg.metadata.sequence.stream
+                    )
+            return list(found.values())
         finally:
             with contextlib.suppress(NatsError, ConnectionError):  # it expires on its own when idle
-                await watcher.stop()
+                await sub.unsubscribe()
 
     def _subject(self, key: str) -> str:
         if not _KEY.match(key):
