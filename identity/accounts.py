@@ -24,9 +24,10 @@ from schemas.ids import new_id
 from schemas.streams import IDENTITY
 from schemas.subjects import one_apikey, one_user, user_event
 
-USER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# \Z, not $: `$` also matches before a trailing newline, and "ann\n" is no user (nor a NATS subject token).
+USER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
-_KEY_ID_RE = re.compile(r"^k[a-z0-9]{1,63}$")
+_KEY_ID_RE = re.compile(r"^k[a-z0-9]{1,63}\Z")
 KEY_PREFIX = "cb_"
 ROLES: tuple[str, ...] = ("admin", "user")
 _user_decoder = msgspec.json.Decoder(UserCreated | UserRoleChanged)

@@ -146,23 +146,26 @@ async def test_create_list_get_rename_delete(api: Api) -> None:
     assert status == 200 and messages == {"messages": [], "replies": [], "active_path": [], "ratings": []}
 
 
+JSON = {"Content-Type": "application/json"}  # raw bytes would go as application/octet-stream: 415
+
+
 async def test_bad_input_gets_a_4xx_json_answer(api: Api) -> None:
     chat_id = (await api.new_chat())["chat_id"]
     cases: list[tuple[str, str, dict[str, Any], int]] = [
-        ("POST", "/v1/chats", {"data": b"{not json"}, 400),
-        ("POST", "/v1/chats", {"data": b"\xff\xfe"}, 400),
+        ("POST", "/v1/chats", {"data": b"{not json", "headers": JSON}, 400),
+        ("POST", "/v1/chats", {"data": b"\xff\xfe", "headers": JSON}, 400),
         ("POST", "/v1/chats", {"json": [1, 2]}, 422),
         ("POST", "/v1/chats", {"json": {"title": "x", "owner_id": "bob"}}, 422),
         ("POST", "/v1/chats", {"json": {"title": 5}}, 422),
         ("POST", "/v1/chats", {"json": {"title": ""}}, 422),
         ("POST", "/v1/chats", {"json": {"model": "no spaces allowed"}}, 422),
-        ("POST", "/v1/chats", {"data": b'{"title": "' + b"x" * 5000 + b'"}'}, 413),
+        ("POST", "/v1/chats", {"data": b'{"title": "' + b"x" * 5000 + b'"}', "headers": JSON}, 413),
         ("PATCH", f"/v1/chats/{chat_id}", {"json": {}}, 422),
         ("PATCH", f"/v1/chats/{chat_id}", {"json": {"title": "t", "deleted": True}}, 422),
         ("POST", f"/v1/chats/{chat_id}/messages", {"json": {"content": "x" * 101}}, 413),
         ("POST", f"/v1/chats/{chat_id}/messages", {"json": {"content": ""}}, 422),
         ("POST", f"/v1/chats/{chat_id}/messages", {"json": {"content": "hi", "params": {"top_p": 7}}}, 422),
-        ("POST", f"/v1/chats/{chat_id}/messages", {"data": b'{"content": "hi"'}, 400),
+        ("POST", f"/v1/chats/{chat_id}/messages", {"data": b'{"content": "hi"', "headers": JSON}, 400),
         ("GET", "/v1/chats?limit=21", {}, 400),
         ("GET", "/v1/chats?limit=0", {}, 400),
         ("GET", "/v1/chats?limit=ten", {}, 400),
@@ -175,6 +178,7 @@ async def test_bad_input_gets_a_4xx_json_answer(api: Api) -> None:
         ("GET", f"/v1/chats/{chat_id}/ws", {}, 400),  # not an upgrade request
         ("GET", f"/v1/chats/{chat_id}/events", {"headers": {"Last-Event-ID": "7"}}, 400),
         ("PUT", "/v1/chats", {}, 405),
+        ("POST", "/v1/chats", {"data": b'{"title": "x"}', "headers": {"Content-Type": "text/plain"}}, 415),
     ]
     for method, path, kwargs, expected in cases:
         headers = {**api.auth("ann"), **kwargs.pop("headers", {})}
@@ -525,6 +529,12 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         "CHATBUS_SELF_REGISTRATION": "true",
         "CHATBUS_TRUSTED_PROXIES": "10.0.0.1, 192.168.0.0/16",
         "CHATBUS_TRUSTED_USER_HEADER": "X-Auth-Request-User",
+        "CHATBUS_ALLOWED_ORIGINS": "https://chat.example.org",
+        "CHATBUS_LOGIN_LIMIT": "3",
+        "CHATBUS_LOGIN_ADDRESS_LIMIT": "40",
+        "CHATBUS_REGISTER_LIMIT": "2",
+        "CHATBUS_PASSWORD_THREADS": "4",
+        "CHATBUS_PASSWORD_QUEUE": "0",
     }
     settings = ApiSettings.from_env(env)
     assert settings == ApiSettings(
@@ -541,8 +551,16 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         self_registration=True,
         trusted_proxies=("10.0.0.1", "192.168.0.0/16"),
         trusted_user_header="X-Auth-Request-User",
+        allowed_origins=("https://chat.example.org",),
+        login_limit=3,
+        login_address_limit=40,
+        register_limit=2,
+        password_threads=4,
+        password_queue=0,
     )
     assert ApiSettings.from_env({}) == ApiSettings()
+    with pytest.raises(ValueError, match="CHATBUS_ALLOWED_ORIGINS"):
+        ApiSettings.from_env({"CHATBUS_ALLOWED_ORIGINS": "https://chat.example.org/login"})
     assert {name for name, _ in ENV_VARS} == set(env)
     assert all(description for _, description in ENV_VARS)
     with pytest.raises(ValueError):

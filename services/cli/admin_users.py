@@ -77,6 +77,20 @@ def user_password(
     console.print(f"password of {user_id} set; they can log in at /v1/login")
 
 
+def user_unlock(
+    user_id: Annotated[str, typer.Argument(help="The user refused with 429 after failed logins.")],
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Clear a user's failed-login counts from every address (the limit refuses 15 minutes otherwise)."""
+    from identity.attempts import unlock
+
+    async def action(nbus: Bus) -> int:
+        return await unlock(nbus.js, user_id)
+
+    cleared = run_admin(nats, action)
+    console.print(f"{user_id}: {cleared} login count(s) cleared; they can log in again")
+
+
 def user_erase(
     user_id: Annotated[str, typer.Argument(help="The user to erase.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do it without asking (there is no undo).")] = False,
