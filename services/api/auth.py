@@ -109,7 +109,9 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | None:
     if role is None:
         with contextlib.suppress(UserExists):
             await add_user(js, user_id)
-        role = await user_role(js, user_id) or "user"
+        role = await user_role(js, user_id)
+    if role is None:  # the name exists but is being erased: it acts as nobody
+        raise _unauthorized(f"the user {user_id} is being erased")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto") == "https" else "http"
         if request.headers.get("Origin") != f"{scheme}://{request.host}":

@@ -67,7 +67,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if password_seq is None or role is None:
         raise ApiError(401, "bad_login", "wrong user name or password")
     await attempt.succeeded()
-    session_id, csrf = await create_session(js, body.user)
+    session_id, csrf = await create_session(js, body.user, password_seq)
     response = json_response(LoginResponse(user_id=body.user, role=role, csrf_token=csrf))
     response.set_cookie(
         COOKIE,
