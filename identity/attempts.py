@@ -30,9 +30,9 @@ from schemas.streams import LOGIN_ATTEMPTS_KV
 log = logging.getLogger(__name__)
 
 RETRY_AFTER = int(LOGIN_ATTEMPTS_KV.ttl)  # a refused client may try again once its count lapsed
-# Each conflict means another attempt was counted, so at most `limit` conflicts precede a refusal;
-# the margin covers attempts given back meanwhile.
-_CONFLICT_MARGIN = 20
+# Each conflict means another write won: an attempt counted (at most `limit` of them before a
+# refusal) or one given back. The margin covers the latter under a crowd; beyond it, BusUnavailable.
+_CONFLICT_MARGIN = 100
 
 
 class TooManyAttempts(Exception):
@@ -83,9 +83,14 @@ def _count(entry: bus.KVEntry) -> int:
         return 1 << 30  # not a count this version wrote: treat the limit as reached
 
 
+async def _back_off(conflicts: int) -> None:
+    """Spread the next round of a crowd writing one count (a few ms, more as conflicts repeat)."""
+    await asyncio.sleep(random.uniform(0, 0.002 * min(conflicts + 1, 10)))
+
+
 async def _take(kv: bus.KV, key: str, limit: int) -> bool:
     """Count one attempt on `key` unless `limit` is reached (False then, nothing written)."""
-    for _ in range(limit + _CONFLICT_MARGIN):
+    for conflicts in range(limit + _CONFLICT_MARGIN):
         try:
             entry = await kv.get(key)
         except bus.NotFound:
@@ -101,14 +106,14 @@ async def _take(kv: bus.KV, key: str, limit: int) -> bool:
             await kv.update(key, str(count + 1).encode(), entry.revision)
             return True
         except bus.Conflict:
-            await asyncio.sleep(random.uniform(0, 0.005))  # spread the next round of a crowd
+            await _back_off(conflicts)
     raise bus.BusUnavailable(f"{kv.bucket}: {key} kept changing under concurrent attempts")
 
 
 async def _give_back(kv: bus.KV, key: str) -> None:
     """Uncount one attempt (a success, or an attempt never judged). Failing to leaves the count high:
     the safe side, so it is logged, not raised."""
-    for _ in range(_CONFLICT_MARGIN):
+    for conflicts in range(_CONFLICT_MARGIN):
         try:
             entry = await kv.get(key)
         except bus.NotFound:
@@ -120,7 +125,7 @@ async def _give_back(kv: bus.KV, key: str) -> None:
             await kv.update(key, str(count - 1).encode(), entry.revision)
             return
         except bus.Conflict:
-            await asyncio.sleep(random.uniform(0, 0.005))
+            await _back_off(conflicts)
     log.warning("%s: could not give an attempt back on %s (it lapses with the count)", kv.bucket, key)
 
 
@@ -148,11 +153,12 @@ async def start_login(js: bus.JetStream, user_id: str, address: str, limits: Lim
     the address, or this name from this address, is at its limit."""
     kv = bus.KV(js, LOGIN_ATTEMPTS_KV.bucket)
     attempt = LoginAttempt(kv, _login_key(user_id, address), _address_key(address))
-    if not await _take(kv, attempt.address_key, limits.address):
-        raise TooManyAttempts("too many failed logins from this address; wait 15 minutes")
+    # The name's count first: a crowd guessing one name is stopped there and never writes the address's.
     if not await _take(kv, attempt.login_key, limits.login):
-        await _give_back(kv, attempt.address_key)  # refused unjudged: it was no failure of the address
         raise TooManyAttempts("too many failed logins for this user from this address; wait 15 minutes")
+    if not await _take(kv, attempt.address_key, limits.address):
+        await _give_back(kv, attempt.login_key)  # refused unjudged: no failure of this name
+        raise TooManyAttempts("too many failed logins from this address; wait 15 minutes")
     return attempt
 
 
