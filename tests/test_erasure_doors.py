@@ -13,7 +13,10 @@ from aiohttp.test_utils import TestClient, TestServer
 from PIL import Image
 
 import bus
+import schemas
 from identity.sessions import COOKIE, set_password
+from schemas.identity import UserErased
+from schemas.ids import new_id
 from schemas.streams import SESSIONS_KV
 from services.api import create_app
 from tests.apihelp import SETTINGS, Api, serve_model
@@ -137,3 +140,25 @@ async def test_an_erased_chats_images_are_not_the_uploaders_any_more(api: Api) -
 async def _image_status(api: Api, sha: str) -> int:
     async with api.client.get(f"/v1/images/{sha}", headers=api.auth("ann")) as resp:
         return resp.status
+
+
+async def test_from_the_first_step_of_an_erasure_the_user_acts_as_nobody(api: Api) -> None:
+    """An erasure appends the user's tombstone before it removes anything: an erasure cut short there
+    (a crash) leaves a user that no key, session, proxy header or login acts as, and that can be
+    erased again to finish."""
+    await set_password(api.nbus.js, "ann", PASSWORD, by="root")
+    session = await _login(api.client, "ann")
+    settings = msgspec.structs.replace(SETTINGS, trusted_proxies=("127.0.0.1/32", "::1/128"))
+    async with TestClient(TestServer(create_app(settings, api.nbus))) as behind_proxy:
+        async with behind_proxy.get("/v1/me", headers={"X-Forwarded-User": "ann"}) as resp:
+            assert resp.status == 200
+        mark = UserErased(event_id=new_id("e"), at=schemas.now(), user_id="ann", by="root")
+        await bus.append_event(api.nbus.js, mark)
+        async with behind_proxy.get("/v1/me", headers={"X-Forwarded-User": "ann"}) as resp:
+            assert resp.status == 401
+    assert (await api.call("GET", "/v1/me", "ann"))[0] == 401
+    assert await _as(api.client, "GET", "/v1/me", session) == 401
+    async with api.client.post("/v1/login", json={"user": "ann", "password": PASSWORD}) as resp:
+        assert resp.status == 401
+    assert (await api.call("POST", "/v1/admin/users/ann/erase", "root"))[0] == 200  # finished now
+    assert (await api.call("POST", "/v1/admin/users/ann/erase", "root"))[0] == 404

@@ -16,6 +16,7 @@ import aiohttp
 import msgspec
 from aiohttp.test_utils import TestClient, TestServer
 
+from identity.attempts import counted_address
 from identity.sessions import set_password
 from services.api import create_app
 from tests.apihelp import SETTINGS, Api
@@ -143,3 +144,38 @@ async def test_registration_is_limited_per_address(api: Api) -> None:
             body = {"user": "human", "password": PASSWORD}
             async with elsewhere.post(client.make_url("/v1/register"), json=body) as resp:
                 assert resp.status == 201
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_is_counted_not_the_proxy(api: Api) -> None:
+    await set_password(api.nbus.js, "bob", PASSWORD, by="root")
+    async with _app(api, trusted_proxies=("127.0.0.1/32",)) as client:
+
+        async def via_proxy(forwarded_for: str, password: str) -> int:
+            headers = {"X-Forwarded-For": forwarded_for}
+            return (await _login(client, "bob", password, headers=headers))[0]
+
+        attacker = "203.0.113.7"
+        for _ in range(SETTINGS.login_limit):
+            assert await via_proxy(attacker, "a wrong guess") == 401
+        assert await via_proxy(attacker, PASSWORD) == 429
+        # The hops left of the proxy's are the client's to write: a made-up one changes nothing.
+        assert await via_proxy(f"198.51.100.1, {attacker}", PASSWORD) == 429
+        assert (
+            await via_proxy("198.51.100.20", PASSWORD) == 200
+        )  # the owner, elsewhere, through the same proxy
+    async with _app(api) as untrusted:  # from a peer that is no trusted proxy the header means nothing
+        for i in range(SETTINGS.login_limit):
+            headers = {"X-Forwarded-For": f"198.51.100.{i}"}
+            assert (await _login(untrusted, "bob", "a wrong guess", headers=headers))[0] == 401
+        headers = {"X-Forwarded-For": "198.51.100.200"}
+        assert (await _login(untrusted, "bob", PASSWORD, headers=headers))[0] == 429  # all were 127.0.0.1
+
+
+def test_an_ipv6_client_counts_by_its_64_and_a_mapped_ipv4_as_ipv4() -> None:
+    assert (
+        counted_address("2001:db8:1:2:aaaa::1")
+        == counted_address("2001:db8:1:2:bbbb::9")
+        == "2001:db8:1:2::/64"
+    )
+    assert counted_address("2001:db8:1:3::1") != counted_address("2001:db8:1:2::1")
+    assert counted_address("::ffff:192.0.2.4") == counted_address("192.0.2.4") == "192.0.2.4"
