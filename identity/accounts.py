@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -17,6 +18,7 @@ from schemas.identity import (
     ApiKeyIssued,
     ApiKeyRevoked,
     UserCreated,
+    UserErased,
     UserRole,
     UserRoleChanged,
 )
@@ -24,12 +26,13 @@ from schemas.ids import new_id
 from schemas.streams import IDENTITY
 from schemas.subjects import one_apikey, one_user, user_event
 
-USER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+# \Z, not $: `$` also matches before a trailing newline, and "ann\n" is no user (nor a NATS subject token).
+USER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}\Z"
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
-_KEY_ID_RE = re.compile(r"^k[a-z0-9]{1,63}$")
+_KEY_ID_RE = re.compile(r"^k[a-z0-9]{1,63}\Z")
 KEY_PREFIX = "cb_"
 ROLES: tuple[str, ...] = ("admin", "user")
-_user_decoder = msgspec.json.Decoder(UserCreated | UserRoleChanged)
+_user_decoder = msgspec.json.Decoder(UserCreated | UserRoleChanged | UserErased)
 _key_decoder = msgspec.json.Decoder(ApiKeyIssued | ApiKeyRevoked)
 
 
@@ -98,24 +101,47 @@ async def add_user(js: JetStream, user_id: str, role: str = "user") -> int:
 
 
 async def user_role(js: JetStream, user_id: str) -> UserRole | None:
-    """The user's current role from the log, or None when the user does not exist."""
+    """The user's current role from the log; None when the user does not exist or is being erased.
+
+    An erasure appends `user.<id>.erased` before it removes anything, so from that moment no key,
+    session or proxy header acts as the user (identity.erasure relies on it); the same name created
+    again afterwards is a new account.
+    """
     if not is_valid_user_id(user_id):
         return None
     last = await bus.last_msg(js, IDENTITY.name, one_user(user_id))
     if last is None:
         return None
     event = _decode_user(last.data)
-    if event is not None:
+    if isinstance(event, UserErased):
+        return None
+    if event is not None:  # created or role_changed is the newest: nothing erased since
         return event.role
-    # A newer kind of user event is last: read the kinds that carry the role.
-    for kind in ("role_changed", "created"):
-        msg = await bus.last_msg(js, IDENTITY.name, user_event(user_id, kind))
-        if msg is not None and (event := _decode_user(msg.data)) is not None:
-            return event.role
+    # A newer kind of user event is last (a password, a consent): read the kinds that decide.
+    created, changed, erased = await asyncio.gather(
+        bus.last_msg(js, IDENTITY.name, user_event(user_id, "created")),
+        bus.last_msg(js, IDENTITY.name, user_event(user_id, "role_changed")),
+        bus.last_msg(js, IDENTITY.name, user_event(user_id, "erased")),
+    )
+    if created is None or (erased is not None and erased.seq > created.seq):
+        return None
+    for msg in (changed, created):  # the newest role of this account (a change before it was another's)
+        if msg is None or msg.seq < created.seq:
+            continue
+        decoded = _decode_user(msg.data)
+        if isinstance(decoded, UserCreated | UserRoleChanged):
+            return decoded.role
     return None
 
 
-def _decode_user(data: bytes) -> UserCreated | UserRoleChanged | None:
+async def account_exists(js: JetStream, user_id: str) -> bool:
+    """Whether the name has an account in the log, live or in the middle of its erasure."""
+    if not is_valid_user_id(user_id):
+        return False
+    return await bus.last_msg(js, IDENTITY.name, user_event(user_id, "created")) is not None
+
+
+def _decode_user(data: bytes) -> UserCreated | UserRoleChanged | UserErased | None:
     try:
         return _user_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):

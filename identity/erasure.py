@@ -3,7 +3,11 @@
 A tombstone (`chat.<id>.erased`, `user.<id>.erased`) keeps the id, when and by whom, so that
 read models drop what they hold; everything else the chat or user wrote is purged: CHAT, TOKENS,
 IDENTITY, and who-stored-which-image in IMAGE. The image store is then asked to release the
-images (it purges those that no live chat references any more).
+images (it purges those that no live chat references and nobody else stored).
+
+A user's erasure cannot be outrun: its tombstone is appended first, and from then on the user is
+nobody to authentication (identity.accounts.user_role), so no key, session or login acts as them;
+their sessions and keys are removed next, and only then their chats, which nothing new can join.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import msgspec
 import bus
 import schemas
 from bus import Bus
+from identity.sessions import end_sessions
 from logtools.chat_log import read_chat_state
 from schemas import chat_decide as decide
-from schemas.chat import ChatCreated, ChatErased
+from schemas.chat import ChatCreated, ChatErased, MessagePosted
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
 from schemas.queries import ReleasedImages, ReleaseImages
@@ -47,6 +52,7 @@ PURGE_ROUNDS = 5
 LATE_DELTAS_SECONDS = 0.5
 _created_decoder = msgspec.json.Decoder(ChatCreated)
 _key_decoder = msgspec.json.Decoder(ApiKeyIssued)
+_posted_decoder = msgspec.json.Decoder(MessagePosted)
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Erased:
     chats: list[str] = field(default_factory=list)
     images_released: list[str] = field(default_factory=list)
     seq: int = 0  # the (last) tombstone's sequence
+    attached: set[tuple[str, str]] = field(default_factory=set)  # (author, image) of the erased messages
 
 
 async def _tombstone(nbus: Bus, stream: str, everything: str, tombstone: ChatErased | UserErased) -> int:
@@ -93,12 +100,14 @@ async def _release(nbus: Bus, hashes: list[str]) -> list[str]:
 async def erase_chat(nbus: Bus, chat_id: str, by: str) -> int:
     """Purge a chat from CHAT and TOKENS, leave its tombstone, release its images; the tombstone's seq."""
     erased = await _erase_chat(nbus, chat_id, by)
+    await _forget_attached(nbus, erased.attached)
     await _release(nbus, erased.images_released)
     return erased.seq
 
 
 async def _erase_chat(nbus: Bus, chat_id: str, by: str) -> Erased:
-    erasure = decide.erase(await read_chat_state(nbus.js, chat_id), by)
+    state = await read_chat_state(nbus.js, chat_id)
+    erasure = decide.erase(state, by)
     for cancel in erasure.cancels:  # workers stop the replies still being generated
         await bus.append_event(nbus.js, cancel)
     seq = await _tombstone(nbus, CHAT.name, one_chat(chat_id), erasure.tombstone)
@@ -106,14 +115,37 @@ async def _erase_chat(nbus: Bus, chat_id: str, by: str) -> Erased:
     if erasure.cancels:  # a worker may still publish a delta or two before it hears the cancel
         await asyncio.sleep(LATE_DELTAS_SECONDS)
         await bus.purge_subject(nbus.js, TOKENS.name, chat_tokens(chat_id))
-    return Erased(chats=[chat_id], images_released=erasure.images, seq=seq)
+    attached = {(m.author_id, sha) for m in state.messages.values() for sha in m.images}
+    return Erased(chats=[chat_id], images_released=erasure.images, seq=seq, attached=attached)
+
+
+async def _forget_attached(nbus: Bus, attached: set[tuple[str, str]]) -> None:
+    """An erased chat's images stop being their uploaders': each (author, image) that no other message
+    of that author still carries loses its stored event, which is what lets a user download or attach
+    an image (the image store then purges the bytes if nobody else holds them). Re-uploading the same
+    picture stores it again."""
+    if not attached:
+        return
+    for msg in await bus.read_all(nbus.js, CHAT.name, [chat_event(ANY, "message.posted")]):
+        try:
+            posted = _posted_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            continue
+        attached.difference_update((posted.author_id, sha) for sha in posted.images)
+        if not attached:
+            return
+    for author, sha in attached:
+        await bus.purge_subject(nbus.js, IMAGE.name, image_stored(sha, author))
 
 
 async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
     """Erase a user: every chat they own, their ratings elsewhere, keys, identity, image uploads."""
     js = nbus.js
     result = Erased()
-    # Keys first: from here on the user can start nothing new (no chat, upload or rating).
+    tombstone = UserErased(event_id=new_id("e"), at=schemas.now(), user_id=user_id, by=by)
+    # The tombstone first: from here on the user is nobody to authentication; nothing new can start.
+    await bus.append_event(js, tombstone, msg_id=new_id("e"))
+    await end_sessions(js, user_id)
     for msg in await bus.read_all(js, IDENTITY.name, [apikey_event(ANY, "issued")]):
         try:
             key = _key_decoder.decode(msg.data)
@@ -121,7 +153,8 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             continue
         if key.user_id == user_id:
             await bus.purge_subject(js, IDENTITY.name, one_apikey(key.key_id))
-    for _ in range(PURGE_ROUNDS):  # again, for a chat created while we were erasing the others
+    # Again while chats turn up: a request already past authentication when the tombstone landed.
+    for _ in range(PURGE_ROUNDS):
         owned = []
         for msg in await bus.read_all(js, CHAT.name, [chat_event(ANY, "created")]):
             try:
@@ -136,14 +169,15 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             erased = await _erase_chat(nbus, chat_id, by)
             result.chats.append(chat_id)
             result.images_released.extend(erased.images_released)
+            result.attached.update(pair for pair in erased.attached if pair[0] != user_id)  # others'
     await bus.purge_subject(js, CHAT.name, feedback(ANY, ANY, user_id))
     uploads = [
         parse_image_subject(m.subject)
         for m in await bus.read_all(js, IMAGE.name, [image_stored(ANY, user_id)])
     ]
     result.images_released.extend(upload.sha256 for upload in uploads if upload is not None)
-    await bus.purge_subject(js, IMAGE.name, image_stored(ANY, user_id))
-    tombstone = UserErased(event_id=new_id("e"), at=schemas.now(), user_id=user_id, by=by)
+    await bus.purge_subject(js, IMAGE.name, image_stored(ANY, user_id))  # every upload of theirs
+    await _forget_attached(nbus, result.attached)
     result.seq = await _tombstone(nbus, IDENTITY.name, one_user(user_id), tombstone)
     result.images_released = await _release(nbus, list(dict.fromkeys(result.images_released)))
     return result

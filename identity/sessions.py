@@ -1,9 +1,10 @@
-"""Browser login: argon2 password hashes as identity events, sessions in a KV bucket, CSRF tokens,
-and a shared count of failed logins per user name (the API stays stateless: any replica serves).
+"""Browser login: argon2 password hashes as identity events, sessions in a KV bucket, CSRF tokens
+(the API stays stateless: any replica serves).
 
 The cookie holds a random session id; the KV key is its sha256, so reading the bucket gives no
 usable cookie. Each session has its own CSRF token: a write made with the cookie must send it back
-in `X-CSRF-Token` (a page of another site cannot read it).
+in `X-CSRF-Token` (a page of another site cannot read it). A session names the password event it
+was opened with: a new password (or an erasure, which removes it) ends every session at once.
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 import bus
 import schemas
+from identity.hashing import HashingPool
 from schemas.identity import PasswordSet
 from schemas.ids import new_id
-from schemas.streams import IDENTITY, LOGIN_ATTEMPTS_KV, SESSIONS_KV
+from schemas.streams import IDENTITY, SESSIONS_KV
 from schemas.subjects import user_event
 
 COOKIE = "chatbus_session"
 CSRF_HEADER = "X-CSRF-Token"
-MAX_FAILURES = 5  # failed logins per user name within LOGIN_ATTEMPTS_KV.ttl, then 429 until it lapses
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 
@@ -42,6 +43,8 @@ class Session(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     csrf: str
     created_at: str
+    # The IDENTITY sequence of the password it logged in with; 0 (older sessions) is no longer valid.
+    password_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,19 +65,35 @@ def password_problem(password: str) -> str | None:
     return None
 
 
-async def set_password(js: bus.JetStream, user_id: str, password: str, by: str) -> int:
-    """Keep the argon2 hash of a new password as an identity event; the sequence."""
+async def hash_password(password: str, hashing: HashingPool | None = None) -> str:
+    """The argon2 hash of an acceptable password (ValueError otherwise), computed on `hashing`'s threads
+    (None: right here, for a command line that has no event loop to keep free)."""
     problem = password_problem(password)
     if problem is not None:
         raise ValueError(problem)
+    return _hasher.hash(password) if hashing is None else await hashing.run(_hasher.hash, password)
+
+
+async def set_password(
+    js: bus.JetStream, user_id: str, password: str, by: str, hashing: HashingPool | None = None
+) -> int:
+    """Keep the argon2 hash of a new password as an identity event, end the user's sessions; the sequence."""
+    return await store_password(js, user_id, await hash_password(password, hashing), by)
+
+
+async def store_password(js: bus.JetStream, user_id: str, password_hash: str, by: str) -> int:
+    """Keep a password hash (from hash_password) as an identity event and end the user's sessions."""
     event = PasswordSet(
-        event_id=new_id("e"), at=schemas.now(), user_id=user_id, password_hash=_hasher.hash(password), by=by
+        event_id=new_id("e"), at=schemas.now(), user_id=user_id, password_hash=password_hash, by=by
     )
-    return (await bus.append_event(js, event)).seq
+    seq = (await bus.append_event(js, event)).seq
+    await end_sessions(js, user_id)  # they name the old password: dead already, now gone from the bucket
+    return seq
 
 
-async def check_password(js: bus.JetStream, user_id: str, password: str) -> bool:
-    """Whether `password` is the user's current one (as slow for unknown users as for wrong passwords)."""
+async def verify_password(js: bus.JetStream, user_id: str, password: str, hashing: HashingPool) -> int | None:
+    """The sequence of the user's current password event if `password` is it, else None (as slow for
+    unknown users as for wrong passwords). HashingBusy when the pool is full."""
     last = await bus.last_msg(js, IDENTITY.name, user_event(user_id, "password"))
     stored = _DUMMY_HASH
     if last is not None:
@@ -82,8 +101,13 @@ async def check_password(js: bus.JetStream, user_id: str, password: str) -> bool
             stored = _password_decoder.decode(last.data).password_hash
         except msgspec.DecodeError:
             pass
+    matches = await hashing.run(_matches, stored, password)
+    return last.seq if matches and last is not None else None
+
+
+def _matches(stored: str, password: str) -> bool:
     try:
-        return _hasher.verify(stored, password) and last is not None
+        return _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
 
@@ -92,17 +116,21 @@ def _key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-async def create_session(js: bus.JetStream, user_id: str) -> tuple[str, str]:
-    """A new session for the user: (cookie value, CSRF token)."""
+async def create_session(js: bus.JetStream, user_id: str, password_seq: int) -> tuple[str, str]:
+    """A session for the user who gave the password of event `password_seq`: (cookie value, CSRF token)."""
     session_id = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(24)
-    record = Session(user_id=user_id, csrf=csrf, created_at=schemas.now().isoformat())
+    record = Session(
+        user_id=user_id, csrf=csrf, created_at=schemas.now().isoformat(), password_seq=password_seq
+    )
     await bus.KV(js, SESSIONS_KV.bucket).create(_key(session_id), msgspec.json.encode(record))
     return session_id, csrf
 
 
 async def find_session(js: bus.JetStream, cookie: str | None) -> SessionInfo | None:
-    """The live session a cookie names, or None (an unanswered bus raises: it is no logout)."""
+    """The live session a cookie names, or None: never opened, logged out, expired, or opened with a
+    password that is no longer the user's (changed, or erased with the user). An unanswered bus
+    raises: it is no logout."""
     if not cookie or len(cookie) > 100:
         return None
     key = _key(cookie)
@@ -114,6 +142,9 @@ async def find_session(js: bus.JetStream, cookie: str | None) -> SessionInfo | N
         record = msgspec.json.decode(entry.value, type=Session)
     except msgspec.DecodeError:
         return None
+    password = await bus.last_msg(js, IDENTITY.name, user_event(record.user_id, "password"))
+    if password is None or password.seq != record.password_seq:
+        return None
     return SessionInfo(key=key, user_id=record.user_id, csrf=record.csrf)
 
 
@@ -122,37 +153,21 @@ async def end_session(js: bus.JetStream, info: SessionInfo) -> None:
     await bus.KV(js, SESSIONS_KV.bucket).delete(info.key)
 
 
+async def end_sessions(js: bus.JetStream, user_id: str) -> int:
+    """Delete every session of the user from the bucket; how many there were."""
+    kv = bus.KV(js, SESSIONS_KV.bucket)
+    ended = 0
+    for entry in await kv.entries():
+        try:
+            record = msgspec.json.decode(entry.value, type=Session)
+        except msgspec.DecodeError:
+            continue
+        if record.user_id == user_id:
+            await kv.delete(entry.key)
+            ended += 1
+    return ended
+
+
 def csrf_ok(info: SessionInfo, sent: str | None) -> bool:
     """Whether a write carries the session's CSRF token."""
     return sent is not None and hmac.compare_digest(sent.encode(), info.csrf.encode())
-
-
-async def failures(js: bus.JetStream, user_id: str) -> int:
-    """Failed logins for this user name in the current window (an unanswered bus raises: fail closed)."""
-    try:
-        entry = await bus.KV(js, LOGIN_ATTEMPTS_KV.bucket).get(_key(user_id))
-    except bus.NotFound:  # none yet, or the window lapsed
-        return 0
-    return int(entry.value or b"0")
-
-
-async def count_failure(js: bus.JetStream, user_id: str) -> None:
-    """One more failed login (atomically, shared by every API replica)."""
-    kv = bus.KV(js, LOGIN_ATTEMPTS_KV.bucket)
-    key = _key(user_id)
-    for _ in range(5):
-        try:
-            try:
-                entry = await kv.get(key)
-            except bus.NotFound:
-                await kv.create(key, b"1")
-                return
-            await kv.update(key, str(int(entry.value or b"0") + 1).encode(), entry.revision)
-            return
-        except bus.Conflict:  # another replica counted meanwhile: read again
-            continue
-
-
-async def clear_failures(js: bus.JetStream, user_id: str) -> None:
-    """A successful login resets the count (deleting a count that is not there is no error)."""
-    await bus.KV(js, LOGIN_ATTEMPTS_KV.bucket).delete(_key(user_id))

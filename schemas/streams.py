@@ -94,7 +94,8 @@ OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (IMAGES_OBJECTS,)
 WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", ttl=15.0)
 # Browser sessions: key = sha256 of the cookie's session id; a session lasts at most a week.
 SESSIONS_KV = KVSpec(bucket="sessions", description="Browser login sessions (hashed ids)", ttl=7 * DAY)
-# Failed logins per user name: the count resets 15 minutes after the last failure.
+# Login and registration counts per (name, address) and per address (identity/attempts.py): a count
+# lapses 15 minutes after its last change.
 LOGIN_ATTEMPTS_KV = KVSpec(bucket="login_attempts", description="Failed logins per user", ttl=15 * 60.0)
 KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV)
 

@@ -114,10 +114,10 @@ async def test_erasing_a_chat_leaves_a_tombstone_and_nothing_else(api: Api, tmp_
     assert c not in repr(rows) and kept in repr(rows)
 
     assert (await api.call("POST", f"/v1/chats/{kept}/erase"))[0] == 200
-    # ann still holds her upload (unattached now): released images wait for the grace-period collector
-    assert await _image_status(api, sha, "ann") == 200
-    report = await collect_images(api.nbus, by="test", grace=timedelta(0))
-    assert report.purged == [sha] and await bus.list_objects(api.nbus.js, "images") == []
+    # No chat of hers carries it any more: her upload goes with the chats, and the bytes with it.
+    assert await _image_status(api, sha, "ann") == 404
+    assert await bus.list_objects(api.nbus.js, "images") == []
+    assert (await collect_images(api.nbus, by="test", grace=timedelta(0))).purged == []
     assert not [m for m in await _everything_in(api.nbus) if SECRET.encode() in m.data]
 
 

@@ -9,8 +9,9 @@ import pytest
 import bus
 from bus import EmbeddedServer
 from identity.accounts import add_user
-from identity.sessions import COOKIE, MAX_FAILURES, set_password
+from identity.sessions import COOKIE, set_password
 from schemas.streams import LOGIN_ATTEMPTS_KV
+from tests.apihelp import SETTINGS as API_SETTINGS
 from tests.apihelp import Api
 
 PASSWORD = "correct horse battery"
@@ -60,7 +61,7 @@ async def test_wrong_passwords_get_401_and_then_429(api: Api) -> None:
     await set_password(api.nbus.js, "bob", PASSWORD, by="root")
     assert (await _login(api, "nobody", PASSWORD))[0] == 401  # an unknown user looks like a wrong password
     assert (await _login(api, "root", PASSWORD))[0] == 401  # a user without a password cannot log in
-    for _ in range(MAX_FAILURES):
+    for _ in range(API_SETTINGS.login_limit):
         status, body, cookie, _ = await _login(api, "bob", "not the password")
         assert (status, body["error"], cookie) == (401, "bad_login", None)
     status, body, _, _ = await _login(api, "bob", PASSWORD)  # even the right one, for a while

@@ -30,6 +30,7 @@ from services.api.keys import (
 from services.api.openapi import build_openapi
 from services.api.presence import ModelDefaults
 from services.api.routes import ROUTES
+from services.api.routes_session import hashing_pool
 from services.api.settings import ApiSettings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler, name=route.name)
     app.cleanup_ctx.append(_live_connections)
+    app.cleanup_ctx.append(hashing_pool)
     app.on_shutdown.append(_close_live)
     return app
 

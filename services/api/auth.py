@@ -44,11 +44,15 @@ PROXY_KEY_ID = "proxy"  # the key_id of a principal the trusted proxy named
 
 
 def _trusted(request: web.Request) -> bool:
+    return request.remote is not None and _is_proxy(request, request.remote)
+
+
+def _is_proxy(request: web.Request, remote: str) -> bool:
     settings = request.app[SETTINGS]
-    if not settings.trusted_proxies or request.remote is None:
+    if not settings.trusted_proxies:
         return False
     try:
-        address = ipaddress.ip_address(request.remote)
+        address = ipaddress.ip_address(remote)
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
@@ -71,6 +75,43 @@ async def proxy_principal_now(request: web.Request) -> Principal | None:
     user_id = principal_of(request).user_id
     role = await user_role(request.app[BUS].js, user_id)
     return None if role is None else Principal(user_id=user_id, role=role, key_id=PROXY_KEY_ID)
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer's, or behind trusted proxies the nearest hop of X-Forwarded-For
+    that is not one of them (what the proxies saw; hops further left are the client's to write)."""
+    address = request.remote or ""
+    if not _trusted(request):
+        return address
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", []))
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_proxy(request, hop):
+            return hop
+    return address
+
+
+def own_origin(request: web.Request) -> str:
+    """The origin of this site's pages as the browser sees it (https behind a TLS proxy)."""
+    secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    return f"{'https' if secure else 'http'}://{request.host}".lower()
+
+
+def check_login_origin(request: web.Request) -> None:
+    """Logging in and registering only from this site's pages or an allowed origin (no login CSRF: a page
+    elsewhere could log the victim into the attacker's account). Clients that send no Origin are no
+    browser posting across sites."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return
+    allowed = {own_origin(request), *(o.lower() for o in request.app[SETTINGS].allowed_origins)}
+    if origin.lower() not in allowed:
+        raise ApiError(
+            403,
+            "bad_origin",
+            f"logging in is only possible from {own_origin(request)} (or CHATBUS_ALLOWED_ORIGINS), "
+            f"not from {origin}",
+        )
 
 
 async def _from_trusted_proxy(request: web.Request) -> Principal | None:
@@ -97,7 +138,9 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | None:
     if role is None:
         with contextlib.suppress(UserExists):
             await add_user(js, user_id)
-        role = await user_role(js, user_id) or "user"
+        role = await user_role(js, user_id)
+    if role is None:  # the name exists but is being erased: it acts as nobody
+        raise _unauthorized(f"the user {user_id} is being erased")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto") == "https" else "http"
         if request.headers.get("Origin") != f"{scheme}://{request.host}":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from schemas.ids import is_valid_id
 from services.api.errors import ApiError
@@ -44,8 +44,25 @@ def query_str(request: web.Request, name: str, max_length: int = 512) -> str | N
     return value or None
 
 
+def require_json(request: web.Request) -> None:
+    """A JSON body must say it is one (415 otherwise). A page of another site can post `text/plain` or a
+    form without asking, but not `application/json`: this is what keeps cross-site forms out of JSON
+    routes (login CSRF). An empty body is the defaults, whatever it is said to be."""
+    if not request.body_exists:
+        return
+    if request.content_type != "application/json":
+        declared = request.headers.get(hdrs.CONTENT_TYPE)
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the body as JSON with Content-Type: application/json (not {declared or 'nothing'})",
+        )
+
+
 async def read_body(request: web.Request, body_type: type[T]) -> T:
-    """Decode the JSON body into a request Struct: malformed → 400, wrong fields or types → 422."""
+    """Decode the JSON body into a request Struct: not declared JSON → 415, malformed → 400, wrong
+    fields or types → 422."""
+    require_json(request)
     raw = await request.read()  # aiohttp raises 413 beyond client_max_size
     try:
         return msgspec.json.decode(raw or b"{}", type=body_type)

@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 import bus
+from identity.hashing import HashingPool
 from services.api.feed_limits import FeedCounts
 from services.api.presence import ModelDefaults
 from services.api.settings import ApiSettings
@@ -22,3 +23,4 @@ CLOSING = web.AppKey("closing", asyncio.Event)
 FEEDS = web.AppKey("feeds", FeedCounts)
 OPENAPI = web.AppKey("openapi", bytes)
 MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)
+HASHING = web.AppKey("hashing", HashingPool)  # argon2 off the event loop (identity.hashing)

@@ -18,6 +18,7 @@ from schemas.ids import is_valid_id, new_id
 from schemas.openai import ChatCompletionRequest, ImagePart, InputMessage, TextPart
 from schemas.sampling import SamplingParams
 from services.api.errors import ApiError
+from services.api.inputs import require_json
 from services.api.keys import SETTINGS
 from services.api.routes_images import fetch_image, image_limit, store_image
 
@@ -39,6 +40,7 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request_er
 
 async def read_request(request: web.Request) -> ChatCompletionRequest:
     """Decode the body; a wrong field names itself in `param`, as OpenAI's errors do."""
+    require_json(request)
     raw = await request.read()
     try:
         return msgspec.json.decode(raw, type=ChatCompletionRequest)

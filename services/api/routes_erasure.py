@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from identity.accounts import user_role
+from identity.accounts import account_exists
 from identity.erasure import erase_chat, erase_user
 from schemas.api import AcceptedResponse, UserErasedResponse
 from services.api.access import chat_access
@@ -30,7 +30,7 @@ async def erase_user_route(request: web.Request) -> web.StreamResponse:
     user_id = path_id(request, "user_id")
     if user_id == principal.user_id:
         raise ApiError(409, "erase_self", "an administrator cannot erase themselves through their own key")
-    if await user_role(request.app[BUS].js, user_id) is None:
+    if not await account_exists(request.app[BUS].js, user_id):  # an erasure cut short may be finished
         raise ApiError(404, "not_found", f"no user {user_id}")
     erased = await erase_user(request.app[BUS], user_id, principal.user_id)
     return json_response(UserErasedResponse(user_id=user_id, chats=erased.chats, seq=erased.seq))

@@ -2,46 +2,72 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
-from identity.accounts import InvalidUserId, UserExists, add_user, user_role
+from identity.accounts import InvalidUserId, UserExists, add_user, is_valid_user_id, user_role
+from identity.attempts import Limits, TooManyAttempts, count_registration, start_login
+from identity.hashing import HashingBusy, HashingPool
 from identity.sessions import (
     COOKIE,
-    MAX_FAILURES,
-    check_password,
-    clear_failures,
-    count_failure,
     create_session,
     end_session,
-    failures,
+    hash_password,
     password_problem,
-    set_password,
+    store_password,
+    verify_password,
 )
 from schemas.api import LoginRequest, LoginResponse, RegisterRequest, StatusResponse
 from schemas.streams import SESSIONS_KV
-from services.api.auth import session_of
-from services.api.errors import ApiError, json_response
+from services.api.auth import check_login_origin, client_address, session_of
+from services.api.errors import ApiError, json_response, unavailable
 from services.api.inputs import read_body
-from services.api.keys import BUS, SETTINGS
+from services.api.keys import BUS, HASHING, SETTINGS
+
+
+async def hashing_pool(app: web.Application) -> AsyncIterator[None]:
+    """The threads that hash and verify passwords, for the app's lifetime (cleanup_ctx)."""
+    settings = app[SETTINGS]
+    app[HASHING] = HashingPool(settings.password_threads, settings.password_queue)
+    yield
+    app[HASHING].close()
+
+
+def _limits(request: web.Request) -> Limits:
+    settings = request.app[SETTINGS]
+    return Limits(login=settings.login_limit, address=settings.login_address_limit)
+
+
+def _too_many(exc: TooManyAttempts) -> ApiError:
+    return ApiError(429, "too_many_attempts", str(exc), {"Retry-After": str(exc.retry_after)})
+
+
+def _busy() -> ApiError:
+    return unavailable("too many logins are being checked right now; retry in a moment", retry_after=2)
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     """Log in with a user name and password: a session cookie (HttpOnly, SameSite=Strict) and a CSRF token."""
+    check_login_origin(request)
     body = await read_body(request, LoginRequest)
+    if not is_valid_user_id(body.user):
+        raise ApiError(400, "bad_user", "a user name is 1-64 lowercase letters, digits, _ or -")
     js = request.app[BUS].js
-    if await failures(js, body.user) >= MAX_FAILURES:
-        raise ApiError(
-            429,
-            "too_many_attempts",
-            "too many failed logins for this user; wait 15 minutes",
-            {"Retry-After": "900"},
-        )
+    try:
+        attempt = await start_login(js, body.user, client_address(request), _limits(request))
+    except TooManyAttempts as exc:
+        raise _too_many(exc) from None
+    try:
+        password_seq = await verify_password(js, body.user, body.password, request.app[HASHING])
+    except HashingBusy:
+        await attempt.withdrawn()
+        raise _busy() from None
     role = await user_role(js, body.user)
-    if not await check_password(js, body.user, body.password) or role is None:
-        await count_failure(js, body.user)
+    if password_seq is None or role is None:
         raise ApiError(401, "bad_login", "wrong user name or password")
-    await clear_failures(js, body.user)
-    session_id, csrf = await create_session(js, body.user)
+    await attempt.succeeded()
+    session_id, csrf = await create_session(js, body.user, password_seq)
     response = json_response(LoginResponse(user_id=body.user, role=role, csrf_token=csrf))
     response.set_cookie(
         COOKIE,
@@ -72,18 +98,28 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def register(request: web.Request) -> web.StreamResponse:
     """Create your own account (only when the operator allows self-registration); then log in."""
-    if not request.app[SETTINGS].self_registration:
+    settings = request.app[SETTINGS]
+    if not settings.self_registration:
         raise ApiError(403, "registration_closed", "accounts are created by an administrator here")
+    check_login_origin(request)
     body = await read_body(request, RegisterRequest)
     js = request.app[BUS].js
     problem = password_problem(body.password)
     if problem is not None:
         raise ApiError(422, "weak_password", problem)
     try:
+        await count_registration(js, client_address(request), settings.register_limit)
+    except TooManyAttempts as exc:
+        raise _too_many(exc) from None
+    try:  # hashed before the account exists: a busy pool leaves nothing half made
+        password_hash = await hash_password(body.password, request.app[HASHING])
+    except HashingBusy:
+        raise _busy() from None
+    try:
         await add_user(js, body.user)
     except UserExists:
         raise ApiError(409, "user_exists", f"the name {body.user!r} is taken") from None
     except InvalidUserId as exc:
         raise ApiError(422, "bad_user", str(exc)) from None
-    await set_password(js, body.user, body.password, by=body.user)
+    await store_password(js, body.user, password_hash, by=body.user)
     return json_response(StatusResponse(status="registered"), status=201)

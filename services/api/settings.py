@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from typing import Annotated
 
@@ -16,6 +17,8 @@ KIB = 1024
 MIB = 1024 * KIB
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+# What a browser sends as Origin: scheme, host and maybe port; no path, no trailing slash.
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+\Z")
 
 
 class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +101,52 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             "The header such a proxy names the user in (default X-Forwarded-User).",
         ),
     ] = "X-Forwarded-User"
+    allowed_origins: Annotated[
+        tuple[str, ...],
+        env(
+            "CHATBUS_ALLOWED_ORIGINS",
+            "Origins besides the one the API sees in Host (comma-separated, e.g. https://chat.example.org: "
+            "a proxy that rewrites Host) whose pages may log in and register; default none.",
+        ),
+    ] = ()
+    login_limit: Annotated[
+        Positive,
+        env(
+            "CHATBUS_LOGIN_LIMIT",
+            "Logins of one user name from one client address before 429 for 15 minutes (default 5; "
+            "a success clears it).",
+        ),
+    ] = 5
+    login_address_limit: Annotated[
+        Positive,
+        env(
+            "CHATBUS_LOGIN_ADDRESS_LIMIT",
+            "Failed logins from one client address (an IPv6 /64), any user name, before 429 for "
+            "15 minutes (default 30).",
+        ),
+    ] = 30
+    register_limit: Annotated[
+        Positive,
+        env(
+            "CHATBUS_REGISTER_LIMIT",
+            "Accounts one client address may ask POST /v1/register for within 15 minutes (default 5).",
+        ),
+    ] = 5
+    password_threads: Annotated[
+        Positive,
+        env(
+            "CHATBUS_PASSWORD_THREADS",
+            "Threads that hash and check passwords (argon2: ~0.1 s of CPU and 64 MiB each), default 2.",
+        ),
+    ] = 2
+    password_queue: Annotated[
+        int,
+        env(
+            "CHATBUS_PASSWORD_QUEUE",
+            "Logins that may wait for a password thread (default 8); beyond, 503 with Retry-After.",
+            ge=0,
+        ),
+    ] = 8
     # A body that has not arrived in this many seconds is refused (a slow sender holds no connection).
     upload_seconds: float = 60.0
     # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.
@@ -143,6 +192,10 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = 10.0
 
     def __post_init__(self) -> None:
+        for origin in self.allowed_origins:
+            if not _ORIGIN.match(origin):
+                name = env_name(ApiSettings, "allowed_origins")
+                raise SettingsError(f"{name}: {origin!r} is not an origin like https://chat.example.org")
         for part in self.trusted_proxies:
             try:
                 ipaddress.ip_network(part, strict=False)

@@ -77,6 +77,20 @@ def user_password(
     console.print(f"password of {user_id} set; they can log in at /v1/login")
 
 
+def user_unlock(
+    user_id: Annotated[str, typer.Argument(help="The user refused with 429 after failed logins.")],
+    nats: NatsOption = DEFAULT_NATS,
+) -> None:
+    """Clear a user's failed-login counts from every address (the limit refuses 15 minutes otherwise)."""
+    from identity.attempts import unlock
+
+    async def action(nbus: Bus) -> int:
+        return await unlock(nbus.js, user_id)
+
+    cleared = run_admin(nats, action)
+    console.print(f"{user_id}: {cleared} login count(s) cleared; they can log in again")
+
+
 def user_erase(
     user_id: Annotated[str, typer.Argument(help="The user to erase.")],
     yes: Annotated[bool, typer.Option("--yes", help="Do it without asking (there is no undo).")] = False,
@@ -87,14 +101,14 @@ def user_erase(
     A tombstone (`user.<id>.erased`, one per chat too) stays so read models drop their rows; the
     image store purges the pictures no remaining chat uses. Exports and replays afterwards hold none of it.
     """
-    from identity.accounts import user_role
+    from identity.accounts import account_exists
     from identity.erasure import erase_user
 
     if not yes:
         typer.confirm(f"Erase user {user_id} and everything they wrote? There is no undo", abort=True)
 
     async def action(nbus: Bus) -> Any:
-        if await user_role(nbus.js, user_id) is None:
+        if not await account_exists(nbus.js, user_id):  # an erasure cut short can be run again
             return None
         return await erase_user(nbus, user_id, "admin-cli")
 

@@ -49,6 +49,7 @@ admin.add_typer(user_app, name="user")
 user_app.command("add")(admin_users.user_add)
 user_app.command("password")(admin_users.user_password)
 user_app.command("erase")(admin_users.user_erase)
+user_app.command("unlock")(admin_users.user_unlock)
 
 images_app = typer.Typer(help="Look after stored images.", no_args_is_help=True)
 admin.add_typer(images_app, name="images")
