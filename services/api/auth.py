@@ -97,15 +97,20 @@ def own_origin(request: web.Request) -> str:
     return f"{'https' if secure else 'http'}://{request.host}".lower()
 
 
+def from_our_pages(request: web.Request) -> bool:
+    """Whether the request's Origin is this site's own or one of CHATBUS_ALLOWED_ORIGINS: the one rule
+    for what browser credentials (a session, the trusted proxy's login) may do across sites."""
+    origin = request.headers.get("Origin")
+    allowed = {own_origin(request), *(o.lower() for o in request.app[SETTINGS].allowed_origins)}
+    return origin is not None and origin.lower() in allowed
+
+
 def check_login_origin(request: web.Request) -> None:
     """Logging in and registering only from this site's pages or an allowed origin (no login CSRF: a page
     elsewhere could log the victim into the attacker's account). Clients that send no Origin are no
     browser posting across sites."""
     origin = request.headers.get("Origin")
-    if origin is None:
-        return
-    allowed = {own_origin(request), *(o.lower() for o in request.app[SETTINGS].allowed_origins)}
-    if origin.lower() not in allowed:
+    if origin is not None and not from_our_pages(request):
         raise ApiError(
             403,
             "bad_origin",
@@ -141,10 +146,8 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | None:
         role = await user_role(js, user_id)
     if role is None:  # the name exists but is being erased: it acts as nobody
         raise _unauthorized(f"the user {user_id} is being erased")
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
-        scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto") == "https" else "http"
-        if request.headers.get("Origin") != f"{scheme}://{request.host}":
-            raise ApiError(403, "bad_origin", "writes through the proxy must come from this site's pages")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not from_our_pages(request):
+        raise ApiError(403, "bad_origin", "writes through the proxy must come from this site's pages")
     return Principal(user_id=user_id, role=role, key_id=PROXY_KEY_ID)
 
 

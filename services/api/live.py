@@ -24,6 +24,8 @@ from services.api.access import chat_access
 from services.api.auth import (
     PRINCIPAL,
     bearer_key,
+    from_our_pages,
+    own_origin,
     principal_of,
     proxy_principal_now,
     session_of,
@@ -202,9 +204,8 @@ def check_origin(request: web.Request) -> None:
     from this site's own pages: no cross-site WebSocket hijacking."""
     if session_of(request) is None and not via_proxy(request):
         return  # API keys are not sent by browsers on their own
-    scheme = "https" if request.secure or request.headers.get("X-Forwarded-Proto", "") == "https" else "http"
-    expected = f"{scheme}://{request.host}"
-    if request.headers.get("Origin") != expected:
+    if not from_our_pages(request):
+        expected = own_origin(request)
         raise ApiError(403, "bad_origin", f"a browser's live feed must be opened from {expected}")
 
 

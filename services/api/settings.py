@@ -106,7 +106,8 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
         env(
             "CHATBUS_ALLOWED_ORIGINS",
             "Origins besides the one the API sees in Host (comma-separated, e.g. https://chat.example.org: "
-            "a proxy that rewrites Host) whose pages may log in and register; default none.",
+            "a proxy that rewrites Host) whose pages may log in, register, open live feeds with a session "
+            "and write through the trusted proxy; default none.",
         ),
     ] = ()
     login_limit: Annotated[
