@@ -138,6 +138,8 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
     chats: dict[str, Chat] = {}
     rejected = bus.Rejected()
     # The fold keeps millions of objects and makes few cycles: the cyclic GC would cost half its time.
+    # One collection at the end moves them to the oldest generation at once; left in the youngest,
+    # they would be scanned again, generation by generation, while the rows are written.
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -148,6 +150,7 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
             if chat is not None and isinstance(event, ChatEvent):
                 chat.fold(seq, event)
     finally:
+        gc.collect()
         if gc_was_enabled:
             gc.enable()
     consent: dict[str, bool] = {}
