@@ -16,6 +16,7 @@ from services.api.errors import error_middleware
 from services.api.keys import (
     BUS,
     CLOSING,
+    LOG_END,
     MODEL_DEFAULTS,
     OPENAI_ROUTES,
     OPENAPI,
@@ -23,6 +24,7 @@ from services.api.keys import (
     SETTINGS,
     SOCKETS,
 )
+from services.api.log_end import LogEnd
 from services.api.openapi import build_openapi
 from services.api.presence import ModelDefaults
 from services.api.routes import ROUTES
@@ -59,6 +61,7 @@ def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     app[SETTINGS] = settings
     app[BUS] = nbus
     app[MODEL_DEFAULTS] = ModelDefaults(nbus.js)
+    app[LOG_END] = LogEnd(nbus.js)
     app[PUBLIC_ROUTES] = frozenset(route.name for route in ROUTES if route.public)
     app[OPENAI_ROUTES] = frozenset(route.name for route in ROUTES if route.dialect == "openai")
     app[OPENAPI] = msgspec.json.encode(build_openapi(ROUTES))

@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 import bus
+from services.api.log_end import LogEnd
 from services.api.presence import ModelDefaults
 from services.api.settings import ApiSettings
 
@@ -19,3 +20,4 @@ SOCKETS: web.AppKey[weakref.WeakSet[web.WebSocketResponse]] = web.AppKey("socket
 CLOSING = web.AppKey("closing", asyncio.Event)
 OPENAPI = web.AppKey("openapi", bytes)
 MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)
+LOG_END = web.AppKey("log_end", LogEnd)
