@@ -199,10 +199,14 @@ async def _ask(request: web.Request, wanted: str | None, params: SamplingParams 
         raise ApiError(
             409, "no_model", "name a model: neither the message nor the chat has one, nor a default"
         )
-    defaults = await request.app[MODEL_DEFAULTS].of(model)
-    if defaults is None:
+    served = await request.app[MODEL_DEFAULTS].of(model)
+    if served is None:
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
-    return Ask(model=model, params=params or defaults, by=principal_of(request).user_id)
+    params = params or served.defaults
+    refused = served.refuses(params)
+    if refused is not None:
+        raise ApiError(400, "max_new_tokens_too_large", f"params.max_new_tokens: {refused}")
+    return Ask(model=model, params=params, by=principal_of(request).user_id)
 
 
 async def _decide(
