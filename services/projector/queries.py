@@ -115,7 +115,18 @@ def get_chat(cur: duckdb.DuckDBPyConnection, query: GetChat) -> ChatAnswer:
 
 def list_messages(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> MessagesAnswer:
     """A page of a chat's messages and replies in stream order: `limit` rows (at most MAX_PAGE_SIZE) and
-    MAX_PAGE_BYTES of them (one row at least), after the cursor's; with the active path's nodes among them."""
+    MAX_PAGE_BYTES of them (one row at least), after the cursor's; with the active path's nodes among them.
+
+    Its queries read one snapshot: a batch committed between them would put a node on the path whose row
+    the page lacks."""
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        return _messages_page(cur, query)
+    finally:
+        cur.execute("ROLLBACK")  # nothing was written
+
+
+def _messages_page(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> MessagesAnswer:
     limit = max(1, min(query.limit, MAX_PAGE_SIZE))
     after = decode_seq_cursor(query.cursor) if query.cursor else 0
     page: list[MessageRow | ReplyRow] = [

@@ -215,7 +215,8 @@ function refresh(minSeq) {
         if (state.wantSeq === seq) return;
       }
     } catch (err) {
-      // the read model is catching up (503): the next frame asks again
+      // the read model is catching up or busy (503): ask again shortly, whether or not a frame comes
+      if (err.status === 503) setTimeout(() => refresh(state.wantSeq || 0), 1000);
     } finally {
       refreshing = null;
     }
