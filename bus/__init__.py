@@ -21,7 +21,7 @@ from bus.errors import (
 from bus.kv import KV, KVEntry
 from bus.micro import Served, call, call_raw, serve
 from bus.objects import ObjectEntry, delete_object, get_object, list_objects, object_size, put_object
-from bus.reader import Follower, StoredMsg, last_msg, msg_at, read_all, seq_at_time, time_at
+from bus.reader import Follower, StoredMsg, last_msg, last_seq, msg_at, read_all, seq_at_time, time_at
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "declare_stream",
     "free_port",
     "last_msg",
+    "last_seq",
     "get_object",
     "object_size",
     "put_object",

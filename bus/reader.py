@@ -184,6 +184,14 @@ async def _first_from(js: JetStreamContext, stream: str, seq: int) -> tuple[int,
     return raw.seq, raw.time
 
 
+async def last_seq(js: JetStreamContext, stream: str) -> int:
+    """The last sequence `stream` has assigned (0 when it never held a message): one stream-info request."""
+    try:
+        return int((await js.stream_info(stream)).state.last_seq)
+    except NatsError as exc:
+        raise BusUnavailable(f"cannot read the state of {stream}: {exc!r}") from exc
+
+
 async def seq_at_time(js: JetStreamContext, stream: str, when: datetime) -> int:
     """The last sequence of `stream` stored at or before `when` (0 when none): a binary search."""
     state = (await js.stream_info(stream)).state

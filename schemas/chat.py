@@ -103,6 +103,9 @@ class ReplyCompleted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.compl
     # Images of the context the model saw, and those it did not (a text-only model, or over its limit).
     images_seen: list[str] = []
     images_ignored: list[str] = []
+    # The context's oldest turns (message and reply ids) left out so that the prompt fits the model's
+    # window (the system prompt and the newest turn always stay); empty when it saw all of it.
+    context_dropped: list[str] = []
 
 
 class ReplyFailed(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.failed"):

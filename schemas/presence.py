@@ -25,3 +25,6 @@ class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     # with it, so the request event records exactly what the model was asked.
     defaults: SamplingParams = SamplingParams()
     max_context: int = 0  # tokens of prompt + reply the model takes (0: unknown)
+    # The most tokens a reply may ask of this worker (its model config's `max_new_tokens_cap`); 0: not
+    # announced (a worker from before the cap). Asking more is refused by the API, clamped by the worker.
+    max_new_tokens: int = 0

@@ -30,12 +30,20 @@ class GetChat(msgspec.Struct, frozen=True, kw_only=True):
     min_seq: int = 0
 
 
+# The most bytes of rows one page of messages holds (with one row at least): a message may be long,
+# and a page is one NATS reply (max_payload is 1 MiB unless the server says otherwise).
+MAX_PAGE_BYTES = 256 * 1024
+
+
 class ListMessages(msgspec.Struct, frozen=True, kw_only=True):
-    """Endpoint `projector.messages.list`: a chat's messages and replies in order, and its active path."""
+    """Endpoint `projector.messages.list`: a chat's messages and replies in stream order, a page at a time
+    (`limit` rows, at most MAX_PAGE_SIZE and MAX_PAGE_BYTES), and the part of its active path they hold."""
 
     chat_id: str
     min_seq: int = 0
     user_id: str = ""  # whose ratings to include
+    limit: int = MAX_PAGE_SIZE
+    cursor: str | None = None  # the previous page's `next_cursor`
 
 
 class Checkpoints(msgspec.Struct, frozen=True, kw_only=True):
@@ -135,12 +143,15 @@ class Rating(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MessagesAnswer(msgspec.Struct, frozen=True, kw_only=True):
-    """Answer to ListMessages: every message and reply (all branches), and the active path through them."""
+    """Answer to ListMessages: a page of the messages and replies (all branches, stream order), the nodes
+    of the active path among them (path order: the pages' paths joined are the whole path), the asking
+    user's ratings of its replies, and the cursor of the next page (None at the end)."""
 
     messages: list[MessageRow]
     replies: list[ReplyRow]
     active_path: list[PathNode] = []
     ratings: list[Rating] = []  # the asking user's
+    next_cursor: str | None = None
 
 
 class CheckpointsAnswer(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,7 +161,7 @@ class CheckpointsAnswer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class QueryError(msgspec.Struct, frozen=True, kw_only=True):
-    """Error answer of any query: `code` is one of bad_request, behind, internal."""
+    """Error answer of any query: `code` is one of bad_request, behind, busy, internal."""
 
     code: str
     message: str

@@ -61,7 +61,8 @@ async def test_create_list_get_rename_delete(api: Api) -> None:
     assert [c["chat_id"] for c in page["items"]] == [second["chat_id"]]
 
     status, messages = await api.call("GET", f"/v1/chats/{second['chat_id']}/messages")
-    assert status == 200 and messages == {"messages": [], "replies": [], "active_path": [], "ratings": []}
+    empty = {"messages": [], "replies": [], "active_path": [], "ratings": [], "next_cursor": None}
+    assert status == 200 and messages == empty
 
 
 JSON = {"Content-Type": "application/json"}  # raw bytes would go as application/octet-stream: 415

@@ -10,6 +10,7 @@ from aiohttp import web
 import bus
 from identity.hashing import HashingPool
 from services.api.feed_limits import FeedCounts
+from services.api.log_end import LogEnd
 from services.api.presence import ModelDefaults
 from services.api.settings import ApiSettings
 
@@ -24,3 +25,4 @@ FEEDS = web.AppKey("feeds", FeedCounts)
 OPENAPI = web.AppKey("openapi", bytes)
 MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)
 HASHING = web.AppKey("hashing", HashingPool)  # argon2 off the event loop (identity.hashing)
+LOG_END = web.AppKey("log_end", LogEnd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import msgspec
 
@@ -40,16 +41,35 @@ async def serves(js: JetStream, alias: str) -> bool:
     return await model_defaults(js, alias) is not None
 
 
-async def model_defaults(js: JetStream, alias: str) -> SamplingParams | None:
-    """The default sampling of `alias` (its longest-running live worker's); None when no worker serves it."""
+@dataclass(frozen=True)
+class Served:
+    """How an alias is served now: its default sampling, and the most tokens a reply may ask (0: any)."""
+
+    defaults: SamplingParams
+    max_new_tokens: int = 0
+
+    def refuses(self, params: SamplingParams) -> str | None:
+        """Why `params` asks more than the alias allows (None: it does not)."""
+        cap = self.max_new_tokens
+        if cap and params.max_new_tokens > cap:
+            return f"{params.max_new_tokens} new tokens asked; this model allows at most {cap}"
+        return None
+
+
+async def model_defaults(js: JetStream, alias: str) -> Served | None:
+    """The default sampling of `alias` (its longest-running live worker's) and the smallest cap its
+    workers announce; None when no worker serves it."""
     workers = sorted(
         (w for w in await live_workers(js, alias) if w.alias == alias), key=lambda w: w.started_at
     )
-    return workers[0].defaults if workers else None
+    if not workers:
+        return None
+    caps = [w.max_new_tokens for w in workers if w.max_new_tokens]
+    return Served(workers[0].defaults, min(caps, default=0))
 
 
 class ModelDefaults:
-    """Each alias's default sampling (`model_defaults`), kept for `max_age` seconds once found.
+    """Each alias's default sampling and cap (`model_defaults`), kept for `max_age` seconds once found.
 
     Every post and completion needs it before its reply request; reading presence costs a KV scan
     (1.5-3 ms). Heartbeats come every 5 s and live 15 s, so an answer a second old is as true as a
@@ -59,10 +79,10 @@ class ModelDefaults:
     def __init__(self, js: JetStream, max_age: float = 1.0) -> None:
         self.js = js
         self.max_age = max_age
-        self._found: dict[str, tuple[float, SamplingParams]] = {}
+        self._found: dict[str, tuple[float, Served]] = {}
 
-    async def of(self, alias: str) -> SamplingParams | None:
-        """The default sampling of `alias`; None when no worker serves it."""
+    async def of(self, alias: str) -> Served | None:
+        """The default sampling and cap of `alias`; None when no worker serves it."""
         now = time.monotonic()
         kept = self._found.get(alias)
         if kept is not None and now - kept[0] < self.max_age:

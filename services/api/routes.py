@@ -232,7 +232,11 @@ ROUTES: tuple[Route, ...] = (
         routes_chats.list_messages,
         "messages.list",
         answer=MessagesAnswer,
-        params=(MIN_SEQ,),
+        params=(
+            Param("limit", "integer", "Rows per page, 1 to CHATBUS_MAX_PAGE_SIZE (default: the most)."),
+            Param("cursor", "string", "The `next_cursor` of the previous page."),
+            MIN_SEQ,
+        ),
     ),
     Route(
         "POST",

@@ -44,7 +44,7 @@ from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
-from services.api.projector import query
+from services.api.projector import min_seq_of, query
 from services.api.routes_images import unseen_images
 
 DEFAULT_PAGE_SIZE = 50
@@ -82,7 +82,7 @@ async def list_chats(request: web.Request) -> web.StreamResponse:
         user_id=principal_of(request).user_id,
         limit=limit,
         cursor=query_str(request, "cursor"),
-        min_seq=query_int(request, "min_seq", 0, high=2**63 - 1),
+        min_seq=await min_seq_of(request),
         origin=_origin(request),
     )
     return json_response(await query(request, "chats.list", question, ChatPage))
@@ -101,7 +101,7 @@ def _origin(request: web.Request) -> str | None:
 async def get_chat(request: web.Request) -> web.StreamResponse:
     """One chat as the read model holds it (at least as new as `min_seq`)."""
     access = await chat_access(request, write=False)
-    min_seq = max(query_int(request, "min_seq", 0, high=2**63 - 1), access.created_seq)
+    min_seq = await min_seq_of(request, access.created_seq)
     answer = await query(request, "chats.get", GetChat(chat_id=access.chat_id, min_seq=min_seq), ChatAnswer)
     if answer.chat is None:
         raise ApiError(404, "not_found", f"no chat {access.chat_id}")
@@ -148,16 +148,19 @@ async def restore_chat(request: web.Request) -> web.StreamResponse:
 
 
 async def list_messages(request: web.Request) -> web.StreamResponse:
-    """A chat's messages and replies in order (at least as new as `min_seq`)."""
+    """A page of a chat's messages and replies in stream order (at least as new as `min_seq`); the whole
+    chat when it fits one page, else follow `next_cursor`."""
     access = await chat_access(request, write=False)
-    min_seq = max(query_int(request, "min_seq", 0, high=2**63 - 1), access.created_seq)
-    answer = await query(
-        request,
-        "messages.list",
-        ListMessages(chat_id=access.chat_id, min_seq=min_seq, user_id=principal_of(request).user_id),
-        MessagesAnswer,
+    min_seq = await min_seq_of(request, access.created_seq)
+    limit_max = request.app[SETTINGS].max_page_size
+    question = ListMessages(
+        chat_id=access.chat_id,
+        min_seq=min_seq,
+        user_id=principal_of(request).user_id,
+        limit=query_int(request, "limit", limit_max, low=1, high=limit_max),
+        cursor=query_str(request, "cursor"),
     )
-    return json_response(answer)
+    return json_response(await query(request, "messages.list", question, MessagesAnswer))
 
 
 async def _checked_draft(
@@ -195,10 +198,14 @@ async def _ask(request: web.Request, wanted: str | None, params: SamplingParams 
         raise ApiError(
             409, "no_model", "name a model: neither the message nor the chat has one, nor a default"
         )
-    defaults = await request.app[MODEL_DEFAULTS].of(model)
-    if defaults is None:
+    served = await request.app[MODEL_DEFAULTS].of(model)
+    if served is None:
         raise ApiError(409, "model_unavailable", f"no worker serves {model!r} right now; see GET /v1/models")
-    return Ask(model=model, params=params or defaults, by=principal_of(request).user_id)
+    params = params or served.defaults
+    refused = served.refuses(params)
+    if refused is not None:
+        raise ApiError(400, "max_new_tokens_too_large", f"params.max_new_tokens: {refused}")
+    return Ask(model=model, params=params, by=principal_of(request).user_id)
 
 
 async def _decide(

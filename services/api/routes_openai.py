@@ -32,15 +32,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_request(request)
     check_supported(body)
     js = request.app[BUS].js
-    defaults = await request.app[MODEL_DEFAULTS].of(body.model)
-    if defaults is None:
+    served = await request.app[MODEL_DEFAULTS].of(body.model)
+    if served is None:
         raise ApiError(
             404,
             "model_not_found",
             f"The model `{body.model}` does not exist or no worker serves it now; see GET /v1/models",
             param="model",
         )
-    params = sampling_of(body, defaults)
+    params = sampling_of(body, served.defaults)
+    refused = served.refuses(params)
+    if refused is not None:  # as OpenAI answers a max_tokens over the model's limit
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        raise ApiError(400, "invalid_value", f"{param} is too large: {refused}", param=param)
     system, turns = await read_turns(request, body.messages)
     created, posted, reply = completion_events(principal.user_id, body, system, turns, params)
     watch = ReplyWatch(request.app[BUS], reply.chat_id, reply.reply_id)

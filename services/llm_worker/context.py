@@ -1,25 +1,44 @@
-"""Read what a reply request's model sees from the log, as chat-template messages.
+"""Read what a reply request's model sees from the log, as chat-template messages, fitted to its window.
 
 Which messages those are is the chat state's rule (schemas/chat_state.py, `context_for`); the
 worker reads only the subjects that rule needs (`schemas.subjects.context_subjects`), and this
-module shapes their turns for the engine.
+module shapes their turns for the engine. A chat longer than the model's window keeps getting
+replies: `fit_prompt` drops its oldest turns (never the system prompt, never the newest turn), and
+the reply records which (`reply.completed.context_dropped`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import bus
 from schemas.chat import ChatEvent, ReplyRequested
 from schemas.chat_state import ChatState, Turn, context_for
-from services.llm_worker.engine import ChatMessage
+from services.llm_worker.engine import ChatMessage, Prompt
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a request's model is given: chat-template messages, the node id of each ("" for the system
+    prompt), and whether the chat may be cut to fit (chats through the OpenAI-compatible door may not:
+    their caller sends the whole conversation and is told when it is too long, as OpenAI does)."""
+
+    messages: list[ChatMessage]
+    ids: list[str]
+    fittable: bool = True
+
+
 def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> list[ChatMessage]:
-    """Chat messages for a request: the system prompt, then exactly `request.context` in order.
+    """Chat messages for a request: the system prompt, then exactly `request.context` in order."""
+    return build_context(request, stored).messages
+
+
+def build_context(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> Context:
+    """The context of a request: the system prompt, then exactly `request.context` in order.
 
     A message with images lists their hashes under "images" (the engine decides whether it sees them).
     """
@@ -30,7 +49,58 @@ def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> 
             continue
         if isinstance(event, ChatEvent):
             state.apply(msg.seq, event)
-    return [_message(turn) for turn in context_for(state, request)]
+    turns = context_for(state, request)
+    # context_for gives the system prompt, then a turn for each id it sees (the same filter here)
+    ids = [node for node in request.context if state.turn(node) is not None]
+    ids = [""] * (len(turns) - len(ids)) + ids
+    return Context([_message(turn) for turn in turns], ids, fittable=state.origin != "openai")
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A prompt that fits the model's window, and the ids of the turns left out to make it fit."""
+
+    prompt: Prompt
+    dropped: list[str]
+
+
+def fit_prompt(
+    context: Context, build: Callable[[list[ChatMessage]], Prompt], window: int, room: int
+) -> Fitted:
+    """The prompt of `context` (rendered by `build`) that leaves `room` tokens for the reply in a `window`
+    of tokens (0: unknown, nothing is cut): the fewest oldest turns are dropped (a binary search, a few
+    renderings), never the system prompt nor the newest turn, and a kept part never starts with an
+    assistant turn. When even the newest turn alone does not fit, that prompt is returned (the engine
+    refuses it: `context_length_exceeded`)."""
+    prompt = build(context.messages)
+    if window <= 0 or not context.fittable or len(prompt.input_ids) + room <= window:
+        return Fitted(prompt, [])
+    head = sum(1 for node in context.ids if node == "")  # the system prompt stays
+    last = len(context.messages) - 1  # and so does the newest turn
+
+    def cut(drop: int) -> int:
+        """Where the kept turns start when `drop` are dropped (a kept part starts with no assistant turn)."""
+        start = head + drop
+        while start < last and context.messages[start]["role"] == "assistant":
+            start += 1
+        return start
+
+    def render(start: int) -> Prompt:
+        return build(context.messages[:head] + context.messages[start:])
+
+    found: tuple[int, Prompt] | None = None
+    low, high = 1, last - head  # the fewest turns dropped that make it fit: in [low, high]
+    while low <= high:
+        middle = (low + high) // 2
+        start = cut(middle)
+        candidate = render(start)
+        if len(candidate.input_ids) + room <= window:
+            found, high = (start, candidate), middle - 1
+        else:
+            low = middle + 1
+    if found is None:
+        found = (last, render(last)) if last > head else (head, prompt)
+    return Fitted(found[1], context.ids[head : found[0]])
 
 
 def _message(turn: Turn) -> ChatMessage:

@@ -10,6 +10,9 @@ max_tokens = 256
 capacity = 16
 ```
 
+`max_new_tokens_cap` (in `[models.<alias>]`) is the most tokens a reply may ask: the API refuses more
+(400), the worker clamps to it.
+
 `chatbus up` starts workers for every alias; `chatbus worker --alias A` serves one. Environment
 variables (CHATBUS_WORKER_*) and command-line options override what the file says.
 """
@@ -75,8 +78,17 @@ class ModelEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     source: Annotated[str, msgspec.Meta(min_length=1)]
     images: bool | None = None  # must it see images? (None: whatever the model is)
     workers: Annotated[int, msgspec.Meta(ge=0, le=64)] = 1  # worker processes `chatbus up` starts
+    # The most tokens a reply may ask (None: the worker's CHATBUS_WORKER_MAX_NEW_TOKENS_CAP).
+    max_new_tokens_cap: Annotated[int, msgspec.Meta(ge=1, le=MAX_NEW_TOKENS_LIMIT)] | None = None
     sampling: Sampling = Sampling()
     engine: Engine = Engine()
+
+    def __post_init__(self) -> None:
+        cap = self.max_new_tokens_cap
+        if cap is not None and self.sampling.max_tokens > cap:
+            raise ValueError(
+                f"sampling.max_tokens {self.sampling.max_tokens} is over max_new_tokens_cap {cap}"
+            )
 
 
 class ModelsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -45,6 +45,7 @@ def completed(
     generation_ms: float,
     images_seen: list[str] | None = None,
     images_ignored: list[str] | None = None,
+    context_dropped: list[str] | None = None,
 ) -> ReplyCompleted:
     """This worker's `reply.completed` for an attempt, with its text, usage and timings."""
     return ReplyCompleted(
@@ -64,6 +65,7 @@ def completed(
         generation_ms=generation_ms,
         images_seen=images_seen or [],
         images_ignored=images_ignored or [],
+        context_dropped=context_dropped or [],
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import msgspec
 
 from schemas.ids import new_id
-from schemas.sampling import SamplingParams
+from schemas.sampling import MAX_NEW_TOKENS_LIMIT, SamplingParams
 from schemas.settings_env import env, env_vars, load
 from services.llm_worker.model_config import (
     DEFAULT_ALIAS,
@@ -124,6 +124,16 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     ] = ""  # "": the CLI fills in `<data dir>/models`
     # Sampling a request gets when it names none (the model config's `[models.X.sampling]`).
     defaults: SamplingParams = SamplingParams()
+    max_new_tokens_cap: Annotated[
+        int,
+        env(
+            "CHATBUS_WORKER_MAX_NEW_TOKENS_CAP",
+            f"The most tokens a reply may ask of the worker's model (default {MAX_NEW_TOKENS_LIMIT}); "
+            "the API answers 400 beyond it. The config's `[models.X] max_new_tokens_cap` sets it per model.",
+            ge=1,
+            le=MAX_NEW_TOKENS_LIMIT,
+        ),
+    ] = MAX_NEW_TOKENS_LIMIT
     worker_id: str = msgspec.field(default_factory=lambda: new_id("w"))
     host: str = msgspec.field(default_factory=socket.gethostname)
 
@@ -135,6 +145,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         if entry is not None:
             engine = {k: v for k, v in msgspec.structs.asdict(entry.engine).items() if v is not None}
             base.update(model=entry.source, images=entry.images, defaults=entry.sampling.params(), **engine)
+            if entry.max_new_tokens_cap is not None:
+                base["max_new_tokens_cap"] = entry.max_new_tokens_cap
         return load(cls, base=base, overrides={k: v for k, v in overrides.items() if v is not None})
 
 

@@ -35,8 +35,8 @@ from schemas.subjects import (
 )
 from schemas.tokens import TokenDelta
 from services.llm_worker.coalesce import Chunk, Coalescer
-from services.llm_worker.context import build_messages, image_hashes
-from services.llm_worker.engine import Engine, GenerationParams, PromptTooLong
+from services.llm_worker.context import build_context, fit_prompt, image_hashes
+from services.llm_worker.engine import ChatMessage, Engine, GenerationParams, Prompt, PromptTooLong
 from services.llm_worker.pictures import load_images
 from services.llm_worker.reply_events import append_fenced, completed, failed, finish
 from services.llm_worker.reply_text import ReplyText
@@ -74,6 +74,11 @@ class Worker:
         # Prompts are rendered off the event loop, one at a time: a tokenizer is not meant for
         # concurrent use from several threads.
         self._prompts = ThreadPoolExecutor(1, thread_name_prefix="prompt")
+        cap = settings.max_new_tokens_cap
+        # What a request that names no sampling gets (the config's), within the cap.
+        self.defaults = msgspec.structs.replace(
+            settings.defaults, max_new_tokens=min(settings.defaults.max_new_tokens, cap)
+        )
 
     def _drain_inbox(self) -> None:
         """Hand engine outputs to their replies: one wake-up of the loop per engine step, not per reply."""
@@ -126,8 +131,9 @@ class Worker:
             images=self.engine.supports_images,
             started_at=self.started_at,
             heartbeat_at=schemas.now(),
-            defaults=self.settings.defaults,
+            defaults=self.defaults,
             max_context=getattr(self.engine, "max_context", 0),
+            max_new_tokens=self.settings.max_new_tokens_cap,
         )
         await presence_kv.put(
             presence_key(self.settings.alias, self.settings.worker_id), schemas.encode(presence)
@@ -258,27 +264,43 @@ class Worker:
         self, reply: ActiveReply, stored: list[bus.StoredMsg], attempt: int, began: float, queue_ms: float
     ) -> ReplyCompleted | ReplyFailed:
         request = reply.request
-        messages = build_messages(request, stored)
-        wanted = image_hashes(messages)
+        context = build_context(request, stored)
+        wanted = image_hashes(context.messages)
         pictures = (
             await load_images(self.bus.js, wanted, self.settings.max_images)
             if self.engine.supports_images
             else {}
         )
         loop = asyncio.get_running_loop()
+        p = request.params
+        # A request from before the cap (or appended by hand) asks at most what this model allows.
+        max_new_tokens = min(p.max_new_tokens, self.settings.max_new_tokens_cap)
+        window = getattr(self.engine, "max_context", 0)
+        room = min(max_new_tokens, window // 2)  # the reply's tokens, within half the window at most
+
+        def build(messages: list[ChatMessage]) -> Prompt:
+            return self.engine.build_prompt(messages, pictures)
+
         try:
-            prompt = await loop.run_in_executor(self._prompts, self.engine.build_prompt, messages, pictures)
+            fitted = await loop.run_in_executor(self._prompts, fit_prompt, context, build, window, room)
         except Exception as exc:  # noqa: BLE001 - a template that cannot render this chat will never succeed
             return failed(
                 self.settings, request, attempt, f"cannot build the prompt: {exc}", "invalid_prompt"
+            )
+        prompt = fitted.prompt
+        if fitted.dropped:
+            log.info(
+                "reply %s: the oldest %d turn(s) left out to fit a %d-token window",
+                request.reply_id,
+                len(fitted.dropped),
+                window,
             )
         ignored = [sha for sha in wanted if sha not in prompt.images_seen]
         if ignored:
             why = "is text-only" if not self.engine.supports_images else "sees at most its image limit"
             log.info("reply %s: %d image(s) not shown, the model %s", request.reply_id, len(ignored), why)
-        p = request.params
         params = GenerationParams(
-            max_new_tokens=p.max_new_tokens,
+            max_new_tokens=max_new_tokens,
             temperature=p.temperature,
             top_p=p.top_p,
             top_k=p.top_k,
@@ -364,6 +386,7 @@ class Worker:
             generation_ms,
             images_seen=list(prompt.images_seen),
             images_ignored=ignored,
+            context_dropped=fitted.dropped,
         )
 
 

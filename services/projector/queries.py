@@ -11,6 +11,7 @@ import duckdb
 import msgspec
 
 from schemas.queries import (
+    MAX_PAGE_BYTES,
     MAX_PAGE_SIZE,
     ChatAnswer,
     ChatPage,
@@ -52,11 +53,33 @@ def encode_cursor(updated_at: datetime, chat_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (updated_at, chat_id) a cursor resumes after; BadQuery when it is not one of ours."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        parsed = msgspec.json.decode(raw, type=_Cursor)
+        parsed = _decode(cursor, _Cursor)
         return _EPOCH + parsed.updated_us * _MICROSECOND, parsed.chat_id
     except (binascii.Error, ValueError, OverflowError, msgspec.DecodeError) as exc:
         raise BadQuery(f"not a chat cursor: {cursor!r}") from exc
+
+
+class _SeqCursor(msgspec.Struct, array_like=True, tag="m"):
+    """Where a page of a chat's messages ended: the last row's stream sequence."""
+
+    seq: int
+
+
+def encode_seq_cursor(seq: int) -> str:
+    """An opaque cursor that resumes after the row at `seq`."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(_SeqCursor(seq=seq))).decode().rstrip("=")
+
+
+def decode_seq_cursor(cursor: str) -> int:
+    """The sequence a messages cursor resumes after; BadQuery when it is not one of ours."""
+    try:
+        return _decode(cursor, _SeqCursor).seq
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise BadQuery(f"not a messages cursor: {cursor!r}") from exc
+
+
+def _decode(cursor: str, kind: type[Any]) -> Any:
+    return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=kind)
 
 
 def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
@@ -91,45 +114,102 @@ def get_chat(cur: duckdb.DuckDBPyConnection, query: GetChat) -> ChatAnswer:
 
 
 def list_messages(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> MessagesAnswer:
-    """A chat's messages and replies, each in stream order."""
-    messages = cur.execute(
-        f"SELECT {MESSAGES.select()} FROM messages WHERE chat_id = ? ORDER BY seq", [query.chat_id]
-    ).fetchall()
-    replies = cur.execute(
-        f"SELECT {REPLIES.select()} FROM replies WHERE chat_id = ? ORDER BY seq", [query.chat_id]
-    ).fetchall()
-    message_rows = [MESSAGES.read(values) for values in messages]
-    reply_rows = [REPLIES.read(values) for values in replies]
-    selections = cur.execute(
-        "SELECT node_id, seq FROM branch_selections WHERE chat_id = ? ORDER BY seq", [query.chat_id]
-    ).fetchall()
-    tree = _tree(message_rows, reply_rows, selections)
-    path = [
-        PathNode(node_id=n, kind=tree.nodes[n].kind, siblings=tree.siblings(n)) for n in tree.active_path()
+    """A page of a chat's messages and replies in stream order: `limit` rows (at most MAX_PAGE_SIZE) and
+    MAX_PAGE_BYTES of them (one row at least), after the cursor's; with the active path's nodes among them.
+
+    Its queries read one snapshot: a batch committed between them would put a node on the path whose row
+    the page lacks."""
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        return _messages_page(cur, query)
+    finally:
+        cur.execute("ROLLBACK")  # nothing was written
+
+
+def _messages_page(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> MessagesAnswer:
+    limit = max(1, min(query.limit, MAX_PAGE_SIZE))
+    after = decode_seq_cursor(query.cursor) if query.cursor else 0
+    page: list[MessageRow | ReplyRow] = [
+        MESSAGES.read(values)
+        for values in cur.execute(
+            f"SELECT {MESSAGES.select()} FROM messages WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            [query.chat_id, after, limit + 1],
+        ).fetchall()
     ]
+    page += [
+        REPLIES.read(values)
+        for values in cur.execute(
+            f"SELECT {REPLIES.select()} FROM replies WHERE chat_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            [query.chat_id, after, limit + 1],
+        ).fetchall()
+    ]
+    page.sort(key=lambda row: row.seq)
+    rows, more = _fill(page, limit)
+    last = rows[-1].seq if more else 2**63 - 1
+    tree = _tree(cur, query.chat_id)
+    path = [
+        PathNode(node_id=n, kind=tree.nodes[n].kind, siblings=tree.siblings(n))
+        for n in tree.active_path()
+        if after < tree.nodes[n].seq <= last
+    ]
+    messages = [row for row in rows if isinstance(row, MessageRow)]
+    replies = [row for row in rows if isinstance(row, ReplyRow)]
     ratings = cur.execute(
         f"SELECT {FEEDBACK.select(Rating)} FROM feedback WHERE chat_id = ? AND user_id = ? ORDER BY seq",
         [query.chat_id, query.user_id],
     ).fetchall()
+    in_page = {reply.reply_id for reply in replies}
     return MessagesAnswer(
-        messages=message_rows,
-        replies=reply_rows,
+        messages=messages,
+        replies=replies,
         active_path=path,
-        ratings=[FEEDBACK.read_part(Rating, values) for values in ratings],
+        ratings=[
+            r for r in (FEEDBACK.read_part(Rating, values) for values in ratings) if r.reply_id in in_page
+        ],
+        next_cursor=encode_seq_cursor(last) if more else None,
     )
 
 
-def _tree(messages: list[MessageRow], replies: list[ReplyRow], selections: list[tuple[str, int]]) -> ChatTree:
-    """The chat's tree: its nodes and selections applied in stream order, as the log has them."""
-    steps: list[tuple[int, int, Any]] = [(m.seq, 0, m) for m in messages]
-    steps += [(r.seq, 1, r) for r in replies]
-    steps += [(seq, 2, node_id) for node_id, seq in selections]
+def _fill(rows: list[MessageRow | ReplyRow], limit: int) -> tuple[list[MessageRow | ReplyRow], bool]:
+    """The first rows that fit a page (`limit` of them and MAX_PAGE_BYTES, one at least), and whether any
+    are left."""
+    taken: list[MessageRow | ReplyRow] = []
+    size = 0
+    for row in rows:
+        size += len(msgspec.json.encode(row))
+        if taken and (len(taken) == limit or size > MAX_PAGE_BYTES):
+            return taken, True
+        taken.append(row)
+    return taken, False
+
+
+def _tree(cur: duckdb.DuckDBPyConnection, chat_id: str) -> ChatTree:
+    """The chat's tree (ids only, no text): its nodes and selections applied in stream order, as the log
+    has them."""
+    steps: list[tuple[int, int, tuple[Any, ...]]] = [
+        (seq, 0, (message_id, parent_id, edit_of))
+        for message_id, parent_id, edit_of, seq in cur.execute(
+            "SELECT message_id, parent_id, edit_of, seq FROM messages WHERE chat_id = ?", [chat_id]
+        ).fetchall()
+    ]
+    steps += [
+        (seq, 1, (reply_id, message_id))
+        for reply_id, message_id, seq in cur.execute(
+            "SELECT reply_id, message_id, seq FROM replies WHERE chat_id = ?", [chat_id]
+        ).fetchall()
+    ]
+    steps += [
+        (seq, 2, (node_id,))
+        for node_id, seq in cur.execute(
+            "SELECT node_id, seq FROM branch_selections WHERE chat_id = ?", [chat_id]
+        ).fetchall()
+    ]
     tree = ChatTree()
     for seq, kind, item in sorted(steps, key=lambda step: step[:2]):
         if kind == 0:
-            tree.add_message(item.message_id, seq, item.parent_id, item.edit_of)
+            tree.add_message(item[0], seq, item[1], item[2])
         elif kind == 1:
-            tree.add(item.reply_id, "reply", item.message_id, seq)
+            tree.add(item[0], "reply", item[1], seq)
         else:
-            tree.select(item)
+            tree.select(item[0])
     return tree

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 LIVE_BATCH = 10_000
 MIN_SEQ_TIMEOUT = 5.0
+# Requests each query endpoint answers at once: a read waiting for the read model holds a slot, never
+# the endpoint. Reads that wait are bounded apart, well below the slots, so waiters never fill them.
+QUERY_CONCURRENCY = 64
+MAX_WAITS = 16  # reads waiting for `min_seq` at once, across endpoints; beyond: `busy` at once
 SUBJECTS: dict[str, list[str]] = {spec.name: list(spec.subjects) for spec in STREAMS}
 
 Q = TypeVar("Q")
@@ -37,9 +41,13 @@ A = TypeVar("A")
 class Projector:
     """A Store driven from asyncio: one writer thread applies batches, reader threads answer queries."""
 
-    def __init__(self, store: Store, min_seq_timeout: float = MIN_SEQ_TIMEOUT) -> None:
+    def __init__(
+        self, store: Store, min_seq_timeout: float = MIN_SEQ_TIMEOUT, max_waits: int = MAX_WAITS
+    ) -> None:
         self.store = store
         self.min_seq_timeout = min_seq_timeout
+        self.max_waits = max_waits
+        self.waiting = 0  # reads waiting for the read model now
         self.applied: dict[str, int] = {s: store.checkpoint(s) for s in PROJECTED_STREAMS}
         self.advanced = asyncio.Condition()
         self.caught_up = {s: asyncio.Event() for s in PROJECTED_STREAMS}
@@ -79,9 +87,15 @@ class Projector:
             await follower.stop()
 
     async def wait_for(self, min_seq: int) -> None:
-        """Wait until CHAT is applied up to min_seq; ServiceError `behind` after the timeout."""
+        """Wait until CHAT is applied up to min_seq; ServiceError `behind` after the timeout, `busy` at
+        once when `max_waits` reads are waiting already."""
         if self.applied[CHAT.name] >= min_seq:
             return
+        if self.waiting >= self.max_waits:
+            raise bus.ServiceError(
+                "busy", f"{self.waiting} reads are waiting for the read model already; retry shortly"
+            )
+        self.waiting += 1
         try:
             async with self.advanced:
                 await asyncio.wait_for(
@@ -91,6 +105,8 @@ class Projector:
             raise bus.ServiceError(
                 "behind", f"read model is at CHAT {self.applied[CHAT.name]}, asked for {min_seq}"
             ) from None
+        finally:
+            self.waiting -= 1
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cursor = getattr(self._local, "cursor", None)
@@ -166,10 +182,11 @@ async def run_projector(
     *,
     serve_queries: bool = True,
     min_seq_timeout: float = MIN_SEQ_TIMEOUT,
+    max_waits: int = MAX_WAITS,
 ) -> None:
     """Project the streams into db_path and (once caught up) answer queries, until stop is set."""
     store = await asyncio.to_thread(Store.open, db_path)
-    projector = Projector(store, min_seq_timeout)
+    projector = Projector(store, min_seq_timeout, max_waits)
     followers = [
         asyncio.create_task(projector.follow(nbus.js, s), name=f"projector-{s}") for s in PROJECTED_STREAMS
     ]
@@ -186,6 +203,7 @@ async def run_projector(
                     VERSION,
                     projector.endpoints(),
                     description="chatbus read model (DuckDB)",
+                    concurrency=QUERY_CONCURRENCY,
                 )
                 log.info("projector serving queries at %s", projector.applied)
             ready.cancel()

@@ -209,17 +209,30 @@ function refresh(minSeq) {
       while (state.chat) {
         const seq = state.wantSeq;
         const chatId = state.chat.chat_id;
-        const listed = await api("GET", `/v1/chats/${chatId}/messages?min_seq=${seq}`);
+        const listed = await listMessages(chatId, seq);
         if (!state.chat || state.chat.chat_id !== chatId) return;
         draw(listed);
         if (state.wantSeq === seq) return;
       }
     } catch (err) {
-      // the read model is catching up (503): the next frame asks again
+      // the read model is catching up or busy (503): ask again shortly, whether or not a frame comes
+      if (err.status === 503) setTimeout(() => refresh(state.wantSeq || 0), 1000);
     } finally {
       refreshing = null;
     }
   })();
+}
+
+// A long chat comes in pages (stream order): their rows and their parts of the active path joined.
+async function listMessages(chatId, seq) {
+  const whole = { messages: [], replies: [], active_path: [], ratings: [] };
+  let cursor = null;
+  do {
+    const page = await api("GET", `/v1/chats/${chatId}/messages?min_seq=${seq}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    for (const key of Object.keys(whole)) whole[key].push(...page[key]);
+    cursor = page.next_cursor;
+  } while (cursor);
+  return whole;
 }
 
 function draw(listed) {
