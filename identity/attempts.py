@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import logging
 import random
+import time
 from dataclasses import dataclass
 
 import bus
@@ -129,6 +130,37 @@ async def _give_back(kv: bus.KV, key: str) -> None:
     log.warning("%s: could not give an attempt back on %s (it lapses with the count)", kv.bucket, key)
 
 
+BLOCKED_SECONDS = 60.0  # how long a process remembers an address at its limit without asking KV
+
+
+class BlockedAddresses:
+    """The addresses this process last found at their limit, refused without a KV round trip for
+    BLOCKED_SECONDS: a flood from one address costs a dict lookup a request, not five KV calls.
+
+    Only a success elsewhere lowers an address's count, so at worst an address that dropped below
+    its limit waits BLOCKED_SECONDS longer here. One per API process (tests run several apps)."""
+
+    def __init__(self, seconds: float = BLOCKED_SECONDS, most: int = 100_000) -> None:
+        self.seconds = seconds
+        self.most = most
+        self._until: dict[str, float] = {}
+
+    def blocked(self, key: str) -> bool:
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._until[key]
+            return False
+        return True
+
+    def block(self, key: str) -> None:
+        if len(self._until) >= self.most:  # a spread-out attack: forget the oldest (KV still counts)
+            for old in list(self._until)[: self.most // 2]:
+                del self._until[old]
+        self._until[key] = time.monotonic() + self.seconds
+
+
 @dataclass(frozen=True)
 class LoginAttempt:
     """A counted login; tell it how it ended."""
@@ -148,17 +180,24 @@ class LoginAttempt:
         await _give_back(self.kv, self.address_key)
 
 
-async def start_login(js: bus.JetStream, user_id: str, address: str, limits: Limits) -> LoginAttempt:
+async def start_login(
+    js: bus.JetStream, user_id: str, address: str, limits: Limits, blocked: BlockedAddresses | None = None
+) -> LoginAttempt:
     """Count a login of `user_id` from `address` before its password is verified; TooManyAttempts when
     the address, or this name from this address, is at its limit."""
     kv = bus.KV(js, LOGIN_ATTEMPTS_KV.bucket)
     attempt = LoginAttempt(kv, _login_key(user_id, address), _address_key(address))
+    at_limit = TooManyAttempts("too many failed logins from this address; wait 15 minutes")
+    if blocked is not None and blocked.blocked(attempt.address_key):
+        raise at_limit
     # The name's count first: a crowd guessing one name is stopped there and never writes the address's.
     if not await _take(kv, attempt.login_key, limits.login):
         raise TooManyAttempts("too many failed logins for this user from this address; wait 15 minutes")
     if not await _take(kv, attempt.address_key, limits.address):
         await _give_back(kv, attempt.login_key)  # refused unjudged: no failure of this name
-        raise TooManyAttempts("too many failed logins from this address; wait 15 minutes")
+        if blocked is not None:
+            blocked.block(attempt.address_key)
+        raise at_limit
     return attempt
 
 

@@ -200,3 +200,15 @@ async def test_a_login_while_nats_is_down_is_refused_with_503(own_server: Embedd
     finally:
         with contextlib.suppress(Exception):  # the server is gone: closing may fail, nothing to flush
             await nbus.close()
+
+
+async def test_an_address_at_its_limit_is_refused_without_asking_nats_again(api: Api) -> None:
+    """A flood of logins from one address costs a lookup, not KV round trips: once the address hit its
+    limit, the process refuses it (429) even with the counts gone, where a count read would be a 503."""
+    for i in range(API_SETTINGS.login_address_limit):
+        status, _, _, _ = await _login(api, f"guess{i}", "not the password")
+        assert status == 401
+    assert (await _login(api, "guess-next", "not the password"))[0] == 429  # the address's limit
+    await api.nbus.js.delete_key_value(LOGIN_ATTEMPTS_KV.bucket)
+    status, body, _, _ = await _login(api, "guess-more", "not the password")
+    assert (status, body["error"]) == (429, "too_many_attempts")

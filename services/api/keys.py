@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 import bus
+from identity.attempts import BlockedAddresses
 from identity.hashing import HashingPool
 from services.api.feed_limits import FeedCounts
 from services.api.log_end import LogEnd
@@ -25,4 +26,5 @@ FEEDS = web.AppKey("feeds", FeedCounts)
 OPENAPI = web.AppKey("openapi", bytes)
 MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)
 HASHING = web.AppKey("hashing", HashingPool)  # argon2 off the event loop (identity.hashing)
+BLOCKED = web.AppKey("blocked_addresses", BlockedAddresses)  # at their login limit (identity.attempts)
 LOG_END = web.AppKey("log_end", LogEnd)

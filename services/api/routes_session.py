@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from identity.accounts import InvalidUserId, UserExists, add_user, is_valid_user_id, user_role
-from identity.attempts import Limits, TooManyAttempts, count_registration, start_login
+from identity.attempts import BlockedAddresses, Limits, TooManyAttempts, count_registration, start_login
 from identity.hashing import HashingBusy, HashingPool
 from identity.sessions import (
     COOKIE,
@@ -23,13 +23,14 @@ from schemas.streams import SESSIONS_KV
 from services.api.auth import check_login_origin, client_address, session_of
 from services.api.errors import ApiError, json_response, unavailable
 from services.api.inputs import read_body
-from services.api.keys import BUS, HASHING, SETTINGS
+from services.api.keys import BLOCKED, BUS, HASHING, SETTINGS
 
 
 async def hashing_pool(app: web.Application) -> AsyncIterator[None]:
     """The threads that hash and verify passwords, for the app's lifetime (cleanup_ctx)."""
     settings = app[SETTINGS]
     app[HASHING] = HashingPool(settings.password_threads, settings.password_queue)
+    app[BLOCKED] = BlockedAddresses()
     yield
     app[HASHING].close()
 
@@ -55,7 +56,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "bad_user", "a user name is 1-64 lowercase letters, digits, _ or -")
     js = request.app[BUS].js
     try:
-        attempt = await start_login(js, body.user, client_address(request), _limits(request))
+        address = client_address(request)
+        attempt = await start_login(js, body.user, address, _limits(request), request.app[BLOCKED])
     except TooManyAttempts as exc:
         raise _too_many(exc) from None
     try:
