@@ -10,6 +10,10 @@ while an attacker (another user, with its own key) does one of:
 2. 100 concurrent logins with random user names and passwords, over and over (argon2 work);
 3. 200 live feeds (WebSocket) of its own big chat from seq 0, never read.
 
+Each attacking client waits `--pace` seconds (0.1) between its requests, so attack 1 offers ~500
+requests/s and attack 2 ~1,000 logins/s; the attacker runs in a process of its own, so only the
+server's work (not the benchmark's own client) can slow the victim.
+
 Phases are interleaved (idle, 1, 2, 3, idle, 1, ...) `--rounds` times; the table shows the victim's
 p50 / p99 per phase (all rounds pooled), its 5xx count, and what the attacker got. Goal (issue 13):
 the victim's p99 under attack <= 3x its idle p99, and never a 5xx.
@@ -20,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import sys
@@ -78,6 +83,9 @@ async def victim_reads(base: str, key: str, seconds: float, phase: Phase) -> Non
 Attack = Callable[[str, str, asyncio.Event, Phase], Awaitable[None]]
 
 
+PACE = 0.1  # seconds between one attacking client's requests (set by --pace)
+
+
 async def far_future_reads(base: str, key: str, stop: asyncio.Event, phase: Phase) -> None:
     unlimited = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}, connector=unlimited) as http:
@@ -90,6 +98,7 @@ async def far_future_reads(base: str, key: str, stop: asyncio.Event, phase: Phas
                         phase.attacker_codes[str(resp.status)] += 1
                 except aiohttp.ClientError as exc:
                     phase.attacker_codes[type(exc).__name__] += 1
+                await asyncio.sleep(PACE)
 
         await asyncio.gather(*(one() for _ in range(50)))
 
@@ -107,6 +116,7 @@ async def bogus_logins(base: str, key: str, stop: asyncio.Event, phase: Phase) -
                         phase.attacker_codes[str(resp.status)] += 1
                 except aiohttp.ClientError as exc:
                     phase.attacker_codes[type(exc).__name__] += 1
+                await asyncio.sleep(PACE)
 
         await asyncio.gather(*(one() for _ in range(100)))
 
@@ -135,22 +145,45 @@ def idle_feeds(chat_id: str) -> Attack:
     return attack
 
 
+ATTACKS = {"far-future": far_future_reads, "logins": bogus_logins}
+
+
 async def run_phase(
-    base: str, victim: str, attacker: str, seconds: float, phase: Phase, attack: Attack | None
+    base: str, victim: str, attacker: str, seconds: float, phase: Phase, attack: str | None
 ) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(attack(base, attacker, stop, phase)) if attack else None
-    await asyncio.sleep(0.5 if attack else 0)  # let the attack build up
+    """The victim reads for `seconds` while the attack runs in a process of its own (its client work
+    must not slow the victim's client: only the server's may)."""
+    proc = None
+    if attack is not None:
+        kind, _, chat = attack.partition(":")
+        args = [sys.executable, __file__, "--attack", kind, "--base", base, "--key", attacker, "--chat", chat]
+        args += ["--seconds", str(seconds + 1.0), "--pace", str(PACE)]
+        proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
+        await asyncio.sleep(1.0)  # let the attack build up
     await victim_reads(base, victim, seconds, phase)
-    stop.set()
-    if task is not None:  # requests in flight may wait long (that is the attack): cut them after 5 s
-        done, _ = await asyncio.wait([task], timeout=5)
-        if not done:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            phase.attacker_codes["cut at the end of the phase"] += 1
+    if proc is not None:
+        out, _ = await asyncio.wait_for(proc.communicate(), seconds + 30)
+        phase.attacker_codes.update(json.loads(out.decode().strip().splitlines()[-1]))
     await asyncio.sleep(1.0)  # let the server settle before the next phase
+
+
+async def attack_main(args: argparse.Namespace) -> None:
+    """Attacker mode: run one attack for --seconds, print what it got as one JSON line."""
+    global PACE
+    PACE = args.pace
+    phase = Phase(args.attack)
+    stop = asyncio.Event()
+    attack = idle_feeds(args.chat) if args.attack == "feeds" else ATTACKS[args.attack]
+    task = asyncio.create_task(attack(args.base, args.key, stop, phase))
+    await asyncio.sleep(args.seconds)
+    stop.set()
+    done, _ = await asyncio.wait([task], timeout=5)
+    if not done:  # requests in flight may wait long (that is the attack): cut them
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        phase.attacker_codes["cut at the end of the phase"] += 1
+    print(json.dumps(dict(phase.attacker_codes)))
 
 
 async def _big_chat(nbus: bus.Bus, owner: str, messages: int) -> str:
@@ -216,11 +249,11 @@ async def main(args: argparse.Namespace) -> int:
                 async with http.post(f"{base}/v1/chats", json={"title": f"mine {i}"}):
                     pass
 
-        attacks: list[tuple[str, Attack | None]] = [
+        attacks: list[tuple[str, str | None]] = [
             ("idle", None),
-            ("1: 50 far-future reads", far_future_reads),
-            ("2: 100 bogus logins", bogus_logins),
-            ("3: 200 idle feeds", idle_feeds(big)),
+            ("1: 50 far-future reads", "far-future"),
+            ("2: 100 bogus logins", "logins"),
+            ("3: 200 idle feeds", f"feeds:{big}"),
         ]
         phases = {name: Phase(name) for name, _ in attacks}
         for round_ in range(args.rounds):
@@ -269,4 +302,16 @@ if __name__ == "__main__":
     parser.add_argument(
         "--big-chat", type=int, default=300, help="messages in the attacker's chat the feeds watch"
     )
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument(
+        "--pace", type=float, default=PACE, help="seconds between one attacking client's requests"
+    )
+    parser.add_argument("--attack", choices=["far-future", "logins", "feeds"], help=argparse.SUPPRESS)
+    parser.add_argument("--base", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument("--chat", default="", help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    if parsed.attack:  # the attacker's own process (see run_phase)
+        asyncio.run(attack_main(parsed))
+        sys.exit(0)
+    PACE = parsed.pace
+    sys.exit(asyncio.run(main(parsed)))

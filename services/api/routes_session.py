@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -29,7 +30,8 @@ from services.api.keys import BLOCKED, BUS, HASHING, SETTINGS
 async def hashing_pool(app: web.Application) -> AsyncIterator[None]:
     """The threads that hash and verify passwords, for the app's lifetime (cleanup_ctx)."""
     settings = app[SETTINGS]
-    app[HASHING] = HashingPool(settings.password_threads, settings.password_queue)
+    threads = settings.password_threads or max(1, (os.cpu_count() or 2) // 2)
+    app[HASHING] = HashingPool(threads, settings.password_queue)
     app[BLOCKED] = BlockedAddresses()
     yield
     app[HASHING].close()

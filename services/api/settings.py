@@ -134,12 +134,14 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 5
     password_threads: Annotated[
-        Positive,
+        int,
         env(
             "CHATBUS_PASSWORD_THREADS",
-            "Threads that hash and check passwords (argon2: ~0.1 s of CPU and 64 MiB each), default 2.",
+            "Threads that hash and check passwords (argon2: ~0.1 s of CPU and 64 MiB each); default 0: "
+            "half the cores, at least 1, so that logins never take every core from the requests.",
+            ge=0,
         ),
-    ] = 2
+    ] = 0
     password_queue: Annotated[
         int,
         env(
