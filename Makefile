@@ -45,6 +45,7 @@ bench: install
 	$(PY) bench/bench_e2e.py
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_images.py
+	$(PY) bench/bench_abuse.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
