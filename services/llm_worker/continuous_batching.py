@@ -22,8 +22,7 @@ from services.llm_worker.engine import (
     OutputCallback,
     Prompt,
     PromptTooLong,
-    pick_device,
-    pick_dtype,
+    load_model,
     text_messages,
 )
 from services.llm_worker.sampling import (
@@ -110,18 +109,8 @@ class ContinuousBatchingEngine:
     def from_pretrained(cls, path: str, config: EngineConfig | None = None) -> ContinuousBatchingEngine:
         """Load tokenizer and model from a local directory (never from the hub)."""
         config = config or EngineConfig()
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        device = pick_device(config.device)
-        model = AutoModelForCausalLM.from_pretrained(
-            path,
-            local_files_only=True,
-            attn_implementation=config.attn_implementation,
-            dtype=pick_dtype(config.dtype, device),
-            device_map=device,  # loaded straight onto it
-        )
-        return cls(model.eval(), tokenizer, config)
+        model = load_model(AutoModelForCausalLM, path, config)
+        return cls(model, AutoTokenizer.from_pretrained(path, local_files_only=True), config)
 
     def build_prompt(self, messages: list[ChatMessage], images: Mapping[str, Any] | None = None) -> Prompt:
         """Render messages with the chat template (plus the assistant header); a text model sees no images."""

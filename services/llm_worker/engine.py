@@ -104,6 +104,22 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "mps" else torch.float32
 
 
+def load_model(model_class: Any, path: str, config: EngineConfig) -> Any:
+    """A model from a local directory (never from the hub), on the configured device and dtype, in eval
+    mode; the torch threads set first when the config names them."""
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    device = pick_device(config.device)
+    model = model_class.from_pretrained(
+        path,
+        local_files_only=True,
+        attn_implementation=config.attn_implementation,
+        dtype=pick_dtype(config.dtype, device),
+        device_map=device,  # loaded straight onto it
+    )
+    return model.eval()
+
+
 def text_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
     """Messages with their text only (what a text-only model's chat template expects)."""
     return [{"role": m["role"], "content": m["content"]} for m in messages]

@@ -27,8 +27,7 @@ from services.llm_worker.engine import (
     OutputCallback,
     Prompt,
     PromptTooLong,
-    pick_device,
-    pick_dtype,
+    load_model,
 )
 
 
@@ -131,18 +130,8 @@ class VisionEngine:
     def from_pretrained(cls, path: str, config: EngineConfig | None = None) -> VisionEngine:
         """Load processor and model from a local directory (never from the hub)."""
         config = config or EngineConfig()
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
-        processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        device = pick_device(config.device)
-        model = AutoModelForImageTextToText.from_pretrained(
-            path,
-            local_files_only=True,
-            attn_implementation=config.attn_implementation,
-            dtype=pick_dtype(config.dtype, device),
-            device_map=device,  # loaded straight onto it
-        )
-        return cls(model.eval(), processor, config)
+        model = load_model(AutoModelForImageTextToText, path, config)
+        return cls(model, AutoProcessor.from_pretrained(path, local_files_only=True), config)
 
     def build_prompt(self, messages: list[ChatMessage], images: Mapping[str, Any] | None = None) -> Prompt:
         """Render messages and their images with the processor's chat template into model inputs."""
