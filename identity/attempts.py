@@ -27,6 +27,12 @@ from dataclasses import dataclass
 
 import bus
 from schemas.streams import LOGIN_ATTEMPTS_KV
+from schemas.subjects import (
+    address_attempts_key,
+    login_attempts_key,
+    login_attempts_of,
+    register_attempts_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +76,11 @@ def counted_address(address: str) -> str:
 
 
 def _login_key(user_id: str, address: str) -> str:
-    return f"login.{_digest(user_id)}.{_digest(counted_address(address))}"
+    return login_attempts_key(_digest(user_id), _digest(counted_address(address)))
 
 
 def _address_key(address: str) -> str:
-    return f"address.{_digest(counted_address(address))}"
+    return address_attempts_key(_digest(counted_address(address)))
 
 
 def _count(entry: bus.KVEntry) -> int:
@@ -203,7 +209,7 @@ async def start_login(
 
 async def count_registration(js: bus.JetStream, address: str, limit: int) -> None:
     """Count an account asked for from `address`; TooManyAttempts at the limit."""
-    key = f"register.{_digest(counted_address(address))}"
+    key = register_attempts_key(_digest(counted_address(address)))
     if not await _take(bus.KV(js, LOGIN_ATTEMPTS_KV.bucket), key, limit):
         raise TooManyAttempts("too many accounts asked for from this address; wait 15 minutes")
 
@@ -211,7 +217,7 @@ async def count_registration(js: bus.JetStream, address: str, limit: int) -> Non
 async def unlock(js: bus.JetStream, user_id: str) -> int:
     """Clear the login counts of `user_id` from every address (an administrator's remedy); how many."""
     kv = bus.KV(js, LOGIN_ATTEMPTS_KV.bucket)
-    keys = await kv.keys(f"login.{_digest(user_id)}.*")
+    keys = await kv.keys(login_attempts_of(_digest(user_id)))
     for key in keys:
         await kv.delete(key)
     return len(keys)

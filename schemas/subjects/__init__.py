@@ -168,6 +168,9 @@ from schemas.subjects.kv import (
     PresenceKey as PresenceKey,
 )
 from schemas.subjects.kv import (
+    address_attempts_key as address_attempts_key,
+)
+from schemas.subjects.kv import (
     kv_key as kv_key,
 )
 from schemas.subjects.kv import (
@@ -175,6 +178,12 @@ from schemas.subjects.kv import (
 )
 from schemas.subjects.kv import (
     kv_stream as kv_stream,
+)
+from schemas.subjects.kv import (
+    login_attempts_key as login_attempts_key,
+)
+from schemas.subjects.kv import (
+    login_attempts_of as login_attempts_of,
 )
 from schemas.subjects.kv import (
     object_stream as object_stream,
@@ -190,6 +199,9 @@ from schemas.subjects.kv import (
 )
 from schemas.subjects.kv import (
     presence_of as presence_of,
+)
+from schemas.subjects.kv import (
+    register_attempts_key as register_attempts_key,
 )
 from schemas.subjects.nats_api import (
     DEFAULT_INBOX_PREFIX as DEFAULT_INBOX_PREFIX,

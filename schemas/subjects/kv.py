@@ -71,3 +71,26 @@ def parse_presence_key(key: str) -> PresenceKey | None:
     if len(parts) != 2:
         return None
     return PresenceKey(parts[0], parts[1])
+
+
+# Login limits, bucket `login_attempts`: keys of hashed names and addresses (identity/attempts.py).
+
+
+def login_attempts_key(name_digest: str, address_digest: str) -> str:
+    """KV key counting the logins of one name from one address."""
+    return join("login", name_digest, address_digest)
+
+
+def login_attempts_of(name_digest: str) -> str:
+    """The keys counting one name's logins, from every address."""
+    return login_attempts_key(name_digest, ANY)
+
+
+def address_attempts_key(address_digest: str) -> str:
+    """KV key counting the failed logins from one address, any name."""
+    return join("address", address_digest)
+
+
+def register_attempts_key(address_digest: str) -> str:
+    """KV key counting the accounts asked for from one address."""
+    return join("register", address_digest)
