@@ -8,8 +8,10 @@ the end of the active path at the time it was posted.
 
 The active path starts at the root and, at each fork, takes the selected child. Adding a node
 selects the path to it (a regenerated reply or an edit becomes the active branch), and so does
-a `branch.selected`: it selects every fork on the path to its node. Every node with children
-has a selected child (adding a child selects it).
+a `branch.selected`: it selects every fork on the path to its node. One exception: a reply to a
+message that a later post already follows (two posts at once: the second was appended after the
+first message and before its reply request) stays a side branch, so the later post keeps its
+place in the conversation. Every node with children has a selected child.
 
 The tree keeps its active path as it changes, so folding a chat costs O(1) a turn, not a walk
 from the root: a select walks up only to the first node already on the path, replaces the path
@@ -69,14 +71,25 @@ class ChatTree:
         self.add(message_id, "message", parent, seq)
 
     def add(self, node_id: str, kind: Literal["message", "reply"], parent: str, seq: int) -> None:
-        """Add a node under `parent` (unknown parents count as the root); the path to it becomes active."""
+        """Add a node under `parent` (unknown parents count as the root); the path to it becomes active,
+        except for a reply to a message that a later post already followed (see `_overtaken`)."""
         if node_id in self.nodes:
             return
         if parent != ROOT and parent not in self.nodes:
             parent = ROOT
+        overtaken = kind == "reply" and self._overtaken(parent)
         self.nodes[node_id] = Node(node_id, kind, parent, seq)
         self.children(parent).append(node_id)
-        self.select(node_id)
+        if not overtaken:
+            self.select(node_id)
+
+    def _overtaken(self, message_id: str) -> bool:
+        """Whether a message was already followed by a message when its reply is requested: a post made
+        after it before its reply was asked for (two posts at once). The reply stays a side branch;
+        taking the active path would drop that later post from every context after it."""
+        if message_id == ROOT or self.nodes[message_id].kind != "message":
+            return False
+        return any(self.nodes[child].kind == "message" for child in self.nodes[message_id].children)
 
     def children(self, parent: str) -> list[str]:
         """The children of a node (or of ROOT), oldest first."""
