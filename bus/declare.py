@@ -31,6 +31,7 @@ from schemas.streams import (
     ObjectStoreSpec,
     StreamSpec,
 )
+from schemas.subjects import kv_stream, object_stream
 
 
 @dataclass(frozen=True)
@@ -107,30 +108,6 @@ async def _existing(js: JetStreamContext, stream: str) -> StreamConfig | None:
     return info.config
 
 
-async def declare_stream(js: JetStreamContext, spec: StreamSpec, replicas: int | None = None) -> list[Change]:
-    """Create the stream when it is missing (`replicas` or 1). An existing stream is left as it is:
-    the list says where it differs from the catalogue, which `apply_stream` would change."""
-    current = await _existing(js, spec.name)
-    if current is None:
-        await js.add_stream(_stream_config(spec, replicas or 1))
-        return []
-    wanted = _stream_config(spec, replicas or current.num_replicas or 1)
-    return _reconcile(f"stream {spec.name}", current, wanted)[1]
-
-
-async def apply_stream(js: JetStreamContext, spec: StreamSpec, replicas: int | None = None) -> list[Change]:
-    """Create the stream, or bring its settings to the catalogue's (replicas: as given, else kept)."""
-    current = await _existing(js, spec.name)
-    if current is None:
-        await js.add_stream(_stream_config(spec, replicas or 1))
-        return [Change(f"stream {spec.name}", "created", "-", f"{replicas or 1} replica(s)")]
-    wanted = _stream_config(spec, replicas or current.num_replicas or 1)
-    updated, changes = _reconcile(f"stream {spec.name}", current, wanted)
-    if changes:
-        await js.update_stream(updated)
-    return changes
-
-
 def _kv_config(spec: KVSpec, replicas: int) -> KeyValueConfig:
     return KeyValueConfig(
         bucket=spec.bucket,
@@ -141,77 +118,79 @@ def _kv_config(spec: KVSpec, replicas: int) -> KeyValueConfig:
     )
 
 
-def _kv_stream(spec: KVSpec, current: StreamConfig, replicas: int) -> StreamConfig:
-    """The bucket's underlying stream as the catalogue wants it (what nats-py's create sets)."""
-    return dataclasses.replace(
-        current,
-        description=spec.description,
-        max_age=spec.ttl or 0.0,
-        max_msgs_per_subject=spec.history,
-        num_replicas=replicas,
+@dataclass(frozen=True)
+class _Declared:
+    """A stream, KV bucket or object store of the catalogue: its JetStream stream, how to create it,
+    and its settings as the catalogue wants them (applied to the stream as it is)."""
+
+    what: str
+    stream: str
+    create: Callable[[int], Awaitable[Any]]
+    wanted: Callable[[StreamConfig, int], StreamConfig]
+
+
+def _stream(js: JetStreamContext, spec: StreamSpec) -> _Declared:
+    return _Declared(
+        f"stream {spec.name}",
+        spec.name,
+        lambda replicas: js.add_stream(_stream_config(spec, replicas)),
+        lambda current, replicas: _stream_config(spec, replicas),
     )
+
+
+def _kv(js: JetStreamContext, spec: KVSpec) -> _Declared:
+    return _Declared(
+        f"KV bucket {spec.bucket}",
+        kv_stream(spec.bucket),
+        lambda replicas: js.create_key_value(_kv_config(spec, replicas)),
+        lambda current, replicas: dataclasses.replace(  # what nats-py's create sets
+            current,
+            description=spec.description,
+            max_age=spec.ttl or 0.0,
+            max_msgs_per_subject=spec.history,
+            num_replicas=replicas,
+        ),
+    )
+
+
+def _object_store(js: JetStreamContext, spec: ObjectStoreSpec) -> _Declared:
+    return _Declared(
+        f"object store {spec.bucket}",
+        object_stream(spec.bucket),
+        # nats-py overwrites config.bucket with its `bucket` argument: pass both.
+        lambda replicas: js.create_object_store(
+            spec.bucket,
+            config=ObjectStoreConfig(bucket=spec.bucket, description=spec.description, replicas=replicas),
+        ),
+        lambda current, replicas: dataclasses.replace(
+            current, description=spec.description, num_replicas=replicas
+        ),
+    )
+
+
+async def _ensure(js: JetStreamContext, item: _Declared, replicas: int | None, apply: bool) -> list[Change]:
+    """Create `item` when missing (`replicas` or 1). When it exists: the settings where it differs from
+    the catalogue (replicas as given, else its own), changed only if `apply`."""
+    current = await _existing(js, item.stream)
+    if current is None:
+        await item.create(replicas or 1)
+        return [Change(item.what, "created", "-", f"{replicas or 1} replica(s)")] if apply else []
+    wanted = item.wanted(current, replicas or current.num_replicas or 1)
+    updated, changes = _reconcile(item.what, current, wanted)
+    if apply and changes:
+        await js.update_stream(updated)
+    return changes
+
+
+async def declare_stream(js: JetStreamContext, spec: StreamSpec, replicas: int | None = None) -> list[Change]:
+    """Create the stream when it is missing; an existing one is left as it is (the list says where it
+    differs from the catalogue)."""
+    return await _ensure(js, _stream(js, spec), replicas, apply=False)
 
 
 async def declare_kv(js: JetStreamContext, spec: KVSpec, replicas: int | None = None) -> list[Change]:
     """Create the KV bucket when it is missing; an existing one is left as it is (see declare_stream)."""
-    current = await _existing(js, f"KV_{spec.bucket}")
-    if current is None:
-        await js.create_key_value(_kv_config(spec, replicas or 1))
-        return []
-    wanted = _kv_stream(spec, current, replicas or current.num_replicas or 1)
-    return _reconcile(f"KV bucket {spec.bucket}", current, wanted)[1]
-
-
-async def apply_kv(js: JetStreamContext, spec: KVSpec, replicas: int | None = None) -> list[Change]:
-    """Create the KV bucket, or bring its TTL, history, description and replicas to the catalogue's."""
-    current = await _existing(js, f"KV_{spec.bucket}")
-    if current is None:
-        await js.create_key_value(_kv_config(spec, replicas or 1))
-        return [Change(f"KV bucket {spec.bucket}", "created", "-", f"{replicas or 1} replica(s)")]
-    wanted = _kv_stream(spec, current, replicas or current.num_replicas or 1)
-    updated, changes = _reconcile(f"KV bucket {spec.bucket}", current, wanted)
-    if changes:
-        await js.update_stream(updated)
-    return changes
-
-
-async def _create_object_store(js: JetStreamContext, spec: ObjectStoreSpec, replicas: int) -> None:
-    # nats-py overwrites config.bucket with its `bucket` argument: pass both.
-    await js.create_object_store(
-        spec.bucket,
-        config=ObjectStoreConfig(bucket=spec.bucket, description=spec.description, replicas=replicas),
-    )
-
-
-async def declare_object_store(
-    js: JetStreamContext, spec: ObjectStoreSpec, replicas: int | None = None
-) -> list[Change]:
-    """Create the object-store bucket when it is missing; an existing one is left as it is."""
-    current = await _existing(js, f"OBJ_{spec.bucket}")
-    if current is None:
-        await _create_object_store(js, spec, replicas or 1)
-        return []
-    wanted = dataclasses.replace(
-        current, description=spec.description, num_replicas=replicas or current.num_replicas or 1
-    )
-    return _reconcile(f"object store {spec.bucket}", current, wanted)[1]
-
-
-async def apply_object_store(
-    js: JetStreamContext, spec: ObjectStoreSpec, replicas: int | None = None
-) -> list[Change]:
-    """Create the object-store bucket, or bring its description and replicas to the catalogue's."""
-    current = await _existing(js, f"OBJ_{spec.bucket}")
-    if current is None:
-        await _create_object_store(js, spec, replicas or 1)
-        return [Change(f"object store {spec.bucket}", "created", "-", f"{replicas or 1} replica(s)")]
-    wanted = dataclasses.replace(
-        current, description=spec.description, num_replicas=replicas or current.num_replicas or 1
-    )
-    updated, changes = _reconcile(f"object store {spec.bucket}", current, wanted)
-    if changes:
-        await js.update_stream(updated)
-    return changes
+    return await _ensure(js, _kv(js, spec), replicas, apply=False)
 
 
 async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
@@ -228,9 +207,6 @@ async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     await js.add_consumer(spec.stream, config=config)
 
 
-_Step = Callable[[JetStreamContext, Any, "int | None"], Awaitable[list[Change]]]
-
-
 async def declare_all(js: JetStreamContext) -> list[Change]:
     """Create every stream, KV bucket and object store of the catalogue that is missing (one replica).
 
@@ -239,26 +215,25 @@ async def declare_all(js: JetStreamContext) -> list[Change]:
     the caller to report. Raises BusUnavailable when NATS does not answer, BusError when JetStream
     refuses (e.g. a user without the rights to declare).
     """
-    return await _all(js, None, declare_stream, declare_kv, declare_object_store)
+    return await _all(js, None, apply=False)
 
 
 async def apply_all(js: JetStreamContext, replicas: int | None = None) -> list[Change]:
     """`chatbus admin init`: create what is missing and bring what exists to the catalogue's settings,
     with `replicas` (None: each keeps its own, new ones get one); the list is what changed."""
-    return await _all(js, replicas, apply_stream, apply_kv, apply_object_store)
+    return await _all(js, replicas, apply=True)
 
 
-async def _all(
-    js: JetStreamContext, replicas: int | None, stream: _Step, kv: _Step, store: _Step
-) -> list[Change]:
+async def _all(js: JetStreamContext, replicas: int | None, apply: bool) -> list[Change]:
+    items = [
+        *(_stream(js, spec) for spec in STREAMS),
+        *(_kv(js, spec) for spec in KV_BUCKETS),
+        *(_object_store(js, spec) for spec in OBJECT_STORES),
+    ]
     changes: list[Change] = []
     try:
-        for spec in STREAMS:
-            changes += await stream(js, spec, replicas)
-        for kv_spec in KV_BUCKETS:
-            changes += await kv(js, kv_spec, replicas)
-        for store_spec in OBJECT_STORES:
-            changes += await store(js, store_spec, replicas)
+        for item in items:
+            changes += await _ensure(js, item, replicas, apply)
     except ServiceUnavailableError as exc:
         raise BusUnavailable(f"cannot declare the streams: JetStream did not answer: {exc}") from exc
     except APIError as exc:
