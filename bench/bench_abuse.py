@@ -31,9 +31,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from rich.console import Console
@@ -80,45 +81,50 @@ async def victim_reads(base: str, key: str, seconds: float, phase: Phase) -> Non
             await asyncio.sleep(0.02)
 
 
-Attack = Callable[[str, str, asyncio.Event, Phase], Awaitable[None]]
+Attack = Callable[[str, str, asyncio.Event, Phase], Coroutine[Any, Any, None]]
 
 
+Sent = contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]  # a request aiohttp is sending
 PACE = 0.1  # seconds between one attacking client's requests (set by --pace)
 
 
-async def far_future_reads(base: str, key: str, stop: asyncio.Event, phase: Phase) -> None:
-    unlimited = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}, connector=unlimited) as http:
-
-        async def one() -> None:
-            while not stop.is_set():
-                try:
-                    async with http.get(f"{base}/v1/chats", params={"min_seq": str(FAR_FUTURE)}) as resp:
-                        await resp.read()
-                        phase.attacker_codes[str(resp.status)] += 1
-                except aiohttp.ClientError as exc:
-                    phase.attacker_codes[type(exc).__name__] += 1
-                await asyncio.sleep(PACE)
-
-        await asyncio.gather(*(one() for _ in range(50)))
-
-
-async def bogus_logins(base: str, key: str, stop: asyncio.Event, phase: Phase) -> None:
-    headers = {"Origin": base}
+async def _flood(
+    headers: dict[str, str],
+    clients: int,
+    request: Callable[
+        [aiohttp.ClientSession], contextlib.AbstractAsyncContextManager[aiohttp.ClientResponse]
+    ],
+    stop: asyncio.Event,
+    phase: Phase,
+) -> None:
+    """`clients` clients, each sending `request` every PACE seconds until `stop`; answers counted."""
     async with aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=0)) as http:
 
         async def one() -> None:
             while not stop.is_set():
-                body = {"user": f"u{secrets.token_hex(4)}", "password": secrets.token_hex(8)}
                 try:
-                    async with http.post(f"{base}/v1/login", json=body) as resp:
+                    async with request(http) as resp:
                         await resp.read()
                         phase.attacker_codes[str(resp.status)] += 1
                 except aiohttp.ClientError as exc:
                     phase.attacker_codes[type(exc).__name__] += 1
                 await asyncio.sleep(PACE)
 
-        await asyncio.gather(*(one() for _ in range(100)))
+        await asyncio.gather(*(one() for _ in range(clients)))
+
+
+async def far_future_reads(base: str, key: str, stop: asyncio.Event, phase: Phase) -> None:
+    far = {"min_seq": str(FAR_FUTURE)}
+    headers = {"Authorization": f"Bearer {key}"}
+    await _flood(headers, 50, lambda http: http.get(f"{base}/v1/chats", params=far), stop, phase)
+
+
+async def bogus_logins(base: str, key: str, stop: asyncio.Event, phase: Phase) -> None:
+    def login(http: aiohttp.ClientSession) -> Sent:
+        body = {"user": f"u{secrets.token_hex(4)}", "password": secrets.token_hex(8)}
+        return http.post(f"{base}/v1/login", json=body)
+
+    await _flood({"Origin": base}, 100, login, stop, phase)
 
 
 def idle_feeds(chat_id: str) -> Attack:
