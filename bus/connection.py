@@ -55,10 +55,12 @@ async def connect(
     """
     last_error: list[str] = []
     refused = asyncio.Event()  # the server said who we are may not connect: trying again will not help
+    refusal: list[str] = []
 
     async def on_error(exc: Exception) -> None:
         said = str(exc) or type(exc).__name__
         if isinstance(exc, AuthorizationError) or "authorization violation" in said.lower():
+            refusal.append(said)  # what the server said, not a later "connection reset"
             refused.set()
         if not last_error or last_error[-1] != said:  # once per distinct error, not every 0.25 s
             log.warning("nats %s: %s", name, said)
@@ -106,6 +108,6 @@ async def connect(
             await nc.close()
             why = last_error[-1] if last_error else "no answer"
             if refused.is_set():
-                raise BusUnavailable(f"the server refused the credentials ({why})")
+                raise BusUnavailable(f"the server refused the credentials ({refusal[0]})")
             raise BusUnavailable(f"no connection within {first_connect:g} s (last error: {why})")
     return Bus(nc=nc, js=nc.jetstream(timeout=timeout), closing=closing)
