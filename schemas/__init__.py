@@ -6,16 +6,18 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from schemas.bot import BotEventUnion
 from schemas.chat import ChatEventUnion
 from schemas.identity import IdentityEventUnion
 from schemas.image import ImageEventUnion
 from schemas.tokens import TokenEventUnion
 
-Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | TokenEventUnion
+Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | TokenEventUnion
 EVENT_TYPES: tuple[type, ...] = (
     *ChatEventUnion.__args__,
     *IdentityEventUnion.__args__,
     *ImageEventUnion.__args__,
+    *BotEventUnion.__args__,
     TokenEventUnion,
 )
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.bot import BotSpec
 from schemas.sampling import SamplingParams
 
 Role = Literal["system", "user", "assistant"]
@@ -33,6 +34,9 @@ class ChatCreated(ChatEvent, frozen=True, kw_only=True, tag="chat.created"):
     # must not break old readers.
     origin: str = "chat"
     end_user: str = ""  # the OpenAI `user` field: the API client's own name for its end user
+    # Side by side: every message posted is answered by each of these model aliases at once (sibling
+    # replies); the owner picks the best (`chat.choice.made`). Empty: one reply from `model`.
+    compare: list[str] = []
 
 
 class ChatRenamed(ChatEvent, frozen=True, kw_only=True, tag="chat.renamed"):
@@ -60,6 +64,8 @@ class MessagePosted(ChatEvent, frozen=True, kw_only=True, tag="chat.message.post
     parent_id: str | None = None
     images: list[str] = []  # sha256 hashes of stored images, in the order the user attached them
     edit_of: str | None = None  # an edit: a new sibling of this message, under parent_id (None: the root)
+    # The author's name as the chat's bots see it ("Ana: ..."); "" from versions before it was recorded.
+    author_name: str = ""
 
 
 class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.requested"):
@@ -75,6 +81,9 @@ class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.reque
     context: list[str] = []
     requested_by: str
     imported: bool = False  # brought in with its reply by `chatbus admin import`: no worker answers it
+    # The participant who speaks (`chat.participant.joined.participant_id`): the model sees the chat from
+    # that bot's seat (schemas/chat_state.py). "": the chat's own model, as in a one-model chat.
+    speaker: str = ""
 
 
 class ReplyStarted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.started"):
@@ -106,6 +115,9 @@ class ReplyCompleted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.compl
     # The context's oldest turns (message and reply ids) left out so that the prompt fits the model's
     # window (the system prompt and the newest turn always stay); empty when it saw all of it.
     context_dropped: list[str] = []
+    # The request's `speaker` (a bot participant), copied so that a reader of completions alone (the
+    # worker building a prompt) knows whose turn each answer was.
+    speaker: str = ""
 
 
 class ReplyFailed(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.failed"):
@@ -166,6 +178,116 @@ class ChatErased(ChatEvent, frozen=True, kw_only=True, tag="chat.erased"):
     by: str
 
 
+class ParticipantJoined(ChatEvent, frozen=True, kw_only=True, tag="chat.participant.joined"):
+    """A bot joined the chat, as it was then (`bot`: a copy; later edits of the bot do not change it).
+
+    Subject `chat.<chat_id>.participant.joined`. Its name is unique among the chat's participants.
+    """
+
+    participant_id: str
+    bot_id: str = ""  # the bot store's bot it was copied from ("" for one defined in the chat only)
+    bot: BotSpec
+    by: str
+
+
+class ParticipantLeft(ChatEvent, frozen=True, kw_only=True, tag="chat.participant.left"):
+    """A participant left: it speaks no more; its turns stay. Subject `chat.<chat_id>.participant.left`."""
+
+    participant_id: str
+    by: str
+
+
+class ParticipantMuted(ChatEvent, frozen=True, kw_only=True, tag="chat.participant.muted"):
+    """The moderator muted (or unmuted) a participant: a muted one is skipped when turns are given.
+
+    Subject `chat.<chat_id>.participant.muted`.
+    """
+
+    participant_id: str
+    muted: bool = True
+    by: str
+
+
+Policy = Literal["manual", "round_robin", "mention", "auto"]
+
+
+class Floor(msgspec.Struct, frozen=True, kw_only=True):
+    """Who speaks when, in a chat with bots (the conductor applies it; schemas/floor.py).
+
+    - `manual`: only the moderator names the next speaker.
+    - `round_robin`: after a human message each unmuted bot answers once, in the order they joined;
+      `rounds` > 1 lets them go round again.
+    - `mention`: a bot speaks when the last turn @names it (a human's message or another bot's reply).
+    - `auto`: the bots keep the conversation going, in order, until `max_bot_turns`.
+    `max_bot_turns` caps the bot turns in a row without a human message (every policy);
+    `delay_s` is the pause between turns (a bot's own delay adds to it).
+    """
+
+    policy: Policy = "round_robin"
+    rounds: Annotated[int, msgspec.Meta(ge=1, le=100)] = 1
+    max_bot_turns: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+    delay_s: Annotated[float, msgspec.Meta(ge=0.0, le=600.0)] = 0.0
+
+
+class FloorSet(ChatEvent, frozen=True, kw_only=True, tag="chat.floor.set"):
+    """The turn policy and its limits, set at creation or changed while the chat runs.
+
+    Subject `chat.<chat_id>.floor.set`.
+    """
+
+    floor: Floor
+    by: str
+
+
+class FloorPaused(ChatEvent, frozen=True, kw_only=True, tag="chat.floor.paused"):
+    """The moderator paused the chat: no new bot turn starts until `floor.resumed`. The running turn
+    finishes, unless `cancel_running` (then a `reply.cancelled` follows).
+
+    Subject `chat.<chat_id>.floor.paused`.
+    """
+
+    by: str
+    cancel_running: bool = False
+
+
+class FloorResumed(ChatEvent, frozen=True, kw_only=True, tag="chat.floor.resumed"):
+    """The moderator resumed a paused chat: turns go on where they stopped.
+
+    Subject `chat.<chat_id>.floor.resumed`.
+    """
+
+    by: str
+
+
+class FloorStopped(ChatEvent, frozen=True, kw_only=True, tag="chat.floor.stopped"):
+    """The moderator stopped the bots' run: the running turn is cancelled and no bot speaks again until
+    a human posts (or the moderator names a speaker). Subject `chat.<chat_id>.floor.stopped`."""
+
+    by: str
+
+
+class SpeakerNamed(ChatEvent, frozen=True, kw_only=True, tag="chat.floor.next"):
+    """The moderator named who speaks next (under any policy; while paused, after the resume).
+
+    Subject `chat.<chat_id>.floor.next`.
+    """
+
+    participant_id: str
+    by: str
+
+
+class ChoiceMade(ChatEvent, frozen=True, kw_only=True, tag="chat.choice.made"):
+    """The user picked the best of a message's side-by-side replies: it becomes the active branch, and a
+    preference (chosen over `rejected`) for the preference export. A later choice for the same message
+    replaces it. Subject `chat.<chat_id>.choice.made`.
+    """
+
+    message_id: str
+    reply_id: str
+    rejected: list[str]
+    by: str
+
+
 ChatEventUnion = (
     ChatCreated
     | ChatRenamed
@@ -180,4 +302,13 @@ ChatEventUnion = (
     | FeedbackGiven
     | ChatRestored
     | ChatErased
+    | ParticipantJoined
+    | ParticipantLeft
+    | ParticipantMuted
+    | FloorSet
+    | FloorPaused
+    | FloorResumed
+    | FloorStopped
+    | SpeakerNamed
+    | ChoiceMade
 )

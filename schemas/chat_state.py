@@ -10,6 +10,8 @@ small step per event type, and ask it the same questions. Two rules live here an
   answered replies that `reply.requested.context` names, in that order. When a reply is asked
   for, that list is `context_ids` of the node it follows: the messages and answered replies on
   the tree path to it (schemas/tree.py holds the tree: branches, edits, the active path).
+- A reply with a `speaker` (a bot participant of the chat) sees the chat from that bot's seat:
+  schemas/seat.py holds that rule and `context_for`, built on the turns this module gives.
 
 A fold may see only some of a chat's subjects (the worker reads messages and completions, the
 image store messages and deletions): each part of the state depends only on its own events.
@@ -23,6 +25,7 @@ from typing import Literal
 
 import msgspec
 
+from schemas.bot import BotSpec
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -31,14 +34,24 @@ from schemas.chat import (
     ChatEvent,
     ChatRenamed,
     ChatRestored,
+    ChoiceMade,
     FeedbackGiven,
+    Floor,
+    FloorPaused,
+    FloorResumed,
+    FloorSet,
+    FloorStopped,
     MessagePosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
     ReplyStarted,
     Role,
+    SpeakerNamed,
 )
 from schemas.subjects import chat_event
 from schemas.tree import ChatTree
@@ -70,6 +83,39 @@ class Reply:
         return self.status not in TERMINAL and attempt >= self.attempt
 
 
+@dataclass
+class Participant:
+    """A bot in the chat: the copy it joined with, and whether the moderator muted it or it left."""
+
+    participant_id: str
+    bot: BotSpec
+    bot_id: str = ""
+    joined_seq: int = 0
+    muted: bool = False
+    left: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.bot.name
+
+    @property
+    def speaks(self) -> bool:
+        """May be given a turn: still in the chat and not muted."""
+        return not self.left and not self.muted
+
+
+@dataclass
+class FloorState:
+    """The turn policy of a chat with bots and where the moderator left it (each with the seq that set it)."""
+
+    floor: Floor = field(default_factory=Floor)
+    paused: bool = False
+    paused_seq: int = 0  # of the last floor.paused or floor.resumed
+    stopped_seq: int = 0  # of the last floor.stopped (0: never)
+    named: SpeakerNamed | None = None  # the moderator's last `floor.next`
+    named_seq: int = 0
+
+
 class Turn(msgspec.Struct, frozen=True, kw_only=True):
     """One message a model is given: its role, text, and attached images (sha256, in order)."""
 
@@ -92,6 +138,9 @@ class ChatState:
     replies: dict[str, Reply] = field(default_factory=dict)
     ratings: dict[str, FeedbackGiven] = field(default_factory=dict)  # reply -> the owner's latest rating
     images: dict[str, None] = field(default_factory=dict)  # every image a message attached, first use first
+    participants: dict[str, Participant] = field(default_factory=dict)  # bots, in the order they joined
+    floor: FloorState = field(default_factory=FloorState)
+    choices: dict[str, ChoiceMade] = field(default_factory=dict)  # message -> its side-by-side choice
     last_seq: int = 0  # of the last event applied or skipped
     last_post_seq: int = 0  # of the last event on the chat's message.posted subject (posts fence on it)
 
@@ -109,6 +158,21 @@ class ChatState:
     def origin(self) -> str:
         """Which front door made the chat ("chat" or "openai")."""
         return self.created.origin if self.created is not None else ""
+
+    @property
+    def has_bots(self) -> bool:
+        """A chat with bot participants: the conductor gives the turns, posts ask no reply of their own."""
+        return bool(self.participants)
+
+    @property
+    def compare(self) -> list[str]:
+        """The models that answer each message side by side (empty: not a side-by-side chat)."""
+        return self.created.compare if self.created is not None else []
+
+    def participant_named(self, name: str) -> Participant | None:
+        """The participant of this name (case and spaces ignored), if any."""
+        key = name_key(name)
+        return next((p for p in self.participants.values() if name_key(p.name) == key), None)
 
     @property
     def system_prompt(self) -> str:
@@ -147,6 +211,41 @@ class ChatState:
                 self.ratings[event.reply_id] = event
             case BranchSelected():
                 pass  # the tree's
+            case ParticipantJoined() | ParticipantLeft() | ParticipantMuted():
+                self._participant(seq, event)
+            case FloorSet() | FloorPaused() | FloorResumed() | FloorStopped() | SpeakerNamed():
+                self._floor(seq, event)
+            case ChoiceMade():
+                self.choices[event.message_id] = event
+
+    def _participant(self, seq: int, event: ParticipantJoined | ParticipantLeft | ParticipantMuted) -> None:
+        if isinstance(event, ParticipantJoined):
+            if event.participant_id not in self.participants:
+                self.participants[event.participant_id] = Participant(
+                    event.participant_id, event.bot, bot_id=event.bot_id, joined_seq=seq
+                )
+            return
+        participant = self.participants.get(event.participant_id)
+        if participant is None:
+            return
+        if isinstance(event, ParticipantLeft):
+            participant.left = True
+        else:
+            participant.muted = event.muted
+
+    def _floor(
+        self, seq: int, event: FloorSet | FloorPaused | FloorResumed | FloorStopped | SpeakerNamed
+    ) -> None:
+        floor = self.floor
+        match event:
+            case FloorSet():
+                floor.floor = event.floor
+            case FloorPaused() | FloorResumed():
+                floor.paused, floor.paused_seq = isinstance(event, FloorPaused), seq
+            case FloorStopped():
+                floor.stopped_seq = seq
+            case SpeakerNamed():
+                floor.named, floor.named_seq = event, seq
 
     def skip(self, seq: int, subject: str) -> None:
         """Note an event this version cannot read: it still moves the fences (a tombstone still counts)."""
@@ -234,6 +333,6 @@ def conversation(state: ChatState, node_ids: Iterable[str]) -> list[Turn]:
     return turns
 
 
-def context_for(state: ChatState, request: ReplyRequested) -> list[Turn]:
-    """What the model answering `request` sees: the system prompt, then the turns its context names."""
-    return conversation(state, request.context)
+def name_key(name: str) -> str:
+    """A participant's name as mentions and commands match it: case and spaces ignored."""
+    return "".join(name.split()).casefold()

@@ -8,6 +8,7 @@ import msgspec
 
 from schemas.subjects import (
     ALL_APIKEYS,
+    ALL_BOTS,
     ALL_CHATS,
     ALL_GROUPS,
     ALL_IMAGES,
@@ -78,7 +79,13 @@ IMAGE = StreamSpec(
     description="Images stored by content (sha256); their bytes live in the object store `images`.",
     duplicate_window=30 * 60.0,
 )
-STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE)
+BOTS = StreamSpec(
+    name="BOTS",
+    subjects=[ALL_BOTS],
+    description="Bots (personas): name, model, personality, sampling, who may use them (kept forever).",
+    duplicate_window=30 * 60.0,
+)
+STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE, BOTS)
 
 
 class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):

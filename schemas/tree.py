@@ -8,7 +8,8 @@ the end of the active path at the time it was posted.
 
 The active path starts at the root and, at each fork, takes the selected child. Adding a node
 selects the path to it (a regenerated reply or an edit becomes the active branch), and so does
-a `branch.selected`: it selects every fork on the path to its node. One exception: a reply to a
+a `branch.selected` (or a side-by-side `choice.made`, for its chosen reply): it selects every fork on
+the path to its node. One exception: a reply to a
 message that a later post already follows (two posts at once: the second was appended after the
 first message and before its reply request) stays a side branch, so the later post keeps its
 place in the conversation. Every node with children has a selected child.
@@ -24,7 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from schemas.chat import BranchSelected, ChatEvent, MessagePosted, ReplyRequested
+from schemas.chat import BranchSelected, ChatEvent, ChoiceMade, MessagePosted, ReplyRequested
 
 ROOT = ""  # the parent key of first messages
 
@@ -59,6 +60,8 @@ class ChatTree:
                 self.add(event.reply_id, "reply", event.message_id, seq)
             case BranchSelected():
                 self.select(event.node_id)
+            case ChoiceMade():
+                self.select(event.reply_id)
 
     def add_message(self, message_id: str, seq: int, parent_id: str | None, edit_of: str | None) -> None:
         """Add a posted message where its fields put it (see the module docstring)."""

@@ -28,9 +28,10 @@ from schemas.chat import (
     ReplyStarted,
 )
 from schemas.chat_decide import Ask, Draft, NotFound
-from schemas.chat_state import ChatState, Turn, context_for, context_ids, conversation, fold
+from schemas.chat_state import ChatState, Turn, context_ids, conversation, fold
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
+from schemas.seat import context_for
 
 C = "c1"
 ASK = Ask(model="demo", params=SamplingParams(), by="ann")

@@ -17,7 +17,8 @@ import pytest
 
 import schemas
 from schemas import subjects as s
-from schemas.streams import CHAT, IDENTITY, IMAGE, STREAMS, TOKENS, WORKERS_KV, worker_consumer
+from schemas.bot import BotSpec
+from schemas.streams import BOTS, CHAT, IDENTITY, IMAGE, STREAMS, TOKENS, WORKERS_KV, worker_consumer
 from tests.subject_match import SHA, C, K, R, U, matches
 
 ROOT = Path(__file__).parent.parent
@@ -177,7 +178,12 @@ def test_services_and_advisories_round_trip() -> None:
 
 
 def test_context_subjects_hold_what_a_prompt_needs() -> None:
-    wanted = [s.chat_event(C, "created"), s.chat_event(C, "message.posted"), s.reply_event(C, R, "completed")]
+    wanted = [
+        s.chat_event(C, "created"),
+        s.chat_event(C, "message.posted"),
+        s.chat_event(C, "participant.joined"),
+        s.reply_event(C, R, "completed"),
+    ]
     unwanted = [s.chat_event(C, "renamed"), s.reply_event(C, R, "started"), s.chat_event("c2", "created")]
     patterns = s.context_subjects(C)
     assert all(any(matches(p, subject) for p in patterns) for subject in wanted)
@@ -199,16 +205,26 @@ def _example(event_type: Any) -> Any:
             values[field.name] = False
         elif isinstance(info, msgspec.inspect.IntType):
             values[field.name] = 1
+        elif isinstance(info, msgspec.inspect.ListType):
+            values[field.name] = []
         elif isinstance(info, msgspec.inspect.LiteralType):
             values[field.name] = info.values[0]
         elif isinstance(info, msgspec.inspect.UnionType):
             values[field.name] = None
+        elif field.type is BotSpec:
+            values[field.name] = BotSpec(name="Zen Sage", model="smollm2")
         else:
             values[field.name] = msgspec.convert({}, field.type)
     return event_type(**values)
 
 
-_PARSERS = (s.parse_chat_subject, s.parse_tokens_subject, s.parse_identity_subject, s.parse_image_subject)
+_PARSERS = (
+    s.parse_chat_subject,
+    s.parse_tokens_subject,
+    s.parse_identity_subject,
+    s.parse_image_subject,
+    s.parse_bot_subject,
+)
 
 
 @pytest.mark.parametrize("event_type", schemas.EVENT_TYPES, ids=lambda t: t.__name__)
@@ -220,12 +236,26 @@ def test_every_event_subject_parses_back_to_the_event(event_type: Any) -> None:
     for name, value in msgspec.structs.asdict(parsed[0]).items():
         if name != "kind" and value != "":  # "": a part only some kinds carry (`model`, `uploaded_by`)
             assert value == getattr(event, name), f"{subject}: {name}"
-    stream = {s.CHAT_ROOT: CHAT, s.TOKENS_ROOT: TOKENS, s.USER_ROOT: IDENTITY, s.APIKEY_ROOT: IDENTITY}
+    stream = {
+        s.CHAT_ROOT: CHAT,
+        s.TOKENS_ROOT: TOKENS,
+        s.USER_ROOT: IDENTITY,
+        s.APIKEY_ROOT: IDENTITY,
+        s.BOT_ROOT: BOTS,
+    }
     spec = stream.get(subject.split(".")[0], IMAGE)
     assert any(matches(pattern, subject) for pattern in spec.subjects)
 
 
 def test_the_streams_subjects_are_the_roots() -> None:
     filters = {subject for spec in STREAMS for subject in spec.subjects}
-    assert filters == {s.ALL_CHATS, s.ALL_TOKENS, s.ALL_USERS, s.ALL_APIKEYS, s.ALL_GROUPS, s.ALL_IMAGES}
+    assert filters == {
+        s.ALL_CHATS,
+        s.ALL_TOKENS,
+        s.ALL_USERS,
+        s.ALL_APIKEYS,
+        s.ALL_GROUPS,
+        s.ALL_IMAGES,
+        s.ALL_BOTS,
+    }
     assert {f.split(".")[0] for f in filters} <= set(s.ROOTS)

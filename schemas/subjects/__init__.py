@@ -17,6 +17,24 @@ nats_api; events: the subject of each event, which events a subject may carry (`
 the one `subject_of` names, checked by every reader), and every root and kind); import from the package.
 """
 
+from schemas.subjects.bot import (
+    BOT_KINDS as BOT_KINDS,
+)
+from schemas.subjects.bot import (
+    BotKind as BotKind,
+)
+from schemas.subjects.bot import (
+    BotSubject as BotSubject,
+)
+from schemas.subjects.bot import (
+    bot_event as bot_event,
+)
+from schemas.subjects.bot import (
+    one_bot as one_bot,
+)
+from schemas.subjects.bot import (
+    parse_bot_subject as parse_bot_subject,
+)
 from schemas.subjects.chat import (
     CHAT_KINDS as CHAT_KINDS,
 )
@@ -246,6 +264,9 @@ from schemas.subjects.roots import (
     ALL_APIKEYS as ALL_APIKEYS,
 )
 from schemas.subjects.roots import (
+    ALL_BOTS as ALL_BOTS,
+)
+from schemas.subjects.roots import (
     ALL_CHATS as ALL_CHATS,
 )
 from schemas.subjects.roots import (
@@ -265,6 +286,9 @@ from schemas.subjects.roots import (
 )
 from schemas.subjects.roots import (
     APIKEY_ROOT as APIKEY_ROOT,
+)
+from schemas.subjects.roots import (
+    BOT_ROOT as BOT_ROOT,
 )
 from schemas.subjects.roots import (
     CHAT_ROOT as CHAT_ROOT,

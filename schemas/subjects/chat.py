@@ -10,7 +10,24 @@ import msgspec
 from schemas.subjects.roots import ANY, CHAT_ROOT, REST, TOKENS_ROOT, join
 
 # Chat-level events: `chat.<chat_id>.<kind>` (some kinds are two tokens).
-ChatKind = Literal["created", "renamed", "deleted", "restored", "erased", "message.posted", "branch.selected"]
+ChatKind = Literal[
+    "created",
+    "renamed",
+    "deleted",
+    "restored",
+    "erased",
+    "message.posted",
+    "branch.selected",
+    "participant.joined",
+    "participant.left",
+    "participant.muted",
+    "floor.set",
+    "floor.paused",
+    "floor.resumed",
+    "floor.stopped",
+    "floor.next",
+    "choice.made",
+]
 # Reply events: `chat.<chat_id>.reply.<reply_id>.<kind>`, and `...requested.<model>` for a request.
 ReplyKind = Literal["requested", "started", "completed", "failed", "cancelled"]
 ReplyEventKind = Literal["started", "completed", "failed", "cancelled"]
@@ -58,6 +75,7 @@ def context_subjects(chat_id: str) -> list[str]:
     return [
         chat_event(chat_id, "created"),
         chat_event(chat_id, "message.posted"),
+        chat_event(chat_id, "participant.joined"),
         reply_event(chat_id, ANY, "completed"),
     ]
 

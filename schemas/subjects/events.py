@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, get_args
 
+from schemas.bot import BotCreated, BotDeleted, BotEventUnion, BotUpdated
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -14,13 +15,22 @@ from schemas.chat import (
     ChatEventUnion,
     ChatRenamed,
     ChatRestored,
+    ChoiceMade,
     FeedbackGiven,
+    FloorPaused,
+    FloorResumed,
+    FloorSet,
+    FloorStopped,
     MessagePosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.identity import (
     ApiKeyIssued,
@@ -33,6 +43,7 @@ from schemas.identity import (
     UserRoleChanged,
 )
 from schemas.image import ImageEventUnion, ImagePurged, ImageStored
+from schemas.subjects.bot import BOT_KINDS, bot_event
 from schemas.subjects.chat import (
     CHAT_KINDS,
     REPLY_KINDS,
@@ -48,6 +59,7 @@ from schemas.subjects.kv import KV_ROOT
 from schemas.subjects.nats_api import DEFAULT_INBOX_PREFIX, JS_ROOT, WORKER_INBOX_PREFIX
 from schemas.subjects.roots import (
     APIKEY_ROOT,
+    BOT_ROOT,
     CHAT_ROOT,
     GROUP_ROOT,
     IMAGE_ROOT,
@@ -56,7 +68,7 @@ from schemas.subjects.roots import (
 )
 from schemas.tokens import TokenDelta
 
-Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | TokenDelta
+Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | TokenDelta
 
 
 # Each event type and the subject it is appended on: a table, not a `match`, because every reader
@@ -75,6 +87,18 @@ _SUBJECT_OF: dict[type, Callable[[Any], str]] = {
     ReplyFailed: lambda e: reply_event(e.chat_id, e.reply_id, "failed"),
     ReplyCancelled: lambda e: reply_event(e.chat_id, e.reply_id, "cancelled"),
     FeedbackGiven: lambda e: feedback(e.chat_id, e.reply_id, e.user_id),
+    ParticipantJoined: lambda e: chat_event(e.chat_id, "participant.joined"),
+    ParticipantLeft: lambda e: chat_event(e.chat_id, "participant.left"),
+    ParticipantMuted: lambda e: chat_event(e.chat_id, "participant.muted"),
+    FloorSet: lambda e: chat_event(e.chat_id, "floor.set"),
+    FloorPaused: lambda e: chat_event(e.chat_id, "floor.paused"),
+    FloorResumed: lambda e: chat_event(e.chat_id, "floor.resumed"),
+    FloorStopped: lambda e: chat_event(e.chat_id, "floor.stopped"),
+    SpeakerNamed: lambda e: chat_event(e.chat_id, "floor.next"),
+    ChoiceMade: lambda e: chat_event(e.chat_id, "choice.made"),
+    BotCreated: lambda e: bot_event(e.bot_id, "created"),
+    BotUpdated: lambda e: bot_event(e.bot_id, "updated"),
+    BotDeleted: lambda e: bot_event(e.bot_id, "deleted"),
     UserCreated: lambda e: user_event(e.user_id, "created"),
     UserRoleChanged: lambda e: user_event(e.user_id, "role_changed"),
     TrainingConsentSet: lambda e: user_event(e.user_id, "consent"),
@@ -118,6 +142,7 @@ ROOTS: tuple[str, ...] = (
     APIKEY_ROOT,
     GROUP_ROOT,
     IMAGE_ROOT,
+    BOT_ROOT,
     KV_ROOT,
     JS_ROOT,
     "$O",
@@ -128,5 +153,5 @@ ROOTS: tuple[str, ...] = (
 # Every event kind a subject ends with (`.completed`, `.posted`, ...): a hand-written
 # `subject.endswith(".completed")` is refused too.
 KINDS: frozenset[str] = frozenset(
-    kind.rsplit(".", 1)[-1] for kind in CHAT_KINDS | REPLY_KINDS | USER_KINDS | APIKEY_KINDS
+    kind.rsplit(".", 1)[-1] for kind in CHAT_KINDS | REPLY_KINDS | USER_KINDS | APIKEY_KINDS | BOT_KINDS
 ) | frozenset(get_args(ImageKind))

@@ -17,6 +17,7 @@ USER_ROOT = "user"
 APIKEY_ROOT = "apikey"
 GROUP_ROOT = "group"
 IMAGE_ROOT = "image"
+BOT_ROOT = "bot"
 
 ALL_CHATS = join(CHAT_ROOT, REST)
 ALL_TOKENS = join(TOKENS_ROOT, REST)
@@ -24,3 +25,4 @@ ALL_USERS = join(USER_ROOT, REST)
 ALL_APIKEYS = join(APIKEY_ROOT, REST)
 ALL_GROUPS = join(GROUP_ROOT, REST)  # reserved in IDENTITY; no group event exists yet
 ALL_IMAGES = join(IMAGE_ROOT, REST)
+ALL_BOTS = join(BOT_ROOT, REST)

@@ -1,6 +1,6 @@
 """Read what a reply request's model sees from the log, as chat-template messages, fitted to its window.
 
-Which messages those are is the chat state's rule (schemas/chat_state.py, `context_for`); the
+Which messages those are is the chat state's rule (schemas/seat.py, `context_for`); the
 worker reads only the subjects that rule needs (`schemas.subjects.context_subjects`), and this
 module shapes their turns for the engine. A chat longer than the model's window keeps getting
 replies: `fit_prompt` drops its oldest turns (never the system prompt, never the newest turn), and
@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import bus
 from schemas.chat import ChatEvent, ReplyRequested
-from schemas.chat_state import ChatState, Turn, context_for
+from schemas.chat_state import ChatState, Turn
+from schemas.seat import context_for
 from services.llm_worker.engine import ChatMessage, Prompt
 
 log = logging.getLogger(__name__)
