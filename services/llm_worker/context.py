@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import bus
 from schemas.chat import ChatEvent, ReplyRequested
 from schemas.chat_state import ChatState, Turn
-from schemas.seat import context_for
+from schemas.seat import context_seen
 from services.llm_worker.engine import ChatMessage, Prompt
 
 log = logging.getLogger(__name__)
@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Context:
-    """What a request's model is given: chat-template messages, the node id of each ("" for the system
-    prompt), and whether the chat may be cut to fit (chats through the OpenAI-compatible door may not:
-    their caller sends the whole conversation and is told when it is too long, as OpenAI does)."""
+    """What a request's model is given: chat-template messages, the message and reply ids each is made of
+    (none for the system prompt; several where a bot's seat joins turns of one role), and whether the
+    chat may be cut to fit (chats through the OpenAI-compatible door may not: their caller sends the
+    whole conversation and is told when it is too long, as OpenAI does)."""
 
     messages: list[ChatMessage]
-    ids: list[str]
+    ids: list[tuple[str, ...]]
     fittable: bool = True
 
 
@@ -50,11 +51,9 @@ def build_context(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> C
             continue
         if isinstance(event, ChatEvent):
             state.apply(msg.seq, event)
-    turns = context_for(state, request)
-    # context_for gives the system prompt, then a turn for each id it sees (the same filter here)
-    ids = [node for node in request.context if state.turn(node) is not None]
-    ids = [""] * (len(turns) - len(ids)) + ids
-    return Context([_message(turn) for turn in turns], ids, fittable=state.origin != "openai")
+    seen = context_seen(state, request)
+    messages = [_message(s.turn) for s in seen]
+    return Context(messages, [s.ids for s in seen], fittable=state.origin != "openai")
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,7 @@ def fit_prompt(
     prompt = build(context.messages)
     if window <= 0 or not context.fittable or len(prompt.input_ids) + room <= window:
         return Fitted(prompt, [])
-    head = sum(1 for node in context.ids if node == "")  # the system prompt stays
+    head = sum(1 for ids in context.ids if not ids)  # the system prompt stays
     last = len(context.messages) - 1  # and so does the newest turn
 
     def cut(drop: int) -> int:
@@ -101,7 +100,7 @@ def fit_prompt(
             low = middle + 1
     if found is None:
         found = (last, render(last)) if last > head else (head, prompt)
-    return Fitted(found[1], context.ids[head : found[0]])
+    return Fitted(found[1], [node for ids in context.ids[head : found[0]] for node in ids])
 
 
 def _message(turn: Turn) -> ChatMessage:

@@ -65,6 +65,7 @@ def completed(
         generation_ms=generation_ms,
         images_seen=images_seen or [],
         images_ignored=images_ignored or [],
+        speaker=request.speaker,
         context_dropped=context_dropped or [],
     )
 
