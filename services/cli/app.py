@@ -16,6 +16,7 @@ from services.cli import (
     run,
     up,
 )
+from services.cli.chat_client.command import chat
 
 app = typer.Typer(
     help="chatbus: self-hosted chatbots over an event log (NATS JetStream).", no_args_is_help=True
@@ -25,6 +26,7 @@ app.command("api")(run.api)
 app.command("worker")(run.worker)
 app.command("image-store")(run.image_store)
 app.command("up")(up.up)
+app.command("chat")(chat)
 
 admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
 app.add_typer(admin, name="admin")

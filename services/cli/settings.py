@@ -21,6 +21,7 @@ from bus import Credentials
 from schemas.settings_env import env, env_name, env_vars, load
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
+DEFAULT_API_URL = "http://127.0.0.1:8080"
 
 
 class CliSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -85,6 +86,16 @@ class CliSettings(msgspec.Struct, frozen=True, kw_only=True):
             "`chatbus worker` read (default: `<data dir>/models.toml` if it exists, else "
             "SmolLM2-135M-Instruct and the demo vision model).",
         ),
+    ] = ""
+    api_url: Annotated[
+        str,
+        env(
+            "CHATBUS_URL",
+            "The API that `chatbus chat` (the terminal client) talks to (default http://127.0.0.1:8080).",
+        ),
+    ] = DEFAULT_API_URL
+    api_key: Annotated[
+        str, env("CHATBUS_API_KEY", "The API key `chatbus chat` sends (its --key; none by default).")
     ] = ""
 
     @classmethod
