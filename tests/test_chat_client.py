@@ -246,6 +246,17 @@ class Terminal:
     def type(self, line: str) -> None:
         self.child.sendline(line)
 
+    async def leave(self) -> int:
+        """Ctrl-D until the program ends (one typed while a line prints above the prompt, in the terminal's
+        cooked mode, ends no prompt); its exit status."""
+        for _ in range(20):
+            self.child.sendeof()
+            try:
+                return await self.exit_code(timeout=1)
+            except pexpect.TIMEOUT:
+                continue
+        return await self.exit_code()
+
     async def exit_code(self, timeout: float = 20) -> int:
         """Wait for the program to end; its exit status."""
         await asyncio.to_thread(self.child.expect, pexpect.EOF, timeout=timeout)
@@ -301,3 +312,42 @@ async def test_a_chat_streams_its_reply_in_the_terminal_and_commands_answer(
 async def _last_answer(nbus: Bus, chat_id: str) -> str:
     """The text of the chat's last completed reply, from the log."""
     return [e for e in await chat_events(nbus, chat_id) if isinstance(e, ReplyCompleted)][-1].text
+
+
+async def test_a_new_chat_then_the_list_opens_it_by_number(
+    stack: dict[str, str], terminals: list[Terminal]
+) -> None:
+    async with Client(stack["base"], stack["ann"]) as ann:
+        await ann.call("POST", "/v1/chats", json={"title": "older one", "model": "demo"})
+    terminals.append(term := Terminal(stack, "--new", "--title", "fresh start", "--model", "demo"))
+    chat_id = (await term.expect(r"created chat [A-Za-z0-9_-]+")).split()[-1]
+    term.type("hello new chat")
+    await term.expect(r"(you|ann): hello new chat")
+    await term.expect(r"\ndemo: ")
+    term.type("/quit")
+    assert await term.exit_code() == 0
+
+    terminals.append(picker := Terminal(stack))
+    listed = await picker.expect(r"(?s)1 +fresh start +demo +" + chat_id + r".*2 +older one")
+    assert "older one" in listed
+    picker.type("9")
+    await picker.expect(r"pick 1 to 2, or give a chat id")
+    picker.type("1")
+    await picker.expect(f"chat {chat_id}: /help")
+    await picker.expect(r"(you|ann): hello new chat")
+    assert await picker.leave() == 0
+
+
+async def test_what_the_api_refuses_is_its_message_not_a_traceback(
+    stack: dict[str, str], terminals: list[Terminal]
+) -> None:
+    terminals.append(wrong_key := Terminal(stack, "c_nosuchchat", key="cb_not_a_key"))
+    await wrong_key.expect(r"error: .+\(401 [a-z_]+\)")
+    assert await wrong_key.exit_code() == 1
+    async with Client(stack["base"], stack["ann"]) as ann:
+        _, chat = await ann.call("POST", "/v1/chats", json={"title": "ann's", "model": "demo"})
+    terminals.append(stranger := Terminal(stack, chat["chat_id"], key=stack["bob"]))
+    await stranger.expect(r"error: .+\(404 not_found\)")  # another user's chat does not exist for bob
+    assert await stranger.exit_code() == 1
+    for term in (wrong_key, stranger):
+        assert "Traceback" not in term.text()

@@ -42,9 +42,7 @@ class ChatSession:
         try:
             while self.failure is None:
                 try:
-                    line = await self.prompt.prompt_async(
-                        self._live_area, bottom_toolbar=self._toolbar, refresh_interval=0.5
-                    )
+                    line = await self.prompt.prompt_async(self._live_area, bottom_toolbar=self._toolbar)
                 except (EOFError, KeyboardInterrupt):
                     break
                 if not await self._do(line):

@@ -32,6 +32,7 @@ from schemas.chat import (
     ParticipantJoined,
     ParticipantLeft,
     ParticipantMuted,
+    ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     SpeakerNamed,
@@ -181,6 +182,8 @@ class ChatView:
             case SpeakerNamed():
                 who = participants.get(event.participant_id)
                 return f"-> {who.name if who else event.participant_id} speaks next (named by {event.by})"
+            case ReplyCancelled():
+                return f"{self.name_of(event.reply_id)}'s turn cancelled by {event.by}"
             case ChoiceMade():
                 return f"chose {self.name_of(event.reply_id)}'s answer"
         return ""
