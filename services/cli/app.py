@@ -13,6 +13,7 @@ from services.cli import (
     admin_replay,
     admin_setup,
     admin_users,
+    conductor,
     run,
     up,
 )
@@ -25,6 +26,7 @@ app.command("projector")(run.projector)
 app.command("api")(run.api)
 app.command("worker")(run.worker)
 app.command("image-store")(run.image_store)
+app.command("conductor")(conductor.conductor)
 app.command("up")(up.up)
 app.command("chat")(chat)
 
