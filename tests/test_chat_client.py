@@ -7,27 +7,33 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pexpect
 import pytest
 
+import bus
 import schemas
 from bus import Bus
-from schemas.bot import BotSpec
+from schemas.bot import BotCreated, BotSpec
 from schemas.chat import (
     ChatCreated,
     ChatEvent,
     Floor,
     FloorPaused,
+    FloorResumed,
     MessagePosted,
     ParticipantJoined,
     ReplyCompleted,
+    ReplyFailed,
     ReplyRequested,
     ReplyStarted,
 )
+from schemas.ids import new_id
+from schemas.sampling import SamplingParams
 from schemas.tokens import TokenDelta
 from services.cli.chat_client.api import Frame
 from services.cli.chat_client.commands import CommandError, FloorAction, Local, Post, parse
@@ -265,12 +271,14 @@ class Terminal:
 
 
 @pytest.fixture
-def terminals() -> Iterator[list[Terminal]]:
+def terminals(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[list[Terminal]]:
+    """The test's terminals: killed if still running, their output left in the artifacts (raw: `cat` it)."""
     started: list[Terminal] = []
     yield started
-    for terminal in started:
+    for number, terminal in enumerate(started):
         if terminal.child.isalive():
             terminal.child.terminate(force=True)
+        (artifacts_dir / f"chat-client-{request.node.name}-{number}.txt").write_text(terminal.seen)
 
 
 async def test_a_chat_streams_its_reply_in_the_terminal_and_commands_answer(
@@ -351,3 +359,105 @@ async def test_what_the_api_refuses_is_its_message_not_a_traceback(
     assert await stranger.exit_code() == 1
     for term in (wrong_key, stranger):
         assert "Traceback" not in term.text()
+
+
+# ---------------------------------------------------------------- a chat with bots, with the conductor
+
+
+async def _add_bot(nbus: Bus, name: str) -> str:
+    """A bot of ann's in the store, as the bot routes append it."""
+    bot_id = new_id("b")
+    spec = BotSpec(
+        name=name, model="demo", system_prompt=f"You are {name}.", params=SamplingParams(max_new_tokens=80)
+    )
+    event = BotCreated(event_id=new_id("e"), bot_id=bot_id, at=schemas.now(), owner_id="ann", spec=spec)
+    await bus.append_event(nbus.js, event, expected_subject_seq=0)
+    return bot_id
+
+
+async def _log(nbus: Bus, chat_id: str) -> list[tuple[int, schemas.Event]]:
+    """The chat's events with their CHAT sequences."""
+    return [
+        (m.seq, schemas.decode_event(m.data))
+        for m in await bus.read_all(nbus.js, "CHAT", [f"chat.{chat_id}.>"])
+    ]
+
+
+@pytest.fixture
+async def conductor(nbus: Bus) -> AsyncIterator[None]:
+    from services.conductor import run_conductor
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_conductor(nbus, stop))
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_a_party_chat_streams_its_bots_turns_and_the_moderator_pauses_and_resumes_it(
+    nbus: Bus, stack: dict[str, str], conductor: None, terminals: list[Terminal]
+) -> None:
+    bots = [await _add_bot(nbus, "Zen Sage"), await _add_bot(nbus, "Critic")]
+    body = {"title": "salon", "bots": bots, "floor": {"policy": "auto", "max_bot_turns": 6}}
+    async with Client(stack["base"], stack["ann"]) as ann:
+        status, chat = await ann.call("POST", "/v1/chats", json=body)
+    assert status == 201, chat
+    chat_id = chat["chat_id"]
+    terminals.append(term := Terminal(stack, chat_id))
+    await term.expect(r"\+ Zen Sage joined \(demo\)")
+    await term.expect(r"\+ Critic joined \(demo\)")
+    await term.expect(r"floor: auto, at most 6 bot turns in a row")
+    term.type("/who")
+    await term.expect(r"Zen Sage +demo")
+    term.type("/mute Nobody")
+    await term.expect(r"error: .*Nobody.*\(404 [a-z_]+\)")
+
+    term.type("hello bots")
+    await term.expect(r"(you|ann): hello bots")
+    asked = term.mark
+    await term.expect(r"Zen Sage is (about to speak|speaking)")
+    ended = len(await term.expect(r"\nZen Sage: .+"))
+    label = r"Zen Sage is (about to speak|speaking \(\d+ tokens\))"
+    streamed = re.sub(label, "", term.text()[asked : term.mark - ended])
+    answers = [e for _, e in await _log(nbus, chat_id) if isinstance(e, ReplyCompleted)]
+    words = {word for word in answers[0].text.split() if len(word) >= 4}
+    assert any(word in streamed for word in words), "no streamed text showed before the turn ended"
+
+    term.type("/pause")
+    await term.expect(r"\|\| paused by ann")
+    paused = next(seq for seq, e in await _log(nbus, chat_id) if isinstance(e, FloorPaused))
+    log = await _quiet(nbus, chat_id)
+    assert not [e for seq, e in log if isinstance(e, ReplyRequested) and seq > paused], (
+        "a turn began after /pause"
+    )
+    term.type("/who")
+    await term.expect(r"floor: auto, at most 6 bot turns in a row \(paused\)")
+
+    term.type("/resume")
+    await term.expect(r"> resumed by ann")
+    await term.expect(r"(Zen Sage|Critic) is (about to speak|speaking)")
+    await term.expect(r"\n(Zen Sage|Critic): .+")
+    log = await _log(nbus, chat_id)
+    resumed = next(seq for seq, e in log if isinstance(e, FloorResumed))
+    assert [e for seq, e in log if isinstance(e, ReplyRequested) and seq > resumed], "no turn after /resume"
+    assert [e.by for _, e in log if isinstance(e, FloorPaused | FloorResumed)] == ["ann", "ann"]
+    term.type("/quit")
+    assert await term.exit_code() == 0
+    assert "Traceback" not in term.text()
+
+
+async def _quiet(
+    nbus: Bus, chat_id: str, seconds: float = 2.0, timeout: float = 60
+) -> list[tuple[int, schemas.Event]]:
+    """The chat's log once no reply is open and nothing was appended for `seconds`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last = -1
+    while asyncio.get_running_loop().time() < deadline:
+        log = await _log(nbus, chat_id)
+        ended = {e.reply_id for _, e in log if isinstance(e, ReplyCompleted | ReplyFailed)}
+        open_ = [e for _, e in log if isinstance(e, ReplyRequested) and e.reply_id not in ended]
+        if not open_ and log[-1][0] == last:
+            return log
+        last = log[-1][0]
+        await asyncio.sleep(seconds)
+    raise TimeoutError("the chat never went quiet")
