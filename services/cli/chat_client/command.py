@@ -126,7 +126,7 @@ async def _create(console: Console, api: ChatApi, body: dict[str, Any], bots: li
 async def _bot_ids(api: ChatApi, wanted: list[str]) -> list[str]:
     """The ids of the bots named (by name, case and spaces ignored, or by id) among those you may use."""
     answer = await api.call("GET", "/v1/bots?scope=usable")
-    usable: list[dict[str, Any]] = answer if isinstance(answer, list) else answer.get("items", [])
+    usable: list[dict[str, Any]] = answer.get("bots", [])
     ids = []
     for name in wanted:
         matches = [

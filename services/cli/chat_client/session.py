@@ -134,7 +134,8 @@ class ChatSession:
     def _live_reply(self, live: LiveReply, width: int) -> list[tuple[str, str]]:
         if not live.started:
             return [("bold", live.speaker), ("", " is about to speak\n")]
-        label = [("bold", live.speaker), ("", f" is speaking ({live.tokens} tokens)\n")]
+        counted = f" ({live.tokens} tokens)" if live.tokens else ""
+        label = [("bold", live.speaker), ("", f" is speaking{counted}\n")]
         if self.view.hidden or not live.text:
             return label
         rows = [

@@ -1,0 +1,182 @@
+"""`chatbus chat`, the terminal client, without a terminal: what it makes of a chat's events (real events,
+folded as the services fold them) and of what the user types."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import pytest
+
+import schemas
+from schemas.bot import BotSpec
+from schemas.chat import (
+    ChatCreated,
+    ChatEvent,
+    Floor,
+    FloorPaused,
+    MessagePosted,
+    ParticipantJoined,
+    ReplyCompleted,
+    ReplyRequested,
+    ReplyStarted,
+)
+from schemas.tokens import TokenDelta
+from services.cli.chat_client.api import Frame
+from services.cli.chat_client.commands import CommandError, FloorAction, Local, Post, parse
+from services.cli.chat_client.view import ChatView
+
+NOW = schemas.now()
+# ---------------------------------------------------------------- typed lines
+
+
+def test_typed_lines_become_posts_moderator_actions_or_local_commands() -> None:
+    floor = Floor(policy="round_robin", rounds=2, max_bot_turns=6, delay_s=1.5)
+    assert parse("hello there", floor) == Post("hello there")
+    assert parse("//pause is a word", floor) == Post("/pause is a word")
+    assert parse("   ", floor) is None
+    assert parse("/pause", floor) == FloorAction({"action": "pause", "cancel_running": False})
+    assert parse("/pause!", floor) == FloorAction({"action": "pause", "cancel_running": True})
+    assert parse("/resume", floor) == FloorAction({"action": "resume"})
+    assert parse("/stop", floor) == FloorAction({"action": "stop"})
+    assert parse("/next Zen Sage", floor) == FloorAction({"action": "next", "participant": "Zen Sage"})
+    assert parse("/mute ana", floor) == FloorAction({"action": "mute", "participant": "ana"})
+    assert parse("/unmute ana", floor) == FloorAction({"action": "unmute", "participant": "ana"})
+    assert parse("/hide", floor) == Local("hide")
+    assert parse("/who", floor) == Local("who")
+    assert parse("/quit", floor) == Local("quit")
+
+
+def test_a_floor_change_keeps_the_rest_of_the_floor() -> None:
+    floor = Floor(policy="round_robin", rounds=2, max_bot_turns=6, delay_s=1.5)
+    policy = parse("/policy mention", floor)
+    turns = parse("/turns 3", floor)
+    assert policy == FloorAction(
+        {"action": "set", "floor": {"policy": "mention", "rounds": 2, "max_bot_turns": 6, "delay_s": 1.5}}
+    )
+    assert turns == FloorAction(
+        {"action": "set", "floor": {"policy": "round_robin", "rounds": 2, "max_bot_turns": 3, "delay_s": 1.5}}
+    )
+
+
+@pytest.mark.parametrize(
+    "line, says",
+    [
+        ("/policy chaos", "manual, round_robin, mention, auto"),
+        ("/turns many", "number"),
+        ("/turns 0", "not a floor"),
+        ("/next", "needs a bot's name"),
+        ("/pause now", "no argument"),
+        ("/dance", "unknown command /dance"),
+    ],
+)
+def test_a_bad_command_says_what_is_wrong(line: str, says: str) -> None:
+    with pytest.raises(CommandError, match=re.escape(says)):
+        parse(line, Floor())
+
+
+# ---------------------------------------------------------------- the view of a chat's events
+
+
+def _frame(seq: int, event: ChatEvent | TokenDelta) -> Frame:
+    return Frame(
+        kind="tokens" if isinstance(event, TokenDelta) else "event",
+        seq=seq,
+        event=msgspec.Raw(schemas.encode(event)),
+    )
+
+
+def _party() -> list[ChatEvent]:
+    base: dict[str, Any] = {"chat_id": "c1", "at": NOW}
+    sage = BotSpec(name="Zen Sage", model="demo")
+    return [
+        ChatCreated(event_id="e1", owner_id="ann", title="salon", model="demo", **base),
+        ParticipantJoined(event_id="e2", participant_id="p1", bot_id="b1", bot=sage, by="ann", **base),
+        ParticipantJoined(
+            event_id="e3", participant_id="p2", bot=BotSpec(name="Critic", model="demo"), by="ann", **base
+        ),
+        MessagePosted(
+            event_id="e4", message_id="m1", author_id="ann", author_name="Ann", content="hi all", **base
+        ),
+        ReplyRequested(
+            event_id="e5",
+            reply_id="r1",
+            message_id="m1",
+            model="demo",
+            requested_by="conductor",
+            speaker="p1",
+            **base,
+        ),
+        ReplyStarted(event_id="e6", reply_id="r1", attempt=1, worker_id="w", model="demo", **base),
+    ]
+
+
+def _completed(text: str) -> ReplyCompleted:
+    return ReplyCompleted(
+        event_id="e9",
+        chat_id="c1",
+        at=NOW,
+        reply_id="r1",
+        attempt=1,
+        worker_id="w",
+        model="demo",
+        text=text,
+        prompt_tokens=5,
+        completion_tokens=2,
+        finish_reason="stop",
+        speaker="p1",
+    )
+
+
+def _take_all(view: ChatView, events: list[ChatEvent | TokenDelta]) -> list[str]:
+    return [line.plain for seq, event in enumerate(events, 1) for line in view.take(_frame(seq, event))]
+
+
+def test_turns_are_labelled_with_their_speaker_and_a_reply_streams_until_it_ends() -> None:
+    view = ChatView("c1", me="ann")
+    printed = _take_all(view, [*_party()])
+    assert printed[:3] == [
+        "chat 'salon' created by ann",
+        "+ Zen Sage joined (demo)",
+        "+ Critic joined (demo)",
+    ]
+    assert printed[3] == "Ann: hi all"
+    assert [(live.speaker, live.text, live.started) for live in view.live()] == [("Zen Sage", "", True)]
+    deltas = [
+        TokenDelta(chat_id="c1", reply_id="r1", attempt=1, index=i, text=t, n_tokens=1)
+        for i, t in enumerate(["Calm ", "waters"])
+    ]
+    assert _take_all(view, deltas) == []
+    assert [(live.text, live.tokens) for live in view.live()] == [("Calm waters", 2)]
+    assert [line.plain for line in view.take(_frame(20, _completed("Calm waters")))] == [
+        "Zen Sage: Calm waters"
+    ]
+    assert view.live() == []
+    assert view.take(_frame(21, _completed("Calm waters"))) == []  # a repeated end is not shown twice
+    paused = FloorPaused(event_id="e10", chat_id="c1", at=NOW, by="ann", cancel_running=True)
+    assert [line.plain for line in view.take(_frame(22, paused))] == [
+        "|| paused by ann, running turn cancelled"
+    ]
+    assert view.state.floor.paused and "PAUSED" in view.status()
+
+
+def test_hidden_turns_show_who_spoke_and_how_much_not_what() -> None:
+    view = ChatView("c1", me="ann")
+    view.hidden = True
+    printed = _take_all(view, [*_party(), _completed("secret words")])
+    assert "Ann: (2 words)" in printed
+    assert printed[-1] == "Zen Sage: (2 tokens)"
+    assert not any("secret" in line or "hi all" in line for line in printed)
+    who = [line.plain for line in view.who()]
+    assert who[1:] == ["  Zen Sage  demo", "  Critic  demo"]
+
+
+def test_a_retry_of_a_reply_starts_its_stream_over() -> None:
+    view = ChatView("c1")
+    _take_all(view, _party())
+    first = TokenDelta(chat_id="c1", reply_id="r1", attempt=1, index=0, text="lost ", n_tokens=1)
+    second = TokenDelta(chat_id="c1", reply_id="r1", attempt=2, index=0, text="kept", n_tokens=1)
+    late = TokenDelta(chat_id="c1", reply_id="r1", attempt=1, index=1, text="stale", n_tokens=1)
+    _take_all(view, [first, second, late])
+    assert [live.text for live in view.live()] == ["kept"]
