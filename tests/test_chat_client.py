@@ -17,10 +17,12 @@ from schemas.bot import BotCreated, BotSpec
 from schemas.chat import (
     FloorPaused,
     FloorResumed,
+    FloorStopped,
     ParticipantJoined,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
+    SpeakerNamed,
 )
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
@@ -153,7 +155,7 @@ async def conductor(nbus: Bus) -> AsyncIterator[None]:
     await asyncio.wait_for(task, 30)
 
 
-async def test_a_party_chat_streams_its_bots_turns_and_the_moderator_pauses_and_resumes_it(
+async def test_a_party_chat_streams_its_bots_turns_and_the_moderator_pauses_resumes_stops_and_names_the_next(
     nbus: Bus, stack: dict[str, str], conductor: None, terminals: list[Terminal]
 ) -> None:
     bots = [await _add_bot(nbus, "Zen Sage"), await _add_bot(nbus, "Critic")]
@@ -200,6 +202,22 @@ async def test_a_party_chat_streams_its_bots_turns_and_the_moderator_pauses_and_
     resumed = next(seq for seq, e in log if isinstance(e, FloorResumed))
     assert [e for seq, e in log if isinstance(e, ReplyRequested) and seq > resumed], "no turn after /resume"
     assert [e.by for _, e in log if isinstance(e, FloorPaused | FloorResumed)] == ["ann", "ann"]
+
+    term.type("/stop")
+    await term.expect(r"\[\] stopped by ann")
+    log = await _quiet(nbus, chat_id)
+    stopped = next(seq for seq, e in log if isinstance(e, FloorStopped))
+    began = [e for seq, e in log if isinstance(e, ReplyRequested) and seq > stopped]
+    assert not began, "a turn began after /stop"
+    term.type("/next critic")  # a stopped chat goes on when the moderator names a speaker
+    await term.expect(r"-> Critic speaks next \(named by ann\)")
+    await term.expect(r"Critic: .+")
+    log = await _log(nbus, chat_id)
+    named = next(seq for seq, e in log if isinstance(e, SpeakerNamed))
+    after = [e for seq, e in log if isinstance(e, ReplyRequested) and seq > named]
+    joined = {e.bot.name: e.participant_id for _, e in log if isinstance(e, ParticipantJoined)}
+    critic = joined["Critic"]
+    assert after and after[0].speaker == critic
     term.type("/quit")
     assert await term.exit_code() == 0
     assert "Traceback" not in term.text()

@@ -180,3 +180,12 @@ def test_a_retry_of_a_reply_starts_its_stream_over() -> None:
     late = TokenDelta(chat_id="c1", reply_id="r1", attempt=1, index=1, text="stale", n_tokens=1)
     _take_all(view, [first, second, late])
     assert [live.text for live in view.live()] == ["kept"]
+
+
+def test_text_from_the_chat_cannot_drive_the_terminal() -> None:
+    view = ChatView("c1")
+    _take_all(view, _party())
+    printed = [
+        line.plain for line in view.take(_frame(30, _completed("calm\x1b]0;owned\x07\x1b[2J waters\r\nend")))
+    ]
+    assert printed == ["Zen Sage: calm^[]0;owned^G^[[2J waters^M\nend"]

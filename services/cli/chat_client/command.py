@@ -15,6 +15,7 @@ from schemas.chat_state import name_key
 from services.cli.chat_client.api import ApiFailure, ChatApi
 from services.cli.chat_client.commands import POLICIES
 from services.cli.chat_client.session import ChatSession
+from services.cli.chat_client.view import printable
 from services.cli.settings import DEFAULT_API_URL, variable_of
 
 PolicyChoice = Enum("PolicyChoice", {p: p for p in POLICIES}, type=str)  # type: ignore[misc]
@@ -154,7 +155,7 @@ async def _pick(console: Console, api: ChatApi) -> str | None:
         return None
     for number, row in enumerate(chats, 1):
         line = Text(f"{number:>3}  ")
-        line.append(str(row.get("title", "")), style="bold")
+        line.append(printable(str(row.get("title", ""))), style="bold")
         line.append(f"  {row.get('model', '')}  {row.get('chat_id')}  {str(row.get('updated_at', ''))[:16]}")
         console.print(line, soft_wrap=True)
     session: PromptSession[str] = PromptSession()

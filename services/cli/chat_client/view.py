@@ -10,6 +10,7 @@ what: the moderator keeps the floor without the text.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import msgspec
@@ -113,7 +114,7 @@ class ChatView:
                 return self._ended(event)
             case _:
                 note = self.note(event)
-                return [Text(note, style=NOTE)] if note else []
+                return [Text(printable(note), style=NOTE)] if note else []
 
     def _ended(self, event: ReplyCompleted | ReplyFailed) -> list[Text]:
         reply = self.state.replies.get(event.reply_id)
@@ -131,8 +132,8 @@ class ChatView:
 
     def _turn(self, node_id: str, content: str, note: bool = False) -> Text:
         name = self.name_of(node_id)
-        line = Text(f"{name}: ", style=self.style_of(name))
-        line.append(content, style=NOTE if note else "")
+        line = Text(f"{printable(name)}: ", style=self.style_of(name))
+        line.append(printable(content), style=NOTE if note else "")
         return line
 
     def name_of(self, node_id: str) -> str:
@@ -153,8 +154,7 @@ class ChatView:
         participants = self.state.participants
         match event:
             case ChatCreated():
-                bots = " and its bots" if participants else ""
-                return f"chat {event.title!r}{bots} created by {event.owner_id}"
+                return f"chat {event.title!r} created by {event.owner_id}"
             case ChatRenamed():
                 return f"renamed to {event.title!r} by {event.by}"
             case ChatDeleted():
@@ -228,10 +228,19 @@ class ChatView:
         ]
         for participant in state.participants.values():
             flags = [f for f, on in (("muted", participant.muted), ("left", participant.left)) if on]
-            line = Text(f"  {participant.name}", style=self.style_of(participant.name))
+            line = Text(f"  {printable(participant.name)}", style=self.style_of(participant.name))
             line.append(f"  {participant.bot.model}{'  (' + ', '.join(flags) + ')' if flags else ''}")
             lines.append(line)
         return lines
+
+
+def printable(text: str) -> str:
+    """Text as the terminal may print it: no control characters but line breaks and tabs, so that a model's
+    or another user's text cannot move the cursor, retitle the window or hide what was printed."""
+    return _CONTROL.sub(lambda match: f"^{chr(ord(match.group()) % 128 ^ 64)}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def describe_floor(floor: Floor) -> str:
