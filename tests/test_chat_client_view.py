@@ -1,13 +1,15 @@
 """`chatbus chat`, the terminal client, without a terminal: what it makes of a chat's events (real events,
-folded as the services fold them) and of what the user types."""
+folded as the services fold them) and of what the user types, and its live feed against the real API."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import msgspec
 import pytest
+from aiohttp import WSCloseCode
 
 import schemas
 from schemas.bot import BotSpec
@@ -23,9 +25,11 @@ from schemas.chat import (
     ReplyStarted,
 )
 from schemas.tokens import TokenDelta
-from services.cli.chat_client.api import Frame
+from services.api.keys import SOCKETS
+from services.cli.chat_client.api import ChatApi, Frame
 from services.cli.chat_client.commands import CommandError, FloorAction, Local, Post, parse
 from services.cli.chat_client.view import ChatView
+from tests.apihelp import Api
 
 NOW = schemas.now()
 # ---------------------------------------------------------------- typed lines
@@ -189,3 +193,25 @@ def test_text_from_the_chat_cannot_drive_the_terminal() -> None:
         line.plain for line in view.take(_frame(30, _completed("calm\x1b]0;owned\x07\x1b[2J waters\r\nend")))
     ]
     assert printed == ["Zen Sage: calm^[]0;owned^G^[[2J waters^M\nend"]
+
+
+async def test_the_feed_resumes_after_a_cut_with_nothing_twice_and_nothing_missed(api: Api) -> None:
+    chat_id = (await api.new_chat())["chat_id"]
+    base = str(api.client.make_url("")).rstrip("/")
+    async with ChatApi(base, api.keys["ann"]) as client:
+        feed = client.feed(chat_id)
+        seqs = [(await asyncio.wait_for(anext(feed), 10)).seq]  # chat.created
+        [cut] = list(api.app[SOCKETS])
+        await cut.close(code=WSCloseCode.GOING_AWAY, message=b"restarting")  # as an API shutting down
+        renamed = []
+        for title in ("one", "two", "three"):
+            status, answer = await api.call("PATCH", f"/v1/chats/{chat_id}", json={"title": title})
+            assert status == 200, answer
+            renamed.append(answer["seq"])
+        while len(seqs) < 4:
+            frame = await asyncio.wait_for(anext(feed), 10)
+            assert frame.kind == "event"
+            seqs.append(frame.seq)
+        assert seqs[1:] == renamed
+        assert [socket for socket in api.app[SOCKETS] if socket is not cut], "the client never came back"
+        await feed.aclose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -93,13 +92,15 @@ class ChatApi:
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             continue
-                        with contextlib.suppress(msgspec.DecodeError):
+                        try:
                             frame = _frame.decode(msg.data)
-                            if frame.kind == "tokens":
-                                token_seq = max(token_seq, frame.seq)
-                            elif frame.kind == "event":
-                                chat_seq = max(chat_seq, frame.seq)
-                            yield frame
+                        except msgspec.DecodeError:
+                            continue  # a pong, or a frame of a newer server: nothing to show
+                        if frame.kind == "tokens":
+                            token_seq = max(token_seq, frame.seq)
+                        elif frame.kind == "event":
+                            chat_seq = max(chat_seq, frame.seq)
+                        yield frame
                     if ws.close_code == aiohttp.WSCloseCode.POLICY_VIOLATION:
                         raise ApiFailure(403, "access_revoked", "the API closed the feed: access revoked")
             except aiohttp.WSServerHandshakeError as exc:
