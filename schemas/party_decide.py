@@ -93,8 +93,13 @@ def join(state: ChatState, joining: Sequence[Joining], by: str, floor: Floor | N
 
 
 def participant(state: ChatState, ref: str) -> Participant:
-    """The participant `ref` names: its id, or its name (case and spaces ignored); NotFound otherwise."""
-    found = state.participants.get(ref) or state.participant_named(ref)
+    """The participant `ref` names: its id, or its name (case and spaces ignored; a present participant
+    before one of the same name who left); NotFound otherwise."""
+    found = state.participants.get(ref)
+    if found is None:
+        key = name_key(ref)
+        named = [p for p in state.participants.values() if name_key(p.name) == key]
+        found = next((p for p in named if not p.left), named[-1] if named else None)
     if found is None:
         raise NotFound(f"no participant {ref!r} in chat {state.chat_id}")
     return found

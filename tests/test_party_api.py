@@ -279,6 +279,13 @@ async def test_the_moderators_actions_append_their_events_and_cancels(api: Api) 
         ("Jester", False, True),
     ]
     assert chat["floor"]["policy"] == "mention"
+    # The name is free again: a new Jester joins, and the name now means it.
+    other = await add_bot(api.nbus, "ann", "jester")
+    status, joined = await api.call("POST", f"/v1/chats/{chat_id}/participants", json={"bot_id": other})
+    assert status == 201, joined
+    assert (await floor(api, chat_id, action="next", participant="Jester"))[0] == 202
+    last = (await chat_events(api.nbus, chat_id))[-1]
+    assert isinstance(last, SpeakerNamed) and last.participant_id == joined["participant"]["participant_id"]
 
     # Bob moderates nothing of ann's: a 404, and nothing appended.
     before = len(await chat_events(api.nbus, chat_id))
