@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from nats.js.errors import NotFoundError
+
 import bus
 import schemas
 from bus import Bus, Delivery
@@ -250,6 +252,40 @@ async def test_a_delay_holds_the_turn_without_holding_other_chats(nbus: Bus) -> 
         state = await until(nbus, slow, lambda s: done(s) >= 2, timeout=15)
     first, second = requests(state)
     assert (second.at - first.at).total_seconds() >= 2.0
+
+
+async def test_a_pause_during_the_delay_holds_the_turn(nbus: Bus) -> None:
+    chat_id = await party(nbus, "script", "round_robin", delay_s=1.5)
+    async with scripted_worker(nbus, "script", lambda r: "ok"), conductor(nbus):
+        await post(nbus, chat_id, "Take your time.")
+        await asyncio.sleep(0.5)
+        await append(nbus, FloorPaused(**_base(chat_id, by="ann")))
+        await asyncio.sleep(2.5)
+        assert (await read_chat_state(nbus.js, chat_id)).replies == {}
+        await append(nbus, FloorResumed(**_base(chat_id, by="ann")))
+        state = await until(nbus, chat_id, lambda s: done(s) >= 2, timeout=15)
+    assert_a_chain(state, ["p1", "p2"])
+
+
+async def test_chats_without_bots_are_only_looked_up_once(nbus: Bus) -> None:
+    plain = [new_id("c") for _ in range(10)]
+    for chat_id in plain:
+        await append(nbus, ChatCreated(**_base(chat_id, owner_id="ann", title="plain")))
+        await post(nbus, chat_id, "Hello")
+        await post(nbus, chat_id, "Anyone?")
+    async with conductor(nbus):
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:  # until every event was delivered and acknowledged
+            with contextlib.suppress(NotFoundError):  # the conductor declares its consumer as it starts
+                info = await nbus.js.consumer_info(CHAT.name, "conductor")
+                if info.delivered.stream_seq >= 30 and info.num_pending == 0 and info.num_ack_pending == 0:
+                    break
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        status = await _status(nbus)
+    assert status.quiet_chats == len(plain)
+    assert (status.chats, status.reads, status.turns) == (0, 0, 0)
+    assert [(await read_chat_state(nbus.js, c)).replies for c in plain] == [{}] * len(plain)
 
 
 async def _status(nbus: Bus, timeout: float = 60.0) -> ConductorStatus:
