@@ -212,6 +212,8 @@ async def test_a_reply_naming_a_bot_hands_it_the_word(nbus: Bus) -> None:
         assert_a_chain(state, ["p2", "p3", "p1"])
         await post(nbus, chat_id, "Nobody named here.")
         assert len(requests(await quiet(nbus, chat_id))) == 3
+        status = await _status(nbus)  # read once, then folded event by event: no conflict, no gap
+    assert (status.turns, status.reads, status.conflicts, status.gaps) == (3, 1, 0, 0)
 
 
 async def test_pause_takes_effect_within_one_turn_and_resume_goes_on(nbus: Bus) -> None:
