@@ -28,12 +28,15 @@ from schemas.chat import (
     FloorPaused,
     FloorResumed,
     FloorSet,
+    FloorStopped,
     MessagePosted,
     ParticipantJoined,
     Policy,
+    ReplyCancelled,
     ReplyCompleted,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.chat_state import ChatState
 from schemas.ids import new_id
@@ -229,6 +232,25 @@ async def test_pause_takes_effect_within_one_turn_and_resume_goes_on(nbus: Bus) 
         await append(nbus, FloorResumed(**_base(chat_id, by="ann")))
         state = await until(nbus, chat_id, lambda s: done(s) >= len(asked) + 2)
     assert_a_chain(state, ["p1", "p2"] * (len(requests(state)) // 2) + ["p1"] * (len(requests(state)) % 2))
+
+
+async def test_stop_ends_the_run_until_the_moderator_names_a_speaker_or_a_human_posts(nbus: Bus) -> None:
+    chat_id = await party(nbus, "script", "auto", max_bot_turns=40)
+    async with scripted_worker(nbus, "script", lambda r: "more", seconds=0.2), conductor(nbus):
+        await post(nbus, chat_id, "Talk.")
+        state = await until(nbus, chat_id, lambda s: done(s) >= 2)
+        stopped = await bus.append_event(nbus.js, FloorStopped(**_base(chat_id, by="ann")))
+        for reply in state.replies.values():  # as the API does: the running turn is cancelled
+            await append(nbus, ReplyCancelled(**_base(chat_id, reply_id=reply.reply_id, by="ann")))
+        state = await quiet(nbus, chat_id)
+        before = len(requests(state))
+        assert all(state.tree.nodes[r.reply_id].seq < stopped.seq for r in requests(state))
+        await append(nbus, SpeakerNamed(**_base(chat_id, participant_id="p2", by="ann")))
+        state = await quiet(nbus, chat_id)
+        assert [r.speaker for r in requests(state)[before:]] == ["p2"]
+        await post(nbus, chat_id, "Go on.")
+        state = await until(nbus, chat_id, lambda s: len(requests(s)) >= before + 3)
+    assert [r.speaker for r in requests(state)[before + 1 : before + 3]] == ["p1", "p2"]
 
 
 async def test_max_bot_turns_stops_an_auto_chat_until_a_human_posts(nbus: Bus) -> None:
