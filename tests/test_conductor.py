@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from nats.js.errors import NotFoundError
+
 import bus
 import schemas
 from bus import Bus, Delivery
@@ -26,12 +28,15 @@ from schemas.chat import (
     FloorPaused,
     FloorResumed,
     FloorSet,
+    FloorStopped,
     MessagePosted,
     ParticipantJoined,
     Policy,
+    ReplyCancelled,
     ReplyCompleted,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.chat_state import ChatState
 from schemas.ids import new_id
@@ -210,6 +215,8 @@ async def test_a_reply_naming_a_bot_hands_it_the_word(nbus: Bus) -> None:
         assert_a_chain(state, ["p2", "p3", "p1"])
         await post(nbus, chat_id, "Nobody named here.")
         assert len(requests(await quiet(nbus, chat_id))) == 3
+        status = await _status(nbus)  # read once, then folded event by event: no conflict, no gap
+    assert (status.turns, status.reads, status.conflicts, status.gaps) == (3, 1, 0, 0)
 
 
 async def test_pause_takes_effect_within_one_turn_and_resume_goes_on(nbus: Bus) -> None:
@@ -225,6 +232,25 @@ async def test_pause_takes_effect_within_one_turn_and_resume_goes_on(nbus: Bus) 
         await append(nbus, FloorResumed(**_base(chat_id, by="ann")))
         state = await until(nbus, chat_id, lambda s: done(s) >= len(asked) + 2)
     assert_a_chain(state, ["p1", "p2"] * (len(requests(state)) // 2) + ["p1"] * (len(requests(state)) % 2))
+
+
+async def test_stop_ends_the_run_until_the_moderator_names_a_speaker_or_a_human_posts(nbus: Bus) -> None:
+    chat_id = await party(nbus, "script", "auto", max_bot_turns=40)
+    async with scripted_worker(nbus, "script", lambda r: "more", seconds=0.2), conductor(nbus):
+        await post(nbus, chat_id, "Talk.")
+        state = await until(nbus, chat_id, lambda s: done(s) >= 2)
+        stopped = await bus.append_event(nbus.js, FloorStopped(**_base(chat_id, by="ann")))
+        for reply in state.replies.values():  # as the API does: the running turn is cancelled
+            await append(nbus, ReplyCancelled(**_base(chat_id, reply_id=reply.reply_id, by="ann")))
+        state = await quiet(nbus, chat_id)
+        before = len(requests(state))
+        assert all(state.tree.nodes[r.reply_id].seq < stopped.seq for r in requests(state))
+        await append(nbus, SpeakerNamed(**_base(chat_id, participant_id="p2", by="ann")))
+        state = await quiet(nbus, chat_id)
+        assert [r.speaker for r in requests(state)[before:]] == ["p2"]
+        await post(nbus, chat_id, "Go on.")
+        state = await until(nbus, chat_id, lambda s: len(requests(s)) >= before + 3)
+    assert [r.speaker for r in requests(state)[before + 1 : before + 3]] == ["p1", "p2"]
 
 
 async def test_max_bot_turns_stops_an_auto_chat_until_a_human_posts(nbus: Bus) -> None:
@@ -250,6 +276,40 @@ async def test_a_delay_holds_the_turn_without_holding_other_chats(nbus: Bus) -> 
         state = await until(nbus, slow, lambda s: done(s) >= 2, timeout=15)
     first, second = requests(state)
     assert (second.at - first.at).total_seconds() >= 2.0
+
+
+async def test_a_pause_during_the_delay_holds_the_turn(nbus: Bus) -> None:
+    chat_id = await party(nbus, "script", "round_robin", delay_s=1.5)
+    async with scripted_worker(nbus, "script", lambda r: "ok"), conductor(nbus):
+        await post(nbus, chat_id, "Take your time.")
+        await asyncio.sleep(0.5)
+        await append(nbus, FloorPaused(**_base(chat_id, by="ann")))
+        await asyncio.sleep(2.5)
+        assert (await read_chat_state(nbus.js, chat_id)).replies == {}
+        await append(nbus, FloorResumed(**_base(chat_id, by="ann")))
+        state = await until(nbus, chat_id, lambda s: done(s) >= 2, timeout=15)
+    assert_a_chain(state, ["p1", "p2"])
+
+
+async def test_chats_without_bots_are_only_looked_up_once(nbus: Bus) -> None:
+    plain = [new_id("c") for _ in range(10)]
+    for chat_id in plain:
+        await append(nbus, ChatCreated(**_base(chat_id, owner_id="ann", title="plain")))
+        await post(nbus, chat_id, "Hello")
+        await post(nbus, chat_id, "Anyone?")
+    async with conductor(nbus):
+        deadline = asyncio.get_running_loop().time() + 20
+        while True:  # until every event was delivered and acknowledged
+            with contextlib.suppress(NotFoundError):  # the conductor declares its consumer as it starts
+                info = await nbus.js.consumer_info(CHAT.name, "conductor")
+                if info.delivered.stream_seq >= 30 and info.num_pending == 0 and info.num_ack_pending == 0:
+                    break
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.1)
+        status = await _status(nbus)
+    assert status.quiet_chats == len(plain)
+    assert (status.chats, status.reads, status.turns) == (0, 0, 0)
+    assert [(await read_chat_state(nbus.js, c)).replies for c in plain] == [{}] * len(plain)
 
 
 async def _status(nbus: Bus, timeout: float = 60.0) -> ConductorStatus:
