@@ -10,6 +10,8 @@ from typing import Any
 import msgspec
 import pytest
 from aiohttp import WSCloseCode
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
 
 import schemas
 from schemas.bot import BotSpec
@@ -28,6 +30,7 @@ from schemas.tokens import TokenDelta
 from services.api.keys import SOCKETS
 from services.cli.chat_client.api import ChatApi, Frame
 from services.cli.chat_client.commands import CommandError, FloorAction, Local, Post, parse
+from services.cli.chat_client.completion import ChatCompleter
 from services.cli.chat_client.view import ChatView
 from tests.apihelp import Api
 
@@ -78,6 +81,21 @@ def test_a_floor_change_keeps_the_rest_of_the_floor() -> None:
 def test_a_bad_command_says_what_is_wrong(line: str, says: str) -> None:
     with pytest.raises(CommandError, match=re.escape(says)):
         parse(line, Floor())
+
+
+def test_tab_completes_commands_policies_and_the_chats_bots() -> None:
+    completer = ChatCompleter(lambda: ["Zen Sage", "Critic"])
+
+    def complete(text: str) -> list[str]:
+        asked = CompleteEvent(completion_requested=True)
+        return [c.text for c in completer.get_completions(Document(text), asked)]
+
+    assert complete("/mu") == ["/mute"]
+    assert complete("/pa") == ["/pause", "/pause!"]
+    assert complete("/next z") == ["Zen Sage"]
+    assert complete("/unmute ") == ["Zen Sage", "Critic"]
+    assert complete("/policy ro") == ["round_robin"]
+    assert complete("hello /mu") == complete("//mu") == complete("/turns 1") == []
 
 
 # ---------------------------------------------------------------- the view of a chat's events

@@ -18,6 +18,7 @@ from rich.text import Text
 
 from services.cli.chat_client.api import ApiFailure, ChatApi
 from services.cli.chat_client.commands import HELP, CommandError, FloorAction, Local, Post, parse
+from services.cli.chat_client.completion import ChatCompleter
 from services.cli.chat_client.view import NOTE, ChatView, LiveReply
 
 LIVE_LINES = 6  # the most lines of one streaming reply drawn above the prompt (its tail)
@@ -31,7 +32,9 @@ class ChatSession:
         self.chat_id = chat_id
         self.view = ChatView(chat_id, me)
         self.console = console
-        self.prompt: PromptSession[str] = PromptSession()
+        speaking = self.view.state.participants.values()
+        completer = ChatCompleter(lambda: [p.name for p in speaking if not p.left])
+        self.prompt: PromptSession[str] = PromptSession(completer=completer, complete_while_typing=False)
         self.pending: list[Text] = []
         self.printed = asyncio.Event()
         self.failure: ApiFailure | None = None
