@@ -12,6 +12,7 @@ import pytest
 from aiohttp import WSCloseCode
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from typer.testing import CliRunner
 
 import schemas
 from schemas.bot import BotSpec
@@ -28,6 +29,7 @@ from schemas.chat import (
 )
 from schemas.tokens import TokenDelta
 from services.api.keys import SOCKETS
+from services.cli.app import app
 from services.cli.chat_client.api import ChatApi, Frame
 from services.cli.chat_client.commands import CommandError, FloorAction, Local, Post, parse
 from services.cli.chat_client.completion import ChatCompleter
@@ -233,3 +235,20 @@ async def test_the_feed_resumes_after_a_cut_with_nothing_twice_and_nothing_misse
         assert seqs[1:] == renamed
         assert [socket for socket in api.app[SOCKETS] if socket is not cut], "the client never came back"
         await feed.aclose()
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        ([], "No API key: give --key or set CHATBUS_API_KEY"),
+        (["c1", "--new", "--key", "k"], "Give a chat id or --new, not both"),
+        (["--bots", "Sage", "--key", "k"], "go with --new"),
+        (["--new", "--policy", "auto", "--key", "k"], "set the floor of a chat with --bots"),
+        (["--new", "--bots", "Sage", "--policy", "loud", "--key", "k"], "--policy"),
+    ],
+)
+def test_the_command_refuses_what_cannot_work_before_calling_the_api(args: list[str], says: str) -> None:
+    env = {"CHATBUS_API_KEY": "", "CHATBUS_URL": "http://127.0.0.1:1", "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["chat", *args], env=env)
+    assert result.exit_code == 2, result.output
+    assert says in result.output
