@@ -11,7 +11,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from logtools.export import ExportFilter, chats_tsv, hash_ref, preference_rows, read_log, sft_rows, write_rows
+from logtools.chat_log import read_chat_state
+from logtools.export import (
+    ExportFilter,
+    chats_json,
+    chats_tsv,
+    hash_ref,
+    preference_rows,
+    read_log,
+    sft_rows,
+    write_rows,
+)
+from logtools.importer import import_chatbus
+from schemas.chat_state import ChatState, Turn
+from schemas.seat import speaker_name
 from tests.apihelp import Api
 from tests.seat_chats import DEBATE, HOT_PROMPT, ZEN_PROMPT, Chat, compare_chat, party_chat
 from tests.stack import ROOT
@@ -148,3 +161,28 @@ async def test_the_export_command_writes_one_seat(api: Api, nats_url: str, tmp_p
     assert done.returncode == 0 and "wrote 3 rows" in done.stderr, done.stderr
     sources = [json.loads(text)["metadata"]["source"] for text in pairs.read_text().splitlines()]
     assert sources == ["rating", "choice", "choice"]
+
+
+async def test_a_party_chat_round_trips_through_the_chats_export_and_arrives_paused(api: Api) -> None:
+    party, fruit, _ = await _party_log(api)
+    log = await read_log(api.nbus)
+    document = json.loads(json.dumps(chats_json(log, ExportFilter(user="ann", consent_only=False))))
+    copied = await import_chatbus(api.nbus, document, keep_ids=False, user="ann")
+    assert len(copied.chats) == 2
+    originals = {party.chat_id: await read_chat_state(api.nbus.js, party.chat_id)}
+    originals[fruit.chat_id] = await read_chat_state(api.nbus.js, fruit.chat_id)
+    for new_id_, old_id in zip(copied.chats, [c["chat_id"] for c in document["chats"]], strict=True):
+        old, new = originals[old_id], await read_chat_state(api.nbus.js, new_id_)
+
+        def transcript(state: ChatState) -> list[tuple[str, str]]:
+            return [(speaker_name(state, n), (state.turn(n) or Turn(role="user", content="")).content)
+                    for n in state.tree.active_path()]  # fmt: skip
+
+        assert transcript(new) == transcript(old) and len(transcript(new)) >= 2
+        assert [p.name for p in new.participants.values()] == [p.name for p in old.participants.values()]
+        assert set(new.participants).isdisjoint(old.participants)  # fresh participant ids, used consistently
+        # the import never lets a bot speak in the middle of the imported history: a chat with bots is paused
+        assert new.floor.paused == new.has_bots
+        assert len(new.choices) == len(old.choices) and all(
+            c.reply_id in new.replies for c in new.choices.values()
+        )
