@@ -66,6 +66,7 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
             template.replace("{chat_id}", chat_id)
             .replace("{reply_id}", posted["reply_id"])
             .replace("{message_id}", posted["message_id"])
+            .replace("{participant_id}", "p1")
         )
         assert "{" not in path, f"fill in the new path parameter of {template}"
         for user in ("bob", "nobody-key"):
@@ -79,7 +80,8 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
             method,
             template.replace("{chat_id}", "nosuchchat" + chat_id[::-1])
             .replace("{reply_id}", posted["reply_id"])
-            .replace("{message_id}", posted["message_id"]),
+            .replace("{message_id}", posted["message_id"])
+            .replace("{participant_id}", "p1"),
             json=bodies.get(method),
         )
         assert status == (403 if _admin_only(template) else 404), (method, template)

@@ -13,12 +13,16 @@ from schemas.api import (
     ConsentRequest,
     CreateChatRequest,
     FeedbackRequest,
+    FloorActionRequest,
+    FloorActionResponse,
     ImageFromUrlRequest,
     ImageInfo,
+    JoinRequest,
     LoginRequest,
     LoginResponse,
     MeResponse,
     ModelList,
+    ParticipantResponse,
     PostMessageRequest,
     PostMessageResponse,
     RegenerateRequest,
@@ -30,7 +34,7 @@ from schemas.api import (
 )
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
-from schemas.queries import ChatPage, ChatRow, MessagesAnswer
+from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
 from services.api import (
     live,
     routes_audit,
@@ -40,6 +44,7 @@ from services.api import (
     routes_me,
     routes_misc,
     routes_openai,
+    routes_party,
     routes_ratings,
     routes_session,
     routes_ui,
@@ -161,7 +166,7 @@ ROUTES: tuple[Route, ...] = (
             MIN_SEQ,
         ),
     ),
-    Route("GET", CHAT, routes_chats.get_chat, "chats.get", answer=ChatRow, params=(MIN_SEQ,)),
+    Route("GET", CHAT, routes_chats.get_chat, "chats.get", answer=ChatDetail, params=(MIN_SEQ,)),
     Route(
         "PATCH",
         CHAT,
@@ -224,6 +229,38 @@ ROUTES: tuple[Route, ...] = (
         routes_chats.select_branch,
         "chats.branch",
         body=SelectBranchRequest,
+        answer=AcceptedResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/participants",
+        routes_party.join,
+        "participants.join",
+        status=201,
+        body=JoinRequest,
+        answer=ParticipantResponse,
+    ),
+    Route(
+        "DELETE",
+        f"{CHAT}/participants/{{participant_id}}",
+        routes_party.leave,
+        "participants.leave",
+        answer=FloorActionResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/floor",
+        routes_party.floor_action,
+        "chats.floor",
+        status=202,
+        body=FloorActionRequest,
+        answer=FloorActionResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/replies/{{reply_id}}/choose",
+        routes_party.choose,
+        "replies.choose",
         answer=AcceptedResponse,
     ),
     Route(
