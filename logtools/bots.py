@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import bus
+import schemas
 from bus import Appended, JetStream
 from schemas.bot import BotCreated, BotDeleted, BotEvent, BotSpec, BotUpdated, Visibility
+from schemas.ids import new_id
 from schemas.streams import BOTS
 from schemas.subjects import ALL_BOTS, one_bot
+
+Scope = Literal["usable", "mine", "store", "all"]
 
 
 @dataclass
@@ -98,9 +103,68 @@ async def read_bots(js: JetStream) -> dict[str, Bot]:
     return await _read(js, ALL_BOTS)
 
 
-async def append_bot_change(js: JetStream, bot: Bot, event: BotUpdated | BotDeleted) -> Appended:
-    """Append a change of `bot` only while its last event is the one it was read at
-    (bus.ConcurrencyConflict otherwise: read it again and decide again)."""
+async def append_bot_change(
+    js: JetStream, bot: Bot, event: BotUpdated | BotDeleted, *, at_seq: int | None = None
+) -> Appended:
+    """Append a change of `bot` only while its last event is the one it was read at, or `at_seq`
+    (the version a client saw: If-Match); bus.ConcurrencyConflict otherwise: read it again, decide again."""
+    expected = bot.last_seq if at_seq is None else at_seq
     return await bus.append_event(
-        js, event, expected_subject_seq=bot.last_seq, expected_subject=one_bot(bot.bot_id)
+        js, event, expected_subject_seq=expected, expected_subject=one_bot(bot.bot_id)
     )
+
+
+def in_scope(bot: Bot, scope: Scope, user_id: str, *, admin: bool = False) -> bool:
+    """Whether a bot belongs in a list: `mine` (owned), `store` (public), `usable` (what this user may
+    use: owned, shared with them, public; an admin's list is theirs too) or `all` (admins: every bot)."""
+    if bot.deleted:
+        return False
+    match scope:
+        case "mine":
+            return bot.owner_id == user_id
+        case "store":
+            return bot.visibility == "public"
+        case "usable":
+            return bot.usable_by(user_id)
+        case "all":
+            return admin
+    return False
+
+
+def created_event(owner_id: str, spec: BotSpec, visibility: Visibility, shared_with: list[str]) -> BotCreated:
+    """A new bot of `owner_id` (a fresh bot id): the event that creates it."""
+    return BotCreated(
+        event_id=new_id("e"),
+        bot_id=new_id("b"),
+        at=schemas.now(),
+        owner_id=owner_id,
+        spec=spec,
+        visibility=visibility,
+        shared_with=shared_with,
+    )
+
+
+async def create_bots(js: JetStream, events: list[BotCreated]) -> list[Bot]:
+    """Append new bots in this order (one round trip; a retry stores none twice); the bots as created."""
+    appended = await bus.append_events(js, list(events))
+    return list(fold_bots(zip((a.seq for a in appended), events, strict=True)).values())
+
+
+def updated_event(
+    bot: Bot, spec: BotSpec, visibility: Visibility, shared_with: list[str], by: str
+) -> BotUpdated:
+    """The whole new definition of `bot`, changed by `by`."""
+    return BotUpdated(
+        event_id=new_id("e"),
+        bot_id=bot.bot_id,
+        at=schemas.now(),
+        spec=spec,
+        visibility=visibility,
+        shared_with=shared_with,
+        by=by,
+    )
+
+
+def deleted_event(bot: Bot, by: str) -> BotDeleted:
+    """`bot` deleted by `by`."""
+    return BotDeleted(event_id=new_id("e"), bot_id=bot.bot_id, at=schemas.now(), by=by)

@@ -1,0 +1,231 @@
+"""Bots over HTTP and the admin CLI, against a real nats-server: create, list by scope, read, replace under a
+fence, delete, export and import; the events in BOTS say the same."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+import bus
+import schemas
+from schemas.api_bots import MAX_BOTS_PER_IMPORT
+from schemas.bot import BotCreated, BotDeleted, BotUpdated
+from tests.apihelp import Api, is_error
+
+SAGE = {
+    "name": "Zen Sage",
+    "model": "demo",
+    "system_prompt": "You answer in koans.",
+    "params": {"temperature": 0.8, "max_new_tokens": 64},
+    "history": 10,
+    "delay_s": 5,
+    "description": "calm",
+}
+
+
+async def _bot_events(api: Api) -> list[schemas.Event]:
+    return [schemas.decode_event(m.data) for m in await bus.read_all(api.nbus.js, "BOTS", ["bot.>"])]
+
+
+async def _create(api: Api, user: str = "ann", **fields: Any) -> dict[str, Any]:
+    status, body = await api.call("POST", "/v1/bots", user, json={**SAGE, **fields})
+    assert status == 201, body
+    return body
+
+
+async def test_create_get_and_the_event_it_appends(api: Api) -> None:
+    created = await _create(api)
+    assert created["name"] == "Zen Sage" and created["owner_id"] == created["owner_name"] == "ann"
+    assert created["mine"] and created["visibility"] == "private" and created["shared_with"] == []
+    assert created["params"]["temperature"] == 0.8 and created["history"] == 10 and created["delay_s"] == 5
+    status, got = await api.call("GET", f"/v1/bots/{created['bot_id']}")
+    assert status == 200 and got == created
+    (event,) = await _bot_events(api)
+    assert (
+        isinstance(event, BotCreated)
+        and event.owner_id == "ann"
+        and event.spec.system_prompt == SAGE["system_prompt"]
+    )
+    assert created["version"] > 0
+
+
+@pytest.mark.parametrize(
+    "fields, status, words",
+    [
+        ({"name": "@sage"}, 422, "name"),
+        ({"name": ""}, 422, "name"),
+        ({"model": "no spaces"}, 422, "model"),
+        ({"params": {"temperature": 9}}, 422, "temperature"),
+        ({"history": -1}, 422, "history"),
+        ({"owner_id": "bob"}, 422, "owner_id"),
+        ({"shared_with": ["bob"]}, 400, "shared_with"),
+        ({"visibility": "shared", "shared_with": ["carol"]}, 400, "carol"),
+        ({"visibility": "secret"}, 422, "visibility"),
+    ],
+)
+async def test_bad_bodies_are_refused_naming_what_is_wrong(
+    api: Api, fields: dict[str, Any], status: int, words: str
+) -> None:
+    answer, body = await api.call("POST", "/v1/bots", json={**SAGE, **fields})
+    assert answer == status and is_error(body) and words in body["message"], body
+    assert await _bot_events(api) == []
+
+
+async def test_scopes_sharing_and_the_store(api: Api) -> None:
+    private = await _create(api, name="Mine")
+    shared = await _create(api, name="Shared", visibility="shared", shared_with=["Bob", "bob"])
+    public = await _create(api, name="Public", visibility="public")
+    bobs = await _create(api, "bob", name="Bobs")
+    assert shared["shared_with"] == ["bob"]  # names back, each once, lowercase as logins are
+
+    async def names(user: str, scope: str = "") -> list[str]:
+        status, body = await api.call("GET", f"/v1/bots{scope and '?scope=' + scope}", user)
+        assert status == 200, body
+        return [b["name"] for b in body["bots"]]
+
+    assert await names("ann") == ["Mine", "Public", "Shared"]
+    assert await names("ann", "mine") == ["Mine", "Public", "Shared"]
+    assert await names("bob") == ["Bobs", "Public", "Shared"]
+    assert await names("bob", "mine") == ["Bobs"]
+    assert await names("bob", "store") == await names("root", "store") == ["Public"]
+    assert await names("root") == ["Public"]  # an admin's own list is theirs, not everyone's
+    assert await names("root", "all") == ["Bobs", "Mine", "Public", "Shared"]
+    assert (await api.call("GET", "/v1/bots?scope=all", "bob"))[0] == 403
+    assert (await api.call("GET", "/v1/bots?scope=everything", "bob"))[0] == 400
+
+    status, seen = await api.call("GET", f"/v1/bots/{shared['bot_id']}", "bob")
+    assert status == 200 and not seen["mine"] and seen["shared_with"] == []  # who else: the owner's business
+    assert (await api.call("GET", f"/v1/bots/{public['bot_id']}", "bob"))[0] == 200
+    assert (await api.call("GET", f"/v1/bots/{private['bot_id']}", "bob"))[0] == 404
+    assert (await api.call("GET", f"/v1/bots/{private['bot_id']}", "root"))[0] == 200
+    assert (await api.call("GET", f"/v1/bots/{bobs['bot_id']}"))[0] == 404
+    # Using is not owning: bob may read the public bot but not change or delete it.
+    assert (await api.call("PUT", f"/v1/bots/{public['bot_id']}", "bob", json=SAGE))[0] == 403
+    assert (await api.call("DELETE", f"/v1/bots/{public['bot_id']}", "bob"))[0] == 403
+
+
+async def test_put_replaces_the_definition_and_delete_removes_it(api: Api) -> None:
+    bot = await _create(api)
+    path = f"/v1/bots/{bot['bot_id']}"
+    status, put = await api.call("PUT", path, json={"name": "Sage", "model": "demo", "visibility": "public"})
+    assert status == 200, put
+    assert put["name"] == "Sage" and put["system_prompt"] == "" and put["history"] == 0  # whole definition
+    assert put["version"] > bot["version"] and put["created_at"] == bot["created_at"]
+    assert (await api.call("GET", path, "bob"))[1]["name"] == "Sage"
+    status, admin_put = await api.call("PUT", path, "root", json={**SAGE, "visibility": "public"})
+    assert status == 200 and admin_put["owner_id"] == "ann" and not admin_put["mine"]
+
+    status, deleted = await api.call("DELETE", path)
+    assert status == 200 and deleted["seq"] > admin_put["version"]
+    for user in ("ann", "bob", "root"):
+        assert (await api.call("GET", path, user))[0] == 404
+    assert (await api.call("PUT", path, json=SAGE))[0] == 404
+    assert (await api.call("DELETE", path))[0] == 404
+    assert (await api.call("GET", "/v1/bots?scope=mine"))[1]["bots"] == []
+    kinds = [type(e) for e in await _bot_events(api)]
+    assert kinds == [BotCreated, BotUpdated, BotUpdated, BotDeleted]
+    updates = [e for e in await _bot_events(api) if isinstance(e, BotUpdated)]
+    assert [u.by for u in updates] == ["ann", "root"]
+
+
+async def test_a_put_from_an_old_version_loses_the_fence(api: Api) -> None:
+    """Five editors read version v and save at once: one wins, four get 409, one update in the log."""
+    bot = await _create(api)
+    path = f"/v1/bots/{bot['bot_id']}"
+    version = f'"{bot["version"]}"'
+    answers = await asyncio.gather(
+        *(
+            api.call("PUT", path, json={**SAGE, "name": f"Sage {n}"}, headers={"If-Match": version})
+            for n in range(5)
+        )
+    )
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200, 409, 409, 409, 409], answers
+    assert all(is_error(body) for status, body in answers if status == 409)
+    updates = [e for e in await _bot_events(api) if isinstance(e, BotUpdated)]
+    (winner,) = (body for status, body in answers if status == 200)
+    assert len(updates) == 1 and updates[0].spec.name == winner["name"]
+    # The winner's version is the current one: a save from it passes, a delete from the old one does not.
+    assert (await api.call("DELETE", path, headers={"If-Match": version}))[0] == 409
+    status, _ = await api.call("PUT", path, json=SAGE, headers={"If-Match": f'"{winner["version"]}"'})
+    assert status == 200
+    assert (await api.call("PUT", path, json=SAGE, headers={"If-Match": "yesterday"}))[0] == 400
+
+
+async def test_export_then_import_makes_the_same_bot_for_the_importer(api: Api) -> None:
+    bot = await _create(api, visibility="public")
+    status, exported = await api.call("GET", f"/v1/bots/{bot['bot_id']}/export", "bob")
+    assert status == 200
+    assert exported == {"chatbus_bot": 1, **SAGE, "params": exported["params"], "visibility": "public"}
+    assert exported["params"]["temperature"] == 0.8 and "owner_id" not in exported
+
+    status, imported = await api.call("POST", "/v1/bots/import", "bob", json=exported)
+    assert status == 201, imported
+    (copy,) = imported["bots"]
+    assert copy["owner_id"] == "bob" and copy["bot_id"] != bot["bot_id"] and copy["visibility"] == "public"
+    same = ("name", "model", "system_prompt", "params", "history", "delay_s", "description")
+    assert {k: copy[k] for k in same} == {k: bot[k] for k in same}
+
+    private = {k: v for k, v in exported.items() if k != "visibility"}
+    status, many = await api.call(
+        "POST", "/v1/bots/import", "bob", json=[private, {**private, "name": "Other"}]
+    )
+    assert status == 201 and [b["name"] for b in many["bots"]] == ["Zen Sage", "Other"]
+    assert {b["visibility"] for b in many["bots"]} == {"private"}
+    status, mine = await api.call("GET", "/v1/bots?scope=mine", "bob")
+    assert len(mine["bots"]) == 3
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"name": "x", "model": "demo"}, "chatbus_bot"),
+        ([{"chatbus_bot": 1, "name": "x", "model": "demo"}, {"chatbus_bot": 1, "name": "y"}], "$[1]"),
+        ([{"chatbus_bot": 1, "name": "x", "model": "demo", "params": {"top_p": 2}}], "params.top_p"),
+        ({"chatbus_bot": 2, "name": "x", "model": "demo"}, "chatbus_bot"),
+        ({"chatbus_bot": 1, "name": "x", "model": "demo", "bot_id": "b1"}, "bot_id"),
+        ([], "no bot"),
+        ("a bot", "chatbus bot"),
+        (
+            [{"chatbus_bot": 1, "name": "x", "model": "demo"}]
+            + [
+                {
+                    "chatbus_bot": 1,
+                    "name": "y",
+                    "model": "demo",
+                    "visibility": "shared",
+                    "shared_with": ["zed"],
+                }
+            ],
+            "$[1].shared_with: no user 'zed'",
+        ),
+    ],
+)
+async def test_a_bad_import_is_a_400_naming_the_field_and_appends_nothing(
+    api: Api, body: Any, words: str
+) -> None:
+    status, answer = await api.call("POST", "/v1/bots/import", json=body)
+    assert status == 400 and is_error(answer) and words in answer["message"], answer
+    assert await _bot_events(api) == []
+
+
+async def test_import_limits(api: Api) -> None:
+    one = {"chatbus_bot": 1, "name": "x", "model": "d"}
+    body = json.dumps([one] * (MAX_BOTS_PER_IMPORT + 1))
+    # The test API takes bodies of 4 KiB: the count is checked as soon as the body fits.
+    status, answer = await api.call(
+        "POST", "/v1/bots/import", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert status == 413, answer
+    status, answer = await api.call(
+        "POST", "/v1/bots/import", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert status == 400 and answer["error"] == "malformed_json"
+    status, answer = await api.call(
+        "POST", "/v1/bots/import", data=b"{}", headers={"Content-Type": "text/plain"}
+    )
+    assert status == 415
+    assert await _bot_events(api) == []
