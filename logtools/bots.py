@@ -17,6 +17,7 @@ from typing import Literal
 import bus
 import schemas
 from bus import Appended, JetStream
+from schemas.api_bots import BotBody
 from schemas.bot import BotCreated, BotDeleted, BotEvent, BotSpec, BotUpdated, Visibility
 from schemas.ids import new_id
 from schemas.streams import BOTS
@@ -168,3 +169,26 @@ def updated_event(
 def deleted_event(bot: Bot, by: str) -> BotDeleted:
     """`bot` deleted by `by`."""
     return BotDeleted(event_id=new_id("e"), bot_id=bot.bot_id, at=schemas.now(), by=by)
+
+
+def bot_body(bot: Bot, user_id: str, *, admin: bool = False) -> BotBody:
+    """The API's view of a bot for this caller: whom it is shared with is for its owner and admins only."""
+    spec = bot.spec
+    return BotBody(
+        bot_id=bot.bot_id,
+        owner_id=bot.owner_id,
+        owner_name=bot.owner_id,  # a user's id is the name they log in with
+        mine=bot.owner_id == user_id,
+        name=spec.name,
+        model=spec.model,
+        system_prompt=spec.system_prompt,
+        params=spec.params,
+        history=spec.history,
+        delay_s=spec.delay_s,
+        description=spec.description,
+        visibility=bot.visibility,
+        shared_with=list(bot.shared_with) if bot.editable_by(user_id, admin=admin) else [],
+        created_at=bot.created_at,
+        updated_at=bot.updated_at,
+        version=bot.last_seq,
+    )

@@ -109,6 +109,41 @@ class BotsImported(msgspec.Struct, frozen=True, kw_only=True):
     bots: list[BotBody]
 
 
+class BotFileError(ValueError):
+    """An import file that is not one exported bot or a list of them (the message names the field)."""
+
+
+_file_decoder = msgspec.json.Decoder(BotFileBody)
+
+
+def parse_bot_file(raw: bytes) -> list[BotFile]:
+    """The bots of an export file (one or a list, at most MAX_BOTS_PER_IMPORT), else BotFileError."""
+    try:
+        decoded = _file_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise BotFileError(f"not a chatbus bot export: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BotFileError(f"not valid JSON: {exc}") from None
+    items = decoded if isinstance(decoded, list) else [decoded]
+    if not items:
+        raise BotFileError("the list holds no bot")
+    if len(items) > MAX_BOTS_PER_IMPORT:
+        raise BotFileError(f"at most {MAX_BOTS_PER_IMPORT} bots per import (got {len(items)})")
+    return items
+
+
+def sharing_problem(visibility: Visibility, names: list[str]) -> str | None:
+    """What is wrong with sharing a bot with these names at this visibility, or None."""
+    if names and visibility != "shared":
+        return f'shared_with needs visibility "shared" (it is {visibility!r})'
+    return None
+
+
+def login_names(names: list[str]) -> list[str]:
+    """User names as logins are spelled (lowercase, no blanks around), each once, in order."""
+    return list(dict.fromkeys(name.strip().lower() for name in names))
+
+
 def shared_names(body: BotRequest | BotFile) -> list[str]:
     """The user names a request or an imported bot is shared with (none when unsaid)."""
     return [] if isinstance(body.shared_with, msgspec.UnsetType) else list(body.shared_with)

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import bus
 import schemas
 from schemas.api_bots import MAX_BOTS_PER_IMPORT
 from schemas.bot import BotCreated, BotDeleted, BotUpdated
+from services.cli.app import app
 from tests.apihelp import Api, is_error
 
 SAGE = {
@@ -223,9 +226,74 @@ async def test_import_limits(api: Api) -> None:
     status, answer = await api.call(
         "POST", "/v1/bots/import", data=b"{not json", headers={"Content-Type": "application/json"}
     )
-    assert status == 400 and answer["error"] == "malformed_json"
+    assert status == 400 and answer["error"] == "bad_bot_file" and "not valid JSON" in answer["message"]
     status, answer = await api.call(
         "POST", "/v1/bots/import", data=b"{}", headers={"Content-Type": "text/plain"}
     )
     assert status == 415
+    assert await _bot_events(api) == []
+
+
+# ---------------------------------------------------------------- the admin CLI
+
+
+def _cli(nats_url: str, *args: str) -> Any:
+    return CliRunner().invoke(app, [*args, "--nats", nats_url], env={"COLUMNS": "200"})
+
+
+async def test_admin_bot_commands(api: Api, nats_url: str, tmp_path: Path) -> None:
+    prompt = tmp_path / "sage.txt"
+    prompt.write_text("You answer in koans.\n")
+    add = [
+        "admin", "bot", "add", "--name", "Zen Sage", "--model", "demo", "--prompt-file", str(prompt),
+        "--temperature", "0.8", "--delay", "5", "--history", "10", "--owner", "bob", "--visibility", "public",
+        "--description", "calm",
+    ]  # fmt: skip
+    result = await asyncio.to_thread(_cli, nats_url, *add)
+    assert result.exit_code == 0, result.output
+    bot_id = result.stdout.strip()
+    status, bot = await api.call("GET", f"/v1/bots/{bot_id}", "ann")
+    assert status == 200 and bot["owner_id"] == "bob" and bot["visibility"] == "public"
+    assert bot["system_prompt"] == "You answer in koans." and bot["params"]["temperature"] == 0.8
+    assert (bot["delay_s"], bot["history"], bot["description"]) == (5, 10, "calm")
+
+    listed = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "list")
+    assert listed.exit_code == 0 and "Zen Sage" in listed.stdout and bot_id in listed.stdout
+
+    shown = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "show", bot_id)
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["bot_id"] == bot_id
+
+    out = tmp_path / "bots.json"
+    exported = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "export", "--all", "--out", str(out))
+    assert exported.exit_code == 0, exported.output
+    (item,) = json.loads(out.read_text())
+    assert item["chatbus_bot"] == 1 and item["name"] == "Zen Sage"
+    one = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "export", bot_id)
+    assert json.loads(one.stdout) == item
+
+    imported = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "import", str(out), "--owner", "ann")
+    assert imported.exit_code == 0, imported.output
+    status, mine = await api.call("GET", "/v1/bots?scope=mine", "ann")
+    assert [b["name"] for b in mine["bots"]] == ["Zen Sage"] and mine["bots"][0]["bot_id"] in imported.stdout
+
+    deleted = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "delete", bot_id)
+    assert deleted.exit_code == 0, deleted.output
+    assert (await api.call("GET", f"/v1/bots/{bot_id}", "bob"))[0] == 404
+
+
+async def test_admin_bot_errors_say_what_to_do(api: Api, nats_url: str, tmp_path: Path) -> None:
+    missing = await asyncio.to_thread(
+        _cli, nats_url, "admin", "bot", "add", "--name", "X", "--model", "demo", "--owner", "zed"
+    )
+    assert missing.exit_code == 1 and "chatbus admin user add zed" in missing.output
+    no_admin = await asyncio.to_thread(
+        _cli, nats_url, "admin", "bot", "add", "--name", "X", "--model", "demo"
+    )
+    assert no_admin.exit_code == 1 and "--owner" in no_admin.output  # the default owner `admin` is not here
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"chatbus_bot": 1, "name": "x"}]')
+    refused = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "import", str(bad), "--owner", "ann")
+    assert refused.exit_code == 2 and "model" in refused.output
+    unknown = await asyncio.to_thread(_cli, nats_url, "admin", "bot", "show", "bnosuch")
+    assert unknown.exit_code == 1 and "chatbus admin bot list" in unknown.output
     assert await _bot_events(api) == []

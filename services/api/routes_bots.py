@@ -7,7 +7,6 @@ private bot is a 404 on every route, as another user's chat is.
 
 from __future__ import annotations
 
-import msgspec
 from aiohttp import web
 
 import bus
@@ -16,6 +15,7 @@ from logtools.bots import (
     Bot,
     Scope,
     append_bot_change,
+    bot_body,
     create_bots,
     created_event,
     deleted_event,
@@ -27,14 +27,12 @@ from logtools.bots import (
 from schemas.api import AcceptedResponse
 from schemas.api_bots import (
     BOT_SCOPES,
-    MAX_BOTS_PER_IMPORT,
-    BotBody,
-    BotFile,
-    BotFileBody,
+    BotFileError,
     BotList,
     BotRequest,
     BotsImported,
     file_of,
+    parse_bot_file,
     shared_names,
     spec_of,
 )
@@ -43,31 +41,6 @@ from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_str, read_body, require_json
 from services.api.keys import BUS
-
-_file_decoder = msgspec.json.Decoder(BotFileBody)
-
-
-def bot_body(bot: Bot, user_id: str, *, admin: bool = False) -> BotBody:
-    """The API's view of a bot for this caller: whom it is shared with is for its owner and admins only."""
-    spec = bot.spec
-    return BotBody(
-        bot_id=bot.bot_id,
-        owner_id=bot.owner_id,
-        owner_name=bot.owner_id,  # a user's id is the name they log in with
-        mine=bot.owner_id == user_id,
-        name=spec.name,
-        model=spec.model,
-        system_prompt=spec.system_prompt,
-        params=spec.params,
-        history=spec.history,
-        delay_s=spec.delay_s,
-        description=spec.description,
-        visibility=bot.visibility,
-        shared_with=list(bot.shared_with) if bot.editable_by(user_id, admin=admin) else [],
-        created_at=bot.created_at,
-        updated_at=bot.updated_at,
-        version=bot.last_seq,
-    )
 
 
 def _etag(bot: Bot) -> dict[str, str]:
@@ -199,29 +172,14 @@ async def export_bot(request: web.Request) -> web.StreamResponse:
     return json_response(file_of(bot.spec, bot.visibility), headers={"Content-Disposition": disposition})
 
 
-def _read_file(raw: bytes) -> list[BotFile]:
-    """The bots of an import body, else 400 naming the field at fault."""
-    try:
-        decoded = _file_decoder.decode(raw)
-    except msgspec.ValidationError as exc:
-        raise ApiError(400, "bad_bot_file", f"not a chatbus bot export: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
-    items = decoded if isinstance(decoded, list) else [decoded]
-    if not items:
-        raise ApiError(400, "bad_bot_file", "the list holds no bot")
-    if len(items) > MAX_BOTS_PER_IMPORT:
-        raise ApiError(
-            400, "too_many_bots", f"at most {MAX_BOTS_PER_IMPORT} bots per import (got {len(items)})"
-        )
-    return items
-
-
 async def import_bots(request: web.Request) -> web.StreamResponse:
     """Import one exported bot or a list of them as yours (private unless the file says); all or none."""
     principal = principal_of(request)
     require_json(request)
-    items = _read_file(await request.read())
+    try:
+        items = parse_bot_file(await request.read())
+    except BotFileError as exc:
+        raise ApiError(400, "bad_bot_file", str(exc)) from None
     many = len(items) > 1
     events = []
     for index, item in enumerate(items):
