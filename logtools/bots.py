@@ -12,18 +12,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 import bus
 import schemas
 from bus import Appended, JetStream
-from schemas.api_bots import BotBody
+from schemas.api_bots import BotBody, BotScope
 from schemas.bot import BotCreated, BotDeleted, BotEvent, BotSpec, BotUpdated, Visibility
 from schemas.ids import new_id
 from schemas.streams import BOTS
 from schemas.subjects import ALL_BOTS, one_bot
-
-Scope = Literal["usable", "mine", "store", "all"]
 
 
 @dataclass
@@ -115,7 +112,7 @@ async def append_bot_change(
     )
 
 
-def in_scope(bot: Bot, scope: Scope, user_id: str, *, admin: bool = False) -> bool:
+def in_scope(bot: Bot, scope: BotScope, user_id: str, *, admin: bool = False) -> bool:
     """Whether a bot belongs in a list: `mine` (owned), `store` (public), `usable` (what this user may
     use: owned, shared with them, public; an admin's list is theirs too) or `all` (admins: every bot)."""
     if bot.deleted:

@@ -8,7 +8,7 @@ names (they belong to one installation), marked `chatbus_bot: 1` so an import kn
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -27,7 +27,7 @@ MAX_SHARED_WITH = 100
 MAX_BOTS_PER_IMPORT = 100
 BOT_FILE_VERSION: Literal[1] = 1
 BotScope = Literal["usable", "mine", "store", "all"]
-BOT_SCOPES: tuple[str, ...] = ("usable", "mine", "store", "all")
+BOT_SCOPES: tuple[str, ...] = get_args(BotScope)
 UserName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Prompt = Annotated[str, msgspec.Meta(max_length=MAX_BOT_PROMPT_CHARS)]
 History = Annotated[int, msgspec.Meta(ge=0, le=MAX_HISTORY_TURNS)]

@@ -6,17 +6,21 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+import msgspec
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from typer.testing import CliRunner
 
 import bus
 import schemas
 from schemas.api_bots import MAX_BOTS_PER_IMPORT
-from schemas.bot import BotCreated, BotDeleted, BotUpdated
+from schemas.bot import BotCreated, BotDeleted, BotUpdated, Visibility
+from services.api import create_app
+from services.cli.admin_bots import VisibilityChoice
 from services.cli.app import app
-from tests.apihelp import Api, is_error
+from tests.apihelp import SETTINGS, Api, is_error
 
 SAGE = {
     "name": "Zen Sage",
@@ -37,6 +41,10 @@ async def _create(api: Api, user: str = "ann", **fields: Any) -> dict[str, Any]:
     status, body = await api.call("POST", "/v1/bots", user, json={**SAGE, **fields})
     assert status == 201, body
     return body
+
+
+def test_the_clis_visibility_choices_are_the_schemas() -> None:
+    assert {v.value for v in VisibilityChoice} == set(get_args(Visibility))
 
 
 async def test_create_get_and_the_event_it_appends(api: Api) -> None:
@@ -232,6 +240,24 @@ async def test_import_limits(api: Api) -> None:
     )
     assert status == 415
     assert await _bot_events(api) == []
+
+
+async def test_an_import_takes_at_most_100_bots(api: Api) -> None:
+    """With room in the body for more, the 101st bot is refused (400, nothing imported); 100 pass."""
+    one = {"chatbus_bot": 1, "name": "x", "model": "d"}
+    roomy = create_app(msgspec.structs.replace(SETTINGS, max_body_bytes=64_000), api.nbus)
+    async with TestClient(TestServer(roomy)) as client:
+
+        async def post(count: int) -> tuple[int, Any]:
+            async with client.post("/v1/bots/import", json=[one] * count, headers=api.auth("ann")) as resp:
+                return resp.status, await resp.json()
+
+        status, answer = await post(MAX_BOTS_PER_IMPORT + 1)
+        assert status == 400 and answer["error"] == "bad_bot_file" and "at most 100" in answer["message"]
+        assert await _bot_events(api) == []
+        status, answer = await post(MAX_BOTS_PER_IMPORT)
+        assert status == 201 and len(answer["bots"]) == MAX_BOTS_PER_IMPORT
+    assert len(await _bot_events(api)) == MAX_BOTS_PER_IMPORT
 
 
 # ---------------------------------------------------------------- the admin CLI

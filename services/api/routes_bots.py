@@ -13,7 +13,6 @@ import bus
 from identity.accounts import is_valid_user_id, user_role
 from logtools.bots import (
     Bot,
-    Scope,
     append_bot_change,
     bot_body,
     create_bots,
@@ -30,6 +29,7 @@ from schemas.api_bots import (
     BotFileError,
     BotList,
     BotRequest,
+    BotScope,
     BotsImported,
     file_of,
     parse_bot_file,
@@ -120,7 +120,7 @@ async def list_bots(request: web.Request) -> web.StreamResponse:
         raise ApiError(400, "bad_parameter", f"scope must be one of {', '.join(BOT_SCOPES)}")
     if scope == "all" and not principal.is_admin:
         raise ApiError(403, "forbidden", "scope=all is for administrators")
-    chosen: Scope = scope  # type: ignore[assignment]
+    chosen: BotScope = scope  # type: ignore[assignment]
     bots = [
         bot
         for bot in (await read_bots(request.app[BUS].js)).values()

@@ -89,8 +89,10 @@ def bot_add(
         Path | None,
         typer.Option(help="A text file with its system prompt (its personality).", dir_okay=False),
     ] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature, 0 (greedy) to 5.")] = 0.7,
-    max_tokens: Annotated[int, typer.Option(help="The most tokens one turn may have.")] = 256,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature, 0 (greedy) to 5 (default 0.7).")
+    ] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Most tokens in one turn (default 256).")] = None,
     delay: Annotated[float, typer.Option(help="Seconds it waits before it speaks.")] = 0.0,
     history: Annotated[int, typer.Option(help="Earlier turns it sees (0: all that fit).")] = 0,
     description: Annotated[str, typer.Option(help="One line for the bot store.")] = "",
@@ -120,7 +122,11 @@ def bot_add(
         "name": name,
         "model": model,
         "system_prompt": prompt,
-        "params": {"temperature": temperature, "max_new_tokens": max_tokens},
+        "params": {
+            key: value
+            for key, value in (("temperature", temperature), ("max_new_tokens", max_tokens))
+            if value is not None
+        },
         "history": history,
         "delay_s": delay,
         "description": description,
