@@ -52,6 +52,19 @@ class Bot:
         """Whether this user may change or delete the bot: its owner or an admin."""
         return not self.deleted and (admin or self.owner_id == user_id)
 
+    def apply(self, seq: int, event: BotUpdated | BotDeleted) -> None:
+        """Fold in one change of this bot, stored at `seq`."""
+        if isinstance(event, BotUpdated):
+            self.spec, self.visibility, self.shared_with = (
+                event.spec,
+                event.visibility,
+                list(event.shared_with),
+            )
+            self.updated_at = event.at
+        else:
+            self.deleted = True
+        self.last_seq = seq
+
 
 def fold_bots(events: Iterable[tuple[int, BotEvent]]) -> dict[str, Bot]:
     """Every bot of these (seq, event) pairs, in stream order (an update of an unknown bot is ignored)."""
@@ -69,16 +82,8 @@ def fold_bots(events: Iterable[tuple[int, BotEvent]]) -> dict[str, Bot]:
                     updated_at=event.at,
                     last_seq=seq,
                 )
-            case BotUpdated() if event.bot_id in bots:
-                bot = bots[event.bot_id]
-                bot.spec, bot.visibility, bot.shared_with = (
-                    event.spec,
-                    event.visibility,
-                    list(event.shared_with),
-                )
-                bot.updated_at, bot.last_seq = event.at, seq
-            case BotDeleted() if event.bot_id in bots:
-                bots[event.bot_id].deleted, bots[event.bot_id].last_seq = True, seq
+            case BotUpdated() | BotDeleted() if event.bot_id in bots:
+                bots[event.bot_id].apply(seq, event)
     return bots
 
 

@@ -32,8 +32,10 @@ from schemas.api_bots import (
     BotScope,
     BotsImported,
     file_of,
+    login_names,
     parse_bot_file,
     shared_names,
+    sharing_problem,
     spec_of,
 )
 from schemas.bot import Visibility
@@ -48,18 +50,14 @@ def _etag(bot: Bot) -> dict[str, str]:
 
 
 async def _user_ids(request: web.Request, visibility: Visibility, names: list[str], where: str) -> list[str]:
-    """The user ids of `shared_with` names (lowercased, each once), else 400 naming the one unknown."""
-    if names and visibility != "shared":
-        raise ApiError(
-            400, "bad_sharing", f'{where}shared_with needs visibility "shared" (it is {visibility!r})'
-        )
-    ids: list[str] = []
-    for name in names:
-        user_id = name.strip().lower()
+    """The user ids of `shared_with` names (a user's id is their login name), else 400 naming the fault."""
+    problem = sharing_problem(visibility, names)
+    if problem is not None:
+        raise ApiError(400, "bad_sharing", f"{where}{problem}")
+    ids = login_names(names)
+    for user_id in ids:
         if not is_valid_user_id(user_id) or await user_role(request.app[BUS].js, user_id) is None:
-            raise ApiError(400, "unknown_user", f"{where}shared_with: no user {name!r}")
-        if user_id not in ids:
-            ids.append(user_id)
+            raise ApiError(400, "unknown_user", f"{where}shared_with: no user {user_id!r}")
     return ids
 
 
@@ -149,8 +147,7 @@ async def put_bot(request: web.Request) -> web.StreamResponse:
         appended = await append_bot_change(request.app[BUS].js, bot, event, at_seq=_if_match(request))
     except bus.ConcurrencyConflict:
         raise _changed(bot.bot_id) from None
-    bot.spec, bot.visibility, bot.shared_with = event.spec, event.visibility, list(event.shared_with)
-    bot.updated_at, bot.last_seq = event.at, appended.seq
+    bot.apply(appended.seq, event)
     return json_response(bot_body(bot, principal.user_id, admin=principal.is_admin), headers=_etag(bot))
 
 

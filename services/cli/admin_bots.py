@@ -27,6 +27,7 @@ from schemas.api_bots import (
     login_names,
     parse_bot_file,
     shared_names,
+    sharing_problem,
     spec_of,
 )
 from schemas.bot import BotSpec, Visibility
@@ -63,20 +64,24 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-async def _check_users(nbus: Bus, names: list[str]) -> str | None:
-    """The first of these user names without an account, or None."""
+class NoUser(Exception):
+    """A user name (owner, or one shared with) without an account."""
+
+
+async def _check_users(nbus: Bus, names: list[str]) -> None:
+    """Raise NoUser for the first of these user names without an account."""
     from identity.accounts import is_valid_user_id, user_role
 
     for name in names:
         if not is_valid_user_id(name) or await user_role(nbus.js, name) is None:
-            return name
-    return None
+            raise NoUser(name)
 
 
-def _no_user(name: str) -> typer.Exit:
+def _no_user(exc: NoUser) -> typer.Exit:
+    name = exc.args[0]
     return _fail(
-        f"no user {name}: create it with `chatbus admin user add {name}`, or name another with --owner"
-        " (owners) or --share-with (users it is shared with)"
+        f"no user {name}: create it with `chatbus admin user add {name}`, or name another"
+        " (--owner, or the users the bot is shared with); nothing was created"
     )
 
 
@@ -116,8 +121,9 @@ def bot_add(
         raise _fail(f"cannot read --prompt-file {prompt_file}: {exc.strerror}", 2) from exc
     chosen: Visibility = "public" if public else visibility.value  # type: ignore[assignment]
     shared = login_names(share_with or [])
-    if shared and chosen != "shared":
-        raise _fail("--share-with needs --visibility shared", 2)
+    problem = sharing_problem(chosen, shared)
+    if problem is not None:
+        raise _fail(f"{problem}: with --share-with, pass --visibility shared", 2)
     raw = {
         "name": name,
         "model": model,
@@ -137,16 +143,15 @@ def bot_add(
         raise _fail(f"{exc} (see `chatbus admin bot add --help`)", 2) from exc
 
     async def action(nbus: Bus) -> str:
-        missing = await _check_users(nbus, [owner, *shared])
-        if missing is not None:
-            return missing
+        await _check_users(nbus, [owner, *shared])
         (bot,) = await create_bots(nbus.js, [created_event(owner, spec, chosen, shared)])
-        return "b:" + bot.bot_id
+        return bot.bot_id
 
-    result: str = run_admin(nats, action)
-    if not result.startswith("b:"):
-        raise _no_user(result)
-    typer.echo(result[2:])
+    try:
+        bot_id: str = run_admin(nats, action)
+    except NoUser as exc:
+        raise _no_user(exc) from exc
+    typer.echo(bot_id)
     console.print(
         f"bot {escape(spec.name)} created for {owner} ({chosen}); see it with `chatbus admin bot list`"
     )
@@ -258,23 +263,23 @@ def bot_import(
     except BotFileError as exc:
         raise _fail(f"{file}: {exc}; nothing was imported", 2) from exc
     for index, item in enumerate(items):
-        if shared_names(item) and item.visibility != "shared":
-            raise _fail(f"{file}: bot {index} ({item.name}) has shared_with but is {item.visibility}", 2)
+        problem = sharing_problem(item.visibility, shared_names(item))
+        if problem is not None:
+            raise _fail(f"{file}: bot {index} ({item.name}): {problem}; nothing was imported", 2)
 
-    async def action(nbus: Bus) -> list[str] | str:
-        names = [owner, *(name for item in items for name in login_names(shared_names(item)))]
-        missing = await _check_users(nbus, names)
-        if missing is not None:
-            return missing
+    async def action(nbus: Bus) -> list[str]:
+        shared = [login_names(shared_names(item)) for item in items]
+        await _check_users(nbus, [owner, *(name for names in shared for name in names)])
         events = [
-            created_event(owner, spec_of(item), item.visibility, login_names(shared_names(item)))
-            for item in items
+            created_event(owner, spec_of(item), item.visibility, names)
+            for item, names in zip(items, shared, strict=True)
         ]
         return [bot.bot_id for bot in await create_bots(nbus.js, events)]
 
-    result: list[str] | str = run_admin(nats, action)
-    if isinstance(result, str):
-        raise _no_user(result)
+    try:
+        result: list[str] = run_admin(nats, action)
+    except NoUser as exc:
+        raise _no_user(exc) from exc
     for bot_id in result:
         typer.echo(bot_id)
     console.print(
