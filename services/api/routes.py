@@ -32,12 +32,14 @@ from schemas.api import (
     StatusResponse,
     UserErasedResponse,
 )
+from schemas.api_bots import BotBody, BotFile, BotList, BotRequest, BotsImported
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
 from services.api import (
     live,
     routes_audit,
+    routes_bots,
     routes_chats,
     routes_erasure,
     routes_images,
@@ -92,6 +94,10 @@ AFTER = (
     ),
 )
 CHAT = "/v1/chats/{chat_id}"
+BOT = "/v1/bots/{bot_id}"
+IF_MATCH = Param(
+    "If-Match", "string", 'The bot\'s `version` you read, e.g. "42": 409 if it changed since.', "header"
+)
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/", routes_ui.index, "ui", public=True, media="text/html"),
@@ -311,6 +317,30 @@ ROUTES: tuple[Route, ...] = (
             Param("If-None-Match", "string", "The image's ETag: answered 304 when it matches.", "header"),
         ),
     ),
+    Route(
+        "POST", "/v1/bots", routes_bots.create_bot, "bots.create", status=201, body=BotRequest, answer=BotBody
+    ),
+    Route(
+        "GET",
+        "/v1/bots",
+        routes_bots.list_bots,
+        "bots.list",
+        answer=BotList,
+        params=(Param("scope", "string", "`usable` (default), `mine`, `store` (public) or `all` (admins)."),),
+    ),
+    Route(
+        "POST",
+        "/v1/bots/import",
+        routes_bots.import_bots,
+        "bots.import_file",
+        status=201,
+        body=BotFile,
+        answer=BotsImported,
+    ),
+    Route("GET", BOT, routes_bots.get_bot, "bots.get", answer=BotBody),
+    Route("PUT", BOT, routes_bots.put_bot, "bots.put", body=BotRequest, answer=BotBody, params=(IF_MATCH,)),
+    Route("DELETE", BOT, routes_bots.delete_bot, "bots.delete", answer=AcceptedResponse, params=(IF_MATCH,)),
+    Route("GET", f"{BOT}/export", routes_bots.export_bot, "bots.export", answer=BotFile),
     Route(
         "GET",
         f"{CHAT}/ws",
