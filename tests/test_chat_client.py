@@ -26,7 +26,6 @@ from schemas.chat import (
 )
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
-from services.api.routes import ROUTES
 from tests.stack import Client, chat_events
 from tests.terminal import Terminal
 
@@ -240,9 +239,6 @@ async def _quiet(
     raise TimeoutError("the chat never went quiet")
 
 
-@pytest.mark.skipif(
-    not any(route.path == "/v1/bots" for route in ROUTES), reason="the bot routes are on another branch"
-)
 async def test_a_new_party_chat_takes_its_bots_by_name(
     nbus: Bus, stack: dict[str, str], conductor: None, terminals: list[Terminal]
 ) -> None:
