@@ -15,6 +15,7 @@ import schemas
 from bus import Bus
 from schemas.bot import BotCreated, BotSpec
 from schemas.chat import (
+    ChoiceMade,
     FloorPaused,
     FloorResumed,
     FloorStopped,
@@ -26,7 +27,7 @@ from schemas.chat import (
 )
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
-from tests.stack import Client, chat_events
+from tests.stack import Client, chat_events, wait_models
 from tests.terminal import Terminal
 
 
@@ -268,3 +269,51 @@ async def test_a_new_party_chat_takes_its_bots_by_name(
     log = [e for _, e in await _log(nbus, chat_id)]
     joined = [e.bot.name for e in log if isinstance(e, ParticipantJoined)]
     assert joined == ["Zen Sage", "Critic"]
+
+
+@pytest.fixture
+async def demo2(nbus: Bus, stack: dict[str, str], demo_model_dir: Path) -> AsyncIterator[None]:
+    """A second demo-model worker, serving alias `demo2` (side-by-side chats compare two aliases)."""
+    from services.llm_worker import WorkerSettings
+    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+    from services.llm_worker.engine import EngineConfig
+    from services.llm_worker.worker import Worker
+
+    engine = await asyncio.to_thread(
+        ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig()
+    )
+    settings = WorkerSettings(model=str(demo_model_dir), alias="demo2", capacity=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(Worker(settings, nbus, engine, engine.tokenizer).run(stop))
+    await wait_models(nbus, "demo2")
+    yield
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+async def test_side_by_side_answers_stream_together_and_one_is_chosen(
+    nbus: Bus, stack: dict[str, str], demo2: None, terminals: list[Terminal]
+) -> None:
+    terminals.append(term := Terminal(stack, "--new", "--title", "which", "--compare", "demo,demo2"))
+    chat_id = (await term.expect(r"created chat [A-Za-z0-9_-]+")).split()[-1]
+    term.type("/choose demo")
+    await term.expect(r"no message has been answered side by side yet")
+    term.type("hello both")
+    await term.expect(r"(you|ann): hello both")
+    asked = term.mark
+    first = await term.expect(r"demo2?: .+")
+    live = term.text()[asked : term.mark - len(first)]
+    assert re.search(r"demo is (about to speak|speaking)", live), live
+    assert re.search(r"demo2 is (about to speak|speaking)", live), live
+    await term.expect(r"demo: .+" if first.startswith("demo2") else r"demo2: .+")
+    term.type("/choose 3")
+    await term.expect(r"no answer by '3' to the last message: choose one of demo, demo2")
+    term.type("/choose demo2")
+    await term.expect(r"chose demo2's answer")
+    log = [e for _, e in await _log(nbus, chat_id)]
+    by_demo2 = next(e.reply_id for e in log if isinstance(e, ReplyRequested) and e.model == "demo2")
+    choice = next(e for e in log if isinstance(e, ChoiceMade))
+    assert choice.reply_id == by_demo2 and len(choice.rejected) == 1
+    term.type("/pause")
+    await term.expect(r"error: .+\(409 [a-z_]+\)")
+    assert await term.leave() == 0

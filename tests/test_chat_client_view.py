@@ -31,7 +31,7 @@ from schemas.tokens import TokenDelta
 from services.api.keys import SOCKETS
 from services.cli.app import app
 from services.cli.chat_client.api import ChatApi, Frame
-from services.cli.chat_client.commands import CommandError, FloorAction, Local, Post, parse
+from services.cli.chat_client.commands import Choose, CommandError, FloorAction, Local, Post, parse
 from services.cli.chat_client.completion import ChatCompleter
 from services.cli.chat_client.view import ChatView
 from tests.apihelp import Api
@@ -252,3 +252,34 @@ def test_the_command_refuses_what_cannot_work_before_calling_the_api(args: list[
     result = CliRunner().invoke(app, ["chat", *args], env=env)
     assert result.exit_code == 2, result.output
     assert says in result.output
+
+
+def test_choose_takes_the_last_messages_answer_by_model_or_number() -> None:
+    base: dict[str, Any] = {"chat_id": "c2", "at": NOW}
+
+    def asked(n: int, message_id: str, model: str) -> ReplyRequested:
+        return ReplyRequested(
+            event_id=f"e{n}", reply_id=f"r{n}", message_id=message_id, model=model, requested_by="ann", **base
+        )
+
+    events: list[ChatEvent] = [
+        ChatCreated(event_id="e1", owner_id="ann", title="which", model="a", compare=["a", "b"], **base),
+        MessagePosted(event_id="e2", message_id="m1", author_id="ann", content="one", **base),
+        asked(3, "m1", "a"),
+        asked(4, "m1", "b"),
+        MessagePosted(event_id="e5", message_id="m2", author_id="ann", content="two", **base),
+        asked(6, "m2", "a"),
+        asked(7, "m2", "b"),
+    ]
+    view = ChatView("c2")
+    for seq, event in enumerate(events, 1):
+        view.take(_frame(seq, event))
+    assert view.side_by_side_answer("b") == "r7"
+    assert view.side_by_side_answer("1") == "r6"
+    with pytest.raises(CommandError, match="no answer by 'c'"):
+        view.side_by_side_answer("c")
+    assert parse("/choose b", Floor()) == Choose("b")
+    one_model = ChatView("c1")
+    _take_all(one_model, _party())
+    with pytest.raises(CommandError, match="side-by-side chats"):
+        one_model.side_by_side_answer("demo")

@@ -23,6 +23,7 @@ HELP: tuple[tuple[str, str], ...] = (
     ("/unmute NAME", "give this bot turns again"),
     (f"/policy {'|'.join(POLICIES)}", "how the next speaker is chosen"),
     ("/turns N", "at most N bot turns in a row without a human message"),
+    ("/choose MODEL", "side by side: the last message's answer by this model is the best"),
     ("/hide", "toggle showing the text of turns (who speaks and how much stays)"),
     ("/who", "the bots in this chat and the floor"),
     ("/help", "this list"),
@@ -49,13 +50,20 @@ class FloorAction:
 
 
 @dataclass(frozen=True)
+class Choose:
+    """Choose the side-by-side answer of this model (alias or its number in the chat's order)."""
+
+    model: str
+
+
+@dataclass(frozen=True)
 class Local:
     """A command the client answers itself."""
 
     name: Literal["hide", "who", "help", "quit"]
 
 
-Action = Post | FloorAction | Local
+Action = Post | FloorAction | Choose | Local
 
 
 def parse(line: str, floor: Floor) -> Action | None:
@@ -79,6 +87,10 @@ def parse(line: str, floor: Floor) -> Action | None:
             if not arg:
                 raise CommandError(f"/{word} needs a bot's name: /{word} NAME (/who lists them)")
             return FloorAction({"action": word.lower(), "participant": arg})
+        case "choose":
+            if not arg:
+                raise CommandError("/choose needs a model: /choose MODEL (or its number, 1 for the first)")
+            return Choose(arg)
         case "policy":
             if arg not in POLICIES:
                 raise CommandError(f"/policy takes one of {', '.join(POLICIES)}")

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from services.cli.chat_client.api import ApiFailure, ChatApi
-from services.cli.chat_client.commands import HELP, CommandError, FloorAction, Local, Post, parse
+from services.cli.chat_client.commands import HELP, Choose, CommandError, FloorAction, Local, Post, parse
 from services.cli.chat_client.completion import ChatCompleter
 from services.cli.chat_client.view import NOTE, ChatView, LiveReply
 
@@ -111,6 +111,9 @@ class ChatSession:
                     await self.api.call("POST", f"/v1/chats/{self.chat_id}/messages", {"content": content})
                 case FloorAction(body=body):
                     await self.api.call("POST", f"/v1/chats/{self.chat_id}/floor", body)
+                case Choose(model=model):
+                    reply_id = self.view.side_by_side_answer(model)
+                    await self.api.call("POST", f"/v1/chats/{self.chat_id}/replies/{reply_id}/choose")
                 case Local(name="quit"):
                     return False
                 case Local(name="hide"):
@@ -123,6 +126,8 @@ class ChatSession:
                     await self.show([Text(f"  {usage:<36} {what}") for usage, what in HELP])
         except ApiFailure as exc:
             await self.show([Text(f"error: {exc}", style="red")])
+        except CommandError as exc:
+            await self.show([Text(str(exc), style="yellow")])
         return True
 
     def _live_area(self) -> FormattedText:

@@ -42,6 +42,7 @@ from schemas.chat_state import ChatState
 from schemas.seat import speaker_name
 from schemas.tokens import TokenDelta
 from services.cli.chat_client.api import Frame
+from services.cli.chat_client.commands import CommandError
 
 NOTE = "dim"
 NAME_STYLES = ("bold cyan", "bold magenta", "bold yellow", "bold green", "bold blue", "bold red")
@@ -199,6 +200,23 @@ class ChatView:
             started = reply.status == "started" or bool(stream.text)
             out.append(LiveReply(reply_id, name, self.style_of(name), stream.text, stream.tokens, started))
         return out
+
+    def side_by_side_answer(self, model: str) -> str:
+        """The reply of `model` (an alias, or its number in the chat's order) to the last message answered
+        side by side; CommandError when there is none."""
+        compare = self.state.compare
+        if not compare:
+            raise CommandError("/choose is for side-by-side chats (chatbus chat --new --compare A,B)")
+        if model.isdigit() and 1 <= int(model) <= len(compare):
+            model = compare[int(model) - 1]
+        requests = [r.request for r in self.state.replies.values() if r.request is not None]
+        if not requests:
+            raise CommandError("no message has been answered side by side yet")
+        last = requests[-1].message_id
+        for request in requests:
+            if request.message_id == last and request.model == model:
+                return request.reply_id
+        raise CommandError(f"no answer by {model!r} to the last message: choose one of {', '.join(compare)}")
 
     def status(self) -> str:
         """One line about the chat: title, floor and how many bots."""
