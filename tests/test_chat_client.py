@@ -62,6 +62,8 @@ async def test_a_chat_streams_its_reply_in_the_terminal_and_commands_answer(
     words = {word for word in answer.split() if len(word) >= 4}
     assert any(word in streamed for word in words), "no streamed text showed before the reply ended"
 
+    term.type("/help")
+    await term.expect(r"/policy manual\|round_robin\|mention\|auto  how the next speaker is chosen")
     term.type("/who")
     await term.expect(r"no bots in this chat: it answers with demo")
     term.type("/pause")  # a floor action in a chat without bots: the API's 409, not a traceback

@@ -123,7 +123,8 @@ class ChatSession:
                 case Local(name="who"):
                     await self.show(self.view.who())
                 case Local(name="help"):
-                    await self.show([Text(f"  {usage:<36} {what}") for usage, what in HELP])
+                    width = max(len(usage) for usage, _ in HELP)
+                    await self.show([Text(f"  {usage:<{width}}  {what}") for usage, what in HELP])
         except ApiFailure as exc:
             await self.show([Text(f"error: {exc}", style="red")])
         except CommandError as exc:
