@@ -31,7 +31,8 @@ from schemas.tokens import TokenDelta
 from services.api.keys import SOCKETS
 from services.cli.app import app
 from services.cli.chat_client.api import ChatApi, Frame
-from services.cli.chat_client.commands import Choose, CommandError, FloorAction, Local, Post, parse
+from services.cli.chat_client.command import PolicyChoice
+from services.cli.chat_client.commands import POLICIES, Choose, CommandError, FloorAction, Local, Post, parse
 from services.cli.chat_client.completion import ChatCompleter
 from services.cli.chat_client.view import ChatView
 from tests.apihelp import Api
@@ -235,6 +236,10 @@ async def test_the_feed_resumes_after_a_cut_with_nothing_twice_and_nothing_misse
         assert seqs[1:] == renamed
         assert [socket for socket in api.app[SOCKETS] if socket is not cut], "the client never came back"
         await feed.aclose()
+
+
+def test_the_policy_choices_are_the_floors_policies() -> None:
+    assert {choice.value for choice in PolicyChoice} == set(POLICIES)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -13,12 +13,20 @@ from rich.text import Text
 
 from schemas.chat_state import name_key
 from services.cli.chat_client.api import ApiFailure, ChatApi
-from services.cli.chat_client.commands import POLICIES
 from services.cli.chat_client.session import ChatSession
 from services.cli.chat_client.view import printable
 from services.cli.settings import DEFAULT_API_URL, variable_of
 
-PolicyChoice = Enum("PolicyChoice", {p: p for p in POLICIES}, type=str)  # type: ignore[misc]
+
+class PolicyChoice(StrEnum):
+    """The turn policies `--policy` takes (schemas.chat.Policy; a test keeps them the same)."""
+
+    manual = "manual"
+    round_robin = "round_robin"
+    mention = "mention"
+    auto = "auto"
+
+
 LISTED = 30  # chats the picker lists (the newest)
 
 
