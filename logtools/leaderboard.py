@@ -20,9 +20,11 @@ SCALE = 400.0 / math.log(10.0)  # rating points per natural-log unit of strength
 BASE_RATING = 1000.0
 RIDGE = 0.01  # L2 on theta (a N(0, 10^2) prior), only where a maximum likelihood does not exist
 MAX_STEP = 4.0  # a Newton step moves no strength by more than this (natural units)
-TOL = 1e-11
+# Newton converges quadratically: after a step of size d the error is near d squared (natural units)
+TOL = 1e-6  # the point fit: ~1e-12 left
+TOL_BOOTSTRAP = 1e-3  # a bootstrap round: ~1e-6 left, 0.0002 rating points
 MAX_ITER = 100
-CHUNK_CELLS = 2_000_000  # bootstrap rounds are solved in batches of about this many round x cell values
+CHUNK_CELLS = 500_000  # rounds x cells solved in one batch: arrays of ~4 MB stay in the cache
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -103,7 +105,9 @@ def _cells(a: Ints, b: Ints, outcome: Ints, weight: Floats, x: Floats | None, n_
     cols = [i.astype(np.float64), j.astype(np.float64), y, weight]
     if x is not None:
         cols.append(np.where(flip, -x, x))
-    keys, counts = np.unique(np.column_stack(cols), axis=0, return_counts=True)  # sorted by (i, j)
+    rows = np.column_stack(cols)[np.lexsort(cols[::-1])]  # sorted by i, then j, then the rest
+    first = np.flatnonzero(np.r_[True, (rows[1:] != rows[:-1]).any(axis=1)])
+    keys, counts = rows[first], np.diff(np.r_[first, len(rows)])
     ci, cj = keys[:, 0].astype(np.int64), keys[:, 1].astype(np.int64)
     pair = ci * n_models + cj
     starts = np.flatnonzero(np.r_[True, pair[1:] != pair[:-1]])
@@ -136,7 +140,7 @@ def _strongly_connected(cells: Cells, wc: Floats) -> npt.NDArray[np.bool_]:
 
 
 def _newton(
-    cells: Cells, counts: Floats, theta: Floats, beta: Floats, ridge: Floats
+    cells: Cells, counts: Floats, theta: Floats, beta: Floats, ridge: Floats, tol: float
 ) -> tuple[Floats, Floats]:
     """Maximise each round's (ridge-penalised) log-likelihood; rounds x models, rounds x (0 or 1)."""
     m, x = cells.n_models, cells.x
@@ -170,14 +174,14 @@ def _newton(
         theta[idx] = t + step[:, :m]
         if x is not None:
             beta[idx] = bt + step[:, m:]
-        active[idx[size < TOL]] = False
+        active[idx[size < tol]] = False
         if not active.any():
             break
     return theta, beta
 
 
 def _fit(
-    cells: Cells, counts: Floats, start: tuple[Floats, Floats] | None = None
+    cells: Cells, counts: Floats, start: tuple[Floats, Floats] | None = None, tol: float = TOL
 ) -> tuple[Floats, Floats, Floats]:
     """Fit every round of counts (rounds x cells); the ridge only in rounds without an MLE."""
     rounds = counts.shape[0]
@@ -186,7 +190,7 @@ def _fit(
         theta, beta = np.zeros((rounds, cells.n_models)), np.zeros((rounds, 1))
     else:
         theta, beta = np.repeat(start[0][None], rounds, 0), np.repeat(start[1][None], rounds, 0)
-    theta, beta = _newton(cells, counts, theta, beta, ridge)
+    theta, beta = _newton(cells, counts, theta, beta, ridge, tol)
     return theta - theta.mean(axis=1, keepdims=True), beta, ridge
 
 
@@ -274,10 +278,20 @@ def _bootstrap(cells: Cells, point: Floats, coef: Floats, rounds: int, seed: int
     rng = np.random.default_rng(seed)
     total = int(cells.count.sum())
     share = cells.count / total
+    # Many cells of one vote each (length control): drawing votes and counting them per cell is the
+    # same multinomial, and cheaper than numpy's per-category binomials.
+    by_vote = (
+        np.repeat(np.arange(len(share)), cells.count.astype(np.int64)) if len(share) * 8 > total else None
+    )
     batch = max(1, CHUNK_CELLS // len(share))
     out = []
     for done in range(0, rounds, batch):
-        counts = rng.multinomial(total, share, size=min(batch, rounds - done)).astype(np.float64)
-        theta, _, _ = _fit(cells, counts, start=(point, coef))
+        size = min(batch, rounds - done)
+        if by_vote is None:
+            counts = rng.multinomial(total, share, size=size).astype(np.float64)
+        else:
+            drawn = by_vote[rng.integers(0, total, (size, total))] + len(share) * np.arange(size)[:, None]
+            counts = np.bincount(drawn.ravel(), minlength=size * len(share)).reshape(size, -1).astype(float)
+        theta, _, _ = _fit(cells, counts, start=(point, coef), tol=TOL_BOOTSTRAP)
         out.append(theta)
     return np.concatenate(out) if out else np.zeros((0, cells.n_models))
