@@ -24,7 +24,7 @@ MAX_STEP = 4.0  # a Newton step moves no strength by more than this (natural uni
 TOL = 1e-6  # the point fit: ~1e-12 left
 TOL_BOOTSTRAP = 1e-3  # a bootstrap round: ~1e-6 left, 0.0002 rating points
 MAX_ITER = 100
-CHUNK_CELLS = 500_000  # rounds x cells solved in one batch: arrays of ~4 MB stay in the cache
+CHUNK_CELLS = 100_000  # rounds x cells solved in one batch: arrays of ~800 KB stay in a core's cache
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -53,7 +53,7 @@ class Leaderboard(msgspec.Struct, frozen=True):
     votes: int
     rounds: int
     regularised: bool  # the point fit needed the ridge (a model won or lost every vote it was in)
-    length_coef: float | None  # rating points per standard deviation of the length difference
+    length_coef: float | None  # with length control: rating points per root-mean-square length difference
     unrated: tuple[str, ...] = ()
 
 
@@ -268,7 +268,7 @@ def fit_leaderboard(
         votes=len(a),
         rounds=rounds,
         regularised=bool(ridge[0] > 0),
-        length_coef=None if cells.x is None else float(SCALE * coef[0]),
+        length_coef=None if length_diff is None else float(SCALE * coef[0]),
         unrated=tuple(names[int(k)] for k in np.flatnonzero(battles == 0)),
     )
 

@@ -110,6 +110,8 @@ def test_length_control_equals_a_scipy_reference_fit() -> None:
     assert board.length_coef is not None and board.length_coef > 50  # about 0.5 nats = 87 points
     plain = fit_leaderboard(names, a, b, outcome, rounds=0)
     assert plain.length_coef is None
+    flat = fit_leaderboard(names, a, b, outcome, length_diff=np.zeros(3_000), rounds=0)
+    assert flat.length_coef == 0.0 and flat.rows == plain.rows  # equal lengths: nothing to control
 
 
 def test_the_anchor_sits_at_1000_and_the_scale_is_elo() -> None:
