@@ -127,6 +127,7 @@ def test_a_tie_is_half_a_win_each() -> None:
     names = ["a", "b"]
     board = fit_leaderboard(names, [0, 1], [1, 0], [TIE, TIE], rounds=50)
     assert [row.rating for row in board.rows] == [1000.0, 1000.0]
+    assert [(row.lower, row.upper, row.rank) for row in board.rows] == [(1000.0, 1000.0, 1)] * 2
     # a win and two ties: a scores 2 of 3, P = 2/3, odds 2, so the gap is 400 * log10(2)
     board = fit_leaderboard(names, [0, 0, 1], [1, 1, 0], [A_WINS, TIE, TIE], rounds=0)
     assert board.rows[0].model == "a"
