@@ -26,8 +26,9 @@ Each thread count of --threads (baselines) and --chatbus-threads is a path of it
 interleaved (A B C, A B C, ...) for --repeat rounds at each --concurrency, every server idle while another
 is measured (their idle CPU is printed first, and per round). The ratios and goals use the best thread
 count of each baseline at each concurrency. Tokens/s is the sum of usage.completion_tokens over the wall
-time from the first request to the last token; TTFT is request sent -> first content chunk (pooled over
-the rounds for p50/p99); CPU is utime+stime of all the path's processes and their children (/proc), up to
+time from the first request to the last token; TTFT is request sent -> the first chunk carrying generated
+text, the same for both servers (each first sends a role-only chunk, not counted; pooled over the rounds for
+p50/p99); CPU is utime+stime of all the path's processes and their children (/proc), up to
 0.5 s after the last token (so the projector's trailing fold counts), without this client. The table
 shows medians over rounds. Then --breakdown splits a 1-stream chatbus reply by the client's clock and
 the events' `at` fields.

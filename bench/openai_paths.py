@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,8 @@ class OpenAIPath(BenchPath):
         self.client = AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=1800)
         self.model = model
         self.processes: list[int] = []
+        # Called at each stream's first content chunk, after its time is taken: the breakdown reads CPU there
+        self.on_first: Callable[[], None] | None = None
 
     def pids(self) -> list[int]:
         return self.processes
@@ -86,6 +89,8 @@ class OpenAIPath(BenchPath):
             if chunk.choices and chunk.choices[0].delta.content:
                 if timing.first is None:
                     timing.first = now
+                    if self.on_first is not None:
+                        self.on_first()
                 timing.last = now
             if chunk.usage is not None:
                 timing.completion = chunk.usage.completion_tokens

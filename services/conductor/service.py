@@ -90,7 +90,7 @@ class Conductor:
                     waiting.set()  # the waiting turn decides again on this newer state
                     if wait is not None:
                         await delivery.ack()
-        except Exception as exc:  # noqa: BLE001 - NATS away, a server restarting: try the event again later
+        except (bus.BusError, TimeoutError) as exc:  # NATS away, a server restarting: the event comes again
             log.warning(
                 "chat %s: event %d not handled (%r); again in %g s",
                 chat_id,
@@ -179,7 +179,7 @@ class Conductor:
                 wake.clear()
                 async with self._chat(chat_id):
                     wait = await self._decide(chat_id, delivery)
-        except Exception as exc:  # noqa: BLE001 - as in handle: the event comes again
+        except (bus.BusError, TimeoutError) as exc:  # as in handle: the event comes again
             log.warning("chat %s: waiting turn not given (%r); again in %g s", chat_id, exc, RETRY_AFTER)
             with contextlib.suppress(bus.BusError):
                 await delivery.nak(delay=RETRY_AFTER)
