@@ -45,7 +45,7 @@ function botCard(bot) {
   item.dataset.bot = bot.bot_id;
   const title = Object.assign(document.createElement("h3"), { className: "bot-name", textContent: bot.name });
   const facts = [bot.model, bot.visibility];
-  if (!bot.mine) facts.push(`by ${bot.owner_name || bot.owner_id}`);
+  facts.push(bot.mine ? "yours" : `by ${bot.owner_name || bot.owner_id}`);
   if (bot.visibility === "shared" && bot.shared_with?.length) facts.push(`with ${bot.shared_with.join(", ")}`);
   const meta = Object.assign(document.createElement("p"), { className: "meta", textContent: facts.join(" · ") });
   const about = Object.assign(document.createElement("p"), { className: "about", textContent: bot.description || "" });

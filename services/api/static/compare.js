@@ -20,8 +20,9 @@ function drawGroup(node, replies, ratings) {
     const col = column(group, r.reply_id);
     group.append(col); // in sibling (request) order
     keep.add(col.id);
+    col.querySelector(".head").replaceChildren(speakerTag(r.speaker_name || r.model, r.speaker));
     const meta = col.querySelector(".meta");
-    meta.replaceChildren(speakerTag(r.speaker_name || r.model, r.speaker), " ");
+    meta.replaceChildren();
     drawReply(col, r, ratings.get(r.reply_id));
     meta.append(" ", pickButton(r));
     col.classList.toggle("chosen", Boolean(r.chosen));
@@ -38,9 +39,10 @@ function column(group, replyId) {
   col = document.createElement("div");
   col.id = `node-${replyId}`;
   col.className = "msg assistant column";
+  const head = Object.assign(document.createElement("div"), { className: "head" }); // the model that answers
   const body = Object.assign(document.createElement("div"), { className: "body" });
   const meta = Object.assign(document.createElement("div"), { className: "meta" });
-  col.append(body, meta);
+  col.append(head, body, meta);
   return col;
 }
 
