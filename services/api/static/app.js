@@ -196,6 +196,7 @@ async function openChat(chatId) {
   $("events-toggle").hidden = !state.admin;
   $("events").replaceChildren();
   $("composer").hidden = false;
+  $("composer-text").placeholder = "";
   $("messages").replaceChildren();
   drawChatList();
   drawParty();

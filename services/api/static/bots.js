@@ -82,10 +82,17 @@ function editBot(bot) {
   $("bot-description").value = b.description || "";
   $("bot-visibility").value = b.visibility || "private";
   $("bot-shared").value = (b.shared_with || []).join(", ");
+  drawSharing();
   $("bot-form").hidden = false;
   $("bot-name").focus();
 }
 
+// Names to share with only matter for a shared bot.
+function drawSharing() {
+  $("bot-shared").closest("label").hidden = $("bot-visibility").value !== "shared";
+}
+
+$("bot-visibility").addEventListener("change", drawSharing);
 $("bot-new").addEventListener("click", () => editBot(null));
 $("bot-cancel").addEventListener("click", () => {
   $("bot-form").hidden = true;
@@ -105,8 +112,9 @@ $("bot-form").addEventListener("submit", async (event) => {
     delay_s: Number($("bot-delay").value),
     description: $("bot-description").value,
     visibility: $("bot-visibility").value,
-    shared_with: $("bot-shared").value.split(",").map((s) => s.trim()).filter(Boolean),
+    shared_with: [],
   };
+  if (body.visibility === "shared") body.shared_with = $("bot-shared").value.split(",").map((s) => s.trim()).filter(Boolean);
   try {
     // only if nobody changed it since it was listed (409 otherwise: list again and redo)
     if (old) await api("PUT", `/v1/bots/${old.bot_id}`, body, old.version ? { "If-Match": String(old.version) } : {});

@@ -27,10 +27,11 @@ function drawParty() {
     $("floor-delay").value = floor.delay_s ?? 0;
   }
   $("floor-pause").disabled = $("floor-pause-cancel").disabled = Boolean(floor.paused);
-  $("floor-resume").disabled = !floor.paused && !floor.stopped;
+  $("floor-resume").disabled = !floor.paused;
   $("floor-stop").disabled = Boolean(floor.stopped);
   drawFloorStatus();
   drawJoinChoices();
+  $("composer-text").placeholder = floor.policy === "mention" ? "Name a bot with @ to give it the word" : "";
 }
 
 function participantRow(p) {
@@ -70,7 +71,8 @@ function drawFloorStatus(turns) {
   if (floor.policy === "round_robin" || floor.policy === "auto") parts.push(`${floor.rounds} round${floor.rounds === 1 ? "" : "s"}`);
   parts.push(`at most ${floor.max_bot_turns} bot turns in a row`);
   if (floor.delay_s) parts.push(`${floor.delay_s} s between turns`);
-  parts.push(floor.stopped ? "stopped" : floor.paused ? "paused" : "running");
+  // after a stop no bot speaks until someone posts or the moderator names a speaker
+  parts.push(floor.stopped ? "stopped (post, or name who speaks next)" : floor.paused ? "paused" : "running");
   const { botTurns = 0, inARow = 0 } = state.turns || {};
   parts.push(`${botTurns} bot turn${botTurns === 1 ? "" : "s"} (${inARow} in a row)`);
   if (state.speaking) parts.push(`speaking: ${state.speaking}`);
