@@ -16,8 +16,10 @@ function speakerTag(name, speaker) {
 
 function drawParty() {
   const party = isParty();
+  const opening = $("party").hidden && party;
   $("party").hidden = !party;
   if (!party) return;
+  if (opening) $("moderation").open = !matchMedia("(max-width: 700px)").matches; // a phone: the chat first
   const floor = state.chat.floor || {};
   $("participants").replaceChildren(...present().map(participantRow));
   if (!$("floor-form").contains(document.activeElement)) {
