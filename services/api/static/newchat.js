@@ -19,13 +19,15 @@ async function showNewChat() {
   $("new-bots").replaceChildren(
     ...state.usableBots.map((b) => checkbox("party-bot", b.bot_id, `${b.name} (${b.model}${b.mine ? "" : `, by ${b.owner_name || b.owner_id}`})`)),
   );
+  state.botOrder = [];
   if (!state.usableBots.length) $("new-bots").append(Object.assign(document.createElement("p"), { className: "small", textContent: "No bots yet." }));
 }
 
 function checkbox(name, value, text, checked = false) {
   const label = document.createElement("label");
   const box = Object.assign(document.createElement("input"), { type: "checkbox", name, value, checked });
-  label.append(box, " ", text);
+  const order = Object.assign(document.createElement("span"), { className: "order" }); // where it speaks
+  label.append(box, order, " ", text);
   return label;
 }
 
@@ -36,9 +38,24 @@ function drawKind() {
   $("new-compare").hidden = kind !== "compare";
 }
 
+// Bots join (and, in turn, speak) in the order they were ticked; each ticked one shows its place.
+state.botOrder = [];
+
 $("new-form").addEventListener("change", (event) => {
   if (event.target.name === "kind") drawKind();
+  if (event.target.name !== "party-bot") return;
+  const id = event.target.value;
+  state.botOrder = state.botOrder.filter((b) => b !== id);
+  if (event.target.checked) state.botOrder.push(id);
+  drawBotOrder();
 });
+
+function drawBotOrder() {
+  for (const box of document.querySelectorAll("#new-bots input[name=party-bot]")) {
+    const at = state.botOrder.indexOf(box.value);
+    box.parentElement.querySelector(".order").textContent = at < 0 ? "" : `${at + 1}.`;
+  }
+}
 
 $("new-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -48,7 +65,8 @@ $("new-form").addEventListener("submit", async (event) => {
   const picked = (name) => [...document.querySelectorAll(`#new-form input[name=${name}]:checked`)].map((i) => i.value);
   if (kind === "plain") body.model = $("new-model").value || undefined;
   if (kind === "party") {
-    body.bots = picked("party-bot");
+    const ticked = new Set(picked("party-bot"));
+    body.bots = state.botOrder.filter((id) => ticked.has(id));
     if (!body.bots.length) return void ($("new-error").textContent = "Pick at least one bot.");
     body.floor = {
       policy: $("new-policy").value,
