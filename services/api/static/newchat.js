@@ -20,7 +20,6 @@ async function showNewChat() {
     ...state.usableBots.map((b) => checkbox("party-bot", b.bot_id, `${b.name} (${b.model}${b.mine ? "" : `, by ${b.owner_name || b.owner_id}`})`)),
   );
   state.botOrder = [];
-  if (!state.usableBots.length) $("new-bots").append(Object.assign(document.createElement("p"), { className: "small", textContent: "No bots yet." }));
 }
 
 function checkbox(name, value, text, checked = false) {
