@@ -14,8 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import bus
+import schemas
 from bus import Appended, JetStream
+from schemas.api_bots import BotBody, BotScope
 from schemas.bot import BotCreated, BotDeleted, BotEvent, BotSpec, BotUpdated, Visibility
+from schemas.ids import new_id
 from schemas.streams import BOTS
 from schemas.subjects import ALL_BOTS, one_bot
 
@@ -49,6 +52,19 @@ class Bot:
         """Whether this user may change or delete the bot: its owner or an admin."""
         return not self.deleted and (admin or self.owner_id == user_id)
 
+    def apply(self, seq: int, event: BotUpdated | BotDeleted) -> None:
+        """Fold in one change of this bot, stored at `seq`."""
+        if isinstance(event, BotUpdated):
+            self.spec, self.visibility, self.shared_with = (
+                event.spec,
+                event.visibility,
+                list(event.shared_with),
+            )
+            self.updated_at = event.at
+        else:
+            self.deleted = True
+        self.last_seq = seq
+
 
 def fold_bots(events: Iterable[tuple[int, BotEvent]]) -> dict[str, Bot]:
     """Every bot of these (seq, event) pairs, in stream order (an update of an unknown bot is ignored)."""
@@ -66,16 +82,8 @@ def fold_bots(events: Iterable[tuple[int, BotEvent]]) -> dict[str, Bot]:
                     updated_at=event.at,
                     last_seq=seq,
                 )
-            case BotUpdated() if event.bot_id in bots:
-                bot = bots[event.bot_id]
-                bot.spec, bot.visibility, bot.shared_with = (
-                    event.spec,
-                    event.visibility,
-                    list(event.shared_with),
-                )
-                bot.updated_at, bot.last_seq = event.at, seq
-            case BotDeleted() if event.bot_id in bots:
-                bots[event.bot_id].deleted, bots[event.bot_id].last_seq = True, seq
+            case BotUpdated() | BotDeleted() if event.bot_id in bots:
+                bots[event.bot_id].apply(seq, event)
     return bots
 
 
@@ -98,9 +106,91 @@ async def read_bots(js: JetStream) -> dict[str, Bot]:
     return await _read(js, ALL_BOTS)
 
 
-async def append_bot_change(js: JetStream, bot: Bot, event: BotUpdated | BotDeleted) -> Appended:
-    """Append a change of `bot` only while its last event is the one it was read at
-    (bus.ConcurrencyConflict otherwise: read it again and decide again)."""
+async def append_bot_change(
+    js: JetStream, bot: Bot, event: BotUpdated | BotDeleted, *, at_seq: int | None = None
+) -> Appended:
+    """Append a change of `bot` only while its last event is the one it was read at, or `at_seq`
+    (the version a client saw: If-Match); bus.ConcurrencyConflict otherwise: read it again, decide again."""
+    expected = bot.last_seq if at_seq is None else at_seq
     return await bus.append_event(
-        js, event, expected_subject_seq=bot.last_seq, expected_subject=one_bot(bot.bot_id)
+        js, event, expected_subject_seq=expected, expected_subject=one_bot(bot.bot_id)
+    )
+
+
+def in_scope(bot: Bot, scope: BotScope, user_id: str, *, admin: bool = False) -> bool:
+    """Whether a bot belongs in a list: `mine` (owned), `store` (public), `usable` (what this user may
+    use: owned, shared with them, public; an admin's list is theirs too) or `all` (admins: every bot)."""
+    if bot.deleted:
+        return False
+    match scope:
+        case "mine":
+            return bot.owner_id == user_id
+        case "store":
+            return bot.visibility == "public"
+        case "usable":
+            return bot.usable_by(user_id)
+        case "all":
+            return admin
+    return False
+
+
+def created_event(owner_id: str, spec: BotSpec, visibility: Visibility, shared_with: list[str]) -> BotCreated:
+    """A new bot of `owner_id` (a fresh bot id): the event that creates it."""
+    return BotCreated(
+        event_id=new_id("e"),
+        bot_id=new_id("b"),
+        at=schemas.now(),
+        owner_id=owner_id,
+        spec=spec,
+        visibility=visibility,
+        shared_with=shared_with,
+    )
+
+
+async def create_bots(js: JetStream, events: list[BotCreated]) -> list[Bot]:
+    """Append new bots in this order (one round trip; a retry stores none twice); the bots as created."""
+    appended = await bus.append_events(js, list(events))
+    return list(fold_bots(zip((a.seq for a in appended), events, strict=True)).values())
+
+
+def updated_event(
+    bot: Bot, spec: BotSpec, visibility: Visibility, shared_with: list[str], by: str
+) -> BotUpdated:
+    """The whole new definition of `bot`, changed by `by`."""
+    return BotUpdated(
+        event_id=new_id("e"),
+        bot_id=bot.bot_id,
+        at=schemas.now(),
+        spec=spec,
+        visibility=visibility,
+        shared_with=shared_with,
+        by=by,
+    )
+
+
+def deleted_event(bot: Bot, by: str) -> BotDeleted:
+    """`bot` deleted by `by`."""
+    return BotDeleted(event_id=new_id("e"), bot_id=bot.bot_id, at=schemas.now(), by=by)
+
+
+def bot_body(bot: Bot, user_id: str, *, admin: bool = False) -> BotBody:
+    """The API's view of a bot for this caller: whom it is shared with is for its owner and admins only."""
+    spec = bot.spec
+    return BotBody(
+        bot_id=bot.bot_id,
+        owner_id=bot.owner_id,
+        owner_name=bot.owner_id,  # a user's id is the name they log in with
+        mine=bot.owner_id == user_id,
+        name=spec.name,
+        model=spec.model,
+        system_prompt=spec.system_prompt,
+        params=spec.params,
+        history=spec.history,
+        delay_s=spec.delay_s,
+        description=spec.description,
+        visibility=bot.visibility,
+        shared_with=list(bot.shared_with) if bot.editable_by(user_id, admin=admin) else [],
+        created_at=bot.created_at,
+        updated_at=bot.updated_at,
+        version=bot.last_seq,
     )

@@ -6,24 +6,60 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from schemas.chat import Floor
 from schemas.ids import ID_PATTERN
 from schemas.image import Sha256
+from schemas.queries import ParticipantInfo
 from schemas.sampling import SamplingParams
 
 MAX_TITLE = 200
 MAX_SYSTEM_PROMPT = 8_000
 MAX_IMAGES_PER_MESSAGE = 8
 MAX_URL = 2_048
+MAX_BOTS_PER_CHAT = 16
 ModelAlias = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TITLE)]
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+
+
+class FloorBody(Floor, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A chat's turn policy and limits, as a request sends it (the fields of schemas.chat.Floor)."""
+
+    def floor(self) -> Floor:
+        """As the event carries it."""
+        return Floor(
+            policy=self.policy, rounds=self.rounds, max_bot_turns=self.max_bot_turns, delay_s=self.delay_s
+        )
 
 
 class CreateChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/chats."""
+    """POST /v1/chats: a chat with one model; or with bots (`bots`, which take turns as `floor` says);
+    or side by side (`compare`: 2 to 4 model aliases that answer every message)."""
 
     title: Title = "New chat"
     model: ModelAlias | None = None
     system_prompt: Annotated[str, msgspec.Meta(max_length=MAX_SYSTEM_PROMPT)] = ""
+    bots: Annotated[list[Id], msgspec.Meta(max_length=MAX_BOTS_PER_CHAT)] = []
+    floor: FloorBody | None = None
+    compare: Annotated[list[ModelAlias], msgspec.Meta(max_length=8)] = []
+
+
+class JoinRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/chats/{chat_id}/participants: a bot (that you may use) joins the chat."""
+
+    bot_id: Id
+
+
+class FloorActionRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/chats/{chat_id}/floor: a moderator's action.
+
+    `action`: pause (with `cancel_running` to stop the running turn too), resume, stop, next, mute,
+    unmute (these three name a `participant`: its name or participant id), or set (a new `floor`)."""
+
+    action: Annotated[str, msgspec.Meta(max_length=16)]
+    participant: Annotated[str, msgspec.Meta(max_length=128)] = ""
+    cancel_running: bool = False
+    floor: FloorBody | None = None
 
 
 class RenameChatRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -133,12 +169,33 @@ class ImageInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PostMessageResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """202 answer to a posted message: ids and the CHAT sequence of the reply request."""
+    """202 answer to a posted message: ids and the CHAT sequence of its last event.
+
+    One reply asked: `reply_id` (also the one item of `reply_ids`) and its `model`. In a chat with bots:
+    no reply (`reply_id` null, `reply_ids` empty, `model` ""): the bots' turns come as the floor gives
+    them. Side by side: `reply_id` null, `reply_ids` one per model, in the chat's `compare` order."""
 
     chat_id: str
     message_id: str
-    reply_id: str
+    reply_id: str | None
     model: str
+    seq: int
+    reply_ids: list[str] = []
+
+
+class ParticipantResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """201 answer to a bot joining a chat: the participant and the CHAT sequence of its last event."""
+
+    participant: ParticipantInfo
+    seq: int
+
+
+class FloorActionResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """202 answer to a moderator's action: the event types appended, in order, the replies it cancelled,
+    and the CHAT sequence of its last event."""
+
+    accepted: list[str]
+    cancelled: list[str] = []
     seq: int
 
 
@@ -184,6 +241,8 @@ class ChatCreatedResponse(msgspec.Struct, frozen=True, kw_only=True):
     title: str
     model: str
     seq: int
+    participants: list[ParticipantInfo] = []  # the bots that joined it, in order
+    compare: list[str] = []
 
 
 class StatusResponse(msgspec.Struct, frozen=True, kw_only=True):

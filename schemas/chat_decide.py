@@ -42,6 +42,15 @@ class NotFound(Refused):
     """The chat, or the message or reply named, is not there."""
 
 
+class Conflict(Refused):
+    """Not possible in the chat as it is (no bots to moderate, a participant who left, no sibling to
+    choose over)."""
+
+
+class Invalid(Refused):
+    """The request itself is wrong whatever the chat holds (two bots of one name)."""
+
+
 @dataclass(frozen=True)
 class Fence:
     """Append only while the last message on `subject` has sequence `seq` (0: none yet)."""
@@ -70,6 +79,7 @@ class Draft:
     content: str
     images: list[str]
     edit_of: str | None = None  # an edit of this message (a sibling of it), else the end of the active path
+    author_name: str = ""  # how the chat's bots name the author ("Ana: ...")
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class Ask:
     model: str
     params: SamplingParams
     by: str
+    speaker: str = ""  # a bot participant who speaks ("": the chat's own model)
 
 
 def post_fence(state: ChatState) -> Fence:
@@ -91,10 +102,14 @@ def _alive(state: ChatState) -> None:
         raise NotFound(f"no chat {state.chat_id}")
 
 
-def post_message(state: ChatState, draft: Draft, ask: Ask) -> Decision:
+def post_message(state: ChatState, draft: Draft, *asks: Ask) -> Decision:
     """Post a message (at the end of the active path, or as an edit: a sibling of the edited message)
-    and ask for a reply to it that sees the path to it."""
+    and ask for a reply to it from each ask (side by side: siblings that see the same path to it).
+
+    In a chat with bots a post asks for nothing: the conductor gives the bots their turns."""
     _alive(state)
+    if state.has_bots:
+        asks = ()
     if draft.edit_of is not None:
         edited = state.tree.nodes.get(draft.edit_of)
         if edited is None or edited.kind != "message":
@@ -112,9 +127,11 @@ def post_message(state: ChatState, draft: Draft, ask: Ask) -> Decision:
         images=draft.images,
         parent_id=parent,
         edit_of=draft.edit_of,
+        author_name=draft.author_name,
     )
-    reply = _request(state, message.message_id, [*context_ids(state, parent), message.message_id], ask)
-    return Decision(events=(message, reply), fence=post_fence(state))
+    context = [*context_ids(state, parent), message.message_id]
+    replies = tuple(_request(state, message.message_id, context, ask) for ask in asks)
+    return Decision(events=(message, *replies), fence=post_fence(state))
 
 
 def regenerated_message(state: ChatState, reply_id: str) -> str:
@@ -171,4 +188,5 @@ def _request(state: ChatState, message_id: str, context: list[str], ask: Ask) ->
         params=ask.params,
         context=context,
         requested_by=ask.by,
+        speaker=ask.speaker,
     )

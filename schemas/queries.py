@@ -69,6 +69,38 @@ class ChatRow(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool
     message_count: int
     origin: str = "chat"
+    compare: list[str] = []  # side by side: the models that answer every message
+
+
+class ParticipantInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A bot in a chat (read from the participants table's columns)."""
+
+    participant_id: str
+    bot_id: str  # the bot store's bot it was copied from ("" for none)
+    name: str
+    model: str
+    muted: bool
+    has_left: bool = msgspec.field(name="left")  # `left` in JSON (a reserved word in SQL)
+
+
+class FloorInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat's turn policy and where the moderator left it (read from the floors table's columns).
+
+    `stopped`: the moderator stopped the bots and no one has posted (or been named to speak) since."""
+
+    policy: str
+    rounds: int
+    max_bot_turns: int
+    delay_s: float
+    paused: bool
+    stopped: bool
+
+
+class ChatDetail(ChatRow, frozen=True, kw_only=True):
+    """One chat with its bots and their floor (None: a chat without bots)."""
+
+    participants: list[ParticipantInfo] = []
+    floor: FloorInfo | None = None
 
 
 class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +116,8 @@ class MessageRow(msgspec.Struct, frozen=True, kw_only=True):
     seq: Seq
     images: list[str] = []  # sha256 of the attached images (GET /v1/images/{sha256})
     edit_of: str | None = None
+    speaker: str = ""  # always "" for now: people post messages (a participant id once bots may post)
+    speaker_name: str = ""  # the author's name as the chat's bots see it
 
 
 class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -109,6 +143,11 @@ class ReplyRow(msgspec.Struct, frozen=True, kw_only=True):
     seq: Seq
     images_seen: list[str] = []
     images_ignored: list[str] = []  # images of its context the model did not see (text-only, over its limit)
+    speaker: str = ""  # the bot participant who spoke it ("": the chat's own model, or a side-by-side one)
+    speaker_name: str = ""  # the bot's name, else the model's alias
+    # Side by side: True for the reply chosen over its siblings, False for those it was chosen over, None
+    # where no choice was made. Not a column: read from the choices table.
+    chosen: bool | None = None
 
 
 class ChatPage(msgspec.Struct, frozen=True, kw_only=True):
@@ -121,7 +160,7 @@ class ChatPage(msgspec.Struct, frozen=True, kw_only=True):
 class ChatAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """Answer to GetChat; `chat` is None when unknown."""
 
-    chat: ChatRow | None
+    chat: ChatDetail | None
 
 
 class PathNode(msgspec.Struct, frozen=True, kw_only=True):

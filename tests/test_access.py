@@ -1,10 +1,15 @@
 """Access: nobody but a chat's owner (and admins where the route says) reaches a chat on any route of
-the API's route table, checked against a real nats-server and the in-process projector."""
+the API's route table, and nobody reaches another user's private bot; checked against a real nats-server
+and the in-process projector."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+import bus
+from identity.accounts import add_user, issue_key
 from tests.apihelp import Api, chat_events, is_error, serve_model
 
 NOT_CHECKED = {
@@ -53,7 +58,9 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     assert len(with_chat) >= 8
     # Routes without a chat: creating or listing one's own, images (tests/test_images_api.py walks those),
     # and admin routes (walked below).
-    outside = {(m, t) for m, t in walked - with_chat if not t.startswith(("/v1/images", "/v1/admin/"))}
+    outside = {
+        (m, t) for m, t in walked - with_chat if not t.startswith(("/v1/images", "/v1/admin/", "/v1/bots"))
+    }  # bots: walked below
     assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats")}
     for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
         path = template.replace("{user_id}", "ann")
@@ -66,6 +73,7 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
             template.replace("{chat_id}", chat_id)
             .replace("{reply_id}", posted["reply_id"])
             .replace("{message_id}", posted["message_id"])
+            .replace("{participant_id}", "p1")
         )
         assert "{" not in path, f"fill in the new path parameter of {template}"
         for user in ("bob", "nobody-key"):
@@ -79,7 +87,8 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
             method,
             template.replace("{chat_id}", "nosuchchat" + chat_id[::-1])
             .replace("{reply_id}", posted["reply_id"])
-            .replace("{message_id}", posted["message_id"]),
+            .replace("{message_id}", posted["message_id"])
+            .replace("{participant_id}", "p1"),
             json=bodies.get(method),
         )
         assert status == (403 if _admin_only(template) else 404), (method, template)
@@ -87,3 +96,81 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     assert seen == with_chat
     assert len(await chat_events(api.nbus, chat_id)) == 3  # created, posted, requested: bob changed nothing
     assert (await api.call("GET", f"/v1/chats/{chat_id}"))[0] == 200  # and erased nothing
+
+
+# ---------------------------------------------------------------- bots
+
+BOT = {"name": "Sage", "model": "demo", "system_prompt": "be calm"}
+
+
+def _bot_routes(app: web.Application) -> set[tuple[str, str]]:
+    return {(m, t) for m, t in _chat_routes(app) if t.startswith("/v1/bots")}
+
+
+async def _bot_events(api: Api) -> int:
+    return len(await bus.read_all(api.nbus.js, "BOTS", ["bot.>"]))
+
+
+async def _walk(api: Api, bot_id: str, user: str | None, body: dict[str, Any]) -> dict[tuple[str, str], int]:
+    """The status of every route with a {bot_id} for this bot and caller."""
+    seen = {}
+    with_bot = sorted(
+        (t for t in _bot_routes(api.app) if "{bot_id}" in t[1]), key=lambda t: (t[0] == "DELETE", t)
+    )
+    for method, template in with_bot:  # DELETE last: an allowed one ends the bot
+        path = template.replace("{bot_id}", bot_id)
+        assert "{" not in path, f"fill in the new path parameter of {template}"
+        headers = api.auth(user) if user else {"Authorization": "Bearer x"}
+        async with api.client.request(method, path, headers=headers, json=body) as resp:
+            assert is_error(await resp.json(content_type=None)) or resp.status < 300, (method, template)
+            seen[(method, template)] = resp.status
+    return seen
+
+
+async def test_another_users_private_bot_is_a_404_on_every_route(api: Api) -> None:
+    """Every route with a {bot_id} answers 404 to bob for ann's private bot (and for no bot at all), 401
+    without a key; the routes without one list or make the caller's own; a new unchecked route fails here."""
+    routes = _bot_routes(api.app)
+    assert {(m, t) for m, t in routes if "{bot_id}" not in t} == {
+        ("POST", "/v1/bots"),
+        ("GET", "/v1/bots"),
+        ("POST", "/v1/bots/import"),
+    }
+    status, bot = await api.call("POST", "/v1/bots", json=BOT)
+    assert status == 201
+    events = await _bot_events(api)
+    with_bot = {(m, t) for m, t in routes if "{bot_id}" in t}
+    assert len(with_bot) >= 4
+    assert set((await _walk(api, bot["bot_id"], "bob", BOT)).values()) == {404}
+    assert set((await _walk(api, bot["bot_id"], None, BOT)).values()) == {401}
+    assert set((await _walk(api, "bnosuch" + bot["bot_id"][::-1], "ann", BOT)).values()) == {404}
+    assert await _bot_events(api) == events  # bob changed nothing
+    for scope in ("usable", "mine", "store"):
+        status, listed = await api.call("GET", f"/v1/bots?scope={scope}", "bob")
+        assert status == 200 and listed["bots"] == [], scope
+    # An admin reads and changes any bot (the walk ends with its DELETE).
+    assert set((await _walk(api, bot["bot_id"], "root", BOT)).values()) == {200}
+
+
+async def test_shared_and_public_bots_are_used_not_changed_by_others(api: Api) -> None:
+    """Shared: bob (named) may read and export it, not change it (403); carol (not named) gets 404.
+    Public: everyone reads and exports it, only the owner changes it."""
+    await add_user(api.nbus.js, "carol")
+    api.keys["carol"] = (await issue_key(api.nbus.js, "carol"))[1]
+    status, shared = await api.call(
+        "POST", "/v1/bots", json={**BOT, "visibility": "shared", "shared_with": ["bob"]}
+    )
+    assert status == 201
+    status, public = await api.call("POST", "/v1/bots", json={**BOT, "visibility": "public"})
+    assert status == 201
+    events = await _bot_events(api)
+    reads = {"GET"}
+    for bot, users, strangers in ((shared, ["bob"], ["carol"]), (public, ["bob", "carol"], [])):
+        for user in users:
+            for (method, template), got in (await _walk(api, bot["bot_id"], user, BOT)).items():
+                assert got == (200 if method in reads else 403), (user, method, template, got)
+        for user in strangers:
+            assert set((await _walk(api, bot["bot_id"], user, BOT)).values()) == {404}
+    assert await _bot_events(api) == events
+    status, listed = await api.call("GET", "/v1/bots", "carol")
+    assert [b["bot_id"] for b in listed["bots"]] == [public["bot_id"]]

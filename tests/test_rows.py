@@ -11,6 +11,7 @@ import msgspec
 import pytest
 
 from bus import Sequenced
+from schemas.bot import BotSpec
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -18,13 +19,23 @@ from schemas.chat import (
     ChatErased,
     ChatRenamed,
     ChatRestored,
+    ChoiceMade,
     FeedbackGiven,
+    Floor,
+    FloorPaused,
+    FloorResumed,
+    FloorSet,
+    FloorStopped,
     MessagePosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.identity import (
     ApiKeyIssued,
@@ -34,7 +45,7 @@ from schemas.identity import (
     UserErased,
     UserRoleChanged,
 )
-from schemas.queries import Rating
+from schemas.queries import FloorInfo, ParticipantInfo, Rating
 from services.projector import tables
 from services.projector.batch import Changes, touched
 from services.projector.fold import Fold, fold
@@ -104,6 +115,46 @@ def _chat(chat_id: str, n: int) -> list[Any]:
     ]
 
 
+def _party(chat_id: str, n: int) -> list[Any]:
+    """A bot joins the chat and speaks; the moderator's every action; a side-by-side choice."""
+    e = {"chat_id": chat_id, "at": AT}
+    p = f"{chat_id}-p"
+    return [
+        ParticipantJoined(
+            event_id=f"{chat_id}-e{n}",
+            participant_id=p,
+            bot=BotSpec(name="Zen Sage", model="m"),
+            by="ann",
+            **e,
+        ),
+        FloorSet(event_id=f"{chat_id}-e{n + 1}", floor=Floor(policy="auto", rounds=2), by="ann", **e),
+        ReplyRequested(
+            event_id=f"{chat_id}-e{n + 2}",
+            reply_id=f"{chat_id}-r3",
+            message_id=f"{chat_id}-r1",
+            model="m",
+            requested_by="conductor",
+            speaker=p,
+            **e,
+        ),
+        ParticipantMuted(event_id=f"{chat_id}-e{n + 3}", participant_id=p, by="ann", **e),
+        FloorPaused(event_id=f"{chat_id}-e{n + 4}", by="ann", **e),
+        FloorResumed(event_id=f"{chat_id}-e{n + 5}", by="ann", **e),
+        FloorStopped(event_id=f"{chat_id}-e{n + 6}", by="ann", **e),
+        SpeakerNamed(event_id=f"{chat_id}-e{n + 7}", participant_id=p, by="ann", **e),
+        FloorStopped(event_id=f"{chat_id}-e{n + 8}", by="ann", **e),
+        ChoiceMade(
+            event_id=f"{chat_id}-e{n + 9}",
+            message_id=f"{chat_id}-m",
+            reply_id=f"{chat_id}-r2",
+            rejected=[f"{chat_id}-r1"],
+            by="ann",
+            **e,
+        ),
+        ParticipantLeft(event_id=f"{chat_id}-e{n + 10}", participant_id=p, by="ann", **e),
+    ]
+
+
 def _identity(user_id: str) -> list[Any]:
     return [
         UserCreated(event_id=f"{user_id}-e1", at=AT, user_id=user_id, display_name=user_id),
@@ -119,8 +170,8 @@ def _identity(user_id: str) -> list[Any]:
 def _batches() -> list[list[Sequenced]]:
     """Batches with every event type the fold handles: creates, then changes to the stored rows
     (a restore, a rating replaced), then erasures of a chat and a user that exist besides."""
-    first = _chat("c1", 0) + _identity("ann") + _chat("c2", 100) + _identity("bob")
-    second = [
+    first = _chat("c1", 0) + _identity("ann") + _chat("c2", 100) + _party("c2", 150) + _identity("bob")
+    second = _party("c1", 20) + [
         ChatRestored(event_id="c1-e50", chat_id="c1", at=AT, by="ann"),
         FeedbackGiven(
             event_id="c1-e51",
@@ -167,7 +218,8 @@ def test_the_batches_cover_every_event_the_fold_handles() -> None:
 
 def test_tables_are_their_row_structs() -> None:
     for table in tables.ALL:
-        assert table.names == table.row.__struct_fields__, table.name
+        stored = tuple(name for name in table.row.__struct_fields__ if name not in table.computed)
+        assert table.names == stored, table.name
         assert table.key == table.names[0]
         assert all(name in table.names for name in table.indexes)
 
@@ -202,6 +254,24 @@ def test_live_fold_rows_are_table_rows_and_read_back_as_structs(tmp_path: Path) 
         assert [tables.FEEDBACK.read_part(Rating, v) for v in ratings] == [
             Rating(reply_id="c1-r1", rating=None, comment="meh", tags=[])
         ]
+        # The party rows: read where the live fold stored them (the second batch changed loaded rows).
+        con = store.con
+        participants = con.execute(f"SELECT {tables.PARTICIPANTS.select(ParticipantInfo)} FROM participants")
+        assert [tables.PARTICIPANTS.read_part(ParticipantInfo, v) for v in participants.fetchall()] == [
+            ParticipantInfo(
+                participant_id="c1-p", bot_id="", name="Zen Sage", model="m", muted=True, has_left=True
+            )
+        ]
+        floors = con.execute(f"SELECT {tables.FLOORS.select(FloorInfo)} FROM floors").fetchall()
+        assert [tables.FLOORS.read_part(FloorInfo, v) for v in floors] == [
+            FloorInfo(policy="auto", rounds=2, max_bot_turns=10, delay_s=0.0, paused=False, stopped=True)
+        ]
+        assert con.execute("SELECT message_id, reply_id, rejected FROM choices").fetchall() == [
+            ("c1-m", "c1-r2", ["c1-r1"])
+        ]
+        assert con.execute(
+            "SELECT speaker, speaker_name FROM replies WHERE reply_id = 'c1-r3'"
+        ).fetchall() == [("c1-p", "Zen Sage")]
     finally:
         store.close()
 

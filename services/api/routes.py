@@ -13,12 +13,16 @@ from schemas.api import (
     ConsentRequest,
     CreateChatRequest,
     FeedbackRequest,
+    FloorActionRequest,
+    FloorActionResponse,
     ImageFromUrlRequest,
     ImageInfo,
+    JoinRequest,
     LoginRequest,
     LoginResponse,
     MeResponse,
     ModelList,
+    ParticipantResponse,
     PostMessageRequest,
     PostMessageResponse,
     RegenerateRequest,
@@ -28,18 +32,21 @@ from schemas.api import (
     StatusResponse,
     UserErasedResponse,
 )
+from schemas.api_bots import BotBody, BotFile, BotList, BotRequest, BotsImported
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
-from schemas.queries import ChatPage, ChatRow, MessagesAnswer
+from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
 from services.api import (
     live,
     routes_audit,
+    routes_bots,
     routes_chats,
     routes_erasure,
     routes_images,
     routes_me,
     routes_misc,
     routes_openai,
+    routes_party,
     routes_ratings,
     routes_session,
     routes_ui,
@@ -87,6 +94,10 @@ AFTER = (
     ),
 )
 CHAT = "/v1/chats/{chat_id}"
+BOT = "/v1/bots/{bot_id}"
+IF_MATCH = Param(
+    "If-Match", "string", 'The bot\'s `version` you read, e.g. "42": 409 if it changed since.', "header"
+)
 
 ROUTES: tuple[Route, ...] = (
     Route("GET", "/", routes_ui.index, "ui", public=True, media="text/html"),
@@ -161,7 +172,7 @@ ROUTES: tuple[Route, ...] = (
             MIN_SEQ,
         ),
     ),
-    Route("GET", CHAT, routes_chats.get_chat, "chats.get", answer=ChatRow, params=(MIN_SEQ,)),
+    Route("GET", CHAT, routes_chats.get_chat, "chats.get", answer=ChatDetail, params=(MIN_SEQ,)),
     Route(
         "PATCH",
         CHAT,
@@ -227,6 +238,38 @@ ROUTES: tuple[Route, ...] = (
         answer=AcceptedResponse,
     ),
     Route(
+        "POST",
+        f"{CHAT}/participants",
+        routes_party.join,
+        "participants.join",
+        status=201,
+        body=JoinRequest,
+        answer=ParticipantResponse,
+    ),
+    Route(
+        "DELETE",
+        f"{CHAT}/participants/{{participant_id}}",
+        routes_party.leave,
+        "participants.leave",
+        answer=FloorActionResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/floor",
+        routes_party.floor_action,
+        "chats.floor",
+        status=202,
+        body=FloorActionRequest,
+        answer=FloorActionResponse,
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/replies/{{reply_id}}/choose",
+        routes_party.choose,
+        "replies.choose",
+        answer=AcceptedResponse,
+    ),
+    Route(
         "GET",
         f"{CHAT}/messages",
         routes_chats.list_messages,
@@ -274,6 +317,30 @@ ROUTES: tuple[Route, ...] = (
             Param("If-None-Match", "string", "The image's ETag: answered 304 when it matches.", "header"),
         ),
     ),
+    Route(
+        "POST", "/v1/bots", routes_bots.create_bot, "bots.create", status=201, body=BotRequest, answer=BotBody
+    ),
+    Route(
+        "GET",
+        "/v1/bots",
+        routes_bots.list_bots,
+        "bots.list",
+        answer=BotList,
+        params=(Param("scope", "string", "`usable` (default), `mine`, `store` (public) or `all` (admins)."),),
+    ),
+    Route(
+        "POST",
+        "/v1/bots/import",
+        routes_bots.import_bots,
+        "bots.import_file",
+        status=201,
+        body=BotFile,
+        answer=BotsImported,
+    ),
+    Route("GET", BOT, routes_bots.get_bot, "bots.get", answer=BotBody),
+    Route("PUT", BOT, routes_bots.put_bot, "bots.put", body=BotRequest, answer=BotBody, params=(IF_MATCH,)),
+    Route("DELETE", BOT, routes_bots.delete_bot, "bots.delete", answer=AcceptedResponse, params=(IF_MATCH,)),
+    Route("GET", f"{BOT}/export", routes_bots.export_bot, "bots.export", answer=BotFile),
     Route(
         "GET",
         f"{CHAT}/ws",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -10,8 +11,9 @@ import bus
 import schemas
 from bus import StoredMsg
 from identity.erasure import erase_chat
-from logtools.chat_log import ChatBusy, decide_and_append, read_chat_state
+from logtools.chat_log import ChatBusy, append_decision, decide_and_append, read_chat_state
 from schemas import chat_decide as decide
+from schemas import party_decide
 from schemas.api import (
     AcceptedResponse,
     ChatCreatedResponse,
@@ -27,18 +29,20 @@ from schemas.chat import (
     ChatDeleted,
     ChatRenamed,
     ChatRestored,
+    MessagePosted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
 )
-from schemas.chat_decide import Ask, Decision, Draft, Refused
+from schemas.chat_decide import Ask, Conflict, Decision, Draft, Invalid, Refused
 from schemas.chat_state import ChatState
 from schemas.ids import is_valid_id, new_id
 from schemas.queries import ChatAnswer, ChatPage, GetChat, ListChats, ListMessages, MessagesAnswer
 from schemas.sampling import SamplingParams
 from schemas.streams import CHAT
 from schemas.subjects import chat_event, one_reply
+from services.api import party
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
@@ -52,10 +56,12 @@ ORIGINS = ("chat", "openai")
 
 
 async def create_chat(request: web.Request) -> web.StreamResponse:
-    """Create a chat owned by the caller (201)."""
+    """Create a chat owned by the caller (201): with one model, with bots, or side by side."""
     principal = principal_of(request)
     body = await read_body(request, CreateChatRequest)
-    model = body.model or request.app[SETTINGS].default_model
+    joining = await party.chat_bots(request, body)
+    compare = await party.compare_models(request, body.compare)
+    model = compare[0] if compare else body.model or request.app[SETTINGS].default_model
     event = ChatCreated(
         event_id=new_id("e"),
         chat_id=new_id("c"),
@@ -64,10 +70,26 @@ async def create_chat(request: web.Request) -> web.StreamResponse:
         title=body.title,
         model=model,
         system_prompt=body.system_prompt,
+        compare=compare,
     )
-    appended = await bus.append_event(request.app[BUS].js, event, expected_subject_seq=0)
+    js = request.app[BUS].js
+    appended = await bus.append_event(js, event, expected_subject_seq=0)
+    seq, participants = appended.seq, []
+    if joining:
+        state = ChatState(event.chat_id)
+        state.apply(appended.seq, event)
+        floor = body.floor.floor() if body.floor is not None else None
+        decision = party_decide.join(state, joining, principal.user_id, floor)
+        seq = (await append_decision(js, decision))[-1].seq
+        participants = party.joined(decision)
     answer = ChatCreatedResponse(
-        chat_id=event.chat_id, owner_id=event.owner_id, title=event.title, model=event.model, seq=appended.seq
+        chat_id=event.chat_id,
+        owner_id=event.owner_id,
+        title=event.title,
+        model=event.model,
+        seq=seq,
+        participants=participants,
+        compare=compare,
     )
     return json_response(answer, status=201, headers={"Location": f"/v1/chats/{event.chat_id}"})
 
@@ -163,11 +185,8 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
     return json_response(await query(request, "messages.list", question, MessagesAnswer))
 
 
-async def _checked_draft(
-    request: web.Request, access: ChatAccess, body: PostMessageRequest, edit_of: str | None = None
-) -> tuple[Draft, Ask]:
-    """Validate a message body (length, images, model served now): the draft, and the reply to ask for
-    (the model alias; the body's sampling, else the model's defaults)."""
+async def _checked_draft(request: web.Request, body: PostMessageRequest, edit_of: str | None = None) -> Draft:
+    """Validate a message body (length, images): the draft."""
     settings = request.app[SETTINGS]
     if len(body.content) > settings.max_message_chars:
         raise ApiError(
@@ -185,9 +204,30 @@ async def _checked_draft(
         raise ApiError(
             422, "unknown_image", f"no image {unknown[0]} that you stored; upload it with POST /v1/images"
         )
-    ask = await _ask(request, body.model or access.chat.model, body.params)
-    draft = Draft(author_id=principal.user_id, content=body.content, images=images, edit_of=edit_of)
-    return draft, ask
+    # The user's name is how bots address them (user ids are the names people log in with).
+    return Draft(
+        author_id=principal.user_id,
+        content=body.content,
+        images=images,
+        edit_of=edit_of,
+        author_name=principal.user_id,
+    )
+
+
+async def _asks(
+    request: web.Request, access: ChatAccess, state: ChatState, body: PostMessageRequest
+) -> list[Ask]:
+    """The replies a post asks for (each model served now, else 409): none in a chat with bots (they take
+    turns), one per model side by side, else one of the body's model (or the chat's)."""
+    if state.has_bots or state.compare:
+        if body.model is not None:
+            raise ApiError(400, "bad_request", "this chat's models are fixed: leave out `model`")
+        if state.has_bots and body.params is not None:
+            raise ApiError(
+                400, "bad_request", "in a chat with bots each bot has its sampling: leave out `params`"
+            )
+        return [await _ask(request, alias, body.params) for alias in state.compare]
+    return [await _ask(request, body.model or access.chat.model, body.params)]
 
 
 async def _ask(request: web.Request, wanted: str | None, params: SamplingParams | None) -> Ask:
@@ -208,16 +248,21 @@ async def _ask(request: web.Request, wanted: str | None, params: SamplingParams 
     return Ask(model=model, params=params, by=principal_of(request).user_id)
 
 
-async def _decide(
+async def decided(
     request: web.Request,
     chat_id: str,
     decision_of: Callable[[ChatState], Decision],
     state: ChatState | None = None,
 ) -> tuple[Decision, int]:
     """Decide on the chat (`state` first, if read already) and append (fenced, again on a conflict): the
-    decision and its last event's sequence. A refusal is a 404, a chat that stays busy a 409."""
+    decision and its last event's sequence. A refusal is a 404 (a 409 when the chat cannot do it, a 400
+    when the request is wrong), a chat that stays busy a 409."""
     try:
         decision, appended = await decide_and_append(request.app[BUS].js, chat_id, decision_of, state)
+    except Conflict as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    except Invalid as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
     except Refused as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except ChatBusy:
@@ -226,28 +271,40 @@ async def _decide(
 
 
 async def post_message(request: web.Request) -> web.StreamResponse:
-    """Post a user message at the end of the active branch and request a reply (202)."""
+    """Post a user message at the end of the active branch and request its replies (202)."""
     access = await chat_access(request, write=True)
     body = await read_body(request, PostMessageRequest)
-    draft, ask = await _checked_draft(request, access, body)
-    return await _post_and_request(request, access, draft, ask)
+    return await _post(request, access, body)
 
 
 async def edit_message(request: web.Request) -> web.StreamResponse:
-    """Edit a user message: a new sibling of it (a new branch from its parent) and a reply to that (202)."""
+    """Edit a user message: a new sibling of it (a new branch from its parent) and its replies (202)."""
     access = await chat_access(request, write=True)
     body = await read_body(request, PostMessageRequest)
-    draft, ask = await _checked_draft(request, access, body, edit_of=path_id(request, "message_id"))
-    return await _post_and_request(request, access, draft, ask)
+    return await _post(request, access, body, edit_of=path_id(request, "message_id"))
 
 
-async def _post_and_request(
-    request: web.Request, access: ChatAccess, draft: Draft, ask: Ask
+async def _post(
+    request: web.Request, access: ChatAccess, body: PostMessageRequest, edit_of: str | None = None
 ) -> web.StreamResponse:
-    decision, seq = await _decide(
-        request, access.chat_id, lambda state: decide.post_message(state, draft, ask)
+    draft = await _checked_draft(request, body, edit_of)
+    state = await read_chat_state(request.app[BUS].js, access.chat_id)
+    asks = await _asks(request, access, state, body)
+    decision, seq = await decided(
+        request, access.chat_id, lambda state: decide.post_message(state, draft, *asks), state
     )
-    return await _reply_requested(request, access, decision.one(ReplyRequested), seq)
+    await _not_erased_meanwhile(request, access.chat_id)
+    replies = [event for event in decision.events if isinstance(event, ReplyRequested)]
+    one = replies[0] if len(replies) == 1 else None
+    answer = PostMessageResponse(
+        chat_id=access.chat_id,
+        message_id=decision.one(MessagePosted).message_id,
+        reply_id=one.reply_id if one is not None else None,
+        model=one.model if one is not None else "",
+        seq=seq,
+        reply_ids=[reply.reply_id for reply in replies],
+    )
+    return json_response(answer, status=202)
 
 
 async def _reply_requested(
@@ -261,6 +318,7 @@ async def _reply_requested(
         reply_id=reply.reply_id,
         model=reply.model,
         seq=seq,
+        reply_ids=[reply.reply_id],
     )
     return json_response(answer, status=202)
 
@@ -282,11 +340,23 @@ async def regenerate_reply(request: web.Request) -> web.StreamResponse:
         decide.regenerated_message(state, reply_id)  # a missing reply is a 404 before a missing model a 409
     except Refused as exc:
         raise ApiError(404, "not_found", str(exc)) from None
-    ask = await _ask(request, body.model or access.chat.model, body.params)
-    decision, seq = await _decide(
+    ask = await _regenerate_ask(request, access, state, reply_id, body)
+    decision, seq = await decided(
         request, access.chat_id, lambda state: decide.regenerate(state, reply_id, ask), state
     )
     return await _reply_requested(request, access, decision.one(ReplyRequested), seq)
+
+
+async def _regenerate_ask(
+    request: web.Request, access: ChatAccess, state: ChatState, reply_id: str, body: RegenerateRequest
+) -> Ask:
+    """Ask again of the body's model and sampling, else the chat's model and the model's defaults; in a
+    chat with bots or side by side, else the reply's own (its speaker, model and sampling)."""
+    original = state.replies[reply_id].request
+    if original is None or not (state.has_bots or state.compare):
+        return await _ask(request, body.model or access.chat.model, body.params)
+    ask = await _ask(request, body.model or original.model, body.params or original.params)
+    return replace(ask, speaker=original.speaker)
 
 
 async def select_branch(request: web.Request) -> web.StreamResponse:
@@ -294,7 +364,7 @@ async def select_branch(request: web.Request) -> web.StreamResponse:
     access = await chat_access(request, write=True)
     body = await read_body(request, SelectBranchRequest)
     by = principal_of(request).user_id
-    _, seq = await _decide(
+    _, seq = await decided(
         request, access.chat_id, lambda state: decide.select_branch(state, body.node_id, by)
     )
     return json_response(AcceptedResponse(seq=seq))

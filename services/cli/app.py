@@ -6,6 +6,7 @@ import typer
 
 from services.cli import (
     admin_audit,
+    admin_bots,
     admin_export,
     admin_images,
     admin_import,
@@ -59,3 +60,14 @@ key_app = typer.Typer(help="Issue and revoke API keys.", no_args_is_help=True)
 admin.add_typer(key_app, name="key")
 key_app.command("issue")(admin_users.key_issue)
 key_app.command("revoke")(admin_users.key_revoke)
+
+bot_app = typer.Typer(
+    help="Manage bots (personas): add, list, show, export, import, delete.", no_args_is_help=True
+)
+admin.add_typer(bot_app, name="bot")
+bot_app.command("add")(admin_bots.bot_add)
+bot_app.command("list")(admin_bots.bot_list)
+bot_app.command("show")(admin_bots.bot_show)
+bot_app.command("export")(admin_bots.bot_export)
+bot_app.command("import")(admin_bots.bot_import)
+bot_app.command("delete")(admin_bots.bot_delete)

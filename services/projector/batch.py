@@ -12,15 +12,36 @@ from schemas.chat import (
     ChatDeleted,
     ChatRenamed,
     ChatRestored,
+    ChoiceMade,
     FeedbackGiven,
+    FloorPaused,
+    FloorResumed,
+    FloorSet,
+    FloorStopped,
     MessagePosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.identity import ApiKeyIssued, ApiKeyRevoked, TrainingConsentSet, UserCreated, UserRoleChanged
-from services.projector.tables import API_KEYS, CHATS, FEEDBACK, MESSAGES, MUTABLE, REPLIES, USERS, Row
+from services.projector.tables import (
+    API_KEYS,
+    CHATS,
+    CHOICES,
+    FEEDBACK,
+    FLOORS,
+    MESSAGES,
+    MUTABLE,
+    PARTICIPANTS,
+    REPLIES,
+    USERS,
+    Row,
+)
 
 
 @dataclass
@@ -32,22 +53,32 @@ class Keys:
     )
 
 
-# The key each event type may change, per table (ReplyCancelled changes nothing by itself).
-_KEY_OF: dict[type, tuple[str, str]] = {
-    MessagePosted: (CHATS.name, "chat_id"),
-    ChatCreated: (CHATS.name, "chat_id"),
-    ChatRenamed: (CHATS.name, "chat_id"),
-    ChatDeleted: (CHATS.name, "chat_id"),
-    ReplyRequested: (REPLIES.name, "reply_id"),
-    ReplyStarted: (REPLIES.name, "reply_id"),
-    ReplyCompleted: (REPLIES.name, "reply_id"),
-    ReplyFailed: (REPLIES.name, "reply_id"),
-    UserCreated: (USERS.name, "user_id"),
-    UserRoleChanged: (USERS.name, "user_id"),
-    ApiKeyIssued: (API_KEYS.name, "key_id"),
-    ApiKeyRevoked: (API_KEYS.name, "key_id"),
-    ChatRestored: (CHATS.name, "chat_id"),
-    TrainingConsentSet: (USERS.name, "user_id"),
+# The keys each event type may change, per table (ReplyCancelled changes nothing by itself). A post
+# clears a stopped floor; a reply request reads its speaker's name.
+_KEYS_OF: dict[type, tuple[tuple[str, str], ...]] = {
+    MessagePosted: ((CHATS.name, "chat_id"), (FLOORS.name, "chat_id")),
+    ChatCreated: ((CHATS.name, "chat_id"),),
+    ChatRenamed: ((CHATS.name, "chat_id"),),
+    ChatDeleted: ((CHATS.name, "chat_id"),),
+    ReplyRequested: ((REPLIES.name, "reply_id"), (PARTICIPANTS.name, "speaker")),
+    ReplyStarted: ((REPLIES.name, "reply_id"),),
+    ReplyCompleted: ((REPLIES.name, "reply_id"),),
+    ReplyFailed: ((REPLIES.name, "reply_id"),),
+    UserCreated: ((USERS.name, "user_id"),),
+    UserRoleChanged: ((USERS.name, "user_id"),),
+    ApiKeyIssued: ((API_KEYS.name, "key_id"),),
+    ApiKeyRevoked: ((API_KEYS.name, "key_id"),),
+    ChatRestored: ((CHATS.name, "chat_id"),),
+    TrainingConsentSet: ((USERS.name, "user_id"),),
+    ParticipantJoined: ((PARTICIPANTS.name, "participant_id"),),
+    ParticipantLeft: ((PARTICIPANTS.name, "participant_id"),),
+    ParticipantMuted: ((PARTICIPANTS.name, "participant_id"),),
+    FloorSet: ((FLOORS.name, "chat_id"),),
+    FloorPaused: ((FLOORS.name, "chat_id"),),
+    FloorResumed: ((FLOORS.name, "chat_id"),),
+    FloorStopped: ((FLOORS.name, "chat_id"),),
+    SpeakerNamed: ((FLOORS.name, "chat_id"),),
+    ChoiceMade: ((CHOICES.name, "message_id"),),
 }
 
 
@@ -101,14 +132,19 @@ class Changes:
 def touched(events: Sequence[Sequenced]) -> Keys:
     """The keys of users, api keys, chats and replies that these events may change."""
     keys = Keys()
-    adders = {kind: (keys.by_table[table].add, attr) for kind, (table, attr) in _KEY_OF.items()}
+    adders = {
+        kind: tuple((keys.by_table[table].add, attr) for table, attr in pairs)
+        for kind, pairs in _KEYS_OF.items()
+    }
     message_ids = keys.by_table[MESSAGES.name]
     for _, event in events:
         found = adders.get(type(event))
         if found is not None:
-            found[0](getattr(event, found[1]))
+            for add, attr in found:
+                add(getattr(event, attr))
             if type(event) is MessagePosted:
                 message_ids.add(event.message_id)
         elif type(event) is FeedbackGiven:
             keys.by_table[FEEDBACK.name].add(feedback_key(event))
+    keys.by_table[PARTICIPANTS.name].discard("")  # replies of the chat's own model have no speaker
     return keys

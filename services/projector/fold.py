@@ -22,13 +22,22 @@ from schemas.chat import (
     ChatErased,
     ChatRenamed,
     ChatRestored,
+    ChoiceMade,
     FeedbackGiven,
+    FloorPaused,
+    FloorResumed,
+    FloorSet,
+    FloorStopped,
     MessagePosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.identity import (
     ApiKeyIssued,
@@ -40,13 +49,17 @@ from schemas.identity import (
 )
 from schemas.queries import ChatRow, MessageRow, ReplyRow
 from services.projector.batch import Changes, Rows, feedback_key
+from services.projector.party import PartyFold
 from services.projector.rows import ApiKeyRow, FeedbackRow, SelectionRow, UserRow
 from services.projector.tables import (
     API_KEYS,
+    BY_CHAT,
     CHATS,
     FEEDBACK,
+    FLOORS,
     MESSAGES,
     MUTABLE,
+    PARTICIPANTS,
     REPLIES,
     SELECTIONS,
     USERS,
@@ -81,8 +94,12 @@ _NEW_REPLY: Row = asdict(
 )
 
 
-class Fold:
-    """Applies events to rows, one small method per event type."""
+del _NEW_REPLY["chosen"]  # not a column: read from the choices table
+
+
+class Fold(PartyFold):
+    """Applies events to rows, one small method per event type (those of chats with bots and side-by-side
+    chats in services/projector/party.py)."""
 
     def __init__(
         self,
@@ -130,6 +147,15 @@ class Fold:
             ChatErased: self.chat_erased,
             TrainingConsentSet: self.consent_set,
             UserErased: self.user_erased,
+            ParticipantJoined: self.participant_joined,
+            ParticipantLeft: self.participant_left,
+            ParticipantMuted: self.participant_muted,
+            FloorSet: self.floor_set,
+            FloorPaused: self.floor_paused,
+            FloorResumed: self.floor_resumed,
+            FloorStopped: self.floor_stopped,
+            SpeakerNamed: self.speaker_named,
+            ChoiceMade: self.choice_made,
         }
 
     def reply_cancelled(self, seq: int, e: ReplyCancelled) -> None:
@@ -148,6 +174,7 @@ class Fold:
             deleted=False,
             message_count=0,
             origin=e.origin,
+            compare=list(e.compare),
         )
         self.tables[CHATS.name].add(e.chat_id, asdict(chat))
 
@@ -176,8 +203,9 @@ class Fold:
         """Every row of the chat goes (its events were purged from the log), and nothing of it comes back."""
         self.erased_chats.add(e.chat_id)
         self.dead_chats.add(e.chat_id)
-        for table in (CHATS, REPLIES, SELECTIONS, FEEDBACK):
-            self.tables[table.name].drop("chat_id", e.chat_id)
+        for table in BY_CHAT:
+            if table is not MESSAGES:  # messages of the batch are below; stored ones the store deletes
+                self.tables[table.name].drop("chat_id", e.chat_id)
         self.chats = self.tables[CHATS.name].known
         self.replies = self.tables[REPLIES.name].known
         self.messages = {k: r for k, r in self.messages.items() if r["chat_id"] != e.chat_id}
@@ -223,12 +251,16 @@ class Fold:
                 seq=seq,
                 images=list(e.images),
                 edit_of=e.edit_of,
+                speaker_name=e.author_name or ("System" if e.role == "system" else "User"),
             )
             self.messages[e.message_id] = asdict(message)
         chat = self.chats.get(e.chat_id)
         if chat is not None:
             chat["message_count"] += 1
             chat["updated_at"] = e.at
+        floor = self.tables[FLOORS.name].known.get(e.chat_id)
+        if floor is not None and floor["stopped"]:  # a post gives the floor back to the bots
+            floor["stopped"], floor["seq"] = False, seq
 
     def reply_requested(self, seq: int, e: ReplyRequested) -> None:
         """A reply row in status requested; a repeated request is ignored."""
@@ -240,6 +272,9 @@ class Fold:
         row["requested_at"] = e.at
         row["seq"] = seq
         row["images_seen"], row["images_ignored"] = [], []
+        participant = self.tables[PARTICIPANTS.name].known.get(e.speaker) if e.speaker else None
+        row["speaker"] = e.speaker
+        row["speaker_name"] = participant["name"] if participant is not None else e.model
         self.tables[REPLIES.name].add(e.reply_id, row)
 
     def _open_reply(self, reply_id: str, attempt: int) -> Row | None:

@@ -14,19 +14,22 @@ from schemas.queries import (
     MAX_PAGE_BYTES,
     MAX_PAGE_SIZE,
     ChatAnswer,
+    ChatDetail,
     ChatPage,
+    FloorInfo,
     GetChat,
     ListChats,
     ListMessages,
     MessageRow,
     MessagesAnswer,
+    ParticipantInfo,
     PathNode,
     Rating,
     ReplyRow,
 )
 from schemas.tree import ChatTree
 from services.projector.errors import ProjectorError
-from services.projector.tables import CHATS, FEEDBACK, MESSAGES, REPLIES
+from services.projector.tables import CHATS, FEEDBACK, FLOORS, MESSAGES, PARTICIPANTS, REPLIES
 
 _EPOCH = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
@@ -107,10 +110,24 @@ def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
 
 
 def get_chat(cur: duckdb.DuckDBPyConnection, query: GetChat) -> ChatAnswer:
-    """One chat, deleted or not; None when unknown."""
+    """One chat, deleted or not, with its bots and their floor; None when unknown."""
     sql = f"SELECT {CHATS.select()} FROM chats WHERE chat_id = ?"
     fetched = cur.execute(sql, [query.chat_id]).fetchone()
-    return ChatAnswer(chat=None if fetched is None else CHATS.read(fetched))
+    if fetched is None:
+        return ChatAnswer(chat=None)
+    participants = cur.execute(
+        f"SELECT {PARTICIPANTS.select(ParticipantInfo)} FROM participants WHERE chat_id = ? ORDER BY seq",
+        [query.chat_id],
+    ).fetchall()
+    floor = cur.execute(
+        f"SELECT {FLOORS.select(FloorInfo)} FROM floors WHERE chat_id = ?", [query.chat_id]
+    ).fetchone()
+    chat = ChatDetail(
+        **msgspec.structs.asdict(CHATS.read(fetched)),
+        participants=[PARTICIPANTS.read_part(ParticipantInfo, values) for values in participants],
+        floor=None if floor is None else FLOORS.read_part(FloorInfo, floor),
+    )
+    return ChatAnswer(chat=chat)
 
 
 def list_messages(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> MessagesAnswer:
@@ -153,7 +170,7 @@ def _messages_page(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> Messa
         if after < tree.nodes[n].seq <= last
     ]
     messages = [row for row in rows if isinstance(row, MessageRow)]
-    replies = [row for row in rows if isinstance(row, ReplyRow)]
+    replies = _with_choices(cur, query.chat_id, [row for row in rows if isinstance(row, ReplyRow)])
     ratings = cur.execute(
         f"SELECT {FEEDBACK.select(Rating)} FROM feedback WHERE chat_id = ? AND user_id = ? ORDER BY seq",
         [query.chat_id, query.user_id],
@@ -168,6 +185,21 @@ def _messages_page(cur: duckdb.DuckDBPyConnection, query: ListMessages) -> Messa
         ],
         next_cursor=encode_seq_cursor(last) if more else None,
     )
+
+
+def _with_choices(cur: duckdb.DuckDBPyConnection, chat_id: str, replies: list[ReplyRow]) -> list[ReplyRow]:
+    """Replies with `chosen` set where their message's side-by-side choice names them."""
+    chosen: dict[str, bool] = {}
+    for reply_id, rejected in cur.execute(
+        "SELECT reply_id, rejected FROM choices WHERE chat_id = ?", [chat_id]
+    ).fetchall():
+        chosen.update(dict.fromkeys(rejected, False))
+        chosen[reply_id] = True
+    if not chosen:
+        return replies
+    return [
+        msgspec.structs.replace(r, chosen=chosen[r.reply_id]) if r.reply_id in chosen else r for r in replies
+    ]
 
 
 def _fill(rows: list[MessageRow | ReplyRow], limit: int) -> tuple[list[MessageRow | ReplyRow], bool]:

@@ -54,6 +54,43 @@ class FeedbackRow(msgspec.Struct, frozen=True, kw_only=True):
     seq: Seq
 
 
+class ParticipantRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A bot in a chat: the name and model it joined with, whether it is muted or has left
+    (queries return `ParticipantInfo`, a part)."""
+
+    participant_id: str
+    chat_id: str
+    bot_id: str
+    name: str
+    model: str
+    muted: bool
+    has_left: bool  # `left` is a reserved word in SQL
+    seq: Seq  # of its joining: participants are listed in the order they joined
+
+
+class FloorRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A chat's turn policy and where the moderator left it (queries return `FloorInfo`, a part)."""
+
+    chat_id: str
+    policy: str
+    rounds: int
+    max_bot_turns: int
+    delay_s: float
+    paused: bool
+    stopped: bool  # stopped, and nobody posted or was named to speak since
+    seq: Seq  # of its last change
+
+
+class ChoiceRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A side-by-side choice: the reply chosen for a message over the others (a later one replaces it)."""
+
+    message_id: str
+    chat_id: str
+    reply_id: str
+    rejected: list[str]
+    seq: Seq
+
+
 class ErasedChatRow(msgspec.Struct, frozen=True, kw_only=True):
     """A chat erased at `seq`: any later event of it (a straggler) is ignored, live and in replay."""
 

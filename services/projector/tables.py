@@ -11,12 +11,15 @@ import msgspec
 import msgspec.inspect as mi
 import pyarrow as pa
 
-from schemas.queries import ChatRow, MessageRow, Rating, ReplyRow
+from schemas.queries import ChatRow, FloorInfo, MessageRow, ParticipantInfo, Rating, ReplyRow
 from services.projector.rows import (
     ApiKeyRow,
     CheckpointRow,
+    ChoiceRow,
     ErasedChatRow,
     FeedbackRow,
+    FloorRow,
+    ParticipantRow,
     SelectionRow,
     UserRow,
 )
@@ -87,13 +90,16 @@ class Table(Generic[R]):
         indexes: tuple[str, ...] = (),
         primary_key: bool = True,
         parts: tuple[type[msgspec.Struct], ...] = (),
+        computed: tuple[str, ...] = (),
     ) -> None:
-        """`parts`: structs that queries read from some of its columns (same names and types)."""
+        """`parts`: structs that queries read from some of its columns (same names and types);
+        `computed`: fields of the row that are no column (queries fill them in from other tables)."""
         self.name = name
         self.row = row
         self.indexes = indexes
         self.primary_key = primary_key
-        fields = _fields(row)
+        self.computed = computed
+        fields = tuple(f for f in _fields(row) if f.name not in computed)
         self.columns = tuple(_column(f) for f in fields)
         self.names = tuple(column.name for column in self.columns)
         self.key = self.names[0]
@@ -155,18 +161,22 @@ USERS = Table("users", UserRow)
 API_KEYS = Table("api_keys", ApiKeyRow)
 CHATS = Table("chats", ChatRow, indexes=("owner_id",))
 MESSAGES = Table("messages", MessageRow, indexes=("chat_id",), primary_key=False)
-REPLIES = Table("replies", ReplyRow, indexes=("chat_id",), primary_key=False)
+REPLIES = Table("replies", ReplyRow, indexes=("chat_id",), primary_key=False, computed=("chosen",))
 SELECTIONS = Table("branch_selections", SelectionRow, indexes=("chat_id",))
 FEEDBACK = Table("feedback", FeedbackRow, indexes=("chat_id",), parts=(Rating,))
+PARTICIPANTS = Table("participants", ParticipantRow, indexes=("chat_id",), parts=(ParticipantInfo,))
+FLOORS = Table("floors", FloorRow, parts=(FloorInfo,))
+CHOICES = Table("choices", ChoiceRow, indexes=("chat_id",))
 ERASED_CHATS = Table("erased_chats", ErasedChatRow)
 CHECKPOINTS = Table("checkpoints", CheckpointRow)
 
 # Tables whose rows change after they are inserted: a batch loads the rows it touches first
 # (and, for messages, only which ids exist).
-MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK)
-READ_MODEL: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
+PARTY: tuple[Table[Any], ...] = (PARTICIPANTS, FLOORS, CHOICES)  # chats with bots, side-by-side chats
+MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
+READ_MODEL: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
 # Tables with a chat_id column: an erased chat's rows are deleted from each.
-BY_CHAT: tuple[Table[Any], ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK)
+BY_CHAT: tuple[Table[Any], ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
 ALL: tuple[Table[Any], ...] = (*READ_MODEL, ERASED_CHATS, CHECKPOINTS)
 
 
