@@ -46,6 +46,7 @@ bench: install
 	$(PY) bench/bench_replay.py
 	$(PY) bench/bench_images.py
 	$(PY) bench/bench_abuse.py
+	$(PY) bench/bench_conductor.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -194,7 +194,7 @@ async def attack_main(args: argparse.Namespace) -> None:
 
 async def _big_chat(nbus: bus.Bus, owner: str, messages: int) -> str:
     """A chat of `owner`'s with many long turns, imported as a ChatGPT export would be (no model needed)."""
-    from logtools.importer import import_chatgpt
+    from logtools.import_chatgpt import import_chatgpt
 
     mapping: dict[str, dict[str, object]] = {}
     for i in range(messages):

@@ -2,8 +2,10 @@
 
 A tombstone (`chat.<id>.erased`, `user.<id>.erased`) keeps the id, when and by whom, so that
 read models drop what they hold; everything else the chat or user wrote is purged: CHAT, TOKENS,
-IDENTITY, and who-stored-which-image in IMAGE. The image store is then asked to release the
-images (it purges those that no live chat references and nobody else stored).
+IDENTITY, the bots they own in BOTS (chats that other users made with a public or shared bot of theirs
+keep the copy the chat took when the bot joined), and who-stored-which-image in IMAGE. The image store
+is then asked to release the images (it purges those that no live chat references and nobody else
+stored).
 
 A user's erasure cannot be outrun: its tombstone is appended first, and from then on the user is
 nobody to authentication (identity.accounts.user_role), so no key, session or login acts as them;
@@ -22,13 +24,14 @@ import bus
 import schemas
 from bus import Bus
 from identity.sessions import end_sessions
+from logtools.bots import read_bots
 from logtools.chat_log import read_chat_state
 from schemas import chat_decide as decide
 from schemas.chat import ChatCreated, ChatErased, MessagePosted
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
 from schemas.queries import ReleasedImages, ReleaseImages
-from schemas.streams import CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
+from schemas.streams import BOTS, CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
 from schemas.subjects import (
     ANY,
     apikey_event,
@@ -37,6 +40,7 @@ from schemas.subjects import (
     feedback,
     image_stored,
     one_apikey,
+    one_bot,
     one_chat,
     one_user,
     parse_image_subject,
@@ -60,6 +64,7 @@ class Erased:
     """What an erasure removed."""
 
     chats: list[str] = field(default_factory=list)
+    bots: list[str] = field(default_factory=list)  # the erased user's bots, purged
     images_released: list[str] = field(default_factory=list)
     seq: int = 0  # the (last) tombstone's sequence
     attached: set[tuple[str, str]] = field(default_factory=set)  # (author, image) of the erased messages
@@ -171,6 +176,10 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             result.images_released.extend(erased.images_released)
             result.attached.update(pair for pair in erased.attached if pair[0] != user_id)  # others'
     await bus.purge_subject(js, CHAT.name, feedback(ANY, ANY, user_id))
+    for bot in (await read_bots(js)).values():
+        if bot.owner_id == user_id:
+            await bus.purge_subject(js, BOTS.name, one_bot(bot.bot_id))
+            result.bots.append(bot.bot_id)
     uploads = [
         parse_image_subject(m.subject)
         for m in await bus.read_all(js, IMAGE.name, [image_stored(ANY, user_id)])

@@ -1,8 +1,11 @@
 """Training data and chat exports, read from the log (the source of truth, after every erasure).
 
 - `sft`: OpenAI chat fine-tuning lines `{"messages": [...]}`: one per chat's active path, or one per
-  rated reply (the path to it); images as `sha256:<hex>` references or embedded data URLs.
-- `preferences`: DPO pairs from sibling replies a rating ranks: shared `prompt`, `chosen`, `rejected`.
+  rated reply (the path to it); images as `sha256:<hex>` references or embedded data URLs. A chat
+  with bots (several speakers) is written from a seat instead: one line per bot reply, its messages
+  what that bot saw (schemas/seat.py) and the reply as the last assistant turn; `seat` picks one bot.
+- `preferences`: DPO pairs, shared `prompt`, `chosen`, `rejected`: sibling replies a rating ranks
+  (up over down), and side-by-side choices (the chosen reply over each rejected one).
 - `chats`: lossless JSON (every event of each chat, re-importable) or TSV for spreadsheets.
 
 Filters: model alias, time range, minimum rating, one user, and consent (only users who allowed
@@ -11,12 +14,9 @@ training, the default). Deleted chats are left out; erased ones are no longer in
 
 from __future__ import annotations
 
-import base64
-import gc
 import io
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,169 +24,24 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-import bus
-from bus import Sequenced, decode_bulk
-from schemas.chat import ChatCreated, ChatEvent, ReplyCompleted, ReplyRequested
-from schemas.chat_state import ChatState, Turn, conversation
-from schemas.identity import TrainingConsentSet
-from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
-from schemas.subjects import ALL_CHATS, ANY, user_event
+from logtools.export_log import (
+    Chat,
+    ExportFilter,
+    ImageRef,
+    Log,
+    embedded_refs,
+    exported_chats,
+    hash_ref,
+    read_log,
+    reply_ok,
+    unrated,
+)
+from schemas.chat import ReplyRequested
+from schemas.chat_state import Participant, Turn, conversation, name_key
+from schemas.seat import context_for, speaker_name
 
-Progress = Callable[[int, int], None]
 Per = Literal["active", "rated"]
-
-
-@dataclass
-class ExportFilter:
-    """Which chats and replies an export takes."""
-
-    model: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    min_rating: Literal["up"] | None = None
-    user: str | None = None
-    consent_only: bool = True
-    consent_default: bool = False
-    include_deleted: bool = False
-
-
-@dataclass
-class Chat:
-    """One chat: its state (schemas/chat_state.py) and every event of it, for the lossless export."""
-
-    state: ChatState
-    events: list[tuple[int, ChatEvent]] = field(default_factory=list)
-
-    @property
-    def created(self) -> ChatCreated:
-        """The chat's creation (a chat is only made from it)."""
-        assert self.state.created is not None
-        return self.state.created
-
-    def fold(self, seq: int, event: ChatEvent) -> None:
-        """Keep the event and apply it to the state."""
-        self.events.append((seq, event))
-        self.state.apply(seq, event)
-
-    def target(self, reply_id: str) -> ReplyCompleted | None:
-        """The reply's answer if it is whole (stopped or hit its length, not cancelled): a training target."""
-        answer = self.state.answer(reply_id)
-        return answer if answer is not None and answer.finish_reason in ("stop", "length") else None
-
-    def whole(self, reply_id: str) -> ReplyCompleted:
-        """The target of a reply known to have one."""
-        done = self.target(reply_id)
-        assert done is not None
-        return done
-
-    def rating(self, reply_id: str) -> str | None:
-        given = self.state.ratings.get(reply_id)
-        return given.rating if given is not None else None
-
-
-@dataclass
-class Log:
-    """Every chat and each user's training consent, as the log has them now; and the messages left
-    out (unreadable, or an event on a subject it does not belong to: bus/decode.py)."""
-
-    chats: dict[str, Chat]
-    consent: dict[str, bool]
-    events: int
-    rejected: bus.Rejected = field(default_factory=bus.Rejected)
-
-
-async def _read(
-    nbus: bus.Bus,
-    stream: str,
-    subjects: list[str],
-    progress: Callable[[int], None],
-    rejected: bus.Rejected,
-) -> list[Sequenced]:
-    """Every event of the stream on `subjects` with its sequence, in order (the bulk reader, decoding
-    a batch at a time; events this version cannot read, or misfiled, are skipped and counted)."""
-    reader = bus.BulkReader(nbus, stream, subjects)
-    await reader.start()
-    out: list[Sequenced] = []
-    read = 0
-    try:
-        total = reader.initial_pending
-        while read < total:
-            batch = await reader.next_batch(20_000, 30.0)
-            if batch is None:
-                raise TimeoutError(f"reading {stream}: got {read} of {total}")
-            out.extend(decode_bulk(batch, rejected))
-            read += len(batch)
-            progress(len(batch))
-            if batch.pending == 0:
-                break
-    finally:
-        await reader.stop()
-    return out
-
-
-async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
-    """Fold CHAT and the consent events of IDENTITY."""
-    chat_total = (await nbus.js.stream_info(CHAT.name)).state.messages
-    done = 0
-
-    def progress(n: int) -> None:
-        nonlocal done
-        done += n
-        if on_progress is not None:
-            on_progress(done, chat_total)
-
-    chats: dict[str, Chat] = {}
-    rejected = bus.Rejected()
-    # The fold keeps millions of objects and makes few cycles: the cyclic GC would cost half its time.
-    # One collection at the end moves them to the oldest generation at once; left in the youngest,
-    # they would be scanned again, generation by generation, while the rows are written.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for seq, event in await _read(nbus, CHAT.name, [ALL_CHATS], progress, rejected):
-            if isinstance(event, ChatCreated) and event.chat_id not in chats:
-                chats[event.chat_id] = Chat(ChatState(event.chat_id))
-            chat = chats.get(getattr(event, "chat_id", ""))
-            if chat is not None and isinstance(event, ChatEvent):
-                chat.fold(seq, event)
-    finally:
-        gc.collect()
-        if gc_was_enabled:
-            gc.enable()
-    consent: dict[str, bool] = {}
-    consents = await _read(nbus, IDENTITY.name, [user_event(ANY, "consent")], lambda n: None, rejected)
-    for _, given in consents:
-        if isinstance(given, TrainingConsentSet):
-            consent[given.user_id] = given.allowed
-    return Log(chats=chats, consent=consent, events=done, rejected=rejected)
-
-
-def _chats(log: Log, flt: ExportFilter) -> Iterator[Chat]:
-    for chat in log.chats.values():
-        owner = chat.created.owner_id
-        if chat.state.deleted and not flt.include_deleted:
-            continue
-        if flt.user is not None and owner != flt.user:
-            continue
-        if flt.consent_only and not log.consent.get(owner, flt.consent_default):
-            continue
-        yield chat
-
-
-def _reply_ok(chat: Chat, reply_id: str, flt: ExportFilter) -> bool:
-    done = chat.target(reply_id)
-    if done is None:
-        return False
-    if flt.model is not None and done.model != flt.model:
-        return False
-    if flt.since is not None and done.at < flt.since:
-        return False
-    if flt.until is not None and done.at >= flt.until:
-        return False
-    return flt.min_rating is None or chat.rating(reply_id) == flt.min_rating
-
-
-ImageRef = Callable[[str], str]
+Source = Literal["rating", "choice"]
 
 
 def _openai(turn: Turn, image_ref: ImageRef) -> dict[str, Any]:
@@ -206,9 +61,16 @@ def _messages(chat: Chat, path: list[str], image_ref: ImageRef) -> list[dict[str
     return [_openai(turn, image_ref) for turn in conversation(chat.state, path)]
 
 
+def _prompt(chat: Chat, request: ReplyRequested, image_ref: ImageRef) -> list[dict[str, Any]]:
+    """What the reply answered: a bot's seat view (schemas/seat.py), or the path to the node it follows."""
+    if request.speaker:
+        return [_openai(turn, image_ref) for turn in context_for(chat.state, request)]
+    return _messages(chat, chat.state.tree.path_to(request.message_id), image_ref)
+
+
 @dataclass(frozen=True)
 class SftRow:
-    """One training example and where it came from."""
+    """One training example and where it came from (`speaker`: the bot whose seat it is written from)."""
 
     chat_id: str
     user_id: str
@@ -216,36 +78,83 @@ class SftRow:
     model: str
     rating: str | None
     messages: list[dict[str, Any]]
+    speaker: str = ""
 
 
-def sft_rows(log: Log, flt: ExportFilter, per: Per, image_ref: ImageRef) -> Iterator[SftRow]:
-    """Active paths (ending at their last usable reply) or the path to each rated reply."""
-    for chat in _chats(log, flt):
-        if per == "active":
-            path = chat.state.tree.active_path()
-            last = next((n for n in reversed(path) if chat.target(n) is not None), None)
-            if last is None or not _reply_ok(chat, last, flt):
-                continue
-            targets = [last]
-        else:
-            targets = [
-                r for r in chat.state.ratings if chat.rating(r) is not None and _reply_ok(chat, r, flt)
-            ]
-        for reply_id in targets:
-            path = chat.state.tree.path_to(reply_id)
-            yield SftRow(
-                chat_id=chat.created.chat_id,
-                user_id=chat.created.owner_id,
-                reply_id=reply_id,
-                model=chat.whole(reply_id).model,
-                rating=chat.rating(reply_id),
-                messages=_messages(chat, path, image_ref),
-            )
+def seat_matches(participant: Participant, seat: str) -> bool:
+    """Whether `--seat` names this bot: its name (case and spaces ignored), bot id or participant id."""
+    ids = (participant.bot_id, participant.participant_id)
+    return seat in ids or name_key(seat) == name_key(participant.name)
+
+
+def sft_rows(
+    log: Log, flt: ExportFilter, per: Per, image_ref: ImageRef, seat: str | None = None
+) -> Iterator[SftRow]:
+    """One-model chats: their active paths (ending at their last usable reply) or the path to each rated
+    reply. Chats with bots: each bot reply (on the active path, or rated) from its speaker's seat; with
+    `seat`, only that bot's replies (and no one-model chat)."""
+    for chat in exported_chats(log, flt):
+        if chat.state.has_bots:
+            yield from _seat_rows(chat, flt, per, image_ref, seat)
+        elif seat is None:
+            yield from _path_rows(chat, flt, per, image_ref)
+
+
+def _targets(chat: Chat, flt: ExportFilter, per: Per) -> list[str]:
+    """The replies on the active path, or the rated ones, that the filter takes."""
+    if per == "active":
+        nodes = chat.state.tree.active_path()
+    else:
+        nodes = [r for r in chat.state.ratings if chat.rating(r) is not None]
+    return [r for r in nodes if reply_ok(chat, r, flt)]
+
+
+def _path_rows(chat: Chat, flt: ExportFilter, per: Per, image_ref: ImageRef) -> Iterator[SftRow]:
+    if per == "active":
+        path = chat.state.tree.active_path()
+        last = next((n for n in reversed(path) if chat.target(n) is not None), None)
+        if last is None or not reply_ok(chat, last, flt):
+            return
+        targets = [last]
+    else:
+        targets = _targets(chat, flt, per)
+    for reply_id in targets:
+        yield _sft_row(chat, reply_id, _messages(chat, chat.state.tree.path_to(reply_id), image_ref))
+
+
+def _seat_rows(
+    chat: Chat, flt: ExportFilter, per: Per, image_ref: ImageRef, seat: str | None
+) -> Iterator[SftRow]:
+    """Each reply as its model saw the chat (the seat view of its request), then the reply itself.
+    A reply no bot spoke (the chat's own model, before bots joined) is written as that model saw it."""
+    for reply_id in _targets(chat, flt, per):
+        request = chat.state.replies[reply_id].request
+        if request is None:
+            continue
+        participant = chat.state.participants.get(request.speaker)
+        if seat is not None and (participant is None or not seat_matches(participant, seat)):
+            continue
+        messages = [_openai(turn, image_ref) for turn in context_for(chat.state, request)]
+        messages.append({"role": "assistant", "content": chat.whole(reply_id).text})
+        yield _sft_row(chat, reply_id, messages, participant.name if participant is not None else "")
+
+
+def _sft_row(chat: Chat, reply_id: str, messages: list[dict[str, Any]], speaker: str = "") -> SftRow:
+    return SftRow(
+        chat_id=chat.created.chat_id,
+        user_id=chat.created.owner_id,
+        reply_id=reply_id,
+        model=chat.whole(reply_id).model,
+        rating=chat.rating(reply_id),
+        messages=messages,
+        speaker=speaker,
+    )
 
 
 @dataclass(frozen=True)
 class PreferenceRow:
-    """A DPO pair: the shared context (ending with the user's message), a chosen and a rejected reply."""
+    """A DPO pair: the shared context the replies answered, a chosen and a rejected reply, and what
+    ranked them (`rating`: rated up and down; `choice`: picked side by side)."""
 
     chat_id: str
     user_id: str
@@ -256,75 +165,68 @@ class PreferenceRow:
     rejected_reply_id: str
     chosen_model: str
     rejected_model: str
+    source: Source = "rating"
 
 
 def preference_rows(log: Log, flt: ExportFilter, image_ref: ImageRef) -> Iterator[PreferenceRow]:
-    """Every (up, down) pair among the completed sibling replies to one message."""
-    for chat in _chats(log, flt):
-        by_message: dict[str, list[str]] = {}
-        requests: dict[str, ReplyRequested] = {}
-        for reply_id, reply in chat.state.replies.items():
-            if reply.request is not None and chat.target(reply_id) is not None:
-                requests[reply_id] = reply.request
-                by_message.setdefault(reply.request.message_id, []).append(reply_id)
-        for message_id, replies in by_message.items():
-            rated = {r: chat.rating(r) for r in replies}
-            ups = [r for r in replies if rated[r] == "up" and _reply_ok(chat, r, _unrated(flt))]
-            downs = [r for r in replies if rated[r] == "down" and _reply_ok(chat, r, _unrated(flt))]
-            if not ups or not downs:
+    """Every (up, down) pair among the completed sibling replies to one node, then every side-by-side
+    choice's (chosen, rejected) pairs; a pair both rank is written once, as rated."""
+    for chat in exported_chats(log, flt):
+        written: set[tuple[str, str]] = set()
+        for chosen, rejected, source in (*_rated_pairs(chat, flt), *_chosen_pairs(chat, flt)):
+            if (chosen, rejected) in written:
                 continue
-            prompt = _messages(chat, chat.state.tree.path_to(message_id), image_ref)
-            for up in ups:
-                for down in downs:
-                    if requests[up].context != requests[down].context:
-                        continue  # they did not answer the same conversation
-                    chosen, rejected = chat.whole(up), chat.whole(down)
-                    if chosen.text == rejected.text:
-                        continue  # nothing to prefer
-                    yield PreferenceRow(
-                        chat_id=chat.created.chat_id,
-                        user_id=chat.created.owner_id,
-                        prompt=prompt,
-                        chosen=[{"role": "assistant", "content": chosen.text}],
-                        rejected=[{"role": "assistant", "content": rejected.text}],
-                        chosen_reply_id=up,
-                        rejected_reply_id=down,
-                        chosen_model=chosen.model,
-                        rejected_model=rejected.model,
-                    )
+            row = _pair(chat, chosen, rejected, source, image_ref)
+            if row is not None:
+                written.add((chosen, rejected))
+                yield row
 
 
-def _unrated(flt: ExportFilter) -> ExportFilter:
-    """The filter without its rating condition (a pair needs both ratings)."""
-    return ExportFilter(**{**flt.__dict__, "min_rating": None})
+def _rated_pairs(chat: Chat, flt: ExportFilter) -> Iterator[tuple[str, str, Source]]:
+    """(up, down) among the whole replies that follow one node (regenerations)."""
+    by_parent: dict[str, list[str]] = {}
+    for reply_id, reply in chat.state.replies.items():
+        if reply.request is not None and reply_ok(chat, reply_id, unrated(flt)):
+            by_parent.setdefault(reply.request.message_id, []).append(reply_id)
+    for replies in by_parent.values():
+        ups = [r for r in replies if chat.rating(r) == "up"]
+        downs = [r for r in replies if chat.rating(r) == "down"]
+        yield from ((up, down, "rating") for up in ups for down in downs)
 
 
-def hash_ref(sha: str) -> str:
-    """An image referenced by hash (fetch it with GET /v1/images/{sha256})."""
-    return f"sha256:{sha}"
+def _chosen_pairs(chat: Chat, flt: ExportFilter) -> Iterator[tuple[str, str, Source]]:
+    """(chosen, rejected) of each message's latest side-by-side choice."""
+    for choice in chat.state.choices.values():
+        if not reply_ok(chat, choice.reply_id, unrated(flt)):
+            continue
+        for rejected in choice.rejected:
+            if rejected != choice.reply_id and reply_ok(chat, rejected, unrated(flt)):
+                yield choice.reply_id, rejected, "choice"
 
 
-async def embedded_refs(nbus: bus.Bus, log: Log, flt: ExportFilter) -> ImageRef:
-    """Data URLs of every image the exported chats use, read from the object store."""
-    urls: dict[str, str] = {}
-    for chat in _chats(log, flt):
-        for sha in chat.state.images:
-            if sha in urls:
-                continue
-            data = await bus.get_object(nbus.js, IMAGES_OBJECTS.bucket, sha)
-            if data is not None:
-                urls[sha] = f"data:{_media_type(data)};base64,{base64.b64encode(data).decode()}"
-    return lambda sha: urls.get(sha, hash_ref(sha))
-
-
-def _media_type(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return "image/png"
-    if data.startswith(b"GIF8"):
-        return "image/gif"
-    if data[:4] == b"RIFF":
-        return "image/webp"
-    return "image/jpeg"
+def _pair(chat: Chat, up: str, down: str, source: Source, image_ref: ImageRef) -> PreferenceRow | None:
+    """The row of a pair, or None when the replies did not answer the same conversation from the same
+    seat, or say the same thing (nothing to prefer)."""
+    asked, other = chat.state.replies[up].request, chat.state.replies[down].request
+    if asked is None or other is None:
+        return None
+    if (asked.message_id, asked.context, asked.speaker) != (other.message_id, other.context, other.speaker):
+        return None
+    chosen, rejected = chat.whole(up), chat.whole(down)
+    if chosen.text == rejected.text:
+        return None
+    return PreferenceRow(
+        chat_id=chat.created.chat_id,
+        user_id=chat.created.owner_id,
+        prompt=_prompt(chat, asked, image_ref),
+        chosen=[{"role": "assistant", "content": chosen.text}],
+        rejected=[{"role": "assistant", "content": rejected.text}],
+        chosen_reply_id=up,
+        rejected_reply_id=down,
+        chosen_model=chosen.model,
+        rejected_model=rejected.model,
+        source=source,
+    )
 
 
 def write_rows(rows: Iterator[Any], out: Path, fmt: Literal["jsonl", "parquet"]) -> int:
@@ -368,25 +270,28 @@ def chats_json(log: Log, flt: ExportFilter) -> dict[str, Any]:
             "title": chat.state.title,
             "events": [msgspec.to_builtins(event) for _, event in chat.events],
         }
-        for chat in _chats(log, flt)
+        for chat in exported_chats(log, flt)
     ]
     return {"format": "chatbus.chats", "version": 1, "chats": chats}
 
 
-TSV_COLUMNS = ("chat_id", "title", "node_id", "parent_id", "kind", "role", "model", "at", "content")
+TSV_COLUMNS = (
+    "chat_id", "title", "node_id", "parent_id", "kind", "role", "model", "speaker", "at", "content",
+)  # fmt: skip
 
 
 def chats_tsv(log: Log, flt: ExportFilter) -> str:
     """One row per message and completed reply, every branch; tabs and newlines in text escaped."""
     out = io.StringIO()
     out.write("\t".join(TSV_COLUMNS) + "\n")
-    for chat in _chats(log, flt):
+    for chat in exported_chats(log, flt):
         for node_id, node in chat.state.tree.nodes.items():
             if node.kind == "message":
                 m = chat.state.messages[node_id]
-                row = (m.role, "", m.at.isoformat(), m.content)
+                row = (m.role, "", speaker_name(chat.state, node_id), m.at.isoformat(), m.content)
             elif (done := chat.target(node_id)) is not None:
-                row = ("assistant", done.model, done.at.isoformat(), done.text)
+                who = speaker_name(chat.state, node_id)
+                row = ("assistant", done.model, who, done.at.isoformat(), done.text)
             else:
                 continue
             cells = (chat.created.chat_id, chat.state.title, node_id, node.parent, node.kind, *row)
@@ -399,7 +304,9 @@ def _tsv(text: str) -> str:
 
 
 __all__ = [
+    "Chat",
     "ExportFilter",
+    "ImageRef",
     "Log",
     "PreferenceRow",
     "SftRow",
@@ -409,6 +316,7 @@ __all__ = [
     "hash_ref",
     "preference_rows",
     "read_log",
+    "seat_matches",
     "sft_rows",
     "write_rows",
 ]

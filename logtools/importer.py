@@ -1,4 +1,5 @@
-"""Import chats: chatbus's own lossless JSON (keeping chat ids or not) and ChatGPT's `conversations.json`.
+"""Import chats: chatbus's own lossless JSON (keeping chat ids or not); ChatGPT's `conversations.json` is
+logtools/import_chatgpt.py, with the same checks.
 
 An import runs with the NATS rights of the services and appends events as they are written, so the
 file is checked as an attacker's would be: it may hold only the events of the chats it creates
@@ -9,20 +10,19 @@ and a message may show only images the importing user uploaded (what the API let
 Everything is checked before anything is appended; a refusal names the place in the file.
 
 Imported reply requests are marked `imported`, so no worker generates them again; their replies
-come with them as `reply.completed` events.
+come with them as `reply.completed` events. A chat with bots arrives paused (a `floor.paused` right
+after its creation, its `floor.resumed` events left out), so that no bot speaks in the middle of the
+imported history; its owner resumes it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
 import bus
-import schemas
 from schemas.chat import (
     BranchSelected,
     ChatCreated,
@@ -31,13 +31,22 @@ from schemas.chat import (
     ChatEventUnion,
     ChatRenamed,
     ChatRestored,
+    ChoiceMade,
     FeedbackGiven,
+    FloorPaused,
+    FloorResumed,
+    FloorSet,
+    FloorStopped,
     MessagePosted,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
     ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
     ReplyStarted,
+    SpeakerNamed,
 )
 from schemas.ids import is_valid_id, new_id
 from schemas.image import is_sha256
@@ -59,14 +68,32 @@ IMPORTABLE: tuple[type[ChatEvent], ...] = (
     ReplyFailed,
     ReplyCancelled,
     FeedbackGiven,
+    ParticipantJoined,
+    ParticipantLeft,
+    ParticipantMuted,
+    FloorSet,
+    FloorPaused,
+    FloorResumed,  # left out of chats with bots: they arrive paused (module docstring)
+    FloorStopped,
+    SpeakerNamed,
+    ChoiceMade,
 )
 _IMPORTABLE_TAGS = {str(t.__struct_config__.tag): t for t in IMPORTABLE}
 # Fields holding ids that an import renames consistently within a chat (the chat id too, unless kept).
-_ID_FIELDS = ("chat_id", "message_id", "reply_id", "parent_id", "edit_of", "node_id")
+_ID_FIELDS = (
+    "chat_id",
+    "message_id",
+    "reply_id",
+    "parent_id",
+    "edit_of",
+    "node_id",
+    "participant_id",
+    "speaker",
+)
+# Fields holding lists of such ids.
+_ID_LISTS = ("context", "rejected")
 # Fields naming the acting user: always the importing user.
 _USER_FIELDS = ("owner_id", "requested_by", "by", "user_id")
-# A ChatGPT conversation deeper than this is refused (real ones are a few hundred nodes deep).
-MAX_DEPTH = 10_000
 
 
 class ImportError_(ValueError):  # noqa: N801 - not the builtin ImportError
@@ -86,9 +113,9 @@ def _renamed(value: Any, ids: dict[str, str], user: str) -> Any:
     if isinstance(value, dict):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            if k in _ID_FIELDS and isinstance(v, str):
+            if k in _ID_FIELDS and isinstance(v, str) and v:  # "": none (a reply of no speaker)
                 out[k] = ids.setdefault(v, new_id(v[:1] or "x"))
-            elif k == "context" and isinstance(v, list):
+            elif k in _ID_LISTS and isinstance(v, list):
                 out[k] = [ids.setdefault(x, new_id(x[:1] or "x")) if isinstance(x, str) else x for x in v]
             elif k == "event_id":
                 out[k] = new_id("e")
@@ -131,7 +158,9 @@ def _check_ids(event: ChatEvent, at: str) -> None:
     """Every id that goes into a subject or a key is token-safe (with fresh ids, only a kept chat id or a
     model alias can be wrong)."""
     fields = msgspec.structs.asdict(event)
-    named = [fields[k] for k in _ID_FIELDS if isinstance(fields.get(k), str)]
+    named = [
+        fields[k] for k in _ID_FIELDS if isinstance(fields.get(k), str) and (k != "speaker" or fields[k])
+    ]
     if isinstance(event, ReplyRequested):
         named.append(event.model)
     for value in named:
@@ -191,10 +220,13 @@ async def _chat_events(
         if isinstance(event, ReplyRequested):
             event = msgspec.structs.replace(event, imported=True)
         out.append(event)
+    if any(isinstance(event, ParticipantJoined) for event in out):
+        paused = FloorPaused(event_id=new_id("e"), chat_id=out[0].chat_id, at=out[0].at, by=user)
+        out = [out[0], paused, *(event for event in out[1:] if not isinstance(event, FloorResumed))]
     return out
 
 
-async def _append(nbus: bus.Bus, chats: list[list[ChatEventUnion]]) -> ImportReport:
+async def append_checked(nbus: bus.Bus, chats: list[list[ChatEventUnion]]) -> ImportReport:
     """Append checked chats; each chat.created only where its chat id is not taken (fenced on 0)."""
     report = ImportReport()
     for events in chats:
@@ -228,161 +260,4 @@ async def import_chatbus(
         await _chat_events(nbus, chat, f"chats[{i}]", keep_ids=keep_ids, user=user, seen=seen)
         for i, chat in enumerate(chats)
     ]
-    return await _append(nbus, checked)
-
-
-# ---------------------------------------------------------------- ChatGPT conversations.json
-
-
-def _time(value: Any) -> datetime:
-    if isinstance(value, (int, float)) and value > 0:
-        try:
-            return datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):  # beyond what a datetime holds
-            pass
-    return schemas.now()
-
-
-def _text(message: dict[str, Any]) -> str:
-    content = message.get("content") or {}
-    parts = content.get("parts") or []
-    if not parts and isinstance(content.get("text"), str):
-        return str(content["text"])
-    return "\n".join(p for p in parts if isinstance(p, str))
-
-
-def _path_nodes(mapping: dict[str, Any], where: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every node of the conversation tree, parents before children, siblings in order.
-
-    A node reached twice (one that lists itself or an ancestor as a child, or has two parents), a
-    node no root leads to (parents in a ring), or a tree deeper than MAX_DEPTH is refused.
-    """
-    if not all(isinstance(v, dict) for v in mapping.values()):
-        raise ImportError_(f"{where}.mapping: each node is an object")
-    roots = [k for k, v in mapping.items() if not v.get("parent") or v.get("parent") not in mapping]
-    stack = [(root, 1) for root in reversed(roots)]
-    seen: set[str] = set()
-    while stack:
-        node_id, depth = stack.pop()
-        if node_id in seen:
-            raise ImportError_(f"{where}.mapping[{node_id!r}]: reached twice: the tree has a cycle")
-        if depth > MAX_DEPTH:
-            raise ImportError_(f"{where}.mapping[{node_id!r}]: deeper than {MAX_DEPTH} nodes")
-        seen.add(node_id)
-        node = mapping[node_id]
-        yield node_id, node
-        children = node.get("children") or []
-        if not isinstance(children, list):
-            raise ImportError_(f"{where}.mapping[{node_id!r}].children: a list expected")
-        stack.extend((c, depth + 1) for c in reversed(children) if isinstance(c, str) and c in mapping)
-    if len(seen) < len(mapping):
-        ring = sorted(set(mapping) - seen)[:3]
-        raise ImportError_(f"{where}.mapping: nodes {ring} hang on no root: their parents form a cycle")
-
-
-def chatgpt_events(conversation: Any, owner: str, where: str = "conversation") -> list[ChatEventUnion]:
-    """One ChatGPT conversation as chatbus events (branches kept; the current node selected)."""
-    mapping = conversation.get("mapping") if isinstance(conversation, dict) else None
-    if not isinstance(mapping, dict):
-        raise ImportError_(f"{where}: a conversation has no `mapping`: not a ChatGPT conversations.json")
-    chat_id = new_id("c")
-    created_at = _time(conversation.get("create_time"))
-    system = ""
-    events: list[ChatEventUnion] = []
-    ours: dict[str, str] = {}  # ChatGPT node id -> our message/reply id
-    last_user: dict[str, str] = {}  # ChatGPT node id -> the user message it answers / follows
-    model = "chatgpt"
-    completions: dict[str, int] = {}  # our reply id -> index of its reply.completed in events
-    for node_id, node in _path_nodes(mapping, where):
-        message = node.get("message") or {}
-        role = (message.get("author") or {}).get("role")
-        parent = node.get("parent")
-        anchor = ours.get(parent) if parent else None
-        text = _text(message) if message else ""
-        at = _time(message.get("create_time") or conversation.get("create_time"))
-        to_user = message.get("recipient") in (None, "all")  # else a tool call (code, browsing)
-        if role == "system" and not events and text:
-            system = text
-        if role == "user":
-            message_id = new_id("m")
-            events.append(
-                MessagePosted(
-                    event_id=new_id("e"),
-                    chat_id=chat_id,
-                    at=at,
-                    message_id=message_id,
-                    author_id=owner,
-                    content=text or "(an attachment that was not imported)",
-                    parent_id=anchor,
-                )  # fmt: skip
-            )
-            ours[node_id] = message_id
-            last_user[node_id] = message_id
-        elif role == "assistant" and text and to_user and anchor in completions:
-            # The same answer, continued after a tool call: one reply, as the user saw it.
-            index = completions[anchor]
-            done = events[index]
-            assert isinstance(done, ReplyCompleted)
-            events[index] = msgspec.structs.replace(done, text=f"{done.text}\n\n{text}")
-            ours[node_id] = anchor
-        elif role == "assistant" and text and to_user and parent is not None and last_user.get(parent):
-            message_id = last_user[parent]
-            model = str((message.get("metadata") or {}).get("model_slug") or "chatgpt")
-            model = (
-                "".join(c if c.isascii() and (c.isalnum() or c in "_-") else "-" for c in model)[:64]
-                or "chatgpt"
-            )
-            reply_id = new_id("r")
-            events.append(
-                ReplyRequested(
-                    event_id=new_id("e"),
-                    chat_id=chat_id,
-                    at=at,
-                    reply_id=reply_id,
-                    message_id=message_id,
-                    model=model,
-                    requested_by=owner,
-                    imported=True,
-                )  # fmt: skip
-            )
-            completions[reply_id] = len(events)
-            events.append(
-                ReplyCompleted(
-                    event_id=new_id("e"),
-                    chat_id=chat_id,
-                    at=at,
-                    reply_id=reply_id,
-                    attempt=1,
-                    worker_id="import",
-                    model=model,
-                    text=text,
-                    prompt_tokens=0,
-                    completion_tokens=0,
-                    finish_reason="stop",
-                )  # fmt: skip
-            )
-            ours[node_id] = reply_id
-        else:
-            ours[node_id] = anchor or ""  # system, tool calls and results: children hang on what came before
-        if role != "user" and parent in last_user:
-            last_user[node_id] = last_user[parent]
-    current = ours.get(conversation.get("current_node") or "")
-    if current:
-        events.append(
-            BranchSelected(event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), node_id=current, by=owner)
-        )
-    title = str(conversation.get("title") or "Imported chat")[:200] or "Imported chat"
-    head = ChatCreated(
-        event_id=new_id("e"), chat_id=chat_id, at=created_at, owner_id=owner, title=title, model=model,
-        system_prompt=system,
-    )  # fmt: skip
-    return [head, *events]
-
-
-async def import_chatgpt(nbus: bus.Bus, conversations: Any, owner: str) -> ImportReport:
-    """Import a ChatGPT export (`conversations.json`: a list of conversations) as `owner`'s chats;
-    every conversation is converted first, and nothing is appended when one is refused."""
-    if not isinstance(conversations, list):
-        raise ImportError_("conversations.json holds a list of conversations")
-    chats = [chatgpt_events(conversation, owner, f"[{i}]") for i, conversation in enumerate(conversations)]
-    return await _append(nbus, chats)
+    return await append_checked(nbus, checked)

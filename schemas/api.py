@@ -121,11 +121,13 @@ class MeResponse(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class UserErasedResponse(msgspec.Struct, frozen=True, kw_only=True):
-    """POST /v1/admin/users/{user_id}/erase: the chats erased with the user, the tombstone's sequence."""
+    """POST /v1/admin/users/{user_id}/erase: the chats and bots erased with the user, and the tombstone's
+    sequence."""
 
     user_id: str
     chats: list[str]
     seq: int
+    bots: list[str] = []
 
 
 class LoginRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

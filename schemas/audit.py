@@ -8,8 +8,22 @@ from typing import Any
 import msgspec
 
 
+class SeenTurn(msgspec.Struct, frozen=True, kw_only=True):
+    """One turn a reply's model was given (schemas/seat.py): its role, text, images, and the message and
+    reply ids it is made of (none for the system prompt; several when turns of one role were joined)."""
+
+    role: str
+    content: str
+    images: list[str] = []
+    ids: list[str] = []
+
+
 class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
-    """One event of a chat: its CHAT sequence and subject, when, who did it, what, and its details."""
+    """One event of a chat: its CHAT sequence and subject, when, who did it, what, and its details.
+
+    `speaker`: who said the message or reply the event is about (the author's name, the bot's name or
+    the model's alias); `seen`, on a `reply.requested`: what the reply's model was given, from its seat.
+    """
 
     seq: int
     at: datetime
@@ -19,6 +33,8 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     model: str = ""
     params: dict[str, Any] = {}
     event: dict[str, Any] = {}  # the event itself, every field
+    speaker: str = ""
+    seen: list[SeenTurn] = []
 
 
 class AuditTrail(msgspec.Struct, frozen=True, kw_only=True):

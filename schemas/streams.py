@@ -107,6 +107,7 @@ LOGIN_ATTEMPTS_KV = KVSpec(bucket="login_attempts", description="Failed logins p
 KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV)
 
 PROJECTOR_SERVICE = "projector"
+CONDUCTOR_SERVICE = "conductor"  # the conductor's `status` (nats micro ls shows each process)
 # The image store answers `images.upload` (raw bytes + these headers) and `images.fetch` (JSON FetchImage).
 IMAGE_SERVICE = "images"
 MEDIA_TYPE_HEADER = "Chatbus-Media-Type"
@@ -123,3 +124,17 @@ def worker_consumer(alias: str, ack_wait: float = 30.0, max_deliver: int = 5) ->
         ack_wait=ack_wait,
         max_deliver=max_deliver,
     )
+
+
+# The conductor (services/conductor/) reads every chat event: its cache of each chat with bots folds them
+# all, and it gives the next turn. Conductors share it; an unacknowledged event (a conductor killed, or
+# one waiting out a delay and no longer reporting progress) goes to another after `ack_wait`. Never
+# given up on: a dropped event could be a turn never given.
+CONDUCTOR_CONSUMER = ConsumerSpec(
+    stream=CHAT.name,
+    durable="conductor",
+    filter_subject=ALL_CHATS,
+    ack_wait=10.0,
+    max_deliver=-1,
+    max_ack_pending=10_000,
+)

@@ -13,7 +13,7 @@ from PIL import Image
 import bus
 import schemas
 from bus import Bus
-from logtools.importer import import_chatgpt
+from logtools.import_chatgpt import import_chatgpt
 from schemas.chat import (
     ChatCreated,
     ChatDeleted,

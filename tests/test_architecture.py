@@ -18,7 +18,7 @@ PROJECT_PACKAGES = {"schemas", "bus", "logtools", "identity", "services"}
 # Library packages, each with the other libraries it may import (identity's erasure reads a chat's
 # state through logtools; logtools never imports identity).
 LIBRARIES = {"logtools": set(), "identity": {"logtools"}}
-SERVICES = ["api", "llm_worker", "projector", "image_store"]
+SERVICES = ["api", "llm_worker", "projector", "image_store", "conductor"]
 NOT_PACKAGES = {"tests", "bench"}  # test and benchmark code: imports anything, installed nowhere
 
 

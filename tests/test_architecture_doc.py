@@ -19,6 +19,7 @@ import yaml
 
 import schemas
 from schemas.streams import (
+    CONDUCTOR_SERVICE,
     IMAGE_SERVICE,
     KV_BUCKETS,
     OBJECT_STORES,
@@ -37,7 +38,11 @@ ACCOUNTS = ROOT / "deploy" / "nats" / "accounts.conf"
 
 # Placeholders the doc writes for the ids in subjects; the builders are called with these.
 PLACEHOLDER_FIELDS = {"model": "<alias>", "uploaded_by": "<user_id>"}
-MICRO_SERVICES = {PROJECTOR_SERVICE: "services/projector", IMAGE_SERVICE: "services/image_store"}
+MICRO_SERVICES = {
+    PROJECTOR_SERVICE: "services/projector",
+    IMAGE_SERVICE: "services/image_store",
+    CONDUCTOR_SERVICE: "services/conductor",
+}
 ROOT_FILES = {"Dockerfile", "Makefile", "LICENSE", "README.md", "pyproject.toml"}
 PATH_SUFFIXES = (".py", ".md", ".conf", ".yaml", ".toml", ".service")
 

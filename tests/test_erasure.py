@@ -68,6 +68,7 @@ async def _everything_in(nbus: bus.Bus) -> list[bus.StoredMsg]:
         "IDENTITY": ["user.>", "apikey.>"],
         "IMAGE": ["image.>"],
         "TOKENS": ["tokens.>"],
+        "BOTS": ["bot.>"],
     }
     out = []
     for stream, filters in subjects.items():
@@ -125,8 +126,10 @@ async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tm
     c, sha = await _chat_with_everything(api, "bob")
     his_chat, only_his = await _chat_with_everything(api, "bob", colour=(90, 0, 90))  # nobody else has it
     mine, _ = await _chat_with_everything(api, "ann")
+    bot = {"name": "Bob's Muse", "model": "demo", "system_prompt": "You are bob's.", "visibility": "public"}
+    assert (await api.call("POST", "/v1/bots", "bob", json=bot))[0] == 201
     status, erased = await api.call("POST", "/v1/admin/users/bob/erase", "root")
-    assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat])
+    assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat]) and len(erased["bots"]) == 1
     assert (await api.call("GET", "/v1/me", "bob"))[0] == 401  # his keys are gone
     # The user id as a value (quoted) or a subject token; ids are random base36 and may contain "bob".
     traces = [m for m in await _everything_in(api.nbus) if b'"bob"' in m.data or ".bob." in f".{m.subject}."]

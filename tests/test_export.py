@@ -24,7 +24,8 @@ from logtools.export import (
     sft_rows,
     write_rows,
 )
-from logtools.importer import ImportError_, import_chatbus, import_chatgpt
+from logtools.import_chatgpt import import_chatgpt
+from logtools.importer import ImportError_, import_chatbus
 from tests.apihelp import Api
 from tests.logs import CHATGPT, complete_reply, make_story
 from tests.stack import ROOT

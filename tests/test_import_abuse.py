@@ -22,7 +22,8 @@ import pytest
 import schemas
 from identity.accounts import user_role
 from logtools.export import ExportFilter, chats_json, read_log
-from logtools.importer import MAX_DEPTH, ImportError_, chatgpt_events
+from logtools.import_chatgpt import MAX_DEPTH, chatgpt_events
+from logtools.importer import ImportError_
 from schemas.identity import ApiKeyIssued, PasswordSet, UserRoleChanged
 from schemas.ids import new_id
 from schemas.streams import CHAT, IDENTITY

@@ -23,7 +23,7 @@ async def erase_chat_route(request: web.Request) -> web.StreamResponse:
 
 
 async def erase_user_route(request: web.Request) -> web.StreamResponse:
-    """Admins: erase a user and everything they wrote (chats, ratings, keys, uploads); a tombstone stays."""
+    """Admins: erase a user and all they wrote (chats, bots, ratings, keys, uploads); a tombstone stays."""
     principal = principal_of(request)
     if not principal.is_admin:
         raise ApiError(403, "forbidden", "erasing users is for administrators")
@@ -33,4 +33,5 @@ async def erase_user_route(request: web.Request) -> web.StreamResponse:
     if not await account_exists(request.app[BUS].js, user_id):  # an erasure cut short may be finished
         raise ApiError(404, "not_found", f"no user {user_id}")
     erased = await erase_user(request.app[BUS], user_id, principal.user_id)
-    return json_response(UserErasedResponse(user_id=user_id, chats=erased.chats, seq=erased.seq))
+    answer = UserErasedResponse(user_id=user_id, chats=erased.chats, seq=erased.seq, bots=erased.bots)
+    return json_response(answer)

@@ -68,6 +68,13 @@ def export_sft(
     per: Annotated[
         Per, typer.Option(help="`active`: a line per chat's active path; `rated`: per rated reply.")
     ] = Per.active,
+    seat: Annotated[
+        str | None,
+        typer.Option(
+            help="Only this bot's replies, each from its seat (a bot's name, bot id or participant id);"
+            " one-model chats are left out."
+        ),
+    ] = None,
     fmt: FormatOpt = None,
     embed_images: EmbedOpt = False,
     model: ModelOpt = None,
@@ -80,15 +87,22 @@ def export_sft(
 ) -> None:
     """Supervised fine-tuning data: OpenAI chat format `{"messages": [...]}` (system prompt included).
 
-    Deleted chats never appear; erased ones are gone from the log. Provenance (chat, reply, model,
-    rating) is under `metadata` in JSONL, in columns in Parquet.
+    A one-model chat gives one line per active path (or rated reply). A chat with bots gives one line
+    per bot reply, written from that bot's seat: its system prompt, the others' turns as "Name: ..."
+    user turns, its own as assistant, its reply last (--seat: only one bot's). Deleted chats never
+    appear; erased ones are gone from the log. Provenance (chat, reply, model, rating, speaker) is
+    under `metadata` in JSONL, in columns in Parquet.
     """
     from logtools.export import Per as PerValue
     from logtools.export import sft_rows
 
     flt = _export_filter(model, since, until, min_rating, user, without_consent)
     chosen = cast(PerValue, per.value)
-    _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: sft_rows(log, flt, chosen, refs))
+    rows = _export_table(
+        nats, out, fmt, flt, embed_images, lambda log, refs: sft_rows(log, flt, chosen, refs, seat=seat)
+    )
+    if seat is not None and rows == 0:
+        console.print(f"[yellow]no reply of a bot named '{escape(seat)}' passed the filters[/] (see --seat)")
 
 
 def export_preferences(
@@ -105,7 +119,9 @@ def export_preferences(
     """Paired preference data (DPO): the shared context, a chosen and a rejected reply.
 
     A pair is two completed replies to the same message (regenerations) that their user rated up
-    and down. `prompt` ends with the user's message; `chosen`/`rejected` are assistant messages.
+    and down, or a side-by-side choice: the chosen reply over each of the others (`metadata.source`:
+    rating or choice). `prompt` is what the replies answered (a bot's seat view in a chat with bots);
+    `chosen`/`rejected` are assistant messages.
     """
     from logtools.export import preference_rows
 
@@ -185,8 +201,9 @@ def _export_table(
     flt: Any,
     embed_images: bool,
     rows: Callable[[Any, Any], Any],
-) -> None:
-    """Read the log, make the rows (with image references or embedded images), write JSONL or Parquet."""
+) -> int:
+    """Read the log, make the rows (with image references or embedded images), write JSONL or Parquet;
+    the row count."""
     from logtools.export_files import TableFormat as Kind
     from logtools.export_files import table_format, write_table
 
@@ -196,8 +213,9 @@ def _export_table(
         return await write_table(nbus, log, rows, out, kind, flt, embed_images=embed_images)
 
     started = time.perf_counter()
-    count = _read_log_with_progress(nats, then)
+    count: int = _read_log_with_progress(nats, then)
     _summary(count, out, started)
+    return count
 
 
 def _summary(count: int, out: Path, started: float) -> None:

@@ -41,7 +41,8 @@ def admin_import(
     import msgspec
 
     from identity.accounts import user_role
-    from logtools.importer import ImportError_, import_chatbus, import_chatgpt
+    from logtools.import_chatgpt import import_chatgpt
+    from logtools.importer import ImportError_, import_chatbus
 
     if user is None:
         console.print("[red]--user is required[/]: the chatbus user who will own the imported chats")

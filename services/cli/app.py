@@ -14,6 +14,7 @@ from services.cli import (
     admin_replay,
     admin_setup,
     admin_users,
+    conductor,
     run,
     up,
 )
@@ -25,6 +26,7 @@ app.command("projector")(run.projector)
 app.command("api")(run.api)
 app.command("worker")(run.worker)
 app.command("image-store")(run.image_store)
+app.command("conductor")(conductor.conductor)
 app.command("up")(up.up)
 
 admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
