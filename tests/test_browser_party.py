@@ -1,8 +1,6 @@
 """Party chats and side-by-side chats in a real browser: a new chat of each kind, the participants, the
-moderator's controls, every turn labelled with its speaker, and the compare view's columns and choice.
-
-No conductor runs in the in-process stack: where a bot's turn is needed, the test appends the reply
-request the conductor would (`_bot_turn`), and the real demo worker answers it from the bot's seat."""
+moderator's controls driving a real conductor, every turn labelled with its speaker, and the compare
+view's columns and choice. The demo worker answers every turn from the bot's seat."""
 
 from __future__ import annotations
 
@@ -15,8 +13,6 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-import bus
-import schemas
 from bus import Bus
 from identity.sessions import set_password
 from schemas.chat import (
@@ -32,14 +28,16 @@ from schemas.chat import (
     ReplyRequested,
     SpeakerNamed,
 )
-from schemas.ids import new_id
-from schemas.sampling import SamplingParams
 from schemas.streams import CHAT
+from services.conductor import run_conductor
 from tests.browserhelp import PASSWORD, axe, chromium, events_of, log_in, serious
 from tests.stack import Client, wait_models
 
 FAST = {"max_new_tokens": 8}
-BOTH_STREAMING = "sels => sels.every(s => (document.querySelector(s)?.textContent || '').length > 20)"
+LONG = {"max_new_tokens": 1500, "ignore_eos": True}
+STREAMING = "sels => sels.every(s => (document.querySelector(s)?.textContent || '').length > 20)"
+SPEAKERS = "#messages .msg .meta .speaker"
+ENDED = "n => document.querySelectorAll('#messages .msg.assistant[data-status]').length === n"
 
 
 @pytest.fixture
@@ -48,38 +46,45 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
+@contextlib.asynccontextmanager
+async def _conductor(nbus: Bus) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_conductor(nbus, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 async def _chat_events(nbus: Bus, chat_id: str, kind: type) -> list[Any]:
     return [e for e in await events_of(nbus, CHAT.name, [f"chat.{chat_id}.>"]) if isinstance(e, kind)]
-
-
-async def _bot_turn(
-    ann: Client, nbus: Bus, chat_id: str, participant: str, params: SamplingParams | None = None
-) -> str:
-    """Append the conductor's request for a bot's turn: after the active leaf, the whole path as context."""
-    status, listed = await ann.call("GET", f"/v1/chats/{chat_id}/messages")
-    assert status == 200, listed
-    path = [node["node_id"] for node in listed["active_path"]]
-    request = ReplyRequested(
-        event_id=new_id("e"), chat_id=chat_id, at=schemas.now(), reply_id=new_id("r"), message_id=path[-1],
-        model="demo", params=params or SamplingParams(**FAST), context=path, requested_by="conductor",
-        speaker=participant,
-    )  # fmt: skip
-    await bus.append_event(nbus.js, request)
-    return request.reply_id
 
 
 async def _status(page: Page, state: str) -> None:
     await page.wait_for_selector(f"#floor-status[data-state={state}]")
 
 
+async def _turns_ended(page: Page, count: int) -> list[str]:
+    """Wait until `count` bot turns on the page have ended; the speakers of the whole transcript."""
+    await page.wait_for_function(ENDED, arg=count, timeout=60_000)
+    return await page.locator(SPEAKERS).all_inner_texts()
+
+
+async def _say(page: Page, text: str) -> None:
+    await page.fill("#composer-text", text)
+    await page.press("#composer-text", "Enter")
+    await page.wait_for_selector(f"#messages .msg.user .body:text-is('{text}')")
+
+
 async def test_a_party_chat_with_speakers_and_the_moderators_controls(
     stack: dict[str, str], nbus: Bus, browser: Browser, artifacts_dir: Path
 ) -> None:
     await set_password(nbus.js, "ann", PASSWORD, by="test")
-    async with Client(stack["base"], stack["ann"]) as ann:
-        for name in ("Zen Sage", "Grumpy Cat", "Owl"):
+    async with Client(stack["base"], stack["ann"]) as ann, _conductor(nbus):
+        for name, params in (("Zen Sage", FAST), ("Grumpy Cat", FAST), ("Owl", LONG)):
             status, made = await ann.call(
-                "POST", "/v1/bots", json={"name": name, "model": "demo", "params": FAST}
+                "POST", "/v1/bots", json={"name": name, "model": "demo", "params": params}
             )
             assert status == 201, made
         # bypass_csp: only to inject axe
@@ -88,7 +93,7 @@ async def test_a_party_chat_with_speakers_and_the_moderators_controls(
         page.on("dialog", lambda d: asyncio.ensure_future(d.accept()))
         await log_in(page, stack["base"], "ann")
 
-        # A new party chat: both bots, the manual policy, at most 5 bot turns in a row.
+        # A new party chat: Zen Sage then Grumpy Cat, the manual policy, at most 5 bot turns in a row.
         await page.click("#open-new")
         await page.check("#new-form input[value=party]")
         for name in ("Zen Sage", "Grumpy Cat"):
@@ -105,105 +110,104 @@ async def test_a_party_chat_with_speakers_and_the_moderators_controls(
         (floor,) = await _chat_events(nbus, chat_id, FloorSet)
         assert (floor.floor.policy, floor.floor.max_bot_turns) == ("manual", 5)
         assert "policy manual" in await page.inner_text("#floor-status")
-        assert await page.input_value("#floor-policy") == "manual"
 
-        # The human speaks (no reply is asked), then names Zen Sage to speak next.
-        await page.fill("#composer-text", "Hello, bots")
-        await page.press("#composer-text", "Enter")
-        await page.wait_for_selector("#messages .msg.user .speaker:text-is('ann')")
-        await page.click(f"#participants li[data-participant={zen}] .next")
-        named = await _wait_for(nbus, chat_id, SpeakerNamed)
-        assert named.participant_id == zen
+        # Manual: after the human, nobody speaks until the moderator names Grumpy Cat.
+        await _say(page, "Hello, bots")
+        await page.wait_for_timeout(1000)
+        assert await _chat_events(nbus, chat_id, ReplyRequested) == []
+        await page.click(f"#participants li[data-participant={cat}] .next")
+        assert await _turns_ended(page, 1) == ["ann", "Grumpy Cat"]
+        assert (await _chat_events(nbus, chat_id, SpeakerNamed))[-1].participant_id == cat
 
-        # Two bot turns, as the conductor would ask them: each labelled with its speaker, in order.
-        first = await _bot_turn(ann, nbus, chat_id, zen)
-        await page.wait_for_selector(
-            f"#node-{first}[data-status] .speaker:text-is('Zen Sage')", timeout=60_000
-        )
-        second = await _bot_turn(ann, nbus, chat_id, cat)
-        await page.wait_for_selector(
-            f"#node-{second}[data-status] .speaker:text-is('Grumpy Cat')", timeout=60_000
-        )
-        speakers = await page.locator("#messages .msg .meta .speaker").all_inner_texts()
-        assert speakers == ["ann", "Zen Sage", "Grumpy Cat"]
-        await page.wait_for_function(
-            "() => document.querySelector('#floor-status').textContent.includes('2 bot turns (2 in a row)')"
-        )
+        # Round robin, one round: Zen Sage has not spoken since the message, so it speaks now.
+        await page.select_option("#floor-policy", "round_robin")
+        await page.click("#floor-form button[type=submit]")
+        assert await _turns_ended(page, 2) == ["ann", "Grumpy Cat", "Zen Sage"]
+        changed = (await _chat_events(nbus, chat_id, FloorSet))[-1].floor
+        assert (changed.policy, changed.rounds, changed.max_bot_turns) == ("round_robin", 1, 5)
 
-        # Mute and unmute Grumpy Cat.
+        # Grumpy Cat muted: only Zen Sage answers the next message; unmuted, Grumpy Cat has its turn.
         await page.click(f"#participants li[data-participant={cat}] .mute")
         await page.wait_for_selector(f"#participants li.muted[data-participant={cat}] .unmute")
+        await _say(page, "Again")
+        assert (await _turns_ended(page, 3))[3:] == ["ann", "Zen Sage"]
+        await page.wait_for_timeout(500)
+        assert await page.locator("#messages .msg.assistant").count() == 3
         await page.click(f"#participants li[data-participant={cat}] .unmute")
-        await page.wait_for_selector(f"#participants li:not(.muted)[data-participant={cat}] .mute")
+        assert (await _turns_ended(page, 4))[3:] == ["ann", "Zen Sage", "Grumpy Cat"]
         muted = await _chat_events(nbus, chat_id, ParticipantMuted)
         assert [(m.participant_id, m.muted) for m in muted] == [(cat, True), (cat, False)]
-
-        # A third bot joins from the panel, then leaves (the page asks first).
-        await page.select_option("#join-bot", label="Owl (demo)")
-        await page.click("#join-form button[type=submit]")
-        await page.wait_for_selector("#participants li.participant >> nth=2")
-        owl = (await _chat_events(nbus, chat_id, ParticipantJoined))[-1]
-        assert owl.bot.name == "Owl"
-        assert await page.locator("#join-bot option").count() == 0 and await page.is_hidden("#join-form")
-        await page.click(f"#participants li[data-participant={owl.participant_id}] .leave")
-        await page.wait_for_selector(
-            f"#participants li[data-participant={owl.participant_id}]", state="detached"
+        await page.wait_for_function(
+            "() => document.querySelector('#floor-status').textContent.includes('4 bot turns (2 in a row)')"
         )
-        assert [e.participant_id for e in await _chat_events(nbus, chat_id, ParticipantLeft)] == [
-            owl.participant_id
-        ]
 
-        # Pause, resume.
+        # Paused, a message waits; resumed, both answer it in order.
         await page.click("#floor-pause")
         await _status(page, "paused")
         assert await page.is_enabled("#floor-resume") and await page.is_disabled("#floor-pause")
+        await _say(page, "While paused")
+        await page.wait_for_timeout(1000)
+        assert await page.locator("#messages .msg.assistant").count() == 4
         await page.click("#floor-resume")
         await _status(page, "running")
-        paused = await _chat_events(nbus, chat_id, FloorPaused)
-        assert [p.cancel_running for p in paused] == [False]
+        assert (await _turns_ended(page, 6))[6:] == ["ann", "Zen Sage", "Grumpy Cat"]
+        assert [p.cancel_running for p in await _chat_events(nbus, chat_id, FloorPaused)] == [False]
         assert len(await _chat_events(nbus, chat_id, FloorResumed)) == 1
 
-        # A long turn, then "pause and cancel the running turn": it ends there.
-        long = await _bot_turn(ann, nbus, chat_id, zen, SamplingParams(max_new_tokens=1500, ignore_eos=True))
+        # Owl (a long talker) joins while paused and is named; resumed, it speaks; "pause and cancel the
+        # running turn" ends it there. Then it leaves.
+        await page.click("#floor-pause")
+        await _status(page, "paused")
+        await page.select_option("#join-bot", label="Owl (demo)")
+        await page.click("#join-form button[type=submit]")
+        await page.wait_for_selector("#participants li.participant >> nth=2")
+        owl = (await _chat_events(nbus, chat_id, ParticipantJoined))[-1].participant_id
+        assert await page.is_hidden("#join-form")  # every usable bot is in the chat
+        await page.click(f"#participants li[data-participant={owl}] .next")
+        await page.wait_for_timeout(500)
+        await page.click("#floor-resume")
         await page.wait_for_function(
-            "sel => (document.querySelector(sel)?.textContent || '').length > 20",
-            arg=f"#node-{long}.streaming .body",
-            timeout=30_000,
+            STREAMING, arg=["#messages .msg.assistant.streaming .body"], timeout=30_000
         )
-        assert "speaking: Zen Sage" in await page.inner_text("#floor-status")
+        assert "speaking: Owl" in await page.inner_text("#floor-status")
         await page.click("#floor-pause-cancel")
         await _status(page, "paused")
-        await page.wait_for_selector(f"#node-{long}:not(.streaming)", timeout=30_000)
-        assert [p.cancel_running for p in await _chat_events(nbus, chat_id, FloorPaused)] == [False, True]
-        assert long in [c.reply_id for c in await _chat_events(nbus, chat_id, ReplyCancelled)]
+        assert (await _turns_ended(page, 7))[-1] == "Owl"
+        paused = await _chat_events(nbus, chat_id, FloorPaused)
+        assert [p.cancel_running for p in paused] == [False, False, True]
+        (cancelled,) = await _chat_events(nbus, chat_id, ReplyCancelled)
+        asked = await _chat_events(nbus, chat_id, ReplyRequested)
+        assert cancelled.reply_id == asked[-1].reply_id and asked[-1].speaker == owl
+        assert all(r.requested_by == "conductor" for r in asked)
         await page.screenshot(path=str(artifacts_dir / "ui-party-desktop.png"))
+        await page.click(f"#participants li[data-participant={owl}] .leave")
+        await page.wait_for_selector(f"#participants li[data-participant={owl}]", state="detached")
+        assert [e.participant_id for e in await _chat_events(nbus, chat_id, ParticipantLeft)] == [owl]
 
-        # Change the policy and limits while it runs, then stop.
-        await page.select_option("#floor-policy", "round_robin")
+        # Stop, and new limits while stopped: no bot speaks.
+        await page.click("#floor-stop")
+        await _status(page, "stopped")
+        assert len(await _chat_events(nbus, chat_id, FloorStopped)) == 1
         await page.fill("#floor-rounds", "2")
         await page.fill("#floor-max", "4")
         await page.click("#floor-form button[type=submit]")
         await page.wait_for_function(
-            "() => document.querySelector('#floor-status').textContent.includes('policy round_robin')"
+            "() => document.querySelector('#floor-status').textContent.includes('2 rounds')"
         )
         changed = (await _chat_events(nbus, chat_id, FloorSet))[-1].floor
         assert (changed.policy, changed.rounds, changed.max_bot_turns) == ("round_robin", 2, 4)
-        await page.click("#floor-stop")
-        await _status(page, "stopped")
-        assert len(await _chat_events(nbus, chat_id, FloorStopped)) == 1
         assert not serious(found := await axe(page)), found
 
         # A reload draws the same transcript with its speakers, and the floor as the log left it.
+        speakers = await page.locator(SPEAKERS).all_inner_texts()
         await page.reload()
-        await page.wait_for_selector(f"#node-{long}:not(.streaming)")
-        assert await page.locator("#messages .msg .meta .speaker").all_inner_texts() == [
-            "ann", "Zen Sage", "Grumpy Cat", "Zen Sage",
-        ]  # fmt: skip
+        assert await _turns_ended(page, 7) == speakers
         await _status(page, "stopped")
+        assert len(await _chat_events(nbus, chat_id, ReplyRequested)) == 7
         phone = await context.new_page()
         await phone.set_viewport_size({"width": 390, "height": 844})
         await phone.goto(page.url)
-        await phone.wait_for_selector("#node-" + long)
+        await phone.wait_for_selector("#messages .msg.assistant[data-status]")
         assert await phone.is_hidden("#participants")  # a phone shows the chat first, the controls folded
         await phone.screenshot(path=str(artifacts_dir / "ui-party-phone.png"))
         await phone.click("#moderation summary")
@@ -269,7 +273,7 @@ async def test_side_by_side_columns_stream_together_and_one_is_picked(
         assert status == 202 and len(posted["reply_ids"]) == 2, posted
         left, right = (f"#node-{r}" for r in posted["reply_ids"])
         await page.wait_for_function(
-            BOTH_STREAMING,
+            STREAMING,
             arg=[f"{left}.streaming .body", f"{right}.streaming .body"],
             timeout=60_000,
         )

@@ -191,6 +191,7 @@ async function openChat(chatId) {
   state.position = { chat: 0, tokens: 0 };
   state.wantSeq = state.wantChatSeq = 0;
   state.turns = state.speaking = null;
+  state.floorEdited = false;
   $("chat-title").textContent = chat.title;
   $("rename-chat").hidden = $("delete-chat").hidden = false;
   $("events-toggle").hidden = !state.admin;

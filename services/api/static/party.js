@@ -22,7 +22,7 @@ function drawParty() {
   if (opening) $("moderation").open = !matchMedia("(max-width: 700px)").matches; // a phone: the chat first
   const floor = state.chat.floor || {};
   $("participants").replaceChildren(...present().map(participantRow));
-  if (!$("floor-form").contains(document.activeElement)) {
+  if (!state.floorEdited) { // a change being made is not undone by someone else's event
     $("floor-policy").value = floor.policy || "round_robin";
     $("floor-rounds").value = floor.rounds ?? 1;
     $("floor-max").value = floor.max_bot_turns ?? 10;
@@ -100,7 +100,8 @@ $("floor-pause").addEventListener("click", () => floorAction({ action: "pause", 
 $("floor-pause-cancel").addEventListener("click", () => floorAction({ action: "pause", cancel_running: true }));
 $("floor-resume").addEventListener("click", () => floorAction({ action: "resume" }));
 $("floor-stop").addEventListener("click", () => floorAction({ action: "stop" }));
-$("floor-form").addEventListener("submit", (event) => {
+$("floor-form").addEventListener("input", () => (state.floorEdited = true));
+$("floor-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const floor = {
     policy: $("floor-policy").value,
@@ -108,7 +109,7 @@ $("floor-form").addEventListener("submit", (event) => {
     max_bot_turns: Number($("floor-max").value),
     delay_s: Number($("floor-delay").value),
   };
-  floorAction({ action: "set", floor });
+  if (await floorAction({ action: "set", floor })) state.floorEdited = false;
 });
 
 // Bots the caller may add: the usable ones not in the chat yet.
