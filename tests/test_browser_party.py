@@ -37,6 +37,10 @@ FAST = {"max_new_tokens": 8}
 LONG = {"max_new_tokens": 1500, "ignore_eos": True}
 STREAMING = "sels => sels.every(s => (document.querySelector(s)?.textContent || '').length > 20)"
 SPEAKERS = "#messages .msg .meta .speaker"
+AT_END = (  # scrolled down, to the end
+    "() => { const l = document.querySelector('#messages');"
+    " return l.scrollTop > 0 && l.scrollHeight - l.scrollTop - l.clientHeight < 48; }"
+)
 ENDED = "n => document.querySelectorAll('#messages .msg.assistant[data-status]').length === n"
 
 
@@ -151,6 +155,7 @@ async def test_a_party_chat_with_speakers_and_the_moderators_controls(
         await page.click("#floor-resume")
         await _status(page, "running")
         assert (await _turns_ended(page, 6))[6:] == ["ann", "Zen Sage", "Grumpy Cat"]
+        assert await page.evaluate(AT_END), "the chat follows new turns"
         assert [p.cancel_running for p in await _chat_events(nbus, chat_id, FloorPaused)] == [False]
         assert len(await _chat_events(nbus, chat_id, FloorResumed)) == 1
 

@@ -266,6 +266,7 @@ function draw(listed) {
   const replies = new Map(listed.replies.map((r) => [r.reply_id, r]));
   const ratings = new Map(listed.ratings.map((r) => [r.reply_id, r.rating]));
   const list = $("messages");
+  const following = atEnd(list);
   const keep = new Set();
   const streaming = [];
   let botTurns = 0;
@@ -303,10 +304,14 @@ function draw(listed) {
     if (node.siblings.length > 1) meta.append(switcher(node));
   }
   for (const el of [...list.children]) if (!keep.has(el.id)) el.remove();
+  if (following) list.scrollTop = list.scrollHeight;
   setStreaming(streaming);
   state.speaking = streaming.map((id) => replies.get(id)?.speaker_name).filter(Boolean).join(", ");
   drawFloorStatus({ botTurns, inARow });
 }
+
+// A reader at the end of the chat follows new turns; one who scrolled up to read stays put.
+const atEnd = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 48;
 
 const isOpen = (r) => Boolean(r) && (r.status === "requested" || r.status === "started");
 
@@ -507,7 +512,11 @@ function apply(frame) {
     reply.text += event.text;
     state.replies.set(event.reply_id, reply);
     const el = document.getElementById(`node-${event.reply_id}`);
-    if (el && el.classList.contains("streaming")) el.querySelector(".body").textContent = reply.text;
+    if (el && el.classList.contains("streaming")) {
+      const following = atEnd($("messages"));
+      el.querySelector(".body").textContent = reply.text;
+      if (following) $("messages").scrollTop = $("messages").scrollHeight;
+    }
     return;
   }
   if (event.type === "chat.renamed") $("chat-title").textContent = event.title;
