@@ -133,6 +133,9 @@ async def test_a_party_chat_with_speakers_and_the_moderators_controls(
         # Grumpy Cat muted: only Zen Sage answers the next message; unmuted, Grumpy Cat has its turn.
         await page.click(f"#participants li[data-participant={cat}] .mute")
         await page.wait_for_selector(f"#participants li.muted[data-participant={cat}] .unmute")
+        assert (
+            await page.evaluate("document.activeElement.className") == "unmute"
+        )  # the keyboard's place kept
         await _say(page, "Again")
         assert (await _turns_ended(page, 3))[3:] == ["ann", "Zen Sage"]
         await page.wait_for_timeout(500)

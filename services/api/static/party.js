@@ -21,7 +21,11 @@ function drawParty() {
   if (!party) return;
   if (opening) $("moderation").open = !matchMedia("(max-width: 700px)").matches; // a phone: the chat first
   const floor = state.chat.floor || {};
+  // the rows are drawn again: a keyboard user keeps their place (Mute becomes Unmute, same spot)
+  const row = document.activeElement?.closest?.("#participants li");
+  const at = row ? [...row.querySelectorAll("button")].indexOf(document.activeElement) : -1;
   $("participants").replaceChildren(...present().map(participantRow));
+  if (row) $("participants").querySelector(`li[data-participant="${CSS.escape(row.dataset.participant)}"]`)?.querySelectorAll("button")[at]?.focus();
   if (!state.floorEdited) { // a change being made is not undone by someone else's event
     $("floor-policy").value = floor.policy || "round_robin";
     $("floor-rounds").value = floor.rounds ?? 1;
