@@ -262,7 +262,19 @@ async def test_side_by_side_columns_stream_together_and_one_is_picked(
         context = await browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)  # axe
         page = await context.new_page()
         await log_in(page, stack["base"], "ann")
+
+        # The same page makes a plain chat, with the model picked there.
         await page.click("#open-new")
+        await page.fill("#new-title", "Just one")
+        await page.select_option("#new-model", "demo-b")
+        await page.click("#new-create")
+        await page.wait_for_selector("#chat-title:text-is('Just one')")
+        status, plain = await ann.call("GET", f"/v1/chats/{page.url.split('chat=')[1]}")
+        assert status == 200 and plain["model"] == "demo-b" and plain["compare"] == [], plain
+        assert await page.is_hidden("#party")
+
+        await page.click("#open-new")
+        await page.fill("#new-title", "Which one")
         await page.check("#new-form input[value=compare]")
         await page.check("#new-models input[value=demo]")
         await page.click("#new-create")
