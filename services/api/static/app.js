@@ -5,8 +5,8 @@
 const state = { csrf: sessionStorage.getItem("chatbus.csrf") || "", chat: null, ws: null, replies: new Map(), chats: [] };
 const $ = (id) => document.getElementById(id);
 
-async function api(method, path, body) {
-  const headers = { "Content-Type": "application/json" };
+async function api(method, path, body, extra = {}) {
+  const headers = { "Content-Type": "application/json", ...extra };
   if (method !== "GET") headers["X-CSRF-Token"] = state.csrf;
   const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await resp.json().catch(() => ({}));
@@ -49,8 +49,7 @@ async function start() {
     state.admin = me.role === "admin";
     show("app");
     await Promise.all([loadModels(), loadChats()]);
-    const wanted = new URLSearchParams(location.hash.slice(1)).get("chat");
-    if (wanted) await openChat(wanted);
+    await route();
   } catch (err) {
     show("login");
   }
@@ -78,8 +77,29 @@ $("logout").addEventListener("click", async () => {
 
 async function loadModels() {
   const { data: models } = await api("GET", "/v1/models");
+  state.models = models;
   const picker = $("model-picker");
   picker.replaceChildren(...models.map((m) => new Option(`${m.id}${m.images ? " (images)" : ""}`, m.id)));
+}
+
+// The main area shows one page: a chat (#chat=ID), the new-chat form (#new) or the bots (#bots).
+const PAGES = { new: "new-view", bots: "bots-view" };
+
+async function route() {
+  const hash = location.hash.slice(1);
+  const page = PAGES[hash] || "chat-view";
+  for (const id of ["chat-view", "new-view", "bots-view"]) $(id).hidden = id !== page;
+  if (page !== "chat-view") {
+    closeFeed();
+    state.chat = null;
+    drawChatList();
+  }
+  if (hash === "new") await showNewChat();
+  else if (hash === "bots") await showBots();
+  else {
+    const wanted = new URLSearchParams(hash).get("chat");
+    if (wanted && (!state.chat || state.chat.chat_id !== wanted)) await openChat(wanted);
+  }
 }
 
 async function loadChats(minSeq = 0) {
@@ -109,8 +129,8 @@ $("chat-list").addEventListener("click", (event) => {
   const link = event.target.closest("a[data-chat]");
   if (!link) return;
   event.preventDefault();
-  location.hash = `chat=${link.dataset.chat}`;
-  openChat(link.dataset.chat);
+  if (location.hash === `#chat=${link.dataset.chat}`) openChat(link.dataset.chat);
+  else location.hash = `chat=${link.dataset.chat}`; // route() opens it
 });
 
 $("new-chat").addEventListener("click", async () => {
@@ -161,6 +181,7 @@ async function openChat(chatId) {
     state.chat = null;
     $("messages").replaceChildren();
     $("composer").hidden = true;
+    drawParty();
     $("chat-title").textContent = "Chat not found";
     $("chat-error").textContent = err.status === 404 ? "There is no such chat, or it is not yours." : err.message;
     return;
@@ -168,18 +189,23 @@ async function openChat(chatId) {
   state.chat = chat;
   state.replies = new Map();
   state.position = { chat: 0, tokens: 0 };
-  state.wantSeq = 0;
+  state.wantSeq = state.wantChatSeq = 0;
+  state.turns = state.speaking = null;
+  state.floorEdited = false;
   $("chat-title").textContent = chat.title;
   $("rename-chat").hidden = $("delete-chat").hidden = false;
   $("events-toggle").hidden = !state.admin;
   $("events").replaceChildren();
   $("composer").hidden = false;
+  $("composer-text").placeholder = "";
   $("messages").replaceChildren();
   drawChatList();
+  drawParty();
   connect();
 }
 
 function connect() {
+  closeFeed(); // one feed at a time, even when two opens of a chat raced
   const chatId = state.chat.chat_id;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const query = `after_chat_seq=${state.position.chat}&after_token_seq=${state.position.tokens}`;
@@ -240,9 +266,23 @@ function draw(listed) {
   const replies = new Map(listed.replies.map((r) => [r.reply_id, r]));
   const ratings = new Map(listed.ratings.map((r) => [r.reply_id, r.rating]));
   const list = $("messages");
+  const following = atEnd(list);
   const keep = new Set();
-  let streaming = null;
+  const streaming = [];
+  let botTurns = 0;
+  let inARow = 0;
   for (const node of listed.active_path) {
+    if (node.kind === "reply") {
+      botTurns += 1;
+      inARow += 1;
+    } else inARow = 0;
+    if (node.kind === "reply" && isCompare()) {
+      const group = drawGroup(node, replies, ratings);
+      keep.add(group.id);
+      list.append(group);
+      streaming.push(...node.siblings.filter((id) => isOpen(replies.get(id))));
+      continue;
+    }
     keep.add(`node-${node.node_id}`);
     const el = bubble(node.node_id, node.kind === "message" ? "user" : "assistant");
     list.append(el); // in path order
@@ -253,17 +293,27 @@ function draw(listed) {
       const m = messages.get(node.node_id);
       body.textContent = m.content; // user text is shown as text, never as HTML
       drawPictures(el, m.images);
+      if (isParty()) meta.append(speakerTag(m.speaker_name || m.author_name || m.author_id, m.speaker), " ");
       meta.append(editButton(m));
     } else {
       const r = replies.get(node.node_id);
+      if (isParty()) meta.append(speakerTag(r.speaker_name || r.model, r.speaker), " ");
       drawReply(el, r, ratings.get(r.reply_id));
-      if (r.status === "requested" || r.status === "started") streaming = r.reply_id;
+      if (isOpen(r)) streaming.push(r.reply_id);
     }
     if (node.siblings.length > 1) meta.append(switcher(node));
   }
   for (const el of [...list.children]) if (!keep.has(el.id)) el.remove();
-  setStreaming(Boolean(streaming), streaming);
+  if (following) list.scrollTop = list.scrollHeight;
+  setStreaming(streaming);
+  state.speaking = streaming.map((id) => replies.get(id)?.speaker_name).filter(Boolean).join(", ");
+  drawFloorStatus({ botTurns, inARow });
 }
+
+// A reader at the end of the chat follows new turns; one who scrolled up to read stays put.
+const atEnd = (list) => list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+
+const isOpen = (r) => Boolean(r) && (r.status === "requested" || r.status === "started");
 
 function drawReply(el, r, rating) {
   const body = el.querySelector(".body");
@@ -462,20 +512,26 @@ function apply(frame) {
     reply.text += event.text;
     state.replies.set(event.reply_id, reply);
     const el = document.getElementById(`node-${event.reply_id}`);
-    if (el && el.classList.contains("streaming")) el.querySelector(".body").textContent = reply.text;
+    if (el && el.classList.contains("streaming")) {
+      const following = atEnd($("messages"));
+      el.querySelector(".body").textContent = reply.text;
+      if (following) $("messages").scrollTop = $("messages").scrollHeight;
+    }
     return;
   }
   if (event.type === "chat.renamed") $("chat-title").textContent = event.title;
+  partyEvent(frame);
   refresh(frame.seq); // the tree, a status or a rating changed: draw the active path again
 }
 
-function setStreaming(on, replyId) {
-  state.streaming = on ? replyId : null;
-  $("stop").hidden = !on;
+function setStreaming(replyIds) {
+  state.streaming = replyIds; // side by side: several at once
+  $("stop").hidden = !replyIds.length;
 }
 
 $("stop").addEventListener("click", async () => {
-  if (state.streaming) await api("POST", `/v1/chats/${state.chat.chat_id}/replies/${state.streaming}/cancel`).catch(() => {});
+  const chatId = state.chat.chat_id;
+  await Promise.all(state.streaming.map((id) => api("POST", `/v1/chats/${chatId}/replies/${id}/cancel`).catch(() => {})));
 });
 
 $("composer-text").addEventListener("keydown", (event) => {
@@ -500,9 +556,6 @@ $("composer").addEventListener("submit", async (event) => {
   }
 });
 
-window.addEventListener("hashchange", () => {
-  const wanted = new URLSearchParams(location.hash.slice(1)).get("chat");
-  if (wanted && (!state.chat || state.chat.chat_id !== wanted)) openChat(wanted).catch(() => {});
-});
+window.addEventListener("hashchange", () => route().catch(() => {}));
 
-start();
+document.addEventListener("DOMContentLoaded", start); // after party.js, compare.js and bots.js
