@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
+
 import bus
 import schemas
 from bus import Appended, JetStream
@@ -175,22 +177,15 @@ def deleted_event(bot: Bot, by: str) -> BotDeleted:
 
 def bot_body(bot: Bot, user_id: str, *, admin: bool = False) -> BotBody:
     """The API's view of a bot for this caller: whom it is shared with is for its owner and admins only."""
-    spec = bot.spec
     return BotBody(
         bot_id=bot.bot_id,
         owner_id=bot.owner_id,
         owner_name=bot.owner_id,  # a user's id is the name they log in with
         mine=bot.owner_id == user_id,
-        name=spec.name,
-        model=spec.model,
-        system_prompt=spec.system_prompt,
-        params=spec.params,
-        history=spec.history,
-        delay_s=spec.delay_s,
-        description=spec.description,
         visibility=bot.visibility,
         shared_with=list(bot.shared_with) if bot.editable_by(user_id, admin=admin) else [],
         created_at=bot.created_at,
         updated_at=bot.updated_at,
         version=bot.last_seq,
+        **msgspec.structs.asdict(bot.spec),
     )

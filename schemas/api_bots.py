@@ -164,14 +164,4 @@ def spec_of(body: BotRequest | BotFile) -> BotSpec:
 
 def file_of(spec: BotSpec, visibility: Visibility) -> BotFile:
     """The export of a bot: its definition and visibility, nothing of who owns it or shares it."""
-    return BotFile(
-        chatbus_bot=BOT_FILE_VERSION,
-        name=spec.name,
-        model=spec.model,
-        system_prompt=spec.system_prompt,
-        params=spec.params,
-        history=spec.history,
-        delay_s=spec.delay_s,
-        description=spec.description,
-        visibility=visibility,
-    )
+    return BotFile(chatbus_bot=BOT_FILE_VERSION, visibility=visibility, **msgspec.structs.asdict(spec))

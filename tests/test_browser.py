@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 import bus
 import schemas
@@ -15,34 +15,14 @@ from bus import Bus
 from identity.sessions import set_password
 from schemas.chat import ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
+from tests.browserhelp import PASSWORD, axe, chromium, log_in
 from tests.stack import Client
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    async with chromium() as launched:
         yield launched
-        await launched.close()
-
-
-async def _log_in(page: Page, base: str, user: str) -> None:
-    await page.goto(base + "/")
-    await page.fill("#login-user", user)
-    await page.fill("#login-password", PASSWORD)
-    await page.click("#login-form button[type=submit]")
-    await page.wait_for_selector("#app-view:not([hidden])")
 
 
 async def _assistant_text(page: Page) -> str:
@@ -57,7 +37,7 @@ async def test_log_in_chat_stream_reload_and_finish_once(
 ) -> None:
     await set_password(nbus.js, "ann", PASSWORD, by="test")
     page = await browser.new_page(viewport={"width": 1280, "height": 800})
-    await _log_in(page, stack["base"], "ann")
+    await log_in(page, stack["base"], "ann")
     await page.wait_for_selector("#model-picker option[value=demo]", state="attached")
     await page.click("#new-chat")
     await page.wait_for_selector("#composer:not([hidden])")
@@ -106,7 +86,7 @@ async def test_log_in_chat_stream_reload_and_finish_once(
     assert await page.locator("#messages .msg.assistant").count() == 2
 
     phone = await browser.new_page(viewport={"width": 390, "height": 844})
-    await _log_in(phone, stack["base"], "ann")
+    await log_in(phone, stack["base"], "ann")
     await phone.goto(f"{stack['base']}/#chat={chat_id}")
     await phone.wait_for_selector("#messages .msg.assistant[data-status]")
     await phone.screenshot(path=str(artifacts_dir / "ui-chat-phone.png"))
@@ -132,7 +112,7 @@ async def test_hostile_text_renders_inert_and_strangers_see_nothing(
     requests: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), asyncio.ensure_future(d.dismiss())))
     page.on("request", lambda r: requests.append(r.url))
-    await _log_in(page, stack["base"], "ann")
+    await log_in(page, stack["base"], "ann")
     await page.goto(f"{stack['base']}/#chat={chat_id}")
     await page.reload()
     await page.wait_for_selector("#messages .msg.assistant[data-status]")
@@ -155,7 +135,7 @@ async def test_hostile_text_renders_inert_and_strangers_see_nothing(
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
 
     stranger = await browser.new_page()
-    await _log_in(stranger, stack["base"], "bob")
+    await log_in(stranger, stack["base"], "bob")
     await stranger.goto(f"{stack['base']}/#chat={chat_id}")
     await stranger.wait_for_timeout(1000)
     assert await stranger.locator("#messages .msg").count() == 0
@@ -178,16 +158,6 @@ async def _a_reply(nbus: Bus, chat_id: str, text: str) -> None:
         await bus.append_event(nbus.js, event)
 
 
-AXE = Path(__file__).parent / "vendor" / "axe-core-4.10.3.min.js"
-
-
-async def _axe(page: Page) -> list[dict[str, object]]:
-    """Violations axe-core finds on the page as it is now."""
-    await page.add_script_tag(path=str(AXE))
-    result = await page.evaluate("async () => (await axe.run(document)).violations")
-    return [{"id": v["id"], "impact": v["impact"], "nodes": len(v["nodes"])} for v in result]
-
-
 async def test_the_main_views_have_no_critical_accessibility_issue(
     stack: dict[str, str],
     nbus: Bus,
@@ -199,17 +169,17 @@ async def test_the_main_views_have_no_critical_accessibility_issue(
         page = await context.new_page()
         await page.goto(stack["base"] + "/")
         await page.wait_for_selector("#login-view:not([hidden])")
-        login = await _axe(page)
-        await _log_in(page, stack["base"], "ann")
+        login = await axe(page)
+        await log_in(page, stack["base"], "ann")
         await page.click("#new-chat")
         await page.wait_for_selector("#composer:not([hidden])")
-        chat = await _axe(page)
+        chat = await axe(page)
         for found in (login, chat):
             assert not [v for v in found if v["impact"] in ("critical", "serious")], found
         assert not [v for v in chat if v["id"] in ("landmark-one-main", "page-has-heading-one")], chat
         # The checker itself works: a button without a name is caught.
         await page.evaluate("document.body.append(document.createElement('button'))")
-        assert "button-name" in {v["id"] for v in await _axe(page)}
+        assert "button-name" in {v["id"] for v in await axe(page)}
         await context.close()
 
 
@@ -225,7 +195,7 @@ async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
         await set_password(nbus.js, user, PASSWORD, by="test")
     page = await browser.new_page()
     page.on("dialog", lambda d: asyncio.ensure_future(d.accept("second try")))
-    await _log_in(page, stack["base"], "ann")
+    await log_in(page, stack["base"], "ann")
     await page.click("#new-chat")
     await page.fill("#composer-text", "first try")
     await page.press("#composer-text", "Enter")
@@ -237,7 +207,7 @@ async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
 
     # A second tab mid-reply: both follow the same reply to its one end.
     other = await browser.new_page()
-    await _log_in(other, stack["base"], "ann")
+    await log_in(other, stack["base"], "ann")
     await other.goto(f"{stack['base']}/#chat={chat_id}")
     await other.wait_for_selector("#messages .msg.user")
     async with Client(stack["base"], stack["ann"]) as ann:
@@ -259,7 +229,7 @@ async def test_edit_two_tabs_mid_reply_and_the_admin_events_view(
 
     # An admin's events view: the chat's live events, decoded.
     admin = await browser.new_page()
-    await _log_in(admin, stack["base"], "root")
+    await log_in(admin, stack["base"], "root")
     await admin.goto(f"{stack['base']}/#chat={chat_id}")
     await admin.wait_for_selector("#events-toggle:not([hidden])")
     await admin.click("#events-toggle")
@@ -284,7 +254,7 @@ async def test_attach_an_image_with_a_preview_and_see_it_in_the_chat(
     png = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 30, 30)).save(png, "PNG")
     page = await browser.new_page()
-    await _log_in(page, stack["base"], "ann")
+    await log_in(page, stack["base"], "ann")
     await page.click("#new-chat")
     await page.set_input_files(
         "#attach", files=[{"name": "red.png", "mimeType": "image/png", "buffer": png.getvalue()}]
