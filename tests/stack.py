@@ -155,6 +155,30 @@ async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0, stream: str
 
 
 @contextlib.asynccontextmanager
+async def extra_worker(nbus: Bus, model_dir: Path, alias: str, capacity: int = 2) -> AsyncIterator[Any]:
+    """Another worker in this process serving `model_dir` as `alias` (a side-by-side chat compares two
+    aliases; a party chat's bots may need a real model); yields the worker once its presence shows."""
+    from services.llm_worker import WorkerSettings
+    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+    from services.llm_worker.engine import EngineConfig
+    from services.llm_worker.worker import Worker
+
+    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), EngineConfig())
+    worker = Worker(
+        WorkerSettings(model=str(model_dir), alias=alias, capacity=capacity), nbus, engine, engine.tokenizer
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        await wait_models(nbus, alias)
+        yield worker
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
 async def in_process_stack(
     nbus: Bus, db: Path, model_dir: Path, api_settings: Any, capacity: int = 8
 ) -> AsyncIterator[tuple[str, Any]]:

@@ -31,7 +31,7 @@ from schemas.chat import (
 from schemas.streams import CHAT
 from services.conductor import run_conductor
 from tests.browserhelp import PASSWORD, axe, chromium, events_of, log_in, serious
-from tests.stack import Client, wait_models
+from tests.stack import Client, extra_worker
 
 FAST = {"max_new_tokens": 8}
 LONG = {"max_new_tokens": 1500, "ignore_eos": True}
@@ -231,34 +231,14 @@ async def _wait_for(nbus: Bus, chat_id: str, kind: type, timeout: float = 10.0) 
     return found[-1]
 
 
-@contextlib.asynccontextmanager
-async def _second_model(nbus: Bus, model_dir: Path, alias: str) -> AsyncIterator[None]:
-    """Another demo worker, serving `alias` (a compare chat needs two models)."""
-    from services.llm_worker import WorkerSettings
-    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
-    from services.llm_worker.engine import EngineConfig
-    from services.llm_worker.worker import Worker
-
-    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), EngineConfig())
-    worker = Worker(
-        WorkerSettings(model=str(model_dir), alias=alias, capacity=4), nbus, engine, engine.tokenizer
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(worker.run(stop))
-    try:
-        await wait_models(nbus, alias)
-        yield
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 30)
-
-
 async def test_side_by_side_columns_stream_together_and_one_is_picked(
     stack: dict[str, str], nbus: Bus, browser: Browser, demo_model_dir: Path, artifacts_dir: Path
 ) -> None:
     await set_password(nbus.js, "ann", PASSWORD, by="test")
-    async with _second_model(nbus, demo_model_dir, "demo-b"), Client(stack["base"], stack["ann"]) as ann:
+    async with (
+        extra_worker(nbus, demo_model_dir, "demo-b", capacity=4),
+        Client(stack["base"], stack["ann"]) as ann,
+    ):
         context = await browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)  # axe
         page = await context.new_page()
         await log_in(page, stack["base"], "ann")

@@ -27,7 +27,7 @@ from schemas.chat import (
 )
 from schemas.ids import new_id
 from schemas.sampling import SamplingParams
-from tests.stack import Client, chat_events, wait_models
+from tests.stack import Client, chat_events, extra_worker
 from tests.terminal import Terminal
 
 
@@ -276,21 +276,8 @@ async def test_a_new_party_chat_takes_its_bots_by_name(
 @pytest.fixture
 async def demo2(nbus: Bus, stack: dict[str, str], demo_model_dir: Path) -> AsyncIterator[None]:
     """A second demo-model worker, serving alias `demo2` (side-by-side chats compare two aliases)."""
-    from services.llm_worker import WorkerSettings
-    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
-    from services.llm_worker.engine import EngineConfig
-    from services.llm_worker.worker import Worker
-
-    engine = await asyncio.to_thread(
-        ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig()
-    )
-    settings = WorkerSettings(model=str(demo_model_dir), alias="demo2", capacity=2)
-    stop = asyncio.Event()
-    task = asyncio.create_task(Worker(settings, nbus, engine, engine.tokenizer).run(stop))
-    await wait_models(nbus, "demo2")
-    yield
-    stop.set()
-    await asyncio.wait_for(task, 30)
+    async with extra_worker(nbus, demo_model_dir, "demo2", capacity=2):
+        yield
 
 
 async def test_side_by_side_answers_stream_together_and_one_is_chosen(

@@ -44,7 +44,7 @@ from schemas.sampling import SamplingParams
 from schemas.seat import context_for
 from schemas.streams import CHAT, CONDUCTOR_SERVICE, worker_consumer
 from services.conductor import ConductorStatus, run_conductor
-from tests.stack import spawn, stop_process, wait_models
+from tests.stack import extra_worker, spawn, stop_process
 
 NAMES = ["Zen Sage", "Hot Head", "Quiet One"]
 Script = Callable[[ReplyRequested], str]
@@ -167,21 +167,7 @@ async def scripted_worker(nbus: Bus, alias: str, script: Script, seconds: float 
 async def test_two_bots_in_round_robin_take_six_turns_each_seeing_the_others_last_turn(
     nbus: Bus, smollm2_dir: Path
 ) -> None:
-    from services.llm_worker import WorkerSettings
-    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
-    from services.llm_worker.engine import EngineConfig
-    from services.llm_worker.worker import Worker
-
-    engine = await asyncio.to_thread(
-        ContinuousBatchingEngine.from_pretrained, str(smollm2_dir), EngineConfig()
-    )
-    worker = Worker(
-        WorkerSettings(model=str(smollm2_dir), alias="smollm2", capacity=2), nbus, engine, engine.tokenizer
-    )
-    stop = asyncio.Event()
-    running = asyncio.create_task(worker.run(stop))
-    try:
-        await wait_models(nbus, "smollm2")
+    async with extra_worker(nbus, smollm2_dir, "smollm2"):
         chat_id = await party(
             nbus, "smollm2", "round_robin", rounds=3, params=SamplingParams(max_new_tokens=6)
         )
@@ -189,9 +175,6 @@ async def test_two_bots_in_round_robin_take_six_turns_each_seeing_the_others_las
             await post(nbus, chat_id, "Is tea better than coffee?")
             await until(nbus, chat_id, lambda s: done(s) >= 6, timeout=240)
             state = await quiet(nbus, chat_id)
-    finally:
-        stop.set()
-        await asyncio.wait_for(running, 30)
     assert_a_chain(state, ["p1", "p2"] * 3)
     assert done(state) == 6
     asked = requests(state)

@@ -4,7 +4,6 @@ projector: creating them, posting in them, the moderator's floor actions, choosi
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -307,27 +306,10 @@ async def test_a_floor_action_in_a_chat_without_bots_is_a_conflict(api: Api) -> 
 async def test_side_by_side_answers_stream_and_the_choice_selects_a_branch(
     stack: dict[str, str], nbus: Bus, demo_model_dir: Path
 ) -> None:
-    from services.llm_worker import WorkerSettings
-    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
-    from services.llm_worker.engine import EngineConfig
-    from services.llm_worker.worker import Worker
-    from tests.stack import wait_models
+    from tests.stack import extra_worker
 
-    engine = await asyncio.to_thread(
-        ContinuousBatchingEngine.from_pretrained, str(demo_model_dir), EngineConfig()
-    )
-    second = Worker(
-        WorkerSettings(model=str(demo_model_dir), alias="demo2", capacity=2), nbus, engine, engine.tokenizer
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(second.run(stop))
-    try:
-        await wait_models(nbus, "demo2")
-        async with Client(stack["base"], stack["ann"]) as ann:
-            await _compare_flow(ann, nbus)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    async with extra_worker(nbus, demo_model_dir, "demo2"), Client(stack["base"], stack["ann"]) as ann:
+        await _compare_flow(ann, nbus)
 
 
 async def _compare_flow(ann: Client, nbus: Bus) -> None:
