@@ -29,6 +29,8 @@ DOMPurify.addHook("afterSanitizeAttributes", (node) => {
 function renderMarkdown(el, text) {
   el.innerHTML = DOMPurify.sanitize(marked.parse(text, { gfm: true, breaks: false }), PURIFY);
   el.querySelectorAll("pre code").forEach((block) => hljs.highlightElement(block));
+  // A code block scrolls sideways: keyboard users must be able to reach it to scroll it.
+  el.querySelectorAll("pre").forEach((pre) => { pre.tabIndex = 0; });
 }
 
 // ---------------------------------------------------------------- views
