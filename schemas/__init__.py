@@ -6,18 +6,22 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from schemas.arena import ArenaEventUnion
 from schemas.bot import BotEventUnion
 from schemas.chat import ChatEventUnion
 from schemas.identity import IdentityEventUnion
 from schemas.image import ImageEventUnion
 from schemas.tokens import TokenEventUnion
 
-Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | TokenEventUnion
+Event = (
+    ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | ArenaEventUnion | TokenEventUnion
+)
 EVENT_TYPES: tuple[type, ...] = (
     *ChatEventUnion.__args__,
     *IdentityEventUnion.__args__,
     *ImageEventUnion.__args__,
     *BotEventUnion.__args__,
+    *ArenaEventUnion.__args__,
     TokenEventUnion,
 )
 

@@ -37,6 +37,11 @@ class ChatCreated(ChatEvent, frozen=True, kw_only=True, tag="chat.created"):
     # Side by side: every message posted is answered by each of these model aliases at once (sibling
     # replies); the owner picks the best (`chat.choice.made`). Empty: one reply from `model`.
     compare: list[str] = []
+    # A blind battle of the arena (docs/arena.md): `compare` holds the two models drawn, side A then side
+    # B. Until the vote, what the voter reads of the chat is schemas/blind.py's view (labels "A"/"B", no
+    # alias, no worker); the log itself keeps the truth for the reveal and for admins.
+    arena: bool = False
+    category: str = ""  # the battle's category (a tag the user gives its prompt; "" for none)
 
 
 class ChatRenamed(ChatEvent, frozen=True, kw_only=True, tag="chat.renamed"):
@@ -288,6 +293,47 @@ class ChoiceMade(ChatEvent, frozen=True, kw_only=True, tag="chat.choice.made"):
     by: str
 
 
+Vote = Literal["A", "B", "tie", "both_bad"]
+Side = Literal["A", "B"]
+
+
+class ArenaVoted(ChatEvent, frozen=True, kw_only=True, tag="chat.arena.voted"):
+    """The voter judged a battle's two sides: A better, B better, a tie, or both bad. It reveals the
+    models (it names them) and ends the battle; there is one per battle. Subject `chat.<chat_id>.arena.voted`.
+
+    The leaderboard counts it unless the voter's votes are excluded (`arena.voter.<user_id>.excluded`).
+    `tokens_a`/`tokens_b` are the completion tokens of each side's answers, the length control's covariate.
+    """
+
+    voter_id: str
+    vote: Vote
+    model_a: str
+    model_b: str
+    replies_a: list[str]  # side A's answered replies in the battle, in order (B's likewise)
+    replies_b: list[str]
+    tokens_a: int
+    tokens_b: int
+    category: str = ""
+
+
+class ArenaContinued(ChatEvent, frozen=True, kw_only=True, tag="chat.arena.continued"):
+    """After the vote, the voter goes on with one side's model alone: the chat becomes a one-model chat of
+    `model`, on the branch of that side's last answer. Subject `chat.<chat_id>.arena.continued`."""
+
+    side: Side
+    model: str
+    reply_id: str  # the side's last answer: the active branch from now on
+    by: str
+
+
+class ArenaTagged(ChatEvent, frozen=True, kw_only=True, tag="chat.arena.tagged"):
+    """The battle's category was set (by its voter or an admin); the last one holds.
+    Subject `chat.<chat_id>.arena.tagged`."""
+
+    category: str
+    by: str
+
+
 ChatEventUnion = (
     ChatCreated
     | ChatRenamed
@@ -311,4 +357,7 @@ ChatEventUnion = (
     | FloorStopped
     | SpeakerNamed
     | ChoiceMade
+    | ArenaVoted
+    | ArenaContinued
+    | ArenaTagged
 )

@@ -27,6 +27,9 @@ import msgspec
 
 from schemas.bot import BotSpec
 from schemas.chat import (
+    ArenaContinued,
+    ArenaTagged,
+    ArenaVoted,
     BranchSelected,
     ChatCreated,
     ChatDeleted,
@@ -141,6 +144,9 @@ class ChatState:
     participants: dict[str, Participant] = field(default_factory=dict)  # bots, in the order they joined
     floor: FloorState = field(default_factory=FloorState)
     choices: dict[str, ChoiceMade] = field(default_factory=dict)  # message -> its side-by-side choice
+    vote: ArenaVoted | None = None  # an arena battle's vote: the reveal (schemas/blind.py)
+    continued: ArenaContinued | None = None  # the side a voted battle went on with
+    category: str = ""  # an arena battle's category (its creation's, or the last tag since)
     last_seq: int = 0  # of the last event applied or skipped
     last_post_seq: int = 0  # of the last event on the chat's message.posted subject (posts fence on it)
 
@@ -166,8 +172,23 @@ class ChatState:
 
     @property
     def compare(self) -> list[str]:
-        """The models that answer each message side by side (empty: not a side-by-side chat)."""
-        return self.created.compare if self.created is not None else []
+        """The models that answer each message side by side (empty: not a side-by-side chat, or a battle
+        that went on with one side)."""
+        if self.created is None or self.continued is not None:
+            return []
+        return self.created.compare
+
+    @property
+    def arena(self) -> bool:
+        """An arena battle (blind to its voter until the vote)."""
+        return self.created is not None and self.created.arena
+
+    @property
+    def model(self) -> str:
+        """The model a one-model post asks by default: the chat's, or the side a battle went on with."""
+        if self.continued is not None:
+            return self.continued.model
+        return self.created.model if self.created is not None else ""
 
     def participant_named(self, name: str) -> Participant | None:
         """The participant of this name (case and spaces ignored), if any."""
@@ -186,7 +207,7 @@ class ChatState:
         match event:
             case ChatCreated():
                 if self.created is None:
-                    self.created, self.title = event, event.title
+                    self.created, self.title, self.category = event, event.title, event.category
             case ChatRenamed():
                 self.title = event.title
             case ChatDeleted():
@@ -217,6 +238,12 @@ class ChatState:
                 self._floor(seq, event)
             case ChoiceMade():
                 self.choices[event.message_id] = event
+            case ArenaVoted():
+                self.vote = self.vote or event  # one vote per battle: the first
+            case ArenaContinued():
+                self.continued = self.continued or event
+            case ArenaTagged():
+                self.category = event.category
 
     def _participant(self, seq: int, event: ParticipantJoined | ParticipantLeft | ParticipantMuted) -> None:
         if isinstance(event, ParticipantJoined):

@@ -8,6 +8,7 @@ import msgspec
 
 from schemas.subjects import (
     ALL_APIKEYS,
+    ALL_ARENA,
     ALL_BOTS,
     ALL_CHATS,
     ALL_GROUPS,
@@ -85,7 +86,13 @@ BOTS = StreamSpec(
     description="Bots (personas): name, model, personality, sampling, who may use them (kept forever).",
     duplicate_window=30 * 60.0,
 )
-STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE, BOTS)
+ARENA = StreamSpec(
+    name="ARENA",
+    subjects=[ALL_ARENA],
+    description="Arena settings: the pool battles draw from, voters whose votes are left out (kept forever).",
+    duplicate_window=30 * 60.0,
+)
+STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE, BOTS, ARENA)
 
 
 class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):

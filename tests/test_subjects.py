@@ -18,7 +18,7 @@ import pytest
 import schemas
 from schemas import subjects as s
 from schemas.bot import BotSpec
-from schemas.streams import BOTS, CHAT, IDENTITY, IMAGE, STREAMS, TOKENS, WORKERS_KV, worker_consumer
+from schemas.streams import ARENA, BOTS, CHAT, IDENTITY, IMAGE, STREAMS, TOKENS, WORKERS_KV, worker_consumer
 from tests.subject_match import SHA, C, K, R, U, matches
 
 ROOT = Path(__file__).parent.parent
@@ -224,6 +224,7 @@ _PARSERS = (
     s.parse_identity_subject,
     s.parse_image_subject,
     s.parse_bot_subject,
+    s.parse_arena_subject,
 )
 
 
@@ -242,6 +243,7 @@ def test_every_event_subject_parses_back_to_the_event(event_type: Any) -> None:
         s.USER_ROOT: IDENTITY,
         s.APIKEY_ROOT: IDENTITY,
         s.BOT_ROOT: BOTS,
+        s.ARENA_ROOT: ARENA,
     }
     spec = stream.get(subject.split(".")[0], IMAGE)
     assert any(matches(pattern, subject) for pattern in spec.subjects)
@@ -253,6 +255,7 @@ def test_the_streams_subjects_are_the_roots() -> None:
         s.ALL_CHATS,
         s.ALL_TOKENS,
         s.ALL_USERS,
+        s.ALL_ARENA,
         s.ALL_APIKEYS,
         s.ALL_GROUPS,
         s.ALL_IMAGES,

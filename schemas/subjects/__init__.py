@@ -17,6 +17,21 @@ nats_api; events: the subject of each event, which events a subject may carry (`
 the one `subject_of` names, checked by every reader), and every root and kind); import from the package.
 """
 
+from schemas.subjects.arena import (
+    ARENA_KINDS as ARENA_KINDS,
+)
+from schemas.subjects.arena import (
+    arena_pool as arena_pool,
+)
+from schemas.subjects.arena import (
+    one_voter as one_voter,
+)
+from schemas.subjects.arena import (
+    parse_arena_subject as parse_arena_subject,
+)
+from schemas.subjects.arena import (
+    voter_excluded as voter_excluded,
+)
 from schemas.subjects.bot import (
     BOT_KINDS as BOT_KINDS,
 )
@@ -64,6 +79,9 @@ from schemas.subjects.chat import (
 )
 from schemas.subjects.chat import (
     TokensSubject as TokensSubject,
+)
+from schemas.subjects.chat import (
+    all_votes as all_votes,
 )
 from schemas.subjects.chat import (
     chat_event as chat_event,
@@ -264,6 +282,9 @@ from schemas.subjects.roots import (
     ALL_APIKEYS as ALL_APIKEYS,
 )
 from schemas.subjects.roots import (
+    ALL_ARENA as ALL_ARENA,
+)
+from schemas.subjects.roots import (
     ALL_BOTS as ALL_BOTS,
 )
 from schemas.subjects.roots import (
@@ -286,6 +307,9 @@ from schemas.subjects.roots import (
 )
 from schemas.subjects.roots import (
     APIKEY_ROOT as APIKEY_ROOT,
+)
+from schemas.subjects.roots import (
+    ARENA_ROOT as ARENA_ROOT,
 )
 from schemas.subjects.roots import (
     BOT_ROOT as BOT_ROOT,

@@ -27,6 +27,9 @@ ChatKind = Literal[
     "floor.stopped",
     "floor.next",
     "choice.made",
+    "arena.voted",
+    "arena.continued",
+    "arena.tagged",
 ]
 # Reply events: `chat.<chat_id>.reply.<reply_id>.<kind>`, and `...requested.<model>` for a request.
 ReplyKind = Literal["requested", "started", "completed", "failed", "cancelled"]
@@ -58,6 +61,11 @@ def reply_requested(chat_id: str, reply_id: str, model: str) -> str:
 def feedback(chat_id: str, reply_id: str, user_id: str) -> str:
     """Subject of a user's rating of a reply: `chat.<chat_id>.feedback.<reply_id>.<user_id>`."""
     return join(CHAT_ROOT, chat_id, _FEEDBACK, reply_id, user_id)
+
+
+def all_votes() -> str:
+    """Every arena vote of every chat: `chat.*.arena.voted` (what the leaderboard reads)."""
+    return chat_event(ANY, "arena.voted")
 
 
 def one_chat(chat_id: str) -> str:

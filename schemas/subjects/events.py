@@ -6,8 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, get_args
 
+from schemas.arena import ArenaEventUnion, PoolSet, VoterExcluded
 from schemas.bot import BotCreated, BotDeleted, BotEventUnion, BotUpdated
 from schemas.chat import (
+    ArenaContinued,
+    ArenaTagged,
+    ArenaVoted,
     BranchSelected,
     ChatCreated,
     ChatDeleted,
@@ -43,6 +47,7 @@ from schemas.identity import (
     UserRoleChanged,
 )
 from schemas.image import ImageEventUnion, ImagePurged, ImageStored
+from schemas.subjects.arena import ARENA_KINDS, arena_pool, voter_excluded
 from schemas.subjects.bot import BOT_KINDS, bot_event
 from schemas.subjects.chat import (
     CHAT_KINDS,
@@ -59,6 +64,7 @@ from schemas.subjects.kv import KV_ROOT
 from schemas.subjects.nats_api import DEFAULT_INBOX_PREFIX, JS_ROOT, WORKER_INBOX_PREFIX
 from schemas.subjects.roots import (
     APIKEY_ROOT,
+    ARENA_ROOT,
     BOT_ROOT,
     CHAT_ROOT,
     GROUP_ROOT,
@@ -68,7 +74,7 @@ from schemas.subjects.roots import (
 )
 from schemas.tokens import TokenDelta
 
-Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | TokenDelta
+Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | ArenaEventUnion | TokenDelta
 
 
 # Each event type and the subject it is appended on: a table, not a `match`, because every reader
@@ -96,6 +102,11 @@ _SUBJECT_OF: dict[type, Callable[[Any], str]] = {
     FloorStopped: lambda e: chat_event(e.chat_id, "floor.stopped"),
     SpeakerNamed: lambda e: chat_event(e.chat_id, "floor.next"),
     ChoiceMade: lambda e: chat_event(e.chat_id, "choice.made"),
+    ArenaVoted: lambda e: chat_event(e.chat_id, "arena.voted"),
+    ArenaContinued: lambda e: chat_event(e.chat_id, "arena.continued"),
+    ArenaTagged: lambda e: chat_event(e.chat_id, "arena.tagged"),
+    PoolSet: lambda e: arena_pool(),
+    VoterExcluded: lambda e: voter_excluded(e.user_id),
     BotCreated: lambda e: bot_event(e.bot_id, "created"),
     BotUpdated: lambda e: bot_event(e.bot_id, "updated"),
     BotDeleted: lambda e: bot_event(e.bot_id, "deleted"),
@@ -143,6 +154,7 @@ ROOTS: tuple[str, ...] = (
     GROUP_ROOT,
     IMAGE_ROOT,
     BOT_ROOT,
+    ARENA_ROOT,
     KV_ROOT,
     JS_ROOT,
     "$O",
@@ -153,5 +165,6 @@ ROOTS: tuple[str, ...] = (
 # Every event kind a subject ends with (`.completed`, `.posted`, ...): a hand-written
 # `subject.endswith(".completed")` is refused too.
 KINDS: frozenset[str] = frozenset(
-    kind.rsplit(".", 1)[-1] for kind in CHAT_KINDS | REPLY_KINDS | USER_KINDS | APIKEY_KINDS | BOT_KINDS
+    kind.rsplit(".", 1)[-1]
+    for kind in CHAT_KINDS | REPLY_KINDS | USER_KINDS | APIKEY_KINDS | BOT_KINDS | ARENA_KINDS
 ) | frozenset(get_args(ImageKind))

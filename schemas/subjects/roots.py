@@ -18,6 +18,7 @@ APIKEY_ROOT = "apikey"
 GROUP_ROOT = "group"
 IMAGE_ROOT = "image"
 BOT_ROOT = "bot"
+ARENA_ROOT = "arena"
 
 ALL_CHATS = join(CHAT_ROOT, REST)
 ALL_TOKENS = join(TOKENS_ROOT, REST)
@@ -26,3 +27,4 @@ ALL_APIKEYS = join(APIKEY_ROOT, REST)
 ALL_GROUPS = join(GROUP_ROOT, REST)  # reserved in IDENTITY; no group event exists yet
 ALL_IMAGES = join(IMAGE_ROOT, REST)
 ALL_BOTS = join(BOT_ROOT, REST)
+ALL_ARENA = join(ARENA_ROOT, REST)
