@@ -48,6 +48,7 @@ async function start() {
       sessionStorage.setItem("chatbus.csrf", state.csrf);
     }
     $("whoami").textContent = me.user_id;
+    state.me = me.user_id;
     state.admin = me.role === "admin";
     show("app");
     await Promise.all([loadModels(), loadChats()]);
@@ -80,32 +81,49 @@ $("logout").addEventListener("click", async () => {
 async function loadModels() {
   const { data: models } = await api("GET", "/v1/models");
   state.models = models;
-  const picker = $("model-picker");
-  picker.replaceChildren(...models.map((m) => new Option(`${m.id}${m.images ? " (images)" : ""}`, m.id)));
+  drawModelPicker();
 }
 
-// The main area shows one page: a chat (#chat=ID), the new-chat form (#new) or the bots (#bots).
-const PAGES = { new: "new-view", bots: "bots-view" };
+function drawModelPicker() {
+  const picker = $("model-picker");
+  const wanted = picker.value;
+  picker.replaceChildren(...(state.models || []).map((m) => new Option(`${m.id}${m.images ? " (images)" : ""}`, m.id)));
+  if (wanted) picker.value = wanted;
+}
+
+// The main area shows one page: a chat (#chat=ID), the new-chat form (#new), the bots (#bots), the
+// arena (#arena) or its leaderboard (#leaderboard).
+const PAGES = { new: "new-view", bots: "bots-view", arena: "arena-view", leaderboard: "leaderboard-view" };
 
 async function route() {
   const hash = location.hash.slice(1);
   const page = PAGES[hash] || "chat-view";
-  for (const id of ["chat-view", "new-view", "bots-view"]) $(id).hidden = id !== page;
+  for (const id of ["chat-view", ...Object.values(PAGES)]) $(id).hidden = id !== page;
   if (page !== "chat-view") {
     closeFeed();
-    state.chat = null;
+    state.chat = state.battle = null;
     drawChatList();
   }
+  blindfold(); // before a page draws: the arena page names no model
   if (hash === "new") await showNewChat();
   else if (hash === "bots") await showBots();
+  else if (hash === "arena") showArena();
+  else if (hash === "leaderboard") await showLeaderboard();
   else {
     const wanted = new URLSearchParams(hash).get("chat");
     if (wanted && (!state.chat || state.chat.chat_id !== wanted)) await openChat(wanted);
   }
 }
 
+// The list holds chats made here and arena battles (newest first), not those of the OpenAI front door.
 async function loadChats(minSeq = 0) {
-  state.chats = (await api("GET", `/v1/chats?limit=100&min_seq=${minSeq}`)).items;
+  const [chats, battles] = await Promise.all(
+    ["chat", "arena"].map((origin) =>
+      api("GET", `/v1/chats?limit=100&min_seq=${minSeq}&origin=${origin}`).then((page) => page.items, () => []),
+    ),
+  );
+  const newest = (a, b) => (a.updated_at < b.updated_at ? 1 : a.updated_at > b.updated_at ? -1 : 0);
+  state.chats = [...chats, ...battles].sort(newest).slice(0, 100);
   drawChatList();
 }
 
@@ -118,6 +136,7 @@ function drawChatList() {
     const link = document.createElement("a");
     link.href = `#chat=${chat.chat_id}`;
     link.textContent = chat.title;
+    if (chat.origin === "arena") link.append(Object.assign(document.createElement("span"), { className: "tag small", textContent: "arena" }));
     link.dataset.chat = chat.chat_id;
     if (state.chat && state.chat.chat_id === chat.chat_id) link.setAttribute("aria-current", "true");
     const item = document.createElement("li");
@@ -180,10 +199,11 @@ async function openChat(chatId) {
   try {
     chat = await api("GET", `/v1/chats/${chatId}`);
   } catch (err) {
-    state.chat = null;
+    state.chat = state.battle = null;
     $("messages").replaceChildren();
     $("composer").hidden = true;
     drawParty();
+    drawBattle();
     $("chat-title").textContent = "Chat not found";
     $("chat-error").textContent = err.status === 404 ? "There is no such chat, or it is not yours." : err.message;
     return;
@@ -194,6 +214,7 @@ async function openChat(chatId) {
   state.wantSeq = state.wantChatSeq = 0;
   state.turns = state.speaking = null;
   state.floorEdited = false;
+  state.battle = isMyBattle(chat) ? newBattle() : null; // its frames tell the vote and the side continued
   $("chat-title").textContent = chat.title;
   $("rename-chat").hidden = $("delete-chat").hidden = false;
   $("events-toggle").hidden = !state.admin;
@@ -203,6 +224,8 @@ async function openChat(chatId) {
   $("messages").replaceChildren();
   drawChatList();
   drawParty();
+  drawBattle();
+  blindfold();
   connect();
 }
 
@@ -273,11 +296,13 @@ function draw(listed) {
   const streaming = [];
   let botTurns = 0;
   let inARow = 0;
+  let answers = []; // the last message's answers (a battle's two sides)
   for (const node of listed.active_path) {
     if (node.kind === "reply") {
       botTurns += 1;
       inARow += 1;
     } else inARow = 0;
+    answers = node.kind === "reply" ? node.siblings.map((id) => replies.get(id)).filter(Boolean) : [];
     if (node.kind === "reply" && isCompare()) {
       const group = drawGroup(node, replies, ratings);
       keep.add(group.id);
@@ -296,20 +321,22 @@ function draw(listed) {
       body.textContent = m.content; // user text is shown as text, never as HTML
       drawPictures(el, m.images);
       if (isParty()) meta.append(speakerTag(m.speaker_name || m.author_name || m.author_id, m.speaker), " ");
-      meta.append(editButton(m));
+      if (!inBattle()) meta.append(editButton(m)); // a battle is not edited, regenerated or branched
+
     } else {
       const r = replies.get(node.node_id);
       if (isParty()) meta.append(speakerTag(r.speaker_name || r.model, r.speaker), " ");
       drawReply(el, r, ratings.get(r.reply_id));
       if (isOpen(r)) streaming.push(r.reply_id);
     }
-    if (node.siblings.length > 1) meta.append(switcher(node));
+    if (node.siblings.length > 1 && !inBattle()) meta.append(switcher(node));
   }
   for (const el of [...list.children]) if (!keep.has(el.id)) el.remove();
   if (following) list.scrollTop = list.scrollHeight;
   setStreaming(streaming);
   state.speaking = streaming.map((id) => replies.get(id)?.speaker_name).filter(Boolean).join(", ");
   drawFloorStatus({ botTurns, inARow });
+  drawBattle(answers);
 }
 
 // A reader at the end of the chat follows new turns; one who scrolled up to read stays put.
@@ -349,6 +376,7 @@ function drawReply(el, r, rating) {
     });
     meta.append(button, " ");
   }
+  if (inBattle()) return;
   const again = document.createElement("button");
   again.type = "button";
   again.className = "regenerate";
@@ -475,6 +503,10 @@ function switcher(node) {
 
 function bubble(id, role) {
   let el = document.getElementById(`node-${id}`);
+  if (el && el.classList.contains("column")) {
+    el.remove(); // a side-by-side column before (a battle continued with one side): a bubble now
+    el = null;
+  }
   if (!el) {
     el = document.createElement("li");
     el.id = `node-${id}`;
@@ -523,6 +555,7 @@ function apply(frame) {
   }
   if (event.type === "chat.renamed") $("chat-title").textContent = event.title;
   partyEvent(frame);
+  battleEvent(frame);
   refresh(frame.seq); // the tree, a status or a rating changed: draw the active path again
 }
 
@@ -560,4 +593,4 @@ $("composer").addEventListener("submit", async (event) => {
 
 window.addEventListener("hashchange", () => route().catch(() => {}));
 
-document.addEventListener("DOMContentLoaded", start); // after party.js, compare.js and bots.js
+document.addEventListener("DOMContentLoaded", start); // after the other scripts (party.js, arena.js, …)

@@ -3,7 +3,8 @@
 // "Pick this one" appends a choice: the chosen reply becomes the active branch and a preference.
 "use strict";
 
-const isCompare = () => Boolean(state.chat && (state.chat.compare || []).length);
+// A battle continued with one side is a one-model chat from then on.
+const isCompare = () => Boolean(state.chat && (state.chat.compare || []).length) && !(state.battle && state.battle.continued);
 
 function drawGroup(node, replies, ratings) {
   const first = replies.get(node.node_id);
@@ -20,11 +21,12 @@ function drawGroup(node, replies, ratings) {
     const col = column(group, r.reply_id);
     group.append(col); // in sibling (request) order
     keep.add(col.id);
-    col.querySelector(".head").replaceChildren(speakerTag(r.speaker_name || r.model, r.speaker));
+    const head = inBattle() ? battleHead(r) : [speakerTag(r.speaker_name || r.model, r.speaker)];
+    col.querySelector(".head").replaceChildren(...head);
     const meta = col.querySelector(".meta");
     meta.replaceChildren();
     drawReply(col, r, ratings.get(r.reply_id));
-    meta.append(" ", pickButton(r));
+    if (!inBattle()) meta.append(" ", pickButton(r)); // a battle is voted on instead
     col.classList.toggle("chosen", Boolean(r.chosen));
     col.classList.toggle("active", r.reply_id === node.node_id);
   }
