@@ -5,7 +5,7 @@
 
 const DAY_MS = 86_400_000;
 const SVG = "http://www.w3.org/2000/svg";
-const WHISKER = { width: 200, height: 16 }; // the SVG's units (CSS draws it at this size)
+const WHISKER = { width: 200, height: 16 }; // px
 
 function boardQuery() {
   const query = new URLSearchParams();
@@ -93,6 +93,8 @@ function whisker(m, scale) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", "whisker");
   svg.setAttribute("viewBox", `0 0 ${WHISKER.width} ${WHISKER.height}`);
+  svg.setAttribute("width", String(WHISKER.width)); // a size of its own: a table sizes its cells from it
+  svg.setAttribute("height", String(WHISKER.height));
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", `rating ${Math.round(m.rating)}, 95% interval ${Math.round(m.lower)} to ${Math.round(m.upper)}`);
   const shape = (tag, attrs) => {
