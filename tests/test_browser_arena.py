@@ -146,6 +146,7 @@ async def test_a_blind_battle_vote_reveal_continue_and_the_leaderboard(
         await page.fill("#arena-category", "birds")
         await page.click("#arena-start")
         await page.wait_for_selector("#battle:not([hidden])")
+        await page.wait_for_function("() => document.activeElement.id === 'battle-title'")  # keyboard
         chat_id = page.url.split("chat=")[1]
         await page.wait_for_selector(f"{COLUMNS} >> nth=1")
         both = [f"{COLUMNS}.streaming:nth-child({n}) .body" for n in (1, 2)]

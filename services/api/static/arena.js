@@ -57,6 +57,7 @@ $("arena-form").addEventListener("submit", async (event) => {
     const battle = await api("POST", "/v1/arena/battles", { content, category: $("arena-category").value.trim() });
     $("arena-prompt").value = "";
     await loadChats(battle.seq || 0).catch(() => {});
+    state.focusBattle = true; // a keyboard user lands on the battle, not on a hidden button
     location.hash = `chat=${battle.chat_id}`; // route() opens it: the chat view draws the battle
   } catch (err) {
     $("arena-error").textContent = err.message; // 409 no pool, 429 the daily cap, 400/422 a bad prompt
@@ -94,13 +95,17 @@ function drawBattle(last) {
     return;
   }
   if (last) battle.last = last;
+  if (state.focusBattle) {
+    state.focusBattle = false;
+    $("battle-title").focus();
+  }
   const vote = battle.vote;
   $("battle-vote").hidden = Boolean(vote);
   $("battle-tag").hidden = Boolean(vote);
   $("battle-reveal").hidden = !vote;
   $("composer").hidden = Boolean(vote); // after the vote, one side first
   if (vote) {
-    $("battle-status").textContent = `You voted: ${VOTES[vote.vote]}. Model A is ${vote.A}; Model B is ${vote.B}.`;
+    say(`You voted: ${VOTES[vote.vote]}. Model A is ${vote.A}; Model B is ${vote.B}.`);
     for (const side of SIDES) {
       const button = $(`continue-${side.toLowerCase()}`);
       button.textContent = `Continue with ${vote[side]}`;
@@ -113,11 +118,18 @@ function drawBattle(last) {
   const failed = replies.filter((r) => r.status === "failed" || r.status === "cancelled").map(sideOf);
   const done = replies.length === 2 && replies.every((r) => r.status === "completed");
   for (const button of document.querySelectorAll("#battle-vote button")) button.disabled = !done;
-  $("battle-status").textContent = failed.length
-    ? `Model ${failed.join(" and ")} did not finish: start a new battle.`
-    : done
-      ? "Both answers are in. Which one is better?"
-      : "Model A and Model B are answering…";
+  say(
+    failed.length
+      ? `Model ${failed.join(" and ")} did not finish: send another message, or start a new battle.`
+      : done
+        ? "Both answers are in. Which one is better?"
+        : "Model A and Model B are answering…",
+  );
+}
+
+// The status is a live region: a screen reader hears it when it changes, not on every redraw.
+function say(text) {
+  if ($("battle-status").textContent !== text) $("battle-status").textContent = text;
 }
 
 for (const button of document.querySelectorAll("#battle-vote button")) {
