@@ -174,7 +174,13 @@ async def test_the_main_views_have_no_critical_accessibility_issue(
         await page.click("#new-chat")
         await page.wait_for_selector("#composer:not([hidden])")
         chat = await axe(page)
-        for found in (login, chat):
+        pages = [login, chat]
+        arena_pages = (("#open-arena", "#arena-view:not([hidden])"), ("#open-leaderboard", "#board-rows tr"))
+        for link, drawn in arena_pages:  # the leaderboard without votes: a row that says so
+            await page.click(link)
+            await page.wait_for_selector(drawn)
+            pages.append(await axe(page))
+        for found in pages:
             assert not [v for v in found if v["impact"] in ("critical", "serious")], found
         assert not [v for v in chat if v["id"] in ("landmark-one-main", "page-has-heading-one")], chat
         # The checker itself works: a button without a name is caught.
