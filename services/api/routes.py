@@ -32,12 +32,22 @@ from schemas.api import (
     StatusResponse,
     UserErasedResponse,
 )
+from schemas.api_arena import (
+    BattleCreated,
+    BattleRequest,
+    CategoryRequest,
+    ContinueRequest,
+    ContinueResponse,
+    VoteRequest,
+    VoteResponse,
+)
 from schemas.api_bots import BotBody, BotFile, BotList, BotRequest, BotsImported
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
 from services.api import (
     live,
+    routes_arena,
     routes_audit,
     routes_bots,
     routes_chats,
@@ -267,6 +277,34 @@ ROUTES: tuple[Route, ...] = (
         f"{CHAT}/replies/{{reply_id}}/choose",
         routes_party.choose,
         "replies.choose",
+        answer=AcceptedResponse,
+    ),
+    Route(
+        "POST",
+        "/v1/arena/battles",
+        routes_arena.create_battle,
+        "arena.battles.create",
+        status=201,
+        body=BattleRequest,
+        answer=BattleCreated,
+    ),
+    Route(
+        "POST", f"{CHAT}/arena/vote", routes_arena.vote, "arena.vote", body=VoteRequest, answer=VoteResponse
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/arena/continue",
+        routes_arena.continue_battle,
+        "arena.continue",
+        body=ContinueRequest,
+        answer=ContinueResponse,
+    ),
+    Route(
+        "PUT",
+        f"{CHAT}/arena/category",
+        routes_arena.tag_battle,
+        "arena.category",
+        body=CategoryRequest,
         answer=AcceptedResponse,
     ),
     Route(
