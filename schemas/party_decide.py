@@ -199,7 +199,11 @@ def choose(state: ChatState, reply_id: str, by: str) -> Decision:
     node = state.tree.nodes.get(reply_id)
     if node is None or node.kind != "reply":
         raise NotFound(f"no reply {reply_id} in chat {state.chat_id}")
-    not_in_battle(state, "choice (the vote is the battle's choice)")
+    if state.arena:  # its vote is its choice, and `chat.arena.continued` its branch
+        raise Conflict(
+            "an arena battle is judged by its vote: POST .../arena/vote, then .../arena/continue",
+            code="arena_battle",
+        )
     if not state.compare:
         raise Conflict(f"chat {state.chat_id} is not a side-by-side chat")
     parent = state.tree.nodes.get(node.parent)

@@ -56,12 +56,13 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     walked = _chat_routes(api.app)
     with_chat = {(m, t) for m, t in walked if "{chat_id}" in t}
     assert len(with_chat) >= 8
-    # Routes without a chat: creating or listing one's own, images (tests/test_images_api.py walks those),
-    # and admin routes (walked below).
+    # Routes without a chat: creating or listing one's own (a battle is a chat of one's own too:
+    # tests/test_arena_battles.py walks its arena routes as another user), images (tests/test_images_api.py
+    # walks those), and admin routes (walked below).
     outside = {
         (m, t) for m, t in walked - with_chat if not t.startswith(("/v1/images", "/v1/admin/", "/v1/bots"))
     }  # bots: walked below
-    assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats")}
+    assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats"), ("POST", "/v1/arena/battles")}
     for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
         path = template.replace("{user_id}", "ann")
         assert "{" not in path, f"fill in the new path parameter of {template}"

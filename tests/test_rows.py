@@ -201,20 +201,24 @@ def _batches() -> list[list[Sequenced]]:
     (a restore, a rating replaced), then erasures of a chat and a user that exist besides."""
     first = _chat("c1", 0) + _identity("ann") + _chat("c2", 100) + _party("c2", 150) + _identity("bob")
     first += _battle("c3")
-    second = _party("c1", 20) + _battle_judged("c3") + [
-        ChatRestored(event_id="c1-e50", chat_id="c1", at=AT, by="ann"),
-        FeedbackGiven(
-            event_id="c1-e51",
-            chat_id="c1",
-            at=AT,
-            reply_id="c1-r1",
-            user_id="ann",
-            rating=None,
-            comment="meh",
-        ),
-        ChatRenamed(event_id="c1-e52", chat_id="c1", at=AT, title="v", by="ann"),
-        UserRoleChanged(event_id="ann-e6", at=AT, user_id="ann", role="user"),
-    ]
+    second = (
+        _party("c1", 20)
+        + _battle_judged("c3")
+        + [
+            ChatRestored(event_id="c1-e50", chat_id="c1", at=AT, by="ann"),
+            FeedbackGiven(
+                event_id="c1-e51",
+                chat_id="c1",
+                at=AT,
+                reply_id="c1-r1",
+                user_id="ann",
+                rating=None,
+                comment="meh",
+            ),
+            ChatRenamed(event_id="c1-e52", chat_id="c1", at=AT, title="v", by="ann"),
+            UserRoleChanged(event_id="ann-e6", at=AT, user_id="ann", role="user"),
+        ]
+    )
     third = [
         ChatErased(event_id="c2-e200", chat_id="c2", at=AT, by="ann"),
         UserErased(event_id="bob-e9", at=AT, user_id="bob", by="bob"),
@@ -275,7 +279,9 @@ def test_live_fold_rows_are_table_rows_and_read_back_as_structs(tmp_path: Path) 
         # The first chat survived, restored and renamed; the second was erased with all its rows.
         chats = [
             tables.CHATS.read(v)
-            for v in store.con.execute(f"SELECT {tables.CHATS.select()} FROM chats ORDER BY chat_id").fetchall()
+            for v in store.con.execute(
+                f"SELECT {tables.CHATS.select()} FROM chats ORDER BY chat_id"
+            ).fetchall()
         ]
         assert [(c.chat_id, c.title, c.deleted, c.message_count, c.created_at) for c in chats] == [
             ("c1", "v", False, 1, AT),

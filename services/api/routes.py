@@ -295,7 +295,7 @@ ROUTES: tuple[Route, ...] = (
         "POST",
         f"{CHAT}/arena/continue",
         routes_arena.continue_battle,
-        "arena.continue",
+        "arena.continue_with",
         body=ContinueRequest,
         answer=ContinueResponse,
     ),
