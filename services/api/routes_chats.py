@@ -24,7 +24,7 @@ from schemas.api import (
     RenameChatRequest,
     SelectBranchRequest,
 )
-from schemas.blind import Blind, blind_for
+from schemas.blind import Blind, blind_chat, blind_for, blind_messages
 from schemas.chat import (
     ChatCreated,
     ChatDeleted,
@@ -46,6 +46,7 @@ from schemas.subjects import chat_event, one_reply
 from services.api import party
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
+from services.api.blind_reads import battle_blind, blinded_error, blinded_page
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
@@ -109,7 +110,8 @@ async def list_chats(request: web.Request) -> web.StreamResponse:
         min_seq=await min_seq_of(request),
         origin=_origin(request),
     )
-    return json_response(await query(request, "chats.list", question, ChatPage))
+    page = await query(request, "chats.list", question, ChatPage)
+    return json_response(await blinded_page(request, page))
 
 
 def _origin(request: web.Request) -> str | None:
@@ -129,7 +131,8 @@ async def get_chat(request: web.Request) -> web.StreamResponse:
     answer = await query(request, "chats.get", GetChat(chat_id=access.chat_id, min_seq=min_seq), ChatAnswer)
     if answer.chat is None:
         raise ApiError(404, "not_found", f"no chat {access.chat_id}")
-    return json_response(answer.chat)
+    blind = await battle_blind(request, access.chat)
+    return json_response(answer.chat if blind is None else blind_chat(answer.chat, blind))
 
 
 async def rename_chat(request: web.Request) -> web.StreamResponse:
@@ -184,7 +187,9 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
         limit=query_int(request, "limit", limit_max, low=1, high=limit_max),
         cursor=query_str(request, "cursor"),
     )
-    return json_response(await query(request, "messages.list", question, MessagesAnswer))
+    blind = await battle_blind(request, access.chat)
+    answer = await query(request, "messages.list", question, MessagesAnswer)
+    return json_response(answer if blind is None else blind_messages(answer, blind))
 
 
 async def checked_draft(request: web.Request, body: PostMessageRequest, edit_of: str | None = None) -> Draft:
@@ -245,9 +250,7 @@ async def side_ask(
     try:
         return await served_ask(request, alias, params)
     except ApiError as exc:
-        if blind is None:
-            raise
-        raise ApiError(exc.status, exc.code, blind.scrub(exc.message)) from None
+        raise blinded_error(exc, blind) from None
 
 
 async def served_ask(request: web.Request, wanted: str | None, params: SamplingParams | None) -> Ask:
@@ -305,6 +308,7 @@ async def _post(
 ) -> web.StreamResponse:
     draft = await checked_draft(request, body, edit_of)
     state = await read_chat_state(request.app[BUS].js, access.chat_id)
+    blind = await battle_blind(request, access.chat)
     asks = await _asks(request, access, state, body)
     decision, seq = await decided(
         request, access.chat_id, lambda state: decide.post_message(state, draft, *asks), state
@@ -316,7 +320,7 @@ async def _post(
         chat_id=access.chat_id,
         message_id=decision.one(MessagePosted).message_id,
         reply_id=one.reply_id if one is not None else None,
-        model=one.model if one is not None else "",
+        model=one.model if one is not None and blind is None else "",
         seq=seq,
         reply_ids=[reply.reply_id for reply in replies],
     )
@@ -328,11 +332,12 @@ async def _reply_requested(
 ) -> web.StreamResponse:
     """202 for a requested reply (once sure the chat was not erased meanwhile)."""
     await _not_erased_meanwhile(request, access.chat_id)
+    blind = await battle_blind(request, access.chat)
     answer = PostMessageResponse(
         chat_id=access.chat_id,
         message_id=reply.message_id,
         reply_id=reply.reply_id,
-        model=reply.model,
+        model=reply.model if blind is None else "",
         seq=seq,
         reply_ids=[reply.reply_id],
     )
