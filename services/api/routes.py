@@ -33,6 +33,7 @@ from schemas.api import (
     UserErasedResponse,
 )
 from schemas.api_bots import BotBody, BotFile, BotList, BotRequest, BotsImported
+from schemas.api_leaderboard import LeaderboardBody
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
@@ -43,6 +44,7 @@ from services.api import (
     routes_chats,
     routes_erasure,
     routes_images,
+    routes_leaderboard,
     routes_me,
     routes_misc,
     routes_openai,
@@ -341,6 +343,21 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", BOT, routes_bots.put_bot, "bots.put", body=BotRequest, answer=BotBody, params=(IF_MATCH,)),
     Route("DELETE", BOT, routes_bots.delete_bot, "bots.delete", answer=AcceptedResponse, params=(IF_MATCH,)),
     Route("GET", f"{BOT}/export", routes_bots.export_bot, "bots.export", answer=BotFile),
+    Route(
+        "GET",
+        "/v1/arena/leaderboard",
+        routes_leaderboard.leaderboard,
+        "arena.leaderboard",
+        answer=LeaderboardBody,
+        params=(
+            Param("since", "string", "Only votes cast at or after this time (ISO; UTC unless it says)."),
+            Param("until", "string", "Only votes cast before this time (ISO)."),
+            Param("category", "string", "Only votes on battles of this category."),
+            Param("length_control", "string", "`true`: the answers' token difference as a covariate."),
+            Param("anchor", "string", "The model shown at 1000 (default: the first by name)."),
+            Param("rounds", "integer", "Bootstrap rounds for the 95% intervals, 10 to 2000 (default 1000)."),
+        ),
+    ),
     Route(
         "GET",
         f"{CHAT}/ws",
