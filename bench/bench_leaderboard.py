@@ -124,9 +124,10 @@ def main(args: argparse.Namespace) -> None:
         table.add_row(name, *(f"{v * factor:.3f}" for v in stats))
     console.print(table)
     console.print(
-        f"median of {args.repeat} interleaved runs; goal: fit + {args.rounds} rounds <= 5 s. "
-        "Bootstrap rounds are solved together: multinomial counts over the distinct votes, "
-        "batched Newton steps warm-started from the point fit. Baseline: each round resampled and "
+        f"median of {args.repeat} interleaved runs; goal: fit + {args.rounds} rounds <= 5 s, with length "
+        "control too. Bootstrap rounds are solved together: multinomial counts over the distinct votes, "
+        "batched Newton steps warm-started from the point fit (whose first step shares the point fit's "
+        "per-vote probabilities across rounds). Baseline: each round resampled and "
         f"fitted alone by scipy's L-BFGS on pair totals ({args.baseline_rounds} rounds timed, scaled)."
     )
 
