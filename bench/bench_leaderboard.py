@@ -5,7 +5,8 @@
 Synthetic votes from known strengths (10% ties), fitted by logtools/leaderboard.py:
 - fit: the maximum-likelihood ratings alone (rounds=0);
 - fit + bootstrap rounds: the same with --rounds resamples and their 95% intervals. Goal: <= 5 s;
-- the same two with length control (a length-difference covariate per vote, so no pair aggregation);
+- the same two with length control (a length-difference covariate per vote, so no pair aggregation).
+  Goal: <= 5 s too;
 - baseline: the bootstrap as a per-round loop would do it: each round resamples the votes, totals
   them per pair and is fitted alone by scipy's L-BFGS (--baseline-rounds rounds timed, scaled to
   --rounds).

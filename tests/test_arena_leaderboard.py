@@ -8,12 +8,15 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import bus
 import schemas
 from identity.accounts import add_user
 from logtools.arena_votes import read_pool
+from schemas.api_leaderboard import LeaderboardBody
+from services.api.leaderboard_cache import LeaderboardCache
 from services.cli.app import app
 from tests.apihelp import Api, is_error
 from tests.arena_log import append_votes, strength_votes, voted
@@ -21,6 +24,10 @@ from tests.arena_log import append_votes, strength_votes, voted
 STRENGTH = {"alpha": 0.9, "beta": 0.5, "gamma": 0.1, "delta": -0.3}  # base-10: 160 rating points apart
 ORDER = ["alpha", "beta", "gamma", "delta"]
 BOARD = "/v1/arena/leaderboard"
+EMPTY = LeaderboardBody(
+    models=[], votes=0, excluded_votes=0, anchor=None, rounds=10, length_control=False, length_coef=None,
+    since=None, until=None, category=None,
+)  # fmt: skip
 
 
 def _cli(nats_url: str, *args: str) -> Any:
@@ -171,3 +178,26 @@ async def test_the_pool_command_shows_and_sets_the_pool(api: Api, nats_url: str)
     assert "include: (every model served)" in result.stdout
     bad = await asyncio.to_thread(_cli, nats_url, "pool", "--include", "a.b")
     assert bad.exit_code == 2 and "a.b" in bad.output
+
+
+async def test_the_cache_shares_one_fit_keeps_results_and_forgets_failures() -> None:
+    cache = LeaderboardCache(size=2)
+    calls: list[str] = []
+
+    async def fit(name: str, fail: bool = False) -> LeaderboardBody:
+        calls.append(name)
+        await asyncio.sleep(0.05)
+        if fail:
+            raise ValueError("no fit")
+        return EMPTY
+
+    first, second = await asyncio.gather(cache.get("k", fit("one")), cache.get("k", fit("two")))
+    assert first is second is EMPTY and calls == ["one"]  # the second waited for the first's fit
+    assert await cache.get("k", fit("three")) is EMPTY and calls == ["one"]  # a reload: kept
+    with pytest.raises(ValueError):
+        await cache.get("bad", fit("four", fail=True))
+    await cache.get("bad", fit("five"))
+    assert calls == ["one", "four", "five"]  # a failure is not kept
+    await cache.get("other", fit("six"))  # a third key: the oldest ("k") goes
+    await cache.get("k", fit("seven"))
+    assert calls[-1] == "seven"

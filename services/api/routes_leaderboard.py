@@ -72,4 +72,4 @@ async def leaderboard(request: web.Request) -> web.StreamResponse:
             message = f"no leaderboard can be made of these votes: {exc}"
             raise ApiError(409, "no_leaderboard", message) from None
 
-    return json_response(await request.app[LEADERBOARDS].get(key, compute))
+    return json_response(await request.app[LEADERBOARDS].get(key, compute()))

@@ -173,8 +173,11 @@ def arena_pool(
     ] = None,
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
-    """Show the pool battles draw from, or set it: the models served now, only --include (when not
-    empty), never --exclude. An option left out keeps its list."""
+    """Show or set the pool of models that battles draw from.
+
+    The pool is the models served now, only --include (when not empty), never --exclude; the last
+    setting holds. An option left out keeps its list; "" empties it.
+    """
     from logtools.arena_votes import read_pool, set_pool
     from schemas.arena import PoolSet
 
