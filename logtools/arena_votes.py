@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+import numpy.typing as npt
 
 import bus
 import schemas
@@ -25,12 +26,8 @@ from schemas.ids import new_id
 from schemas.streams import ARENA, CHAT
 from schemas.subjects import ANY, all_votes, arena_pool, chat_event, voter_excluded
 
-OUTCOME = {
-    "A": A_WINS,
-    "B": B_WINS,
-    "tie": TIE,
-    "both_bad": TIE,
-}  # both bad: a tie (LMArena's "tie (bothbad)")
+# A vote's outcome for the fit; both bad is a tie, as LMArena's "tie (bothbad)".
+OUTCOME = {"A": A_WINS, "B": B_WINS, "tie": TIE, "both_bad": TIE}
 
 
 @dataclass(frozen=True)
@@ -137,6 +134,32 @@ def models_of(votes: Sequence[ArenaVoted]) -> list[str]:
     return sorted({vote.model_a for vote in votes} | {vote.model_b for vote in votes})
 
 
+@dataclass(frozen=True)
+class VoteArrays:
+    """Votes as `fit_leaderboard` takes them: model names, and per vote the indices of A and B, the
+    outcome (both bad as a tie) and A's completion tokens minus B's (the length covariate)."""
+
+    names: list[str]
+    a: npt.NDArray[np.int64]
+    b: npt.NDArray[np.int64]
+    outcome: npt.NDArray[np.int64]
+    length_diff: npt.NDArray[np.float64]
+
+
+def vote_arrays(votes: Sequence[ArenaVoted]) -> VoteArrays:
+    """The arrays of these votes (models by name)."""
+    names = models_of(votes)
+    index = {name: k for k, name in enumerate(names)}
+    n = len(votes)
+    return VoteArrays(
+        names=names,
+        a=np.fromiter((index[v.model_a] for v in votes), np.int64, n),
+        b=np.fromiter((index[v.model_b] for v in votes), np.int64, n),
+        outcome=np.fromiter((OUTCOME[v.vote] for v in votes), np.int64, n),
+        length_diff=np.fromiter((v.tokens_a - v.tokens_b for v in votes), np.float64, n),
+    )
+
+
 def fit_votes(
     votes: Sequence[ArenaVoted],
     *,
@@ -145,23 +168,15 @@ def fit_votes(
     rounds: int = 1000,
     seed: int = 0,
 ) -> Leaderboard:
-    """The leaderboard of these votes (models by name; anchor: the first by name unless given).
-
-    Length control's covariate is each vote's completion tokens of A minus those of B. Raises
-    logtools.leaderboard.LeaderboardError when no leaderboard can be made of them.
-    """
-    names = models_of(votes)
-    index = {name: k for k, name in enumerate(names)}
-    a = np.fromiter((index[v.model_a] for v in votes), np.int64, len(votes))
-    b = np.fromiter((index[v.model_b] for v in votes), np.int64, len(votes))
-    outcome = np.fromiter((OUTCOME[v.vote] for v in votes), np.int64, len(votes))
-    diff = np.fromiter((v.tokens_a - v.tokens_b for v in votes), np.float64, len(votes))
+    """The leaderboard of these votes (anchor: the first model by name unless given). Raises
+    logtools.leaderboard.LeaderboardError when no leaderboard can be made of them."""
+    arrays = vote_arrays(votes)
     return fit_leaderboard(
-        names,
-        a,
-        b,
-        outcome,
-        length_diff=diff if length_control else None,
+        arrays.names,
+        arrays.a,
+        arrays.b,
+        arrays.outcome,
+        length_diff=arrays.length_diff if length_control else None,
         anchor=anchor,
         rounds=rounds,
         seed=seed,
@@ -249,6 +264,7 @@ __all__ = [
     "Tally",
     "UnknownAnchor",
     "VoteFilter",
+    "VoteArrays",
     "Votes",
     "excluded_voters",
     "fit_votes",
@@ -260,5 +276,6 @@ __all__ = [
     "set_excluded",
     "set_pool",
     "tally",
+    "vote_arrays",
     "votes_version",
 ]
