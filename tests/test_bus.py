@@ -84,6 +84,10 @@ async def test_read_all_returns_one_chat_in_order(nbus: Bus) -> None:
     assert await bus.read_all(nbus.js, "CHAT", ["chat.nothing.>"]) == []
     later = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"], start_seq=msgs[3].seq)
     assert [m.seq for m in later] == [m.seq for m in msgs[3:]]
+    assert msgs[3].time is not None  # stored at or after that time: from the fourth on
+    since = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"], start_time=msgs[3].time)
+    assert [m.seq for m in since] == [m.seq for m in msgs if m.time is not None and m.time >= msgs[3].time]
+    assert msgs[0].seq not in {m.seq for m in since}
 
 
 async def test_bulk_reader_reads_every_frame_shape_exactly(nbus: Bus) -> None:
