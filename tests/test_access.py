@@ -26,6 +26,8 @@ NOT_CHECKED = {
     "ui",
     "ui.static",
 }  # no chat: public, or acting on the caller only
+READ_BY_EVERYONE = {"arena.leaderboard"}  # no one user's data: any signed-in user reads it (walked below)
+NOT_CHECKED |= READ_BY_EVERYONE
 
 
 def _chat_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -175,3 +177,17 @@ async def test_shared_and_public_bots_are_used_not_changed_by_others(api: Api) -
     assert await _bot_events(api) == events
     status, listed = await api.call("GET", "/v1/bots", "carol")
     assert [b["bot_id"] for b in listed["bots"]] == [public["bot_id"]]
+
+
+async def test_routes_every_signed_in_user_reads_answer_them_and_not_anonymous_callers(api: Api) -> None:
+    """The leaderboard (votes of everyone, named by model only): 200 to any user and an admin, 401 without
+    a key or with a bad one."""
+    paths = {route.name: route.resource.canonical for route in api.app.router.routes() if route.resource}
+    for name in sorted(READ_BY_EVERYONE):
+        path = paths[name]
+        for user in ("ann", "bob", "root"):
+            status, body = await api.call("GET", path, user)
+            assert status == 200 and not is_error(body), (name, user, body)
+        for headers in ({}, {"Authorization": "Bearer x"}):
+            async with api.client.get(path, headers=headers) as resp:
+                assert resp.status == 401 and is_error(await resp.json()), (name, headers)

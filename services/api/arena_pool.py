@@ -13,29 +13,17 @@ import itertools
 import random
 from collections.abc import Mapping
 
-import bus
 from bus import JetStream
-from schemas.arena import PoolSet
-from schemas.streams import ARENA
-from schemas.subjects import arena_pool
+from logtools.arena_votes import read_pool
 from services.api.presence import live_workers
 
 Pair = tuple[str, str]  # an unordered pair, as (lesser alias, greater alias)
 
 
-async def pool_setting(js: JetStream) -> PoolSet | None:
-    """The last `arena.pool.set` (None: never set, every served model is in the pool)."""
-    last = await bus.last_msg(js, ARENA.name, arena_pool())
-    if last is None:
-        return None
-    event = bus.decode_one(last.subject, last.data)
-    return event if isinstance(event, PoolSet) else None
-
-
 async def pool_now(js: JetStream) -> list[str]:
     """The aliases a battle may draw now, sorted."""
     served = {worker.alias for worker in await live_workers(js)}
-    setting = await pool_setting(js)
+    setting = await read_pool(js)  # None: never set, every served model is in the pool
     if setting is not None:
         if setting.include:
             served &= set(setting.include)
