@@ -20,8 +20,8 @@ import bus
 import schemas
 from bus import Bus
 from identity.accounts import add_user, issue_key
+from logtools.arena_votes import set_pool
 from schemas.chat import (
-    ArenaVoted,
     ChatCreated,
     MessagePosted,
     ReplyCompleted,
@@ -146,9 +146,11 @@ async def new_battle(nbus: Bus, owner: str, compare: list[str]) -> str:
     return created.chat_id
 
 
-async def failed_reply(nbus: Bus, chat_id: str, owner: str) -> str:
-    """A reply of side B that failed with an error naming its model and worker (as a worker's error text
-    may): imported, so that no worker takes it up; the reply id."""
+async def failed_reply(
+    nbus: Bus, chat_id: str, owner: str, alias: str = ALIAS_B, worker: str = WORKER_B
+) -> str:
+    """A reply of side B (`alias`) that failed with an error naming its model and worker (as a worker's
+    error text may): imported, so that no worker takes it up; the reply id."""
     now, message_id, reply_id = schemas.now(), new_id("m"), new_id("r")
     events: list[schemas.Event] = [
         MessagePosted(
@@ -165,7 +167,7 @@ async def failed_reply(nbus: Bus, chat_id: str, owner: str) -> str:
             at=now,
             reply_id=reply_id,
             message_id=message_id,
-            model=ALIAS_B,
+            model=alias,
             context=[message_id],
             requested_by=owner,
             imported=True,
@@ -176,8 +178,8 @@ async def failed_reply(nbus: Bus, chat_id: str, owner: str) -> str:
             at=now,
             reply_id=reply_id,
             attempt=1,
-            worker_id=WORKER_B,
-            model=ALIAS_B,
+            worker_id=worker,
+            model=alias,
         ),
         ReplyFailed(
             event_id=new_id("e"),
@@ -185,8 +187,8 @@ async def failed_reply(nbus: Bus, chat_id: str, owner: str) -> str:
             at=now,
             reply_id=reply_id,
             attempt=1,
-            worker_id=WORKER_B,
-            error=f"{ALIAS_B} on {WORKER_B}: out of memory",
+            worker_id=worker,
+            error=f"{alias} on {worker}: out of memory",
             code="engine_error",
         ),
     ]
@@ -201,32 +203,24 @@ async def answered(nbus: Bus, client: Voter, chat_id: str, content: str) -> tupl
         "POST", f"/v1/chats/{chat_id}/messages", json={"content": content, "params": PARAMS}
     )
     assert status == 202 and len(posted["reply_ids"]) == 2, posted
+    return posted, await answers(nbus, chat_id, posted["reply_ids"])
+
+
+async def answers(nbus: Bus, chat_id: str, reply_ids: list[str]) -> list[str]:
+    """The texts of these replies, once each completed."""
     texts = []
-    for reply_id in posted["reply_ids"]:
+    for reply_id in reply_ids:
         done = await wait_event(nbus, f"chat.{chat_id}.reply.{reply_id}.completed", timeout=120)
         assert isinstance(done, ReplyCompleted) and done.text, done
         texts.append(done.text)
-    return posted, texts
+    return texts
 
 
-async def vote(nbus: Bus, chat_id: str, voter_id: str) -> int:
-    """The voter's vote, as the vote route appends it (A better); its sequence."""
-    events = await chat_events(nbus, chat_id)
-    done = [e for e in events if isinstance(e, ReplyCompleted)]
-    event = ArenaVoted(
-        event_id=new_id("e"),
-        chat_id=chat_id,
-        at=schemas.now(),
-        voter_id=voter_id,
-        vote="A",
-        model_a=ALIAS_A,
-        model_b=ALIAS_B,
-        replies_a=[e.reply_id for e in done if e.model == ALIAS_A],
-        replies_b=[e.reply_id for e in done if e.model == ALIAS_B],
-        tokens_a=sum(e.completion_tokens for e in done if e.model == ALIAS_A),
-        tokens_b=sum(e.completion_tokens for e in done if e.model == ALIAS_B),
-    )
-    return (await bus.append_event(nbus.js, event)).seq
+async def drawn(nbus: Bus, chat_id: str) -> dict[str, str]:
+    """Which alias the draw made side A and side B, read from the log (as an admin may)."""
+    created = (await chat_events(nbus, chat_id))[0]
+    assert isinstance(created, ChatCreated) and created.arena, created
+    return dict(zip(("A", "B"), created.compare, strict=True))
 
 
 def json_text(text: str) -> bytes:
@@ -269,10 +263,20 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
         voter(stack["base"], stack["ann"]) as ann,
         voter(stack["base"], root_key) as root,
     ):
-        chat_id = await new_battle(nbus, "ann", [ALIAS_A, ALIAS_B])
-        failed = await failed_reply(nbus, chat_id, "ann")
+        await set_pool(nbus.js, [ALIAS_A, ALIAS_B], [], "root")  # the stack's own model stays out
+        status, battle = await ann.call(
+            "POST", "/v1/arena/battles", json={"content": "which is better?", "params": PARAMS}
+        )
+        assert status == 201 and battle["labels"] == ["A", "B"], battle
+        chat_id = battle["chat_id"]
+        side = await drawn(nbus, chat_id)
+        assert set(side.values()) == {ALIAS_A, ALIAS_B}
+        worker = {ALIAS_A: WORKER_A, ALIAS_B: WORKER_B}
+        first = await answers(nbus, chat_id, battle["reply_ids"])
+        failed = await failed_reply(nbus, chat_id, "ann", side["B"], worker[side["B"]])
         async with watching(ann, chat_id) as (ws, sse):
             posted, texts = await answered(nbus, ann, chat_id, "hello there")
+            texts += first
             for feed in (ws, sse):
                 await until(lambda feed=feed: set(posted["reply_ids"]) <= completed_in(feed), "both answers")
             assert {e["model"] for e in ws.events() if e["type"] == "chat.reply.requested"} == {"A", "B"}
@@ -294,12 +298,18 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
             status, _ = await root.call("GET", f"/v1/admin/chats/{chat_id}/audit")
             assert status == 200
             assert_truth(root.seen(), "an admin's reads of another user's battle")
-            seq = await vote(nbus, chat_id, "ann")
+            before = ann.seen()  # everything the voter received before the vote
+            status, voted = await ann.call("POST", f"/v1/chats/{chat_id}/arena/vote", json={"vote": "A"})
+            assert status == 200 and voted["models"] == side, voted
+            seq = voted["seq"]
             for feed in (ws, sse):
                 await until(
                     lambda feed=feed: VOTE_TYPE in [e["type"] for e in feed.events()], "the vote frame"
                 )
-        before = ann.seen()
+            # A vote after the reveal is refused.
+            status, again = await ann.call("POST", f"/v1/chats/{chat_id}/arena/vote", json={"vote": "B"})
+            assert status == 409 and again["error"] == "already_voted", again
+        assert json_text(battle["chat_id"]) in before  # the battle's creation answer was collected
         assert_blind(before, "the REST bodies")
         assert b"model B on a worker: out of memory" in before  # the failed reply's error, scrubbed
         for name, feed in (("WebSocket", ws), ("SSE", sse)):
@@ -321,11 +331,11 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
             pre, post = feed.split_at_vote()
             assert_truth(pre, f"a {name} feed opened after the vote")
         status, chat = await ann.call("GET", f"/v1/chats/{chat_id}")
-        assert status == 200 and chat["compare"] == [ALIAS_A, ALIAS_B] and chat["model"] == ""
+        assert status == 200 and chat["compare"] == [side["A"], side["B"]] and chat["model"] == ""
         status, page = await ann.call("GET", f"/v1/chats/{chat_id}/messages")
         failure = next(r for r in page["replies"] if r["reply_id"] == failed)
-        assert (failure["model"], failure["worker_id"]) == (ALIAS_B, WORKER_B)
-        assert failure["error"] == f"{ALIAS_B} on {WORKER_B}: out of memory"
+        assert (failure["model"], failure["worker_id"]) == (side["B"], worker[side["B"]])
+        assert failure["error"] == f"{side['B']} on {worker[side['B']]}: out of memory"
 
 
 async def test_an_admins_own_battle_and_a_refused_post_are_blind(
@@ -346,7 +356,8 @@ async def test_an_admins_own_battle_and_a_refused_post_are_blind(
         assert_blind(root.seen(), "the audit of an admin's own battle")
         assert all(json_text(text) in root.seen() for text in texts)
         root.received.clear()
-        await vote(nbus, chat_id, "root")
+        status, _ = await root.call("POST", f"/v1/chats/{chat_id}/arena/vote", json={"vote": "tie"})
+        assert status == 200
         status, trail = await root.call("GET", f"/v1/admin/chats/{chat_id}/audit")
         assert status == 200
         assert_truth(root.seen(), "the audit after the vote")
