@@ -41,9 +41,12 @@ def _stored(msg: Msg) -> StoredMsg:
     )
 
 
-def _config(filter_subjects: Sequence[str], start_seq: int) -> ConsumerConfig:
+def _config(filter_subjects: Sequence[str], start_seq: int, start_time: datetime | None) -> ConsumerConfig:
     config = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-    if start_seq > 1:
+    if start_time is not None:  # the server finds the first message stored at or after it
+        config.deliver_policy = DeliverPolicy.BY_START_TIME
+        config.opt_start_time = start_time
+    elif start_seq > 1:
         config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
         config.opt_start_seq = start_seq
     if len(filter_subjects) == 1:
@@ -54,16 +57,23 @@ def _config(filter_subjects: Sequence[str], start_seq: int) -> ConsumerConfig:
 
 
 class Follower(MessageBuffer[StoredMsg]):
-    """An ordered push consumer that buffers messages from `start_seq` on, gap-free and in order."""
+    """An ordered push consumer that buffers messages from `start_seq` (or those stored at or after
+    `start_time`) on, gap-free and in order."""
 
     def __init__(
-        self, js: JetStreamContext, stream: str, filter_subjects: Sequence[str], start_seq: int = 1
+        self,
+        js: JetStreamContext,
+        stream: str,
+        filter_subjects: Sequence[str],
+        start_seq: int = 1,
+        start_time: datetime | None = None,
     ) -> None:
         super().__init__()
         self.js = js
         self.stream = stream
         self.filter_subjects = list(filter_subjects)
         self.start_seq = max(start_seq, 1)
+        self.start_time = start_time
         self.initial_pending = 0
         self.last_seq = self.start_seq - 1
         self._sub: _JS.PushSubscription | None = None
@@ -86,7 +96,7 @@ class Follower(MessageBuffer[StoredMsg]):
                 stream=self.stream,
                 cb=on_msg,
                 ordered_consumer=True,
-                config=_config(self.filter_subjects, self.start_seq),
+                config=_config(self.filter_subjects, self.start_seq, self.start_time),
                 idle_heartbeat=2.0,
                 pending_msgs_limit=1_000_000,
                 pending_bytes_limit=512 * 1024 * 1024,
@@ -123,9 +133,11 @@ async def read_all(
     filter_subjects: Sequence[str],
     start_seq: int = 1,
     timeout: float = 10.0,
+    start_time: datetime | None = None,
 ) -> list[StoredMsg]:
-    """Every message on the filter subjects from start_seq up to what the stream held when called."""
-    follower = Follower(js, stream, filter_subjects, start_seq)
+    """Every message on the filter subjects from start_seq (or stored at or after start_time) up to what
+    the stream held when called."""
+    follower = Follower(js, stream, filter_subjects, start_seq, start_time)
     await follower.start()
     try:
         out: list[StoredMsg] = []

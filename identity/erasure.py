@@ -3,9 +3,10 @@
 A tombstone (`chat.<id>.erased`, `user.<id>.erased`) keeps the id, when and by whom, so that
 read models drop what they hold; everything else the chat or user wrote is purged: CHAT, TOKENS,
 IDENTITY, the bots they own in BOTS (chats that other users made with a public or shared bot of theirs
-keep the copy the chat took when the bot joined), and who-stored-which-image in IMAGE. The image store
-is then asked to release the images (it purges those that no live chat references and nobody else
-stored).
+keep the copy the chat took when the bot joined), the exclusions of their arena votes in ARENA (their
+votes themselves are in their battles, erased with their chats), and who-stored-which-image in IMAGE.
+The image store is then asked to release the images (it purges those that no live chat references and
+nobody else stored).
 
 A user's erasure cannot be outrun: its tombstone is appended first, and from then on the user is
 nobody to authentication (identity.accounts.user_role), so no key, session or login acts as them;
@@ -31,7 +32,7 @@ from schemas.chat import ChatCreated, ChatErased, MessagePosted
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
 from schemas.queries import ReleasedImages, ReleaseImages
-from schemas.streams import BOTS, CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
+from schemas.streams import ARENA, BOTS, CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
 from schemas.subjects import (
     ANY,
     apikey_event,
@@ -43,6 +44,7 @@ from schemas.subjects import (
     one_bot,
     one_chat,
     one_user,
+    one_voter,
     parse_image_subject,
     service_endpoint,
     subject_of,
@@ -176,6 +178,7 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             result.images_released.extend(erased.images_released)
             result.attached.update(pair for pair in erased.attached if pair[0] != user_id)  # others'
     await bus.purge_subject(js, CHAT.name, feedback(ANY, ANY, user_id))
+    await bus.purge_subject(js, ARENA.name, one_voter(user_id))  # `arena.voter.<user_id>.excluded`
     for bot in (await read_bots(js)).values():
         if bot.owner_id == user_id:
             await bus.purge_subject(js, BOTS.name, one_bot(bot.bot_id))

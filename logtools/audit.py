@@ -3,6 +3,9 @@
 The trail folds the chat's state as it goes, so each line can say what the state said then: who spoke a
 message or reply (schemas/seat.py's speaker_name), what a requested reply's model was given (its seat
 view, context_seen), and the moderator's events (participants, the floor, side-by-side choices) by name.
+
+Read for a given reader, an arena battle that reader must not see yet (schemas/blind.py: their own battle
+before its vote) is folded from its blinded events, so no line names a drawn model or a worker.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import bus
 import schemas
 from bus import JetStream
 from schemas.audit import AuditEntry, SeenTurn
+from schemas.blind import blind_event, blind_for
 from schemas.chat import (
+    ArenaContinued,
+    ArenaTagged,
+    ArenaVoted,
     BranchSelected,
     ChatCreated,
     ChatDeleted,
@@ -49,10 +56,11 @@ from schemas.subjects import one_chat
 _PREVIEW = 80
 
 
-async def read_audit(js: JetStream, chat_id: str) -> list[AuditEntry]:
-    """The audit lines of every event the log holds for the chat, in order (none: no such chat)."""
+async def read_audit(js: JetStream, chat_id: str, reader_id: str | None = None) -> list[AuditEntry]:
+    """The audit lines of every event the log holds for the chat, in order (none: no such chat); as
+    `reader_id` may read them when given (blind to an arena battle's voter before the vote)."""
     msgs = await bus.read_all(js, CHAT.name, [one_chat(chat_id)])
-    return audit_entries((m.seq, m.data) for m in msgs)
+    return audit_entries(((m.seq, m.data) for m in msgs), reader_id)
 
 
 def _preview(text: str) -> str:
@@ -144,6 +152,19 @@ def _describe_moderation(event: ChatEvent, state: ChatState) -> tuple[str, str, 
             return event.by, "stopped", "", {}
         case SpeakerNamed():
             return event.by, f"named {_name(state, event.participant_id)} to speak next", "", {}
+    return _describe_arena(event)
+
+
+def _describe_arena(event: ChatEvent) -> tuple[str, str, str, dict[str, Any]]:
+    """(who, what, model, params) of an arena battle's vote, continuation and category."""
+    match event:
+        case ArenaVoted():
+            what = f"voted {event.vote} (A: {event.model_a}, B: {event.model_b})"
+            return event.voter_id, what, "", {}
+        case ArenaContinued():
+            return event.by, f"continued with side {event.side}", event.model, {}
+        case ArenaTagged():
+            return event.by, f"category set to {event.category!r}", "", {}
     return "", type(event).__name__, "", {}
 
 
@@ -174,21 +195,34 @@ def _seen(event: ChatEvent, state: ChatState) -> list[SeenTurn]:
     ]
 
 
-def audit_entries(stored: Iterable[tuple[int, bytes]]) -> list[AuditEntry]:
-    """The audit lines of a chat's stored messages (seq, data), in order; unreadable ones skipped."""
+def audit_entries(stored: Iterable[tuple[int, bytes]], reader_id: str | None = None) -> list[AuditEntry]:
+    """The audit lines of a chat's stored messages (seq, data), in order; unreadable ones skipped. Given
+    a reader, as they may read them (schemas/blind.py)."""
+    events = list(_chat_events(stored))
+    if reader_id is not None:
+        created = next((e for _, e in events if isinstance(e, ChatCreated)), None)
+        revealed = any(isinstance(e, ArenaVoted) for _, e in events)
+        blind = blind_for(created, revealed, reader_id)
+        if blind is not None:
+            events = [(seq, blind_event(event, blind)) for seq, event in events]
     entries = []
     state: ChatState | None = None
+    for seq, event in events:
+        if state is None:
+            state = ChatState(event.chat_id)
+        state.apply(seq, event)
+        entries.append(audit_entry(seq, event, state))
+    return entries
+
+
+def _chat_events(stored: Iterable[tuple[int, bytes]]) -> Iterable[tuple[int, ChatEvent]]:
     for seq, data in stored:
         try:
             event = schemas.decode_event(data)
         except msgspec.DecodeError:
             continue
         if isinstance(event, ChatEvent):
-            if state is None:
-                state = ChatState(event.chat_id)
-            state.apply(seq, event)
-            entries.append(audit_entry(seq, event, state))
-    return entries
+            yield seq, event
 
 
 def audit_entry(seq: int, event: ChatEvent, state: ChatState) -> AuditEntry:

@@ -5,7 +5,9 @@
   with bots (several speakers) is written from a seat instead: one line per bot reply, its messages
   what that bot saw (schemas/seat.py) and the reply as the last assistant turn; `seat` picks one bot.
 - `preferences`: DPO pairs, shared `prompt`, `chosen`, `rejected`: sibling replies a rating ranks
-  (up over down), and side-by-side choices (the chosen reply over each rejected one).
+  (up over down), side-by-side choices (the chosen reply over each rejected one), and arena votes
+  (the winner's last answer over the loser's; ties and both-bad only when asked, marked as such;
+  excluded voters' votes never).
 - `chats`: lossless JSON (every event of each chat, re-importable) or TSV for spreadsheets.
 
 Filters: model alias, time range, minimum rating, one user, and consent (only users who allowed
@@ -41,7 +43,7 @@ from schemas.chat_state import Participant, Turn, conversation, name_key
 from schemas.seat import context_for, speaker_name
 
 Per = Literal["active", "rated"]
-Source = Literal["rating", "choice"]
+Source = Literal["rating", "choice", "arena"]
 
 
 def _openai(turn: Turn, image_ref: ImageRef) -> dict[str, Any]:
@@ -154,7 +156,8 @@ def _sft_row(chat: Chat, reply_id: str, messages: list[dict[str, Any]], speaker:
 @dataclass(frozen=True)
 class PreferenceRow:
     """A DPO pair: the shared context the replies answered, a chosen and a rejected reply, and what
-    ranked them (`rating`: rated up and down; `choice`: picked side by side)."""
+    ranked them (`rating`: rated up and down; `choice`: picked side by side; `arena`: a battle's vote,
+    where `tie`/`both_bad` mark a vote that preferred neither: then A's answer is `chosen`)."""
 
     chat_id: str
     user_id: str
@@ -166,14 +169,24 @@ class PreferenceRow:
     chosen_model: str
     rejected_model: str
     source: Source = "rating"
+    tie: bool = False
+    both_bad: bool = False
 
 
-def preference_rows(log: Log, flt: ExportFilter, image_ref: ImageRef) -> Iterator[PreferenceRow]:
+def preference_rows(
+    log: Log, flt: ExportFilter, image_ref: ImageRef, arena_ties: bool = False
+) -> Iterator[PreferenceRow]:
     """Every (up, down) pair among the completed sibling replies to one node, then every side-by-side
-    choice's (chosen, rejected) pairs; a pair both rank is written once, as rated."""
+    choice's (chosen, rejected) pairs, then arena votes (with `arena_ties`, ties and both-bad too); a
+    pair both rank is written once, as rated."""
     for chat in exported_chats(log, flt):
         written: set[tuple[str, str]] = set()
-        for chosen, rejected, source in (*_rated_pairs(chat, flt), *_chosen_pairs(chat, flt)):
+        pairs = (
+            *_rated_pairs(chat, flt),
+            *_chosen_pairs(chat, flt),
+            *_voted_pairs(log, chat, flt, arena_ties),
+        )
+        for chosen, rejected, source in pairs:
             if (chosen, rejected) in written:
                 continue
             row = _pair(chat, chosen, rejected, source, image_ref)
@@ -204,6 +217,21 @@ def _chosen_pairs(chat: Chat, flt: ExportFilter) -> Iterator[tuple[str, str, Sou
                 yield choice.reply_id, rejected, "choice"
 
 
+def _voted_pairs(log: Log, chat: Chat, flt: ExportFilter, ties: bool) -> Iterator[tuple[str, str, Source]]:
+    """A battle's vote: (winner's last answer, loser's), or (A's, B's) for a tie or both-bad with `ties`;
+    nothing from a voter whose votes are excluded."""
+    vote = chat.state.vote
+    if vote is None or vote.voter_id in log.excluded_voters or not (vote.replies_a and vote.replies_b):
+        return
+    a, b = vote.replies_a[-1], vote.replies_b[-1]
+    if not (reply_ok(chat, a, unrated(flt)) and reply_ok(chat, b, unrated(flt))):
+        return
+    if vote.vote == "B":
+        yield b, a, "arena"
+    elif vote.vote == "A" or ties:
+        yield a, b, "arena"
+
+
 def _pair(chat: Chat, up: str, down: str, source: Source, image_ref: ImageRef) -> PreferenceRow | None:
     """The row of a pair, or None when the replies did not answer the same conversation from the same
     seat, or say the same thing (nothing to prefer)."""
@@ -226,7 +254,13 @@ def _pair(chat: Chat, up: str, down: str, source: Source, image_ref: ImageRef) -
         chosen_model=chosen.model,
         rejected_model=rejected.model,
         source=source,
+        tie=source == "arena" and _voted(chat) == "tie",
+        both_bad=source == "arena" and _voted(chat) == "both_bad",
     )
+
+
+def _voted(chat: Chat) -> str:
+    return chat.state.vote.vote if chat.state.vote is not None else ""
 
 
 def write_rows(rows: Iterator[Any], out: Path, fmt: Literal["jsonl", "parquet"]) -> int:
@@ -251,7 +285,8 @@ def _jsonl(row: Any) -> dict[str, Any]:
     if isinstance(row, SftRow):
         return {"messages": data.pop("messages"), "metadata": data}
     keep = {k: data.pop(k) for k in ("prompt", "chosen", "rejected")}
-    return {**keep, "metadata": data}
+    marks = {k: True for k in ("tie", "both_bad") if data.pop(k)}  # a vote that preferred neither
+    return {**keep, **marks, "metadata": data}
 
 
 def _flat(row: Any) -> dict[str, Any]:

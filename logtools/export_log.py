@@ -1,5 +1,6 @@
 """The log as the exports read it: every chat folded into its state, each user's training consent,
-and which chats and replies a filter takes (logtools/export.py writes the rows from it)."""
+the arena voters whose votes are excluded, and which chats and replies a filter takes
+(logtools/export.py writes the rows from it)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from typing import Literal
 
 import bus
 from bus import Sequenced, decode_bulk
+from schemas.arena import VoterExcluded
 from schemas.chat import ChatCreated, ChatEvent, ReplyCompleted
 from schemas.chat_state import ChatState
 from schemas.identity import TrainingConsentSet
-from schemas.streams import CHAT, IDENTITY, IMAGES_OBJECTS
-from schemas.subjects import ALL_CHATS, ANY, user_event
+from schemas.streams import ARENA, CHAT, IDENTITY, IMAGES_OBJECTS
+from schemas.subjects import ALL_CHATS, ANY, user_event, voter_excluded
 
 Progress = Callable[[int, int], None]
 
@@ -72,13 +74,15 @@ class Chat:
 
 @dataclass
 class Log:
-    """Every chat and each user's training consent, as the log has them now; and the messages left
-    out (unreadable, or an event on a subject it does not belong to: bus/decode.py)."""
+    """Every chat and each user's training consent, as the log has them now; the users whose arena votes
+    are excluded; and the messages left out (unreadable, or an event on a subject it does not belong to:
+    bus/decode.py)."""
 
     chats: dict[str, Chat]
     consent: dict[str, bool]
     events: int
     rejected: bus.Rejected = field(default_factory=bus.Rejected)
+    excluded_voters: frozenset[str] = frozenset()
 
 
 async def _read(
@@ -111,7 +115,7 @@ async def _read(
 
 
 async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
-    """Fold CHAT and the consent events of IDENTITY."""
+    """Fold CHAT, the consent events of IDENTITY and the voter exclusions of ARENA."""
     chat_total = (await nbus.js.stream_info(CHAT.name)).state.messages
     done = 0
 
@@ -144,7 +148,17 @@ async def read_log(nbus: bus.Bus, on_progress: Progress | None = None) -> Log:
     for _, given in consents:
         if isinstance(given, TrainingConsentSet):
             consent[given.user_id] = given.allowed
-    return Log(chats=chats, consent=consent, events=done, rejected=rejected)
+    excluded: dict[str, bool] = {}  # each voter's last exclusion holds
+    for _, exclusion in await _read(nbus, ARENA.name, [voter_excluded(ANY)], lambda n: None, rejected):
+        if isinstance(exclusion, VoterExcluded):
+            excluded[exclusion.user_id] = exclusion.excluded
+    return Log(
+        chats=chats,
+        consent=consent,
+        events=done,
+        rejected=rejected,
+        excluded_voters=frozenset(user for user, out in excluded.items() if out),
+    )
 
 
 def exported_chats(log: Log, flt: ExportFilter) -> Iterator[Chat]:

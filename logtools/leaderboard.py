@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import msgspec
 import numpy as np
@@ -24,6 +25,7 @@ MAX_STEP = 4.0  # a Newton step moves no strength by more than this (natural uni
 TOL = 1e-6  # the point fit: ~1e-12 left
 TOL_BOOTSTRAP = 1e-3  # a bootstrap round: ~1e-6 left, 0.0002 rating points
 MAX_ITER = 100
+SURE_VOTES = 50  # a pair's side that scored this often in the votes scores in every resample (see _sure_mle)
 CHUNK_CELLS = 100_000  # rounds x cells solved in one batch: arrays of ~800 KB stay in a core's cache
 
 Floats = npt.NDArray[np.float64]
@@ -68,9 +70,24 @@ class Cells:
     weight: Floats  # the vote weight of one vote in this cell
     count: Floats  # how many votes fall in this cell
     starts: Ints  # the first cell of each pair (cells are sorted by pair)
+    sizes: Ints  # the cells of each pair
     pair_i: Ints
     pair_j: Ints
     n_models: int
+
+    @cached_property
+    def incidence(self) -> Floats:
+        """Pairs x models: +1 at i, -1 at j (a pair's logit is incidence @ theta)."""
+        npairs = len(self.starts)
+        out = np.zeros((npairs, self.n_models))
+        out[np.arange(npairs), self.pair_i] = 1.0
+        out[np.arange(npairs), self.pair_j] = -1.0
+        return out
+
+    @cached_property
+    def outer(self) -> Floats:
+        """Pairs x models²: each pair's incidence outer product (its part of the Hessian), flattened."""
+        return np.einsum("pi,pj->pij", self.incidence, self.incidence).reshape(len(self.starts), -1)
 
 
 def _check(
@@ -119,6 +136,7 @@ def _cells(a: Ints, b: Ints, outcome: Ints, weight: Floats, x: Floats | None, n_
         weight=keys[:, 3],
         count=counts.astype(np.float64),
         starts=starts,
+        sizes=np.diff(np.r_[starts, len(ci)]),
         pair_i=ci[starts],
         pair_j=cj[starts],
         n_models=n_models,
@@ -139,34 +157,61 @@ def _strongly_connected(cells: Cells, wc: Floats) -> npt.NDArray[np.bool_]:
     return np.asarray((reach > 0).all(axis=(1, 2)))
 
 
+def _logistic(z: Floats) -> Floats:
+    """The logistic function without overflow, computed in place of z."""
+    z *= 0.5
+    np.tanh(z, out=z)
+    z += 1.0
+    z *= 0.5
+    return z
+
+
 def _newton(
-    cells: Cells, counts: Floats, theta: Floats, beta: Floats, ridge: Floats, tol: float
+    cells: Cells,
+    counts: Floats,
+    theta: Floats,
+    beta: Floats,
+    ridge: Floats,
+    tol: float,
+    at_start: tuple[Floats, Floats] | None = None,
 ) -> tuple[Floats, Floats]:
-    """Maximise each round's (ridge-penalised) log-likelihood; rounds x models, rounds x (0 or 1)."""
+    """Maximise each round's (ridge-penalised) log-likelihood; rounds x models, rounds x (0 or 1).
+
+    `at_start`: each cell's (y - p, p (1 - p)) at the start, when every round starts at the same point
+    (a bootstrap): the first step then needs no logistic function per round and cell."""
     m, x = cells.n_models, cells.x
     wc = counts * cells.weight
-    npairs = len(cells.starts)
-    incidence = np.zeros((npairs, m))
-    incidence[np.arange(npairs), cells.pair_i] = 1.0
-    incidence[np.arange(npairs), cells.pair_j] = -1.0
-    outer = np.einsum("pi,pj->pij", incidence, incidence).reshape(npairs, m * m)
+    incidence, outer = cells.incidence, cells.outer
     gauge = np.ones((m, m)) * max(1.0, float(wc.sum(axis=1).max()) / m)  # fixes the sum-zero direction
     active = np.ones(len(theta), dtype=bool)
-    for _ in range(MAX_ITER):
-        t, bt, lam, w = theta[active], beta[active], ridge[active], wc[active]
-        logit = t[:, cells.i] - t[:, cells.j]
-        if x is not None:
-            logit = logit + bt * x
-        p = 0.5 * (1.0 + np.tanh(0.5 * logit))  # the logistic function without overflow
-        resid, curv = (cells.y - p) * w, p * (1.0 - p) * w
+    for iteration in range(MAX_ITER):
+        everyone = bool(active.all())
+        t, bt, lam = theta[active], beta[active], ridge[active]
+        w = wc if everyone else wc[active]
+        if iteration == 0 and at_start is not None:
+            resid, curv = w * at_start[0], w * at_start[1]
+        else:
+            logit = np.repeat(t[:, cells.pair_i] - t[:, cells.pair_j], cells.sizes, axis=1)
+            if x is not None:
+                logit += bt * x
+            p = _logistic(logit)
+            resid = cells.y - p
+            resid *= w
+            curv = 1.0 - p
+            curv *= p
+            curv *= w
         grad = np.add.reduceat(resid, cells.starts, axis=1) @ incidence - lam[:, None] * t
         hess = (np.add.reduceat(curv, cells.starts, axis=1) @ outer).reshape(-1, m, m)
         hess = hess + gauge + lam[:, None, None] * np.eye(m)
         if x is not None:
-            grad = np.concatenate([grad, (resid * x).sum(axis=1, keepdims=True)], axis=1)
-            cross = np.add.reduceat(curv * x, cells.starts, axis=1) @ incidence
-            corner = (curv * x**2).sum(axis=1)[:, None, None] + 1e-12
-            hess = np.block([[hess, cross[:, :, None]], [cross[:, None, :], corner]])
+            grad = np.concatenate([grad, np.einsum("rc,c->r", resid, x)[:, None]], axis=1)
+            curv_x = curv
+            curv_x *= x  # curv is not needed any more
+            cross = np.add.reduceat(curv_x, cells.starts, axis=1) @ incidence
+            corner = np.einsum("rc,c->r", curv_x, x)[:, None, None] + 1e-12
+            full = np.empty((len(t), m + 1, m + 1))
+            full[:, :m, :m], full[:, :m, m], full[:, m, :m], full[:, m:, m:] = hess, cross, cross, corner
+            hess = full
         step = np.linalg.solve(hess, grad[:, :, None])[:, :, 0]
         size = np.abs(step).max(axis=1)
         step *= np.minimum(1.0, MAX_STEP / np.maximum(size, 1e-300))[:, None]
@@ -181,16 +226,25 @@ def _newton(
 
 
 def _fit(
-    cells: Cells, counts: Floats, start: tuple[Floats, Floats] | None = None, tol: float = TOL
+    cells: Cells,
+    counts: Floats,
+    start: tuple[Floats, Floats] | None = None,
+    tol: float = TOL,
+    at_start: tuple[Floats, Floats] | None = None,
+    sure_mle: bool = False,
 ) -> tuple[Floats, Floats, Floats]:
-    """Fit every round of counts (rounds x cells); the ridge only in rounds without an MLE."""
+    """Fit every round of counts (rounds x cells); the ridge only in rounds without an MLE (`sure_mle`:
+    the caller knows every round has one)."""
     rounds = counts.shape[0]
-    ridge = np.where(_strongly_connected(cells, counts * cells.weight), 0.0, RIDGE)
+    if sure_mle:
+        ridge = np.zeros(rounds)
+    else:
+        ridge = np.where(_strongly_connected(cells, counts * cells.weight), 0.0, RIDGE)
     if start is None:
         theta, beta = np.zeros((rounds, cells.n_models)), np.zeros((rounds, 1))
     else:
         theta, beta = np.repeat(start[0][None], rounds, 0), np.repeat(start[1][None], rounds, 0)
-    theta, beta = _newton(cells, counts, theta, beta, ridge, tol)
+    theta, beta = _newton(cells, counts, theta, beta, ridge, tol, at_start)
     return theta - theta.mean(axis=1, keepdims=True), beta, ridge
 
 
@@ -283,15 +337,39 @@ def _bootstrap(cells: Cells, point: Floats, coef: Floats, rounds: int, seed: int
     by_vote = (
         np.repeat(np.arange(len(share)), cells.count.astype(np.int64)) if len(share) * 8 > total else None
     )
+    single = by_vote is not None and len(by_vote) == len(share)  # every cell one vote: a draw is its cell
     batch = max(1, CHUNK_CELLS // len(share))
+    logit = point[cells.i] - point[cells.j] + (coef[0] * cells.x if cells.x is not None else 0.0)
+    p = _logistic(np.asarray(logit, dtype=np.float64).copy())
+    at_start = (cells.y - p, p * (1.0 - p))  # every round starts at the point fit
+    sure = _sure_mle(cells)
     out = []
     for done in range(0, rounds, batch):
         size = min(batch, rounds - done)
         if by_vote is None:
             counts = rng.multinomial(total, share, size=size).astype(np.float64)
         else:
-            drawn = by_vote[rng.integers(0, total, (size, total))] + len(share) * np.arange(size)[:, None]
+            drawn = rng.integers(0, total, (size, total))
+            if not single:
+                drawn = by_vote[drawn]
+            drawn += len(share) * np.arange(size)[:, None]
             counts = np.bincount(drawn.ravel(), minlength=size * len(share)).reshape(size, -1).astype(float)
-        theta, _, _ = _fit(cells, counts, start=(point, coef), tol=TOL_BOOTSTRAP)
+        theta, _, _ = _fit(
+            cells,
+            counts,
+            start=(point, coef),
+            tol=TOL_BOOTSTRAP,
+            at_start=at_start,
+            sure_mle=sure,
+        )
         out.append(theta)
     return np.concatenate(out) if out else np.zeros((0, cells.n_models))
+
+
+def _sure_mle(cells: Cells) -> bool:
+    """Whether every resample of the votes has a maximum-likelihood fit, but for odds below 1e-20: each
+    side of every pair that met scored in at least SURE_VOTES votes, so a resample keeps them all (a
+    direction is lost with probability about exp(-SURE_VOTES)) and the graph stays strongly connected."""
+    scored = np.add.reduceat(cells.count * (cells.y > 0), cells.starts)
+    conceded = np.add.reduceat(cells.count * (cells.y < 1), cells.starts)
+    return bool(min(scored.min(), conceded.min()) >= SURE_VOTES)

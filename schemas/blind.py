@@ -3,15 +3,20 @@ feed and export the voter can reach (docs/arena.md).
 
 A battle's events keep the truth (the drawn aliases, the workers that answered) in the log, where the
 reveal and admins read it. Until the chat's `chat.arena.voted`, its owner reads each event through
-`blind_event`: the models are the labels "A" and "B", the workers are "", and an error text names no
-alias. Other readers (an admin reading someone else's battle) read the truth.
+`blind_event` (and each read-model row through `blind_chat` / `blind_reply`): the models are the labels
+"A" and "B", the workers are "", and an error text names no alias. Other readers (an admin reading
+someone else's battle) read the truth. Whether the vote happened is read from the log, never from the
+lagging read model: a reader that has not seen the vote yet stays blind.
 """
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 from schemas.chat import (
+    ArenaVoted,
     ChatCreated,
     ChatEvent,
     ReplyCompleted,
@@ -19,6 +24,7 @@ from schemas.chat import (
     ReplyRequested,
     ReplyStarted,
 )
+from schemas.queries import ChatPage, ChatRow, MessagesAnswer, ReplyRow
 
 LABELS: tuple[str, str] = ("A", "B")
 HIDDEN_WORKER = ""
@@ -49,6 +55,12 @@ def blind_for(created: ChatCreated | None, revealed: bool, reader_id: str) -> Bl
     return Blind(labels=dict(zip(created.compare, LABELS, strict=False)))
 
 
+def _scrub_error(blind: Blind, error: str, worker_id: str) -> str:
+    """An error text with no drawn alias, nor the id of the worker that failed."""
+    error = blind.scrub(error)
+    return error.replace(worker_id, "a worker") if worker_id else error
+
+
 def blind_event(event: ChatEvent, blind: Blind) -> ChatEvent:
     """The event as the voter may read it: labels for aliases, no worker ids."""
     match event:
@@ -59,6 +71,53 @@ def blind_event(event: ChatEvent, blind: Blind) -> ChatEvent:
         case ReplyStarted() | ReplyCompleted():
             return msgspec.structs.replace(event, model=blind.label(event.model), worker_id=HIDDEN_WORKER)
         case ReplyFailed():
-            return msgspec.structs.replace(event, worker_id=HIDDEN_WORKER, error=blind.scrub(event.error))
+            error = _scrub_error(blind, event.error, event.worker_id)
+            return msgspec.structs.replace(event, worker_id=HIDDEN_WORKER, error=error)
         case _:
             return event
+
+
+Row = TypeVar("Row", bound=ChatRow)
+
+
+def blind_chat(row: Row, blind: Blind) -> Row:
+    """A chat row (ChatRow, ChatDetail) as the voter may read it: no model, the labels for `compare`."""
+    return msgspec.structs.replace(row, model="", compare=list(blind.labels.values()))
+
+
+def blind_reply(row: ReplyRow, blind: Blind) -> ReplyRow:
+    """A reply row as the voter may read it: its label for the model (and for the speaker's name, which
+    is the model's alias when no bot spoke it), no worker id, an error text that names no alias."""
+    label = blind.label(row.model)
+    return msgspec.structs.replace(
+        row,
+        model=label,
+        worker_id=HIDDEN_WORKER,
+        speaker_name=blind.scrub(row.speaker_name) if row.speaker else label,
+        error=_scrub_error(blind, row.error, row.worker_id),
+    )
+
+
+def blind_messages(answer: MessagesAnswer, blind: Blind) -> MessagesAnswer:
+    """A page of messages and replies as the voter may read it (the messages are the voter's own)."""
+    return msgspec.structs.replace(answer, replies=[blind_reply(row, blind) for row in answer.replies])
+
+
+def blind_page(page: ChatPage, blinds: dict[str, Blind]) -> ChatPage:
+    """A page of chats with each chat of `blinds` (chat id -> what to hide of it) blinded."""
+    rows = [blind_chat(row, blinds[row.chat_id]) if row.chat_id in blinds else row for row in page.items]
+    return msgspec.structs.replace(page, items=rows)
+
+
+class BlindFeed:
+    """A live feed's view of a chat, event after event: blind (`blind`, None for the truth) until the
+    vote goes by; the vote itself, which names both models, and every event after it are the truth."""
+
+    def __init__(self, blind: Blind | None) -> None:
+        self.blind = blind
+
+    def see(self, event: ChatEvent) -> ChatEvent:
+        """The event as this feed's reader may read it (the next one)."""
+        if isinstance(event, ArenaVoted):
+            self.blind = None
+        return event if self.blind is None else blind_event(event, self.blind)

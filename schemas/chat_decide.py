@@ -35,7 +35,12 @@ E = TypeVar("E", bound=ChatEventUnion)
 
 
 class Refused(Exception):
-    """A decision refused: the message says what is wrong, for the user."""
+    """A decision refused: the message says what is wrong, for the user; `code` names the case for
+    clients ("" for the class's plain one: not_found, conflict, bad_request)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class NotFound(Refused):
@@ -102,15 +107,34 @@ def _alive(state: ChatState) -> None:
         raise NotFound(f"no chat {state.chat_id}")
 
 
+def not_in_battle(state: ChatState, what: str) -> None:
+    """Refuse `what` (regenerate, edit, ...) in an arena battle before its vote (Conflict `arena_battle`):
+    a battle's two sides answer the same conversation, and its vote judges exactly that."""
+    if state.arena and state.vote is None:
+        raise Conflict(
+            f"an arena battle allows no {what} before the vote: vote first (POST .../arena/vote)",
+            code="arena_battle",
+        )
+
+
+def battle_post(state: ChatState) -> None:
+    """Refuse a post in a battle that was voted on but not continued with a side (Conflict `choose_side`):
+    after the vote the chat goes on with one model, the voter's pick."""
+    if state.arena and state.vote is not None and state.continued is None:
+        raise Conflict("continue with A or B first: POST .../arena/continue", code="choose_side")
+
+
 def post_message(state: ChatState, draft: Draft, *asks: Ask) -> Decision:
     """Post a message (at the end of the active path, or as an edit: a sibling of the edited message)
     and ask for a reply to it from each ask (side by side: siblings that see the same path to it).
 
     In a chat with bots a post asks for nothing: the conductor gives the bots their turns."""
     _alive(state)
+    battle_post(state)
     if state.has_bots:
         asks = ()
     if draft.edit_of is not None:
+        not_in_battle(state, "edit")
         edited = state.tree.nodes.get(draft.edit_of)
         if edited is None or edited.kind != "message":
             raise NotFound(f"no message {draft.edit_of} in chat {state.chat_id}")
@@ -140,6 +164,7 @@ def regenerated_message(state: ChatState, reply_id: str) -> str:
     node = state.tree.nodes.get(reply_id)
     if node is None or node.kind != "reply":
         raise NotFound(f"no reply {reply_id} in chat {state.chat_id}")
+    not_in_battle(state, "regenerate")
     return node.parent
 
 
@@ -153,6 +178,7 @@ def select_branch(state: ChatState, node_id: str, by: str) -> Decision:
     """Make the path to a message or reply the active branch."""
     if node_id not in state.tree.nodes:
         raise NotFound(f"no message or reply {node_id} in chat {state.chat_id}")
+    not_in_battle(state, "branch selection")
     event = BranchSelected(event_id=new_id("e"), chat_id=state.chat_id, at=now(), node_id=node_id, by=by)
     return Decision(events=(event,))
 

@@ -28,7 +28,7 @@ from schemas.chat import (
     ReplyCancelled,
     SpeakerNamed,
 )
-from schemas.chat_decide import Conflict, Decision, Fence, Invalid, NotFound
+from schemas.chat_decide import Conflict, Decision, Fence, Invalid, NotFound, not_in_battle
 from schemas.chat_state import ChatState, Participant, name_key
 from schemas.ids import new_id
 from schemas.subjects import one_chat
@@ -61,6 +61,7 @@ def join(state: ChatState, joining: Sequence[Joining], by: str, floor: Floor | N
     """Bots join the chat, each as a copy of its spec; the first ones to join a chat also set its floor
     (`floor`, else the default round robin). Names are unique among the chat's present participants."""
     _alive(state)
+    not_in_battle(state, "participants")
     if state.compare:
         raise Conflict("a side-by-side chat has no bots: its models answer every message")
     if not joining:
@@ -108,6 +109,7 @@ def participant(state: ChatState, ref: str) -> Participant:
 def leave(state: ChatState, participant_id: str, by: str) -> Decision:
     """A participant leaves (its turns stay); a turn of it still running is cancelled."""
     _alive(state)
+    not_in_battle(state, "participants")
     leaving = state.participants.get(participant_id)
     if leaving is None:
         raise NotFound(f"no participant {participant_id} in chat {state.chat_id}")
@@ -133,6 +135,7 @@ class FloorAction:
 def moderate(state: ChatState, act: FloorAction, by: str) -> Decision:
     """Apply a moderator's action to a chat with bots (Conflict in a chat without)."""
     _alive(state)
+    not_in_battle(state, "floor actions")
     if act.action not in ACTIONS:
         raise Invalid(f"action must be one of {', '.join(ACTIONS)}")
     if not state.has_bots:
@@ -196,6 +199,11 @@ def choose(state: ChatState, reply_id: str, by: str) -> Decision:
     node = state.tree.nodes.get(reply_id)
     if node is None or node.kind != "reply":
         raise NotFound(f"no reply {reply_id} in chat {state.chat_id}")
+    if state.arena:  # its vote is its choice, and `chat.arena.continued` its branch
+        raise Conflict(
+            "an arena battle is judged by its vote: POST .../arena/vote, then .../arena/continue",
+            code="arena_battle",
+        )
     if not state.compare:
         raise Conflict(f"chat {state.chat_id} is not a side-by-side chat")
     parent = state.tree.nodes.get(node.parent)

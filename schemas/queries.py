@@ -193,6 +193,41 @@ class MessagesAnswer(msgspec.Struct, frozen=True, kw_only=True):
     next_cursor: str | None = None
 
 
+class BattlePairs(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.arena.pairs`: how many battles each pair of these models has had (either side)."""
+
+    models: list[str]
+    min_seq: int = 0
+
+
+class PairCount(msgspec.Struct, frozen=True, kw_only=True):
+    """Battles between two models (`model_a` < `model_b`: the pair, unordered)."""
+
+    model_a: str
+    model_b: str
+    battles: int
+
+
+class PairCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to BattlePairs: the pairs that have met (a pair that never met is absent)."""
+
+    pairs: list[PairCount]
+
+
+class VotesSince(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.arena.votes`: how many battles `voter_id` voted on since `since`."""
+
+    voter_id: str
+    since: datetime
+    min_seq: int = 0
+
+
+class VoteCount(msgspec.Struct, frozen=True, kw_only=True):
+    """Answer to VotesSince."""
+
+    votes: int
+
+
 class CheckpointsAnswer(msgspec.Struct, frozen=True, kw_only=True):
     """Answer to Checkpoints: stream name -> last applied sequence."""
 

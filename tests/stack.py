@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 
 import bus
 import schemas
@@ -155,18 +156,22 @@ async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0, stream: str
 
 
 @contextlib.asynccontextmanager
-async def extra_worker(nbus: Bus, model_dir: Path, alias: str, capacity: int = 2) -> AsyncIterator[Any]:
+async def extra_worker(
+    nbus: Bus, model_dir: Path, alias: str, capacity: int = 2, worker_id: str | None = None
+) -> AsyncIterator[Any]:
     """Another worker in this process serving `model_dir` as `alias` (a side-by-side chat compares two
-    aliases; a party chat's bots may need a real model); yields the worker once its presence shows."""
+    aliases; a party chat's bots may need a real model), named `worker_id` if given; yields the worker
+    once its presence shows."""
     from services.llm_worker import WorkerSettings
     from services.llm_worker.continuous_batching import ContinuousBatchingEngine
     from services.llm_worker.engine import EngineConfig
     from services.llm_worker.worker import Worker
 
     engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), EngineConfig())
-    worker = Worker(
-        WorkerSettings(model=str(model_dir), alias=alias, capacity=capacity), nbus, engine, engine.tokenizer
-    )
+    settings = WorkerSettings(model=str(model_dir), alias=alias, capacity=capacity)
+    if worker_id is not None:
+        settings = msgspec.structs.replace(settings, worker_id=worker_id)
+    worker = Worker(settings, nbus, engine, engine.tokenizer)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

@@ -26,6 +26,8 @@ NOT_CHECKED = {
     "ui",
     "ui.static",
 }  # no chat: public, or acting on the caller only
+READ_BY_EVERYONE = {"arena.leaderboard"}  # no one user's data: any signed-in user reads it (walked below)
+NOT_CHECKED |= READ_BY_EVERYONE
 
 
 def _chat_routes(app: web.Application) -> set[tuple[str, str]]:
@@ -56,12 +58,13 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     walked = _chat_routes(api.app)
     with_chat = {(m, t) for m, t in walked if "{chat_id}" in t}
     assert len(with_chat) >= 8
-    # Routes without a chat: creating or listing one's own, images (tests/test_images_api.py walks those),
-    # and admin routes (walked below).
+    # Routes without a chat: creating or listing one's own (a battle is a chat of one's own too:
+    # tests/test_arena_battles.py walks its arena routes as another user), images (tests/test_images_api.py
+    # walks those), and admin routes (walked below).
     outside = {
         (m, t) for m, t in walked - with_chat if not t.startswith(("/v1/images", "/v1/admin/", "/v1/bots"))
     }  # bots: walked below
-    assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats")}
+    assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats"), ("POST", "/v1/arena/battles")}
     for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
         path = template.replace("{user_id}", "ann")
         assert "{" not in path, f"fill in the new path parameter of {template}"
@@ -174,3 +177,17 @@ async def test_shared_and_public_bots_are_used_not_changed_by_others(api: Api) -
     assert await _bot_events(api) == events
     status, listed = await api.call("GET", "/v1/bots", "carol")
     assert [b["bot_id"] for b in listed["bots"]] == [public["bot_id"]]
+
+
+async def test_routes_every_signed_in_user_reads_answer_them_and_not_anonymous_callers(api: Api) -> None:
+    """The leaderboard (votes of everyone, named by model only): 200 to any user and an admin, 401 without
+    a key or with a bad one."""
+    paths = {route.name: route.resource.canonical for route in api.app.router.routes() if route.resource}
+    for name in sorted(READ_BY_EVERYONE):
+        path = paths[name]
+        for user in ("ann", "bob", "root"):
+            status, body = await api.call("GET", path, user)
+            assert status == 200 and not is_error(body), (name, user, body)
+        for headers in ({}, {"Authorization": "Bearer x"}):
+            async with api.client.get(path, headers=headers) as resp:
+                assert resp.status == 401 and is_error(await resp.json()), (name, headers)

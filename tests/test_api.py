@@ -259,6 +259,7 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         "CHATBUS_REGISTER_LIMIT": "2",
         "CHATBUS_PASSWORD_THREADS": "4",
         "CHATBUS_PASSWORD_QUEUE": "0",
+        "CHATBUS_ARENA_DAILY_VOTES": "0",
     }
     settings = ApiSettings.from_env(env)
     assert settings == ApiSettings(
@@ -286,6 +287,7 @@ def test_settings_from_env_and_every_variable_is_listed() -> None:
         register_limit=2,
         password_threads=4,
         password_queue=0,
+        arena_daily_votes=0,
     )
     assert ApiSettings.from_env({}) == ApiSettings()
     with pytest.raises(ValueError, match="CHATBUS_ALLOWED_ORIGINS"):

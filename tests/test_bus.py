@@ -84,6 +84,13 @@ async def test_read_all_returns_one_chat_in_order(nbus: Bus) -> None:
     assert await bus.read_all(nbus.js, "CHAT", ["chat.nothing.>"]) == []
     later = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"], start_seq=msgs[3].seq)
     assert [m.seq for m in later] == [m.seq for m in msgs[3:]]
+    # Stored at or after a time: a time between the third and the fourth message reads from the fourth on.
+    # (Stored times are nanoseconds; a datetime holds microseconds, so the time of a message itself may
+    # round to just after it: the midpoint stays clear of both.)
+    third, fourth = msgs[2].time, msgs[3].time
+    assert third is not None and fourth is not None and fourth > third
+    since = await bus.read_all(nbus.js, "CHAT", ["chat.a.>"], start_time=third + (fourth - third) / 2)
+    assert [m.seq for m in since] == [m.seq for m in msgs[3:]]
 
 
 async def test_bulk_reader_reads_every_frame_shape_exactly(nbus: Bus) -> None:

@@ -11,6 +11,7 @@ from PIL import Image
 
 import bus
 import schemas
+from logtools.arena_votes import set_excluded
 from logtools.export import ExportFilter, chats_json, read_log
 from schemas.chat import ChatErased, ReplyCompleted
 from schemas.identity import UserErased
@@ -20,6 +21,7 @@ from schemas.tokens import TokenDelta
 from services.image_store.collect import collect_images
 from services.projector import dump_read_model, replay
 from tests.apihelp import Api, serve_model
+from tests.arena_log import whole_battle
 
 SECRET = "the launch code is 0000"
 
@@ -69,6 +71,7 @@ async def _everything_in(nbus: bus.Bus) -> list[bus.StoredMsg]:
         "IMAGE": ["image.>"],
         "TOKENS": ["tokens.>"],
         "BOTS": ["bot.>"],
+        "ARENA": ["arena.>"],
     }
     out = []
     for stream, filters in subjects.items():
@@ -128,8 +131,14 @@ async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tm
     mine, _ = await _chat_with_everything(api, "ann")
     bot = {"name": "Bob's Muse", "model": "demo", "system_prompt": "You are bob's.", "visibility": "public"}
     assert (await api.call("POST", "/v1/bots", "bob", json=bot))[0] == 201
+    battle = whole_battle("bob", "alpha", "beta", "A", SECRET, ("yes", "no"))
+    battle_id = battle[0].chat_id  # type: ignore[union-attr]
+    await bus.append_events(api.nbus.js, battle)  # a battle of his, with his vote
+    await set_excluded(api.nbus.js, "bob", True, "voted at random", "root")  # and his votes excluded
+    await set_excluded(api.nbus.js, "ann", True, "", "root")
     status, erased = await api.call("POST", "/v1/admin/users/bob/erase", "root")
-    assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat]) and len(erased["bots"]) == 1
+    assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat, battle_id])
+    assert len(erased["bots"]) == 1
     assert (await api.call("GET", "/v1/me", "bob"))[0] == 401  # his keys are gone
     # The user id as a value (quoted) or a subject token; ids are random base36 and may contain "bob".
     traces = [m for m in await _everything_in(api.nbus) if b'"bob"' in m.data or ".bob." in f".{m.subject}."]
@@ -144,7 +153,7 @@ async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tm
     assert "'bob'" not in repr(rows) and mine in repr(rows)
     log = await read_log(api.nbus)  # what every export reads
     assert c not in log.chats and "bob" not in {chat.created.owner_id for chat in log.chats.values()}
-    assert "bob" not in log.consent
+    assert "bob" not in log.consent and log.excluded_voters == {"ann"}  # ann's exclusion stays
     document = chats_json(log, ExportFilter(consent_only=False))
     assert "'bob'" not in repr(document) and SECRET in repr(document)  # ann's chat is still exported
     assert (await api.call("POST", "/v1/admin/users/bob/erase", "root"))[0] == 404

@@ -11,8 +11,10 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
+from typer.testing import CliRunner
 
 import bus
+from logtools.arena_votes import set_excluded
 from logtools.export import (
     ExportFilter,
     chats_json,
@@ -26,7 +28,9 @@ from logtools.export import (
 )
 from logtools.import_chatgpt import import_chatgpt
 from logtools.importer import ImportError_, import_chatbus
+from services.cli.app import app
 from tests.apihelp import Api
+from tests.arena_log import whole_battle
 from tests.logs import CHATGPT, complete_reply, make_story
 from tests.stack import ROOT
 
@@ -151,6 +155,57 @@ async def test_the_export_command_writes_jsonl_and_parquet(api: Api, nats_url: s
         subprocess.run, cmd, cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2 and "--min-rating" in bad.stderr
+
+
+async def test_arena_votes_are_preference_pairs_of_consenting_voters_not_excluded(
+    api: Api, nats_url: str, tmp_path: Path
+) -> None:
+    for user in ("ann", "bob"):
+        await api.call("PUT", "/v1/me/consent", user, json={"allowed": True})  # root never consents
+    battles = [
+        ("ann", "A", "which is bigger, 2 or 3?"),
+        ("ann", "B", "name a colour"),
+        ("ann", "tie", "say hi"),
+        ("ann", "both_bad", "say bye"),
+        ("bob", "A", "bob asks"),
+        ("root", "A", "root asks"),
+    ]
+    for voter, vote, prompt in battles:
+        events = whole_battle(
+            voter, "alpha", "beta", vote, prompt, (f"alpha on {prompt}", f"beta on {prompt}")
+        )
+        await bus.append_events(api.nbus.js, events)
+    await set_excluded(api.nbus.js, "bob", True, "spam", "root")
+    log = await read_log(api.nbus)
+    pairs = [p for p in preference_rows(log, ExportFilter(), hash_ref) if p.source == "arena"]
+    winners = {p.prompt[-1]["content"]: (p.chosen[0]["content"], p.rejected[0]["content"]) for p in pairs}
+    assert winners == {
+        "which is bigger, 2 or 3?": ("alpha on which is bigger, 2 or 3?", "beta on which is bigger, 2 or 3?"),
+        "name a colour": ("beta on name a colour", "alpha on name a colour"),  # B won
+    }  # ties and both-bad left out; bob excluded; root never consented
+    assert {(p.chosen_model, p.rejected_model) for p in pairs} == {("alpha", "beta"), ("beta", "alpha")}
+    with_ties = [
+        p for p in preference_rows(log, ExportFilter(), hash_ref, arena_ties=True) if p.source == "arena"
+    ]
+    marked = {p.prompt[-1]["content"]: (p.tie, p.both_bad, p.chosen_model) for p in with_ties}
+    assert marked == {
+        "which is bigger, 2 or 3?": (False, False, "alpha"),
+        "name a colour": (False, False, "beta"),
+        "say hi": (True, False, "alpha"),  # written once, A's answer as chosen
+        "say bye": (False, True, "alpha"),
+    }
+    await set_excluded(api.nbus.js, "bob", False, "", "root")  # bob's votes count again
+    log = await read_log(api.nbus)
+    assert "bob asks" in {p.prompt[-1]["content"] for p in preference_rows(log, ExportFilter(), hash_ref)}
+    out = tmp_path / "pairs.jsonl"
+    args = ["admin", "export", "preferences", "--out", str(out), "--arena-ties", "--nats", nats_url]
+    done = await asyncio.to_thread(CliRunner().invoke, app, args)
+    assert done.exit_code == 0, done.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    tie = next(line for line in lines if line["prompt"][-1]["content"] == "say hi")
+    assert tie["tie"] is True and "both_bad" not in tie and tie["metadata"]["source"] == "arena"
+    plain = next(line for line in lines if line["prompt"][-1]["content"] == "bob asks")
+    assert "tie" not in plain and plain["metadata"]["chosen_model"] == "alpha"
 
 
 async def test_chats_round_trip_through_json_and_read_as_tsv(api: Api) -> None:

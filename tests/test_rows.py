@@ -13,6 +13,8 @@ import pytest
 from bus import Sequenced
 from schemas.bot import BotSpec
 from schemas.chat import (
+    ArenaTagged,
+    ArenaVoted,
     BranchSelected,
     ChatCreated,
     ChatDeleted,
@@ -155,6 +157,33 @@ def _party(chat_id: str, n: int) -> list[Any]:
     ]
 
 
+def _battle(chat_id: str) -> list[Any]:
+    """An arena battle created (the vote and a tag come in a later batch: they change a stored row)."""
+    return [
+        ChatCreated(
+            event_id=f"{chat_id}-e0",
+            chat_id=chat_id,
+            at=AT,
+            owner_id="ann",
+            title="b",
+            compare=["m", "n"],
+            origin="arena",
+            arena=True,
+            category="code",
+        )
+    ]
+
+
+def _battle_judged(chat_id: str) -> list[Any]:
+    e = {"chat_id": chat_id, "at": AT}
+    vote = {"model_a": "m", "model_b": "n", "replies_a": [], "replies_b": [], "tokens_a": 1, "tokens_b": 2}
+    return [
+        ArenaTagged(event_id=f"{chat_id}-e1", category="math", by="root", **e),
+        ArenaVoted(event_id=f"{chat_id}-e2", voter_id="ann", vote="tie", category="math", **vote, **e),
+        ArenaVoted(event_id=f"{chat_id}-e3", voter_id="ann", vote="A", **vote, **e),  # the first one holds
+    ]
+
+
 def _identity(user_id: str) -> list[Any]:
     return [
         UserCreated(event_id=f"{user_id}-e1", at=AT, user_id=user_id, display_name=user_id),
@@ -171,20 +200,25 @@ def _batches() -> list[list[Sequenced]]:
     """Batches with every event type the fold handles: creates, then changes to the stored rows
     (a restore, a rating replaced), then erasures of a chat and a user that exist besides."""
     first = _chat("c1", 0) + _identity("ann") + _chat("c2", 100) + _party("c2", 150) + _identity("bob")
-    second = _party("c1", 20) + [
-        ChatRestored(event_id="c1-e50", chat_id="c1", at=AT, by="ann"),
-        FeedbackGiven(
-            event_id="c1-e51",
-            chat_id="c1",
-            at=AT,
-            reply_id="c1-r1",
-            user_id="ann",
-            rating=None,
-            comment="meh",
-        ),
-        ChatRenamed(event_id="c1-e52", chat_id="c1", at=AT, title="v", by="ann"),
-        UserRoleChanged(event_id="ann-e6", at=AT, user_id="ann", role="user"),
-    ]
+    first += _battle("c3")
+    second = (
+        _party("c1", 20)
+        + _battle_judged("c3")
+        + [
+            ChatRestored(event_id="c1-e50", chat_id="c1", at=AT, by="ann"),
+            FeedbackGiven(
+                event_id="c1-e51",
+                chat_id="c1",
+                at=AT,
+                reply_id="c1-r1",
+                user_id="ann",
+                rating=None,
+                comment="meh",
+            ),
+            ChatRenamed(event_id="c1-e52", chat_id="c1", at=AT, title="v", by="ann"),
+            UserRoleChanged(event_id="ann-e6", at=AT, user_id="ann", role="user"),
+        ]
+    )
     third = [
         ChatErased(event_id="c2-e200", chat_id="c2", at=AT, by="ann"),
         UserErased(event_id="bob-e9", at=AT, user_id="bob", by="bob"),
@@ -245,10 +279,13 @@ def test_live_fold_rows_are_table_rows_and_read_back_as_structs(tmp_path: Path) 
         # The first chat survived, restored and renamed; the second was erased with all its rows.
         chats = [
             tables.CHATS.read(v)
-            for v in store.con.execute(f"SELECT {tables.CHATS.select()} FROM chats").fetchall()
+            for v in store.con.execute(
+                f"SELECT {tables.CHATS.select()} FROM chats ORDER BY chat_id"
+            ).fetchall()
         ]
         assert [(c.chat_id, c.title, c.deleted, c.message_count, c.created_at) for c in chats] == [
-            ("c1", "v", False, 1, AT)
+            ("c1", "v", False, 1, AT),
+            ("c3", "b", False, 0, AT),  # the battle
         ]
         ratings = store.con.execute(f"SELECT {tables.FEEDBACK.select(Rating)} FROM feedback").fetchall()
         assert [tables.FEEDBACK.read_part(Rating, v) for v in ratings] == [
@@ -272,6 +309,9 @@ def test_live_fold_rows_are_table_rows_and_read_back_as_structs(tmp_path: Path) 
         assert con.execute(
             "SELECT speaker, speaker_name FROM replies WHERE reply_id = 'c1-r3'"
         ).fetchall() == [("c1-p", "Zen Sage")]
+        assert con.execute("SELECT chat_id, model_a, model_b, category, vote FROM battles").fetchall() == [
+            ("c3", "m", "n", "math", "tie")
+        ]
     finally:
         store.close()
 

@@ -19,6 +19,7 @@ from services.api.keys import (
     BUS,
     CLOSING,
     FEEDS,
+    LEADERBOARDS,
     LOG_END,
     MODEL_DEFAULTS,
     OPENAI_ROUTES,
@@ -28,6 +29,7 @@ from services.api.keys import (
     SETTINGS,
     SOCKETS,
 )
+from services.api.leaderboard_cache import LeaderboardCache
 from services.api.log_end import LogEnd
 from services.api.openapi import build_openapi
 from services.api.presence import ModelDefaults
@@ -70,6 +72,7 @@ def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     app[BUS] = nbus
     app[MODEL_DEFAULTS] = ModelDefaults(nbus.js)
     app[LOG_END] = LogEnd(nbus.js)
+    app[LEADERBOARDS] = LeaderboardCache()
     app[PUBLIC_ROUTES] = frozenset(route.name for route in ROUTES if route.public)
     app[OPENAI_ROUTES] = frozenset(route.name for route in ROUTES if route.dialect == "openai")
     app[OWN_BODY_ROUTES] = frozenset(

@@ -11,6 +11,7 @@ import bus
 from identity.attempts import BlockedAddresses
 from identity.hashing import HashingPool
 from services.api.feed_limits import FeedCounts
+from services.api.leaderboard_cache import LeaderboardCache
 from services.api.log_end import LogEnd
 from services.api.presence import ModelDefaults
 from services.api.settings import ApiSettings
@@ -28,3 +29,4 @@ MODEL_DEFAULTS = web.AppKey("model_defaults", ModelDefaults)
 HASHING = web.AppKey("hashing", HashingPool)  # argon2 off the event loop (identity.hashing)
 BLOCKED = web.AppKey("blocked_addresses", BlockedAddresses)  # at their login limit (identity.attempts)
 LOG_END = web.AppKey("log_end", LogEnd)
+LEADERBOARDS = web.AppKey("leaderboards", LeaderboardCache)  # fitted leaderboards, by filters and votes

@@ -18,6 +18,8 @@ import bus
 from bus import JetStream, StoredMsg
 from identity.accounts import Principal, authenticate
 from identity.sessions import COOKIE, find_session
+from schemas.blind import BlindFeed
+from schemas.chat import ChatEvent
 from schemas.streams import CHAT, TOKENS
 from schemas.subjects import ANY, REPLY_ENDS, one_chat, parse_reply_subject, reply_tokens
 from services.api.access import chat_access
@@ -31,6 +33,7 @@ from services.api.auth import (
     session_of,
     via_proxy,
 )
+from services.api.blind_reads import battle_blind
 from services.api.errors import ApiError
 from services.api.feed_limits import (
     SLOW_READER_CLOSE,
@@ -173,8 +176,9 @@ async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
-def encode_frame(position: Position, kind: str, msg: StoredMsg) -> bytes | None:
-    """The JSON frame of a stored message (and advance the position), or None if unreadable."""
+def encode_frame(position: Position, kind: str, msg: StoredMsg, view: BlindFeed) -> bytes | None:
+    """The JSON frame of a stored message as the reader may see it (`view`: blind until an arena battle's
+    vote), advancing the position; None if unreadable."""
     event = bus.decode_one(msg.subject, msg.data, where=f"{msg.stream} seq {msg.seq}")
     if event is None:  # unreadable or misfiled (logged): the client never sees it
         return None
@@ -182,7 +186,8 @@ def encode_frame(position: Position, kind: str, msg: StoredMsg) -> bytes | None:
         position.chat_seq = msg.seq
     else:
         position.token_seq = msg.seq
-    return _encoder.encode(LiveFrame(kind=kind, seq=msg.seq, event=event))
+    seen = view.see(event) if isinstance(event, ChatEvent) else event
+    return _encoder.encode(LiveFrame(kind=kind, seq=msg.seq, event=seen))
 
 
 def start_position(request: web.Request, last_event_id: bool) -> Position:
@@ -228,6 +233,7 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
     check_origin(request)
     access = await chat_access(request, write=False)
     position = start_position(request, last_event_id=False)
+    view = BlindFeed(await battle_blind(request, access.chat))
     settings = request.app[SETTINGS]
     ws = web.WebSocketResponse(
         max_msg_size=settings.ws_max_frame_bytes, heartbeat=WS_HEARTBEAT_SECONDS, compress=False
@@ -246,7 +252,7 @@ async def watch_ws(request: web.Request) -> web.StreamResponse:
                 for data in frames:
                     await ws.send_frame(data, WSMsgType.TEXT)
 
-            pumps = feed.pump(send, lambda kind, msg: encode_frame(position, kind, msg))
+            pumps = feed.pump(send, lambda kind, msg: encode_frame(position, kind, msg, view))
             feed.tasks.append(asyncio.create_task(_close_on_failure(pumps, ws)))
             feed.tasks.append(asyncio.create_task(_close_when_denied(request, ws)))
             feed.tasks.append(reading := asyncio.create_task(_answer_pings(ws)))
@@ -329,6 +335,7 @@ async def watch_sse(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the same frames as the WebSocket, each with `id: <chat_seq>:<token_seq>`."""
     access = await chat_access(request, write=False)
     position = start_position(request, last_event_id=True)
+    view = BlindFeed(await battle_blind(request, access.chat))
     settings = request.app[SETTINGS]
     with counted_feed(request):
         feed = ChatFeed(request.app[BUS].js, access.chat_id, position, settings.feed_buffer_bytes)
@@ -351,7 +358,7 @@ async def watch_sse(request: web.Request) -> web.StreamResponse:
 
             def frame(kind: str, msg: StoredMsg) -> bytes | None:
                 # Encoding and writing a batch happen with no await between: the id is what the client has.
-                data = encode_frame(position, kind, msg)
+                data = encode_frame(position, kind, msg, view)
                 return (
                     None if data is None else b"id: %s\ndata: %s\n\n" % (position.event_id().encode(), data)
                 )

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from schemas.api import ErrorBody
-from services.api.routes import Route
+from services.api.route_spec import Route
 
 _PATH_PARAM = re.compile(r"{(\w+)(?::[^}]+)?}")
 _PATTERNS = {"sha256": "^[0-9a-f]{64}$"}

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-from aiohttp.typedefs import Handler
-
 from schemas.api import (
     AcceptedResponse,
     ChatCreatedResponse,
@@ -32,17 +27,29 @@ from schemas.api import (
     StatusResponse,
     UserErasedResponse,
 )
+from schemas.api_arena import (
+    BattleCreated,
+    BattleRequest,
+    CategoryRequest,
+    ContinueRequest,
+    ContinueResponse,
+    VoteRequest,
+    VoteResponse,
+)
 from schemas.api_bots import BotBody, BotFile, BotList, BotRequest, BotsImported
+from schemas.api_leaderboard import LeaderboardBody
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
 from services.api import (
     live,
+    routes_arena,
     routes_audit,
     routes_bots,
     routes_chats,
     routes_erasure,
     routes_images,
+    routes_leaderboard,
     routes_me,
     routes_misc,
     routes_openai,
@@ -51,38 +58,7 @@ from services.api import (
     routes_session,
     routes_ui,
 )
-
-
-@dataclass(frozen=True)
-class Param:
-    """A query parameter (or header) a route reads."""
-
-    name: str
-    type: Literal["integer", "string"]
-    description: str
-    where: Literal["query", "header"] = "query"
-
-
-@dataclass(frozen=True)
-class Route:
-    """One route: how it is registered and how the OpenAPI document describes it."""
-
-    method: str
-    path: str
-    handler: Handler
-    name: str
-    status: int = 200
-    body: type | None = None
-    answer: type | None = None
-    params: tuple[Param, ...] = ()
-    public: bool = False
-    # "openai": errors in OpenAI's shape, for the routes its SDKs call.
-    dialect: Literal["chatbus", "openai"] = "chatbus"
-    media: Literal["application/json", "text/event-stream", "websocket", "image/*", "text/html"] = (
-        "application/json"
-    )
-    request_media: Literal["application/json", "image/*"] = "application/json"
-
+from services.api.route_spec import Param, Route
 
 MIN_SEQ = Param(
     "min_seq", "integer", "Read your writes: wait until the read model has applied this CHAT seq."
@@ -270,6 +246,34 @@ ROUTES: tuple[Route, ...] = (
         answer=AcceptedResponse,
     ),
     Route(
+        "POST",
+        "/v1/arena/battles",
+        routes_arena.create_battle,
+        "arena.battles.create",
+        status=201,
+        body=BattleRequest,
+        answer=BattleCreated,
+    ),
+    Route(
+        "POST", f"{CHAT}/arena/vote", routes_arena.vote, "arena.vote", body=VoteRequest, answer=VoteResponse
+    ),
+    Route(
+        "POST",
+        f"{CHAT}/arena/continue",
+        routes_arena.continue_battle,
+        "arena.continue_with",
+        body=ContinueRequest,
+        answer=ContinueResponse,
+    ),
+    Route(
+        "PUT",
+        f"{CHAT}/arena/category",
+        routes_arena.tag_battle,
+        "arena.category",
+        body=CategoryRequest,
+        answer=AcceptedResponse,
+    ),
+    Route(
         "GET",
         f"{CHAT}/messages",
         routes_chats.list_messages,
@@ -341,6 +345,21 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", BOT, routes_bots.put_bot, "bots.put", body=BotRequest, answer=BotBody, params=(IF_MATCH,)),
     Route("DELETE", BOT, routes_bots.delete_bot, "bots.delete", answer=AcceptedResponse, params=(IF_MATCH,)),
     Route("GET", f"{BOT}/export", routes_bots.export_bot, "bots.export", answer=BotFile),
+    Route(
+        "GET",
+        "/v1/arena/leaderboard",
+        routes_leaderboard.leaderboard,
+        "arena.leaderboard",
+        answer=LeaderboardBody,
+        params=(
+            Param("since", "string", "Only votes cast at or after this time (ISO; UTC unless it says)."),
+            Param("until", "string", "Only votes cast before this time (ISO)."),
+            Param("category", "string", "Only votes on battles of this category."),
+            Param("length_control", "string", "`true`: the answers' token difference as a covariate."),
+            Param("anchor", "string", "The model shown at 1000 (default: the first by name)."),
+            Param("rounds", "integer", "Bootstrap rounds for the 95% intervals, 10 to 2000 (default 1000)."),
+        ),
+    ),
     Route(
         "GET",
         f"{CHAT}/ws",

@@ -13,11 +13,13 @@ from services.api.keys import BUS
 
 
 async def audit_chat(request: web.Request) -> web.StreamResponse:
-    """Admins: every event of a chat, from the log (who, when, what, which model and parameters)."""
-    if not principal_of(request).is_admin:
+    """Admins: every event of a chat, from the log (who, when, what, which model and parameters); an
+    admin's own arena battle reads blind until its vote, like every other read of its voter."""
+    principal = principal_of(request)
+    if not principal.is_admin:
         raise ApiError(403, "forbidden", "the audit trail is for administrators")
     chat_id = path_id(request, "chat_id")
-    entries = await read_audit(request.app[BUS].js, chat_id)
+    entries = await read_audit(request.app[BUS].js, chat_id, reader_id=principal.user_id)
     if not entries:
         raise ApiError(404, "not_found", f"no chat {chat_id}")
     return json_response(AuditTrail(chat_id=chat_id, entries=entries))

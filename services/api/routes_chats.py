@@ -24,6 +24,7 @@ from schemas.api import (
     RenameChatRequest,
     SelectBranchRequest,
 )
+from schemas.blind import Blind, blind_chat, blind_for, blind_messages
 from schemas.chat import (
     ChatCreated,
     ChatDeleted,
@@ -35,7 +36,7 @@ from schemas.chat import (
     ReplyFailed,
     ReplyRequested,
 )
-from schemas.chat_decide import Ask, Conflict, Decision, Draft, Invalid, Refused
+from schemas.chat_decide import Ask, Decision, Draft, Refused
 from schemas.chat_state import ChatState
 from schemas.ids import is_valid_id, new_id
 from schemas.queries import ChatAnswer, ChatPage, GetChat, ListChats, ListMessages, MessagesAnswer
@@ -45,14 +46,16 @@ from schemas.subjects import chat_event, one_reply
 from services.api import party
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
+from services.api.blind_reads import battle_blind, blinded_error, blinded_page
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
 from services.api.projector import min_seq_of, query
+from services.api.refusal import refusal
 from services.api.routes_images import unseen_images
 
 DEFAULT_PAGE_SIZE = 50
-ORIGINS = ("chat", "openai")
+ORIGINS = ("chat", "openai", "arena")
 
 
 async def create_chat(request: web.Request) -> web.StreamResponse:
@@ -107,7 +110,8 @@ async def list_chats(request: web.Request) -> web.StreamResponse:
         min_seq=await min_seq_of(request),
         origin=_origin(request),
     )
-    return json_response(await query(request, "chats.list", question, ChatPage))
+    page = await query(request, "chats.list", question, ChatPage)
+    return json_response(await blinded_page(request, page))
 
 
 def _origin(request: web.Request) -> str | None:
@@ -127,7 +131,8 @@ async def get_chat(request: web.Request) -> web.StreamResponse:
     answer = await query(request, "chats.get", GetChat(chat_id=access.chat_id, min_seq=min_seq), ChatAnswer)
     if answer.chat is None:
         raise ApiError(404, "not_found", f"no chat {access.chat_id}")
-    return json_response(answer.chat)
+    blind = await battle_blind(request, access.chat)
+    return json_response(answer.chat if blind is None else blind_chat(answer.chat, blind))
 
 
 async def rename_chat(request: web.Request) -> web.StreamResponse:
@@ -182,10 +187,12 @@ async def list_messages(request: web.Request) -> web.StreamResponse:
         limit=query_int(request, "limit", limit_max, low=1, high=limit_max),
         cursor=query_str(request, "cursor"),
     )
-    return json_response(await query(request, "messages.list", question, MessagesAnswer))
+    blind = await battle_blind(request, access.chat)
+    answer = await query(request, "messages.list", question, MessagesAnswer)
+    return json_response(answer if blind is None else blind_messages(answer, blind))
 
 
-async def _checked_draft(request: web.Request, body: PostMessageRequest, edit_of: str | None = None) -> Draft:
+async def checked_draft(request: web.Request, body: PostMessageRequest, edit_of: str | None = None) -> Draft:
     """Validate a message body (length, images): the draft."""
     settings = request.app[SETTINGS]
     if len(body.content) > settings.max_message_chars:
@@ -218,7 +225,12 @@ async def _asks(
     request: web.Request, access: ChatAccess, state: ChatState, body: PostMessageRequest
 ) -> list[Ask]:
     """The replies a post asks for (each model served now, else 409): none in a chat with bots (they take
-    turns), one per model side by side, else one of the body's model (or the chat's)."""
+    turns), one per model side by side (a battle's sides, named "A" and "B" in errors), else one of the
+    body's model (or the chat's: a battle that went on with a side asks that side's model)."""
+    try:
+        decide.battle_post(state)  # a voted battle goes on with one side: refused before asking anyone
+    except Refused as exc:
+        raise refusal(exc) from None
     if state.has_bots or state.compare:
         if body.model is not None:
             raise ApiError(400, "bad_request", "this chat's models are fixed: leave out `model`")
@@ -226,11 +238,22 @@ async def _asks(
             raise ApiError(
                 400, "bad_request", "in a chat with bots each bot has its sampling: leave out `params`"
             )
-        return [await _ask(request, alias, body.params) for alias in state.compare]
-    return [await _ask(request, body.model or access.chat.model, body.params)]
+        blind = blind_for(state.created, state.vote is not None, principal_of(request).user_id)
+        return [await side_ask(request, alias, body.params, blind) for alias in state.compare]
+    return [await served_ask(request, body.model or state.model, body.params)]
 
 
-async def _ask(request: web.Request, wanted: str | None, params: SamplingParams | None) -> Ask:
+async def side_ask(
+    request: web.Request, alias: str, params: SamplingParams | None, blind: Blind | None
+) -> Ask:
+    """`served_ask` for one model side by side; in a battle before its vote, errors name its side only."""
+    try:
+        return await served_ask(request, alias, params)
+    except ApiError as exc:
+        raise blinded_error(exc, blind) from None
+
+
+async def served_ask(request: web.Request, wanted: str | None, params: SamplingParams | None) -> Ask:
     """The reply to ask for: the alias and its sampling (else its defaults); 409 when none is named or
     no worker serves it."""
     model = wanted or request.app[SETTINGS].default_model
@@ -259,12 +282,8 @@ async def decided(
     when the request is wrong), a chat that stays busy a 409."""
     try:
         decision, appended = await decide_and_append(request.app[BUS].js, chat_id, decision_of, state)
-    except Conflict as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    except Invalid as exc:
-        raise ApiError(400, "bad_request", str(exc)) from None
     except Refused as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+        raise refusal(exc) from None
     except ChatBusy:
         raise ApiError(409, "conflict", "the chat is busy with other posts; retry") from None
     return decision, appended[-1].seq
@@ -287,8 +306,9 @@ async def edit_message(request: web.Request) -> web.StreamResponse:
 async def _post(
     request: web.Request, access: ChatAccess, body: PostMessageRequest, edit_of: str | None = None
 ) -> web.StreamResponse:
-    draft = await _checked_draft(request, body, edit_of)
+    draft = await checked_draft(request, body, edit_of)
     state = await read_chat_state(request.app[BUS].js, access.chat_id)
+    blind = await battle_blind(request, access.chat)
     asks = await _asks(request, access, state, body)
     decision, seq = await decided(
         request, access.chat_id, lambda state: decide.post_message(state, draft, *asks), state
@@ -300,7 +320,7 @@ async def _post(
         chat_id=access.chat_id,
         message_id=decision.one(MessagePosted).message_id,
         reply_id=one.reply_id if one is not None else None,
-        model=one.model if one is not None else "",
+        model=one.model if one is not None and blind is None else "",
         seq=seq,
         reply_ids=[reply.reply_id for reply in replies],
     )
@@ -312,11 +332,12 @@ async def _reply_requested(
 ) -> web.StreamResponse:
     """202 for a requested reply (once sure the chat was not erased meanwhile)."""
     await _not_erased_meanwhile(request, access.chat_id)
+    blind = await battle_blind(request, access.chat)
     answer = PostMessageResponse(
         chat_id=access.chat_id,
         message_id=reply.message_id,
         reply_id=reply.reply_id,
-        model=reply.model,
+        model=reply.model if blind is None else "",
         seq=seq,
         reply_ids=[reply.reply_id],
     )
@@ -339,7 +360,7 @@ async def regenerate_reply(request: web.Request) -> web.StreamResponse:
     try:
         decide.regenerated_message(state, reply_id)  # a missing reply is a 404 before a missing model a 409
     except Refused as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
+        raise refusal(exc) from None
     ask = await _regenerate_ask(request, access, state, reply_id, body)
     decision, seq = await decided(
         request, access.chat_id, lambda state: decide.regenerate(state, reply_id, ask), state
@@ -354,8 +375,8 @@ async def _regenerate_ask(
     chat with bots or side by side, else the reply's own (its speaker, model and sampling)."""
     original = state.replies[reply_id].request
     if original is None or not (state.has_bots or state.compare):
-        return await _ask(request, body.model or access.chat.model, body.params)
-    ask = await _ask(request, body.model or original.model, body.params or original.params)
+        return await served_ask(request, body.model or state.model, body.params)
+    ask = await served_ask(request, body.model or original.model, body.params or original.params)
     return replace(ask, speaker=original.speaker)
 
 

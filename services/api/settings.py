@@ -150,6 +150,15 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ] = 8
+    arena_daily_votes: Annotated[
+        int,
+        env(
+            "CHATBUS_ARENA_DAILY_VOTES",
+            "Arena votes one user may cast per day (since 00:00 UTC; default 200, 0 = no cap); "
+            "more gets 429.",
+            ge=0,
+        ),
+    ] = 200
     # A body that has not arrived in this many seconds is refused (a slow sender holds no connection).
     upload_seconds: float = 60.0
     # An open WebSocket/SSE re-checks its key and chat this often; revoked or deleted closes it.

@@ -114,19 +114,29 @@ def export_preferences(
     until: UntilOpt = None,
     user: UserOpt = None,
     without_consent: ConsentOpt = False,
+    arena_ties: Annotated[
+        bool,
+        typer.Option(
+            "--arena-ties",
+            help='Also arena ties and both-bad votes: A\'s answer as chosen, marked "tie" or "both_bad".',
+        ),
+    ] = False,
     nats: NatsOption = DEFAULT_NATS,
 ) -> None:
     """Paired preference data (DPO): the shared context, a chosen and a rejected reply.
 
     A pair is two completed replies to the same message (regenerations) that their user rated up
-    and down, or a side-by-side choice: the chosen reply over each of the others (`metadata.source`:
-    rating or choice). `prompt` is what the replies answered (a bot's seat view in a chat with bots);
+    and down, a side-by-side choice: the chosen reply over each of the others, or an arena vote: the
+    winner's last answer over the loser's, excluded voters' votes left out (`metadata.source`: rating,
+    choice or arena). `prompt` is what the replies answered (a bot's seat view in a chat with bots);
     `chosen`/`rejected` are assistant messages.
     """
     from logtools.export import preference_rows
 
     flt = _export_filter(model, since, until, None, user, without_consent)
-    _export_table(nats, out, fmt, flt, embed_images, lambda log, refs: preference_rows(log, flt, refs))
+    _export_table(
+        nats, out, fmt, flt, embed_images, lambda log, refs: preference_rows(log, flt, refs, arena_ties)
+    )
 
 
 def export_chats(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from services.cli import (
+    admin_arena,
     admin_audit,
     admin_bots,
     admin_export,
@@ -75,3 +76,14 @@ bot_app.command("show")(admin_bots.bot_show)
 bot_app.command("export")(admin_bots.bot_export)
 bot_app.command("import")(admin_bots.bot_import)
 bot_app.command("delete")(admin_bots.bot_delete)
+
+arena_app = typer.Typer(
+    help="The arena: its leaderboard, the counted votes, the pool of models, excluded voters.",
+    no_args_is_help=True,
+)
+admin.add_typer(arena_app, name="arena")
+arena_app.command("leaderboard")(admin_arena.arena_leaderboard)
+arena_app.command("votes")(admin_arena.arena_votes)
+arena_app.command("pool")(admin_arena.arena_pool)
+arena_app.command("exclude")(admin_arena.arena_exclude)
+arena_app.command("include")(admin_arena.arena_include)

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from bus import Sequenced
 from schemas.chat import (
+    ArenaTagged,
+    ArenaVoted,
     ChatCreated,
     ChatDeleted,
     ChatRenamed,
@@ -31,6 +33,7 @@ from schemas.chat import (
 from schemas.identity import ApiKeyIssued, ApiKeyRevoked, TrainingConsentSet, UserCreated, UserRoleChanged
 from services.projector.tables import (
     API_KEYS,
+    BATTLES,
     CHATS,
     CHOICES,
     FEEDBACK,
@@ -57,7 +60,7 @@ class Keys:
 # clears a stopped floor; a reply request reads its speaker's name.
 _KEYS_OF: dict[type, tuple[tuple[str, str], ...]] = {
     MessagePosted: ((CHATS.name, "chat_id"), (FLOORS.name, "chat_id")),
-    ChatCreated: ((CHATS.name, "chat_id"),),
+    ChatCreated: ((CHATS.name, "chat_id"), (BATTLES.name, "chat_id")),
     ChatRenamed: ((CHATS.name, "chat_id"),),
     ChatDeleted: ((CHATS.name, "chat_id"),),
     ReplyRequested: ((REPLIES.name, "reply_id"), (PARTICIPANTS.name, "speaker")),
@@ -79,6 +82,8 @@ _KEYS_OF: dict[type, tuple[tuple[str, str], ...]] = {
     FloorStopped: ((FLOORS.name, "chat_id"),),
     SpeakerNamed: ((FLOORS.name, "chat_id"),),
     ChoiceMade: ((CHOICES.name, "message_id"),),
+    ArenaVoted: ((BATTLES.name, "chat_id"),),
+    ArenaTagged: ((BATTLES.name, "chat_id"),),
 }
 
 

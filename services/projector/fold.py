@@ -16,6 +16,8 @@ from msgspec.structs import asdict
 
 from bus import Sequenced
 from schemas.chat import (
+    ArenaTagged,
+    ArenaVoted,
     BranchSelected,
     ChatCreated,
     ChatDeleted,
@@ -48,6 +50,7 @@ from schemas.identity import (
     UserRoleChanged,
 )
 from schemas.queries import ChatRow, MessageRow, ReplyRow
+from services.projector.arena import ArenaFold
 from services.projector.batch import Changes, Rows, feedback_key
 from services.projector.party import PartyFold
 from services.projector.rows import ApiKeyRow, FeedbackRow, SelectionRow, UserRow
@@ -97,9 +100,9 @@ _NEW_REPLY: Row = asdict(
 del _NEW_REPLY["chosen"]  # not a column: read from the choices table
 
 
-class Fold(PartyFold):
+class Fold(PartyFold, ArenaFold):
     """Applies events to rows, one small method per event type (those of chats with bots and side-by-side
-    chats in services/projector/party.py)."""
+    chats in services/projector/party.py, those of arena battles in services/projector/arena.py)."""
 
     def __init__(
         self,
@@ -156,6 +159,8 @@ class Fold(PartyFold):
             FloorStopped: self.floor_stopped,
             SpeakerNamed: self.speaker_named,
             ChoiceMade: self.choice_made,
+            ArenaVoted: self.arena_voted,
+            ArenaTagged: self.arena_tagged,
         }
 
     def reply_cancelled(self, seq: int, e: ReplyCancelled) -> None:
@@ -177,6 +182,7 @@ class Fold(PartyFold):
             compare=list(e.compare),
         )
         self.tables[CHATS.name].add(e.chat_id, asdict(chat))
+        self.battle_created(seq, e)
 
     def chat_renamed(self, seq: int, e: ChatRenamed) -> None:
         """New title."""

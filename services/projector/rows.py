@@ -91,6 +91,20 @@ class ChoiceRow(msgspec.Struct, frozen=True, kw_only=True):
     seq: Seq
 
 
+class BattleRow(msgspec.Struct, frozen=True, kw_only=True):
+    """An arena battle: its two models (side A, side B), its current category, and its vote ("" until
+    `chat.arena.voted`; the first vote holds). What the draw counts pairs from and the vote cap counts."""
+
+    chat_id: str
+    owner_id: str
+    model_a: str
+    model_b: str
+    category: str
+    created_at: datetime
+    vote: str
+    voted_at: datetime | None
+
+
 class ErasedChatRow(msgspec.Struct, frozen=True, kw_only=True):
     """A chat erased at `seq`: any later event of it (a straggler) is ignored, live and in replay."""
 

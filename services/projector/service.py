@@ -19,7 +19,7 @@ import schemas
 from bus import Delivered
 from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat, ListChats, ListMessages
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
-from services.projector import check, queries
+from services.projector import arena, check, queries
 from services.projector.projection import project
 from services.projector.store import Store
 
@@ -164,6 +164,7 @@ class Projector:
             "messages.list": messages_list,
             "status": status,
             "digest": digest,
+            **arena.endpoints(self),
         }
 
     def close(self) -> None:

@@ -14,6 +14,7 @@ import pyarrow as pa
 from schemas.queries import ChatRow, FloorInfo, MessageRow, ParticipantInfo, Rating, ReplyRow
 from services.projector.rows import (
     ApiKeyRow,
+    BattleRow,
     CheckpointRow,
     ChoiceRow,
     ErasedChatRow,
@@ -167,12 +168,14 @@ FEEDBACK = Table("feedback", FeedbackRow, indexes=("chat_id",), parts=(Rating,))
 PARTICIPANTS = Table("participants", ParticipantRow, indexes=("chat_id",), parts=(ParticipantInfo,))
 FLOORS = Table("floors", FloorRow, parts=(FloorInfo,))
 CHOICES = Table("choices", ChoiceRow, indexes=("chat_id",))
+BATTLES = Table("battles", BattleRow, indexes=("owner_id",))
 ERASED_CHATS = Table("erased_chats", ErasedChatRow)
 CHECKPOINTS = Table("checkpoints", CheckpointRow)
 
 # Tables whose rows change after they are inserted: a batch loads the rows it touches first
 # (and, for messages, only which ids exist).
-PARTY: tuple[Table[Any], ...] = (PARTICIPANTS, FLOORS, CHOICES)  # chats with bots, side-by-side chats
+# Chats with bots, side-by-side chats, arena battles.
+PARTY: tuple[Table[Any], ...] = (PARTICIPANTS, FLOORS, CHOICES, BATTLES)
 MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
 READ_MODEL: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
 # Tables with a chat_id column: an erased chat's rows are deleted from each.
