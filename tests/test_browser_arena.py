@@ -20,7 +20,7 @@ from schemas.arena import PoolSet
 from schemas.chat import ArenaContinued, ArenaVoted, ReplyRequested
 from schemas.ids import new_id
 from tests.browserhelp import PASSWORD, axe, chromium, log_in, serious
-from tests.stack import Client, chat_events, extra_worker, wait_event
+from tests.stack import Client, chat_events, extra_worker, in_process_stack, wait_event
 
 ALIASES = ("kestrel", "osprey")  # distinctive, so a substring search of the page means something
 LONG = {"max_new_tokens": 600, "ignore_eos": True}
@@ -236,3 +236,46 @@ async def test_a_blind_battle_vote_reveal_continue_and_the_leaderboard(
         await page.screenshot(path=str(artifacts_dir / "ui-leaderboard-phone.png"), full_page=True)
         assert errors == []
         await context.close()
+
+
+async def test_a_battle_reopened_stays_blind_and_the_daily_cap_shows_on_the_vote(
+    nbus: Bus, tmp_path: Path, browser: Browser, demo_model_dir: Path
+) -> None:
+    from identity.accounts import add_user, issue_key
+    from services.api import ApiSettings
+
+    await add_user(nbus.js, "ann")
+    await set_password(nbus.js, "ann", PASSWORD, by="test")
+    key = (await issue_key(nbus.js, "ann"))[1]
+    settings = ApiSettings(default_model="demo", arena_daily_votes=1)
+    async with (
+        in_process_stack(nbus, tmp_path / "read.duckdb", demo_model_dir, settings) as (base, _),
+        extra_worker(nbus, demo_model_dir, ALIASES[0]) as first,
+        extra_worker(nbus, demo_model_dir, ALIASES[1]) as second,
+        Client(base, key) as ann,
+    ):
+        secrets = [*ALIASES, first.settings.worker_id, second.settings.worker_id]
+        await _pool(nbus, *ALIASES)
+        await _battle(ann, nbus, "tie")  # today's one vote
+        page = await browser.new_page()
+        await log_in(page, base, "ann")
+        await page.goto(f"{base}/#arena")
+        await page.fill("#arena-prompt", "Owls or hawks?")
+        await page.click("#arena-start")
+        await page.wait_for_selector("#battle:not([hidden])")
+        await page.wait_for_selector("#battle-vote button:enabled >> nth=3", timeout=120_000)
+
+        # A reload finds the battle where it was: blind, as Model A and Model B, ready for the vote.
+        await page.reload()
+        await page.wait_for_selector("#battle-vote button:enabled >> nth=3", timeout=30_000)
+        assert await page.locator(f"{COLUMNS} .head .speaker").all_inner_texts() == ["Model A", "Model B"]
+        assert await page.locator("#chat-list a[aria-current=true] .tag").inner_text() == "arena"
+        await _blind_now(page, secrets)
+
+        # Over the cap: the API's 429 in its words; the battle stays unvoted and blind.
+        await page.click("#battle-vote button[data-vote=tie]")
+        await page.wait_for_function("() => document.querySelector('#battle-error').textContent.length > 0")
+        assert "the cap is 1 a day" in await page.inner_text("#battle-error")
+        assert await page.is_visible("#battle-vote") and await page.is_hidden("#battle-reveal")
+        await _blind_now(page, secrets)
+        await page.close()
