@@ -239,7 +239,7 @@ async def test_a_blind_battle_vote_reveal_continue_and_the_leaderboard(
 
 
 async def test_a_battle_reopened_stays_blind_and_the_daily_cap_shows_on_the_vote(
-    nbus: Bus, tmp_path: Path, browser: Browser, demo_model_dir: Path
+    nbus: Bus, tmp_path: Path, browser: Browser, demo_model_dir: Path, artifacts_dir: Path
 ) -> None:
     from identity.accounts import add_user, issue_key
     from services.api import ApiSettings
@@ -278,4 +278,6 @@ async def test_a_battle_reopened_stays_blind_and_the_daily_cap_shows_on_the_vote
         assert "the cap is 1 a day" in await page.inner_text("#battle-error")
         assert await page.is_visible("#battle-vote") and await page.is_hidden("#battle-reveal")
         await _blind_now(page, secrets)
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await page.screenshot(path=str(artifacts_dir / "ui-arena-phone.png"), full_page=True)
         await page.close()

@@ -170,7 +170,7 @@ for (const side of SIDES) {
   });
 }
 
-$("battle-tag").addEventListener("submit", async (event) => {
+$("battle-tag-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   try {
     const category = $("battle-category").value.trim();
