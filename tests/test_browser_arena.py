@@ -272,6 +272,14 @@ async def test_a_battle_reopened_stays_blind_and_the_daily_cap_shows_on_the_vote
         assert await page.locator("#chat-list a[aria-current=true] .tag").inner_text() == "arena"
         await _blind_now(page, secrets)
 
+        # The battle's category, given after the start (folded away until asked for).
+        await page.click("#battle-tag summary")
+        await page.fill("#battle-category", "raptors")
+        await page.press("#battle-category", "Enter")
+        await page.wait_for_selector("#battle-note:text-is('Category: raptors.')")
+        tagged = await wait_event(nbus, f"chat.{page.url.split('chat=')[1]}.arena.tagged")
+        assert (tagged.category, tagged.by) == ("raptors", "ann")
+
         # Over the cap: the API's 429 in its words; the battle stays unvoted and blind.
         await page.click("#battle-vote button[data-vote=tie]")
         await page.wait_for_function("() => document.querySelector('#battle-error').textContent.length > 0")
