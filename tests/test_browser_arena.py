@@ -269,6 +269,8 @@ async def test_a_battle_reopened_stays_blind_and_the_daily_cap_shows_on_the_vote
         await page.reload()
         await page.wait_for_selector("#battle-vote button:enabled >> nth=3", timeout=30_000)
         assert await page.locator(f"{COLUMNS} .head .speaker").all_inner_texts() == ["Model A", "Model B"]
+        listed = await page.locator("#chat-list a").all_inner_texts()
+        assert [t.split()[0] for t in listed] == ["Owls", "Quick"], listed  # battles listed, newest first
         assert await page.locator("#chat-list a[aria-current=true] .tag").inner_text() == "arena"
         await _blind_now(page, secrets)
 

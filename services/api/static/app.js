@@ -122,7 +122,7 @@ async function loadChats(minSeq = 0) {
       api("GET", `/v1/chats?limit=100&min_seq=${minSeq}&origin=${origin}`).then((page) => page.items, () => []),
     ),
   );
-  const newest = (a, b) => (a.updated_at < b.updated_at ? 1 : a.updated_at > b.updated_at ? -1 : 0);
+  const newest = (a, b) => Date.parse(b.updated_at) - Date.parse(a.updated_at);
   state.chats = [...chats, ...battles].sort(newest).slice(0, 100);
   drawChatList();
 }
@@ -136,7 +136,7 @@ function drawChatList() {
     const link = document.createElement("a");
     link.href = `#chat=${chat.chat_id}`;
     link.textContent = chat.title;
-    if (chat.origin === "arena") link.append(Object.assign(document.createElement("span"), { className: "tag small", textContent: "arena" }));
+    if (chat.origin === "arena") link.append(" ", Object.assign(document.createElement("span"), { className: "tag small", textContent: "arena" }));
     link.dataset.chat = chat.chat_id;
     if (state.chat && state.chat.chat_id === chat.chat_id) link.setAttribute("aria-current", "true");
     const item = document.createElement("li");
@@ -322,7 +322,6 @@ function draw(listed) {
       drawPictures(el, m.images);
       if (isParty()) meta.append(speakerTag(m.speaker_name || m.author_name || m.author_id, m.speaker), " ");
       if (!inBattle()) meta.append(editButton(m)); // a battle is not edited, regenerated or branched
-
     } else {
       const r = replies.get(node.node_id);
       if (isParty()) meta.append(speakerTag(r.speaker_name || r.model, r.speaker), " ");
