@@ -57,3 +57,13 @@ def decode_lines(lines: bytes, count: int) -> list[Event]:
 def now() -> datetime:
     """The current time in UTC, as events carry it."""
     return datetime.now(UTC)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO date or time (UTC unless it says) as an aware UTC datetime; ValueError when it is not one,
+    or lies so near year 1 or 9999 that it has no UTC time."""
+    parsed = datetime.fromisoformat(text)
+    try:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range") from None

@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 
 MIN_ROUNDS = 10
-MAX_ROUNDS = 2000
+MAX_ROUNDS = 1000
 DEFAULT_ROUNDS = 1000
 
 

@@ -48,10 +48,7 @@ def _finished(state: ChatState, side: Side) -> list[Reply]:
     if latest.status == "failed":
         raise Conflict(f"side {side} failed; start a new battle", code="battle_unfinished")
     if latest.status == "cancelled" or state.answer(latest.reply_id) is None:
-        raise Conflict(
-            f"side {side}'s last reply was stopped: post again (both sides answer) or start a new battle",
-            code="battle_unfinished",
-        )
+        raise Conflict(f"side {side}'s answer was stopped; start a new battle", code="battle_unfinished")
     return [r for r in replies if state.answer(r.reply_id) is not None]
 
 

@@ -55,10 +55,13 @@ def blind_for(created: ChatCreated | None, revealed: bool, reader_id: str) -> Bl
     return Blind(labels=dict(zip(created.compare, LABELS, strict=False)))
 
 
-def _scrub_error(blind: Blind, error: str, worker_id: str) -> str:
-    """An error text with no drawn alias, nor the id of the worker that failed."""
-    error = blind.scrub(error)
-    return error.replace(worker_id, "a worker") if worker_id else error
+# A failed answer's error text may name the model, its worker, or figures that tell the models apart (a
+# context window's size, a cap): the voter reads only that it failed.
+BLIND_ERROR = "this side's answer failed: start a new battle"
+
+
+def _blind_error(error: str) -> str:
+    return BLIND_ERROR if error else ""
 
 
 def blind_event(event: ChatEvent, blind: Blind) -> ChatEvent:
@@ -71,8 +74,7 @@ def blind_event(event: ChatEvent, blind: Blind) -> ChatEvent:
         case ReplyStarted() | ReplyCompleted():
             return msgspec.structs.replace(event, model=blind.label(event.model), worker_id=HIDDEN_WORKER)
         case ReplyFailed():
-            error = _scrub_error(blind, event.error, event.worker_id)
-            return msgspec.structs.replace(event, worker_id=HIDDEN_WORKER, error=error)
+            return msgspec.structs.replace(event, worker_id=HIDDEN_WORKER, error=_blind_error(event.error))
         case _:
             return event
 
@@ -87,14 +89,14 @@ def blind_chat(row: Row, blind: Blind) -> Row:
 
 def blind_reply(row: ReplyRow, blind: Blind) -> ReplyRow:
     """A reply row as the voter may read it: its label for the model (and for the speaker's name, which
-    is the model's alias when no bot spoke it), no worker id, an error text that names no alias."""
+    is the model's alias when no bot spoke it), no worker id, no error text but that it failed."""
     label = blind.label(row.model)
     return msgspec.structs.replace(
         row,
         model=label,
         worker_id=HIDDEN_WORKER,
         speaker_name=blind.scrub(row.speaker_name) if row.speaker else label,
-        error=_scrub_error(blind, row.error, row.worker_id),
+        error=_blind_error(row.error),
     )
 
 

@@ -118,10 +118,18 @@ def not_in_battle(state: ChatState, what: str) -> None:
 
 
 def battle_post(state: ChatState) -> None:
-    """Refuse a post in a battle that was voted on but not continued with a side (Conflict `choose_side`):
-    after the vote the chat goes on with one model, the voter's pick."""
-    if state.arena and state.vote is not None and state.continued is None:
-        raise Conflict("continue with A or B first: POST .../arena/continue", code="choose_side")
+    """Refuse a post (`POST .../messages`) in a battle that has not gone on with one side: before the vote
+    (Conflict `arena_battle`: a battle judges one prompt, its opening one, answered by both sides from the
+    same conversation), and after the vote until the voter picks a side (Conflict `choose_side`)."""
+    if not state.arena or state.continued is not None:
+        return
+    if state.vote is None:
+        raise Conflict(
+            "a battle judges one prompt: vote first (POST .../arena/vote), then continue with a side, or "
+            "start a new battle (POST /v1/arena/battles)",
+            code="arena_battle",
+        )
+    raise Conflict("continue with A or B first: POST .../arena/continue", code="choose_side")
 
 
 def post_message(state: ChatState, draft: Draft, *asks: Ask) -> Decision:
@@ -130,7 +138,8 @@ def post_message(state: ChatState, draft: Draft, *asks: Ask) -> Decision:
 
     In a chat with bots a post asks for nothing: the conductor gives the bots their turns."""
     _alive(state)
-    battle_post(state)
+    if state.messages:  # a battle's opening prompt is the arena's (routes_arena.py); any other is refused
+        battle_post(state)
     if state.has_bots:
         asks = ()
     if draft.edit_of is not None:

@@ -21,6 +21,7 @@ import schemas
 from bus import Bus
 from identity.accounts import add_user, issue_key
 from logtools.arena_votes import set_pool
+from schemas.blind import BLIND_ERROR
 from schemas.chat import (
     ChatCreated,
     MessagePosted,
@@ -197,15 +198,6 @@ async def failed_reply(
     return reply_id
 
 
-async def answered(nbus: Bus, client: Voter, chat_id: str, content: str) -> tuple[dict[str, Any], list[str]]:
-    """Post in the battle (both sides answer) and wait for both answers: the 202 body and their texts."""
-    status, posted = await client.call(
-        "POST", f"/v1/chats/{chat_id}/messages", json={"content": content, "params": PARAMS}
-    )
-    assert status == 202 and len(posted["reply_ids"]) == 2, posted
-    return posted, await answers(nbus, chat_id, posted["reply_ids"])
-
-
 async def answers(nbus: Bus, chat_id: str, reply_ids: list[str]) -> list[str]:
     """The texts of these replies, once each completed."""
     texts = []
@@ -245,7 +237,7 @@ async def reads(client: Voter, chat_id: str, reply_id: str, min_seq: int) -> Non
         status, _ = await client.call("GET", path)
         assert status == 200, path
     status, page = await client.call("GET", f"{chat}/messages?min_seq={min_seq}")
-    assert status == 200 and {r["status"] for r in page["replies"]} == {"completed", "failed"}, page
+    assert status == 200 and {r["status"] for r in page["replies"]} == {"completed"}, page
     status, _ = await client.call("PUT", f"{chat}/replies/{reply_id}/feedback", json={"rating": "up"})
     assert status == 200
     status, _ = await client.call("POST", f"{chat}/replies/{reply_id}/cancel")  # finished: a 409
@@ -272,23 +264,33 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
         side = await drawn(nbus, chat_id)
         assert set(side.values()) == {ALIAS_A, ALIAS_B}
         worker = {ALIAS_A: WORKER_A, ALIAS_B: WORKER_B}
-        first = await answers(nbus, chat_id, battle["reply_ids"])
-        failed = await failed_reply(nbus, chat_id, "ann", side["B"], worker[side["B"]])
         async with watching(ann, chat_id) as (ws, sse):
-            posted, texts = await answered(nbus, ann, chat_id, "hello there")
-            texts += first
+            texts = await answers(nbus, chat_id, battle["reply_ids"])
             for feed in (ws, sse):
-                await until(lambda feed=feed: set(posted["reply_ids"]) <= completed_in(feed), "both answers")
+                await until(lambda feed=feed: set(battle["reply_ids"]) <= completed_in(feed), "both answers")
             assert {e["model"] for e in ws.events() if e["type"] == "chat.reply.requested"} == {"A", "B"}
-            # Refused or blind, a body never names them: a fixed model, a rename.
-            status, _ = await ann.call(
-                "POST", f"/v1/chats/{chat_id}/messages", json={"content": "x", "model": ALIAS_A}
+            # A second battle, where side B's answer failed with an error naming its model and worker.
+            status, other = await ann.call(
+                "POST", "/v1/arena/battles", json={"content": "hi", "params": PARAMS}
             )
-            assert status == 400
+            assert status == 201, other
+            await answers(nbus, other["chat_id"], other["reply_ids"])
+            other_side = await drawn(nbus, other["chat_id"])
+            failed = await failed_reply(
+                nbus, other["chat_id"], "ann", other_side["B"], worker[other_side["B"]]
+            )
+            now_seq = (await nbus.js.stream_info("CHAT")).state.last_seq
+            status, page = await ann.call("GET", f"/v1/chats/{other['chat_id']}/messages?min_seq={now_seq}")
+            failure = next(r for r in page["replies"] if r["reply_id"] == failed)
+            assert (failure["status"], failure["error"], failure["worker_id"]) == ("failed", BLIND_ERROR, "")
+            # Refused or blind, a body never names them: a second prompt, a fixed model, a rename.
+            for body in ({"content": "and now?"}, {"content": "x", "model": ALIAS_A}):
+                status, refused = await ann.call("POST", f"/v1/chats/{chat_id}/messages", json=body)
+                assert status == 409 and refused["error"] == "arena_battle", refused
             status, _ = await ann.call("PATCH", f"/v1/chats/{chat_id}", json={"title": "a battle"})
             assert status == 200
             last = (await nbus.js.stream_info("CHAT")).state.last_seq
-            await reads(ann, chat_id, posted["reply_ids"][0], last)
+            await reads(ann, chat_id, battle["reply_ids"][0], last)
             status, _ = await ann.call("GET", f"/v1/admin/chats/{chat_id}/audit")
             assert status == 403  # not for users; an admin voter's own audit is blind (below)
 
@@ -311,7 +313,6 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
             assert status == 409 and again["error"] == "already_voted", again
         assert json_text(battle["chat_id"]) in before  # the battle's creation answer was collected
         assert_blind(before, "the REST bodies")
-        assert b"model B on a worker: out of memory" in before  # the failed reply's error, scrubbed
         for name, feed in (("WebSocket", ws), ("SSE", sse)):
             pre, post = feed.split_at_vote()
             assert_blind(pre + bytes(feed.other), f"the {name} frames before the vote")
@@ -322,7 +323,7 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
 
         # After the vote: the same routes and fresh feeds read the truth.
         ann.received.clear()
-        await reads(ann, chat_id, posted["reply_ids"][1], seq)
+        await reads(ann, chat_id, battle["reply_ids"][1], seq)
         assert_truth(ann.seen(), "the REST bodies after the vote")
         async with watching(ann, chat_id) as (ws, sse):
             for feed in (ws, sse):
@@ -332,10 +333,12 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
             assert_truth(pre, f"a {name} feed opened after the vote")
         status, chat = await ann.call("GET", f"/v1/chats/{chat_id}")
         assert status == 200 and chat["compare"] == [side["A"], side["B"]] and chat["model"] == ""
-        status, page = await ann.call("GET", f"/v1/chats/{chat_id}/messages")
+        # The failed answer, as an admin reads it: the truth.
+        status, page = await root.call("GET", f"/v1/chats/{other['chat_id']}/messages")
         failure = next(r for r in page["replies"] if r["reply_id"] == failed)
-        assert (failure["model"], failure["worker_id"]) == (side["B"], worker[side["B"]])
-        assert failure["error"] == f"{side['B']} on {worker[side['B']]}: out of memory"
+        b_alias = other_side["B"]
+        assert (failure["model"], failure["worker_id"]) == (b_alias, worker[b_alias])
+        assert failure["error"] == f"{b_alias} on {worker[b_alias]}: out of memory"
 
 
 async def test_an_admins_own_battle_and_a_refused_post_are_blind(
@@ -349,8 +352,13 @@ async def test_an_admins_own_battle_and_a_refused_post_are_blind(
         voter(stack["base"], stack["ann"]) as ann,
         voter(stack["base"], root_key) as root,
     ):
-        chat_id = await new_battle(nbus, "root", [ALIAS_A, ALIAS_B])
-        _, texts = await answered(nbus, root, chat_id, "hello there")
+        await set_pool(nbus.js, [ALIAS_A, ALIAS_B], [], "root")
+        status, battle = await root.call(
+            "POST", "/v1/arena/battles", json={"content": "hi", "params": PARAMS}
+        )
+        assert status == 201, battle
+        chat_id = battle["chat_id"]
+        texts = await answers(nbus, chat_id, battle["reply_ids"])
         status, trail = await root.call("GET", f"/v1/admin/chats/{chat_id}/audit")
         assert status == 200 and {e["model"] for e in trail["entries"] if e["model"]} == {"A", "B"}
         assert_blind(root.seen(), "the audit of an admin's own battle")
@@ -362,10 +370,10 @@ async def test_an_admins_own_battle_and_a_refused_post_are_blind(
         assert status == 200
         assert_truth(root.seen(), "the audit after the vote")
 
-        # A side that no worker serves: the 409 says so without naming it (nor the other side).
+        # A battle left without its prompt (its creation cut short), one side no longer served: a post
+        # there is refused before any model is asked, so nothing names them.
         ghostly = await new_battle(nbus, "ann", [ALIAS_A, GHOST])
         status, refused = await ann.call("POST", f"/v1/chats/{ghostly}/messages", json={"content": "hi"})
-        assert status == 409 and refused["error"] == "model_unavailable", refused
-        assert "model B" in refused["message"]
+        assert status == 409 and refused["error"] == "arena_battle", refused
         for secret in (GHOST, ALIAS_A):
             assert secret.encode() not in ann.seen(), refused

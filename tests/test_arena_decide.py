@@ -104,14 +104,13 @@ def _refused(kind: type[Exception], code: str, call: Any) -> str:
 def test_a_vote_names_both_models_with_each_sides_answers_tokens_and_category() -> None:
     battle = Battle()
     a1, b1 = battle.answered()
-    a2, b2 = battle.answered()
     battle.add(ArenaTagged(event_id="t", chat_id="c1", at=AT, category="math", by="ann"))
     decision = arena_decide.vote(battle.state, "ann", "B")
     assert decision.fence is not None and decision.fence.seq == battle.state.last_seq  # the whole chat
     voted = decision.one(ArenaVoted)
     assert (voted.vote, voted.model_a, voted.model_b, voted.voter_id) == ("B", "alpha", "beta", "ann")
-    assert (voted.replies_a, voted.replies_b) == ([a1, a2], [b1, b2])
-    assert (voted.tokens_a, voted.tokens_b, voted.category) == (6, 10, "math")
+    assert (voted.replies_a, voted.replies_b) == ([a1], [b1])
+    assert (voted.tokens_a, voted.tokens_b, voted.category) == (3, 5, "math")
 
 
 def test_a_vote_waits_for_both_sides_and_is_cast_once() -> None:
@@ -128,16 +127,18 @@ def test_a_vote_waits_for_both_sides_and_is_cast_once() -> None:
     )
     message = _refused(Conflict, "battle_unfinished", lambda: arena_decide.vote(battle.state, "ann", "A"))
     assert message == "side B failed; start a new battle"
-    a2, b2 = battle.post()  # asking both again: the latest replies are what count
-    battle.complete(a2, 1)
-    battle.complete(b2, 0, "cancelled")
-    _refused(Conflict, "battle_unfinished", lambda: arena_decide.vote(battle.state, "ann", "tie"))
-    a3, b3 = battle.answered()
+    _refused(Conflict, "arena_battle", battle.post)  # no asking again: a battle judges one prompt
+    stopped = Battle()
+    a, b = stopped.post()
+    stopped.complete(a, 1)
+    stopped.complete(b, 0, "cancelled")
+    message = _refused(Conflict, "battle_unfinished", lambda: arena_decide.vote(stopped.state, "ann", "tie"))
+    assert message == "side B's answer was stopped; start a new battle"
+    battle = Battle()
+    a, b = battle.answered()
     _refused(Invalid, "", lambda: arena_decide.vote(battle.state, "ann", "C"))
     decision = arena_decide.vote(battle.state, "ann", "both_bad")
-    # The failed reply never answered; the stopped one's partial text is in the conversation (chat_state's
-    # rule of what enters later contexts), so it is the side's too.
-    assert decision.one(ArenaVoted).replies_b == [b2, b3]
+    assert (decision.one(ArenaVoted).replies_a, decision.one(ArenaVoted).replies_b) == ([a], [b])
     battle.add(*decision.events)
     message = _refused(Conflict, "already_voted", lambda: arena_decide.vote(battle.state, "ann", "A"))
     assert "revealed" in message
@@ -157,8 +158,7 @@ def test_only_a_battle_is_voted_continued_or_tagged() -> None:
 
 def test_continue_after_the_vote_goes_on_with_that_sides_model_on_its_last_answer() -> None:
     battle = Battle()
-    battle.answered()
-    a2, b2 = battle.answered()
+    _, b2 = battle.answered()
     _refused(Conflict, "not_voted", lambda: arena_decide.continue_with(battle.state, "B", "ann"))
     battle.add(*arena_decide.vote(battle.state, "ann", "A").events)
     _refused(Conflict, "choose_side", lambda: battle.post())  # a voted battle asks which side first
@@ -203,7 +203,7 @@ def test_before_the_vote_a_battle_refuses_what_would_change_what_is_judged() -> 
     for name, call in refusals.items():
         message = _refused(Conflict, "arena_battle", call)
         assert "vote" in message, name
-    battle.post()  # posting goes on: both sides answer
+    _refused(Conflict, "arena_battle", battle.post)  # a battle judges one prompt
     # After the vote the battle is a side-by-side chat (then, continued, a one-model one), but for choosing.
     battle = Battle()
     a, b = battle.answered()

@@ -9,6 +9,7 @@ import msgspec
 import schemas
 from logtools.audit import audit_entries
 from schemas.blind import (
+    BLIND_ERROR,
     BlindFeed,
     blind_chat,
     blind_event,
@@ -117,7 +118,7 @@ def test_blind_events_name_no_alias_and_no_worker() -> None:
     assert (first.model, second.model) == ("A", "B")
     assert isinstance(started, ReplyStarted) and (started.model, started.worker_id) == ("A", "")
     assert isinstance(done, ReplyCompleted) and done.text == "an answer"
-    assert isinstance(failed, ReplyFailed) and failed.error == "model B on a worker: oom"
+    assert isinstance(failed, ReplyFailed) and failed.error == BLIND_ERROR
 
 
 def _reply(reply_id: str, model: str, worker: str, error: str = "", speaker: str = "") -> ReplyRow:
@@ -174,7 +175,7 @@ def test_blind_rows_name_no_alias_and_no_worker() -> None:
     assert A not in _text(blinded) and WA not in _text(blinded) and WB not in _text(blinded)
     first, second = blinded.replies
     assert (first.model, first.speaker_name, first.worker_id, first.text) == ("A", "A", "", "an answer")
-    assert (second.model, second.error) == ("B", "model B died on a worker")
+    assert (second.model, second.error) == ("B", BLIND_ERROR)
     # A bot's reply keeps its bot's name (no alias in it, scrubbed all the same).
     bot = blind_reply(msgspec.structs.replace(_reply("r3", A, WA), speaker="p1", speaker_name="Zen"), blind)
     assert (bot.model, bot.speaker_name) == ("A", "Zen")

@@ -19,7 +19,6 @@ from schemas.queries import ChatPage
 from schemas.streams import CHAT
 from schemas.subjects import chat_event
 from services.api.auth import principal_of
-from services.api.errors import ApiError
 from services.api.keys import BUS
 
 ARENA_ORIGIN = "arena"  # the `origin` of a chat the arena made (a battle)
@@ -65,10 +64,3 @@ async def blinded_page(request: web.Request, page: ChatPage) -> ChatPage:
     return blind_page(
         page, {chat_id: blind for chat_id, blind in zip(battles, found, strict=True) if blind is not None}
     )
-
-
-def blinded_error(error: ApiError, blind: Blind | None) -> ApiError:
-    """The error with no drawn alias in its message (itself when there is nothing to hide)."""
-    if blind is None:
-        return error
-    return ApiError(error.status, error.code, blind.scrub(error.message), error.headers, error.param)

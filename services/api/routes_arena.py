@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+import msgspec
 from aiohttp import web
 
 import bus
@@ -23,22 +24,23 @@ from schemas.api_arena import (
     VoteRequest,
     VoteResponse,
 )
-from schemas.blind import LABELS, Blind
+from schemas.blind import LABELS
 from schemas.chat import ArenaContinued, ArenaVoted, ChatCreated, MessagePosted, ReplyRequested
-from schemas.chat_decide import Refused
+from schemas.chat_decide import Ask, Refused
 from schemas.chat_state import ChatState
 from schemas.ids import new_id
 from schemas.queries import BattlePairs, PairCounts, VoteCount, VotesSince
+from schemas.sampling import SamplingParams
 from schemas.streams import CHAT
 from services.api.access import chat_access
 from services.api.arena_pool import draw, pool_now
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
 from services.api.inputs import read_body
-from services.api.keys import BUS, SETTINGS
+from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
 from services.api.projector import query
 from services.api.refusal import refusal
-from services.api.routes_chats import checked_draft, decided, side_ask
+from services.api.routes_chats import checked_draft, decided
 
 MAX_TITLE_CHARS = 80
 UNAVAILABLE = (
@@ -63,8 +65,7 @@ async def create_battle(request: web.Request) -> web.StreamResponse:
         PairCounts,
     )
     drawn = draw(pool, {(pair.model_a, pair.model_b): pair.battles for pair in met.pairs})
-    blind = Blind(labels=dict(zip(drawn, LABELS, strict=True)))
-    asks = [await side_ask(request, alias, body.params, blind) for alias in drawn]
+    asks = await _battle_asks(request, drawn, body.params)
     created = ChatCreated(
         event_id=new_id("e"),
         chat_id=new_id("c"),
@@ -91,6 +92,23 @@ async def create_battle(request: web.Request) -> web.StreamResponse:
         seq=seq,
     )
     return json_response(answer, status=201, headers={"Location": f"/v1/chats/{created.chat_id}"})
+
+
+async def _battle_asks(
+    request: web.Request, drawn: tuple[str, str], params: SamplingParams | None
+) -> list[Ask]:
+    """One ask per side, both with the same sampling: the body's, else chatbus's defaults — never a model's
+    own defaults, which the `reply.requested` frames would show and which would tell the sides apart —
+    with `max_new_tokens` held to the lower of the two models' caps (a refusal naming one cap would)."""
+    served = [await request.app[MODEL_DEFAULTS].of(alias) for alias in drawn]
+    caps = [one.max_new_tokens for one in served if one is not None and one.max_new_tokens]
+    if any(one is None for one in served):  # drawn a moment ago: it just stopped being served
+        raise ApiError(409, "arena_unavailable", "a drawn model stopped being served: start the battle again")
+    params = params or SamplingParams()
+    if caps and params.max_new_tokens > min(caps):
+        params = msgspec.structs.replace(params, max_new_tokens=min(caps))
+    by = principal_of(request).user_id
+    return [Ask(model=alias, params=params, by=by) for alias in drawn]
 
 
 def _title(content: str) -> str:

@@ -24,7 +24,7 @@ from schemas.api import (
     RenameChatRequest,
     SelectBranchRequest,
 )
-from schemas.blind import Blind, blind_chat, blind_for, blind_messages
+from schemas.blind import blind_chat, blind_messages
 from schemas.chat import (
     ChatCreated,
     ChatDeleted,
@@ -46,7 +46,7 @@ from schemas.subjects import chat_event, one_reply
 from services.api import party
 from services.api.access import ChatAccess, chat_access
 from services.api.auth import principal_of
-from services.api.blind_reads import battle_blind, blinded_error, blinded_page
+from services.api.blind_reads import battle_blind, blinded_page
 from services.api.errors import ApiError, json_response
 from services.api.inputs import path_id, query_int, query_str, read_body
 from services.api.keys import BUS, MODEL_DEFAULTS, SETTINGS
@@ -225,8 +225,8 @@ async def _asks(
     request: web.Request, access: ChatAccess, state: ChatState, body: PostMessageRequest
 ) -> list[Ask]:
     """The replies a post asks for (each model served now, else 409): none in a chat with bots (they take
-    turns), one per model side by side (a battle's sides, named "A" and "B" in errors), else one of the
-    body's model (or the chat's: a battle that went on with a side asks that side's model)."""
+    turns), one per model side by side, else one of the body's model (or the chat's: a battle that went
+    on with a side asks that side's model; a battle's own post is routes_arena.py's)."""
     try:
         decide.battle_post(state)  # a voted battle goes on with one side: refused before asking anyone
     except Refused as exc:
@@ -238,19 +238,8 @@ async def _asks(
             raise ApiError(
                 400, "bad_request", "in a chat with bots each bot has its sampling: leave out `params`"
             )
-        blind = blind_for(state.created, state.vote is not None, principal_of(request).user_id)
-        return [await side_ask(request, alias, body.params, blind) for alias in state.compare]
+        return [await served_ask(request, alias, body.params) for alias in state.compare]
     return [await served_ask(request, body.model or state.model, body.params)]
-
-
-async def side_ask(
-    request: web.Request, alias: str, params: SamplingParams | None, blind: Blind | None
-) -> Ask:
-    """`served_ask` for one model side by side; in a battle before its vote, errors name its side only."""
-    try:
-        return await served_ask(request, alias, params)
-    except ApiError as exc:
-        raise blinded_error(exc, blind) from None
 
 
 async def served_ask(request: web.Request, wanted: str | None, params: SamplingParams | None) -> Ask:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import datetime
 
 from aiohttp import web
 
+import schemas
 from logtools.arena_votes import UnknownAnchor, VoteFilter, leaderboard_body, read_votes, votes_version
 from logtools.leaderboard import LeaderboardError
 from schemas.api_leaderboard import (
@@ -19,6 +20,7 @@ from schemas.arena_decide import MAX_CATEGORY
 from services.api.errors import ApiError, json_response
 from services.api.inputs import query_int, query_str
 from services.api.keys import BUS, LEADERBOARDS
+from services.api.leaderboard_cache import LeaderboardsBusy
 
 SEED = 0  # the bootstrap's seed: the same votes and filters give the same leaderboard
 
@@ -28,11 +30,10 @@ def _time(request: web.Request, name: str) -> datetime | None:
     if raw is None:
         return None
     try:
-        parsed = datetime.fromisoformat(raw)
+        return schemas.parse_time(raw)
     except ValueError:
         example = "e.g. 2026-11-01 or 2026-11-01T12:00Z"
         raise ApiError(400, "bad_parameter", f"{name} must be an ISO date or time ({example})") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -72,4 +73,7 @@ async def leaderboard(request: web.Request) -> web.StreamResponse:
             message = f"no leaderboard can be made of these votes: {exc}"
             raise ApiError(409, "no_leaderboard", message) from None
 
-    return json_response(await request.app[LEADERBOARDS].get(key, compute()))
+    try:
+        return json_response(await request.app[LEADERBOARDS].get(key, compute()))
+    except LeaderboardsBusy as exc:
+        raise ApiError(503, "busy", f"{exc}: ask again in a few seconds", {"Retry-After": "5"}) from None

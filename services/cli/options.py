@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+import schemas
 from services.cli.settings import DEFAULT_NATS, variable_of
 
 __all__ = ["DEFAULT_NATS", "ConfigOption", "NatsOption", "iso_time"]
@@ -29,9 +30,8 @@ ConfigOption = Annotated[
 def iso_time(value: str) -> datetime:
     """An ISO date or time as an aware datetime (UTC unless it says); typer's parser for such options."""
     try:
-        parsed = datetime.fromisoformat(value)
+        return schemas.parse_time(value)
     except ValueError:
         raise typer.BadParameter(
             f"{value!r} is not an ISO date or time (e.g. 2026-11-01 or 2026-11-01T12:00)"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

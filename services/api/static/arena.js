@@ -103,7 +103,7 @@ function drawBattle(last) {
   $("battle-vote").hidden = Boolean(vote);
   $("battle-tag").hidden = Boolean(vote);
   $("battle-reveal").hidden = !vote;
-  $("composer").hidden = Boolean(vote); // after the vote, one side first
+  $("composer").hidden = true; // a battle judges one prompt; after the vote, one side first
   if (vote) {
     say(`You voted: ${VOTES[vote.vote]}. Model A is ${vote.A}; Model B is ${vote.B}.`);
     for (const side of SIDES) {
@@ -120,7 +120,7 @@ function drawBattle(last) {
   for (const button of document.querySelectorAll("#battle-vote button")) button.disabled = !done;
   say(
     failed.length
-      ? `Model ${failed.join(" and ")} did not finish: send another message, or start a new battle.`
+      ? `Model ${failed.join(" and ")} did not finish: start a new battle.`
       : done
         ? "Both answers are in. Which one is better?"
         : "Model A and Model B are answering…",
