@@ -157,10 +157,11 @@ async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0, stream: str
 
 @contextlib.asynccontextmanager
 async def extra_worker(
-    nbus: Bus, model_dir: Path, alias: str, capacity: int = 2, worker_id: str | None = None
+    nbus: Bus, model_dir: Path, alias: str, capacity: int = 2, worker_id: str | None = None, **settings: Any
 ) -> AsyncIterator[Any]:
     """Another worker in this process serving `model_dir` as `alias` (a side-by-side chat compares two
-    aliases; a party chat's bots may need a real model), named `worker_id` if given; yields the worker
+    aliases; a party chat's bots may need a real model), named `worker_id` if given, with other
+    WorkerSettings fields as `settings` say (e.g. `defaults`, `max_new_tokens_cap`); yields the worker
     once its presence shows."""
     from services.llm_worker import WorkerSettings
     from services.llm_worker.continuous_batching import ContinuousBatchingEngine
@@ -168,10 +169,12 @@ async def extra_worker(
     from services.llm_worker.worker import Worker
 
     engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), EngineConfig())
-    settings = WorkerSettings(model=str(model_dir), alias=alias, capacity=capacity)
     if worker_id is not None:
-        settings = msgspec.structs.replace(settings, worker_id=worker_id)
-    worker = Worker(settings, nbus, engine, engine.tokenizer)
+        settings["worker_id"] = worker_id
+    config = msgspec.structs.replace(
+        WorkerSettings(model=str(model_dir), alias=alias, capacity=capacity), **settings
+    )
+    worker = Worker(config, nbus, engine, engine.tokenizer)
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(stop))
     try:

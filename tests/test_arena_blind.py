@@ -31,6 +31,7 @@ from schemas.chat import (
     ReplyStarted,
 )
 from schemas.ids import new_id
+from schemas.sampling import SamplingParams
 from tests.stack import chat_events, extra_worker, wait_event
 
 # Distinctive, so that finding one anywhere in the bytes means it leaked.
@@ -268,7 +269,11 @@ async def test_the_voter_reads_neither_model_nor_worker_before_the_vote_and_both
             texts = await answers(nbus, chat_id, battle["reply_ids"])
             for feed in (ws, sse):
                 await until(lambda feed=feed: set(battle["reply_ids"]) <= completed_in(feed), "both answers")
-            assert {e["model"] for e in ws.events() if e["type"] == "chat.reply.requested"} == {"A", "B"}
+            requested = [e for e in ws.events() if e["type"] == "chat.reply.requested"]
+            assert [e["model"] for e in requested] == ["A", "B"]
+            assert (
+                requested[0]["params"] == requested[1]["params"]
+            )  # no side's own defaults to tell them apart
             # A second battle, where side B's answer failed with an error naming its model and worker.
             status, other = await ann.call(
                 "POST", "/v1/arena/battles", json={"content": "hi", "params": PARAMS}
@@ -346,13 +351,21 @@ async def test_an_admins_own_battle_and_a_refused_post_are_blind(
 ) -> None:
     await add_user(nbus.js, "root", role="admin")
     root_key = (await issue_key(nbus.js, "root"))[1]
+    # Each model with its own default sampling and cap, as a model config may set them.
+    own_a = {"defaults": SamplingParams(temperature=0.2, max_new_tokens=5), "max_new_tokens_cap": 6}
+    own_b = {"defaults": SamplingParams(temperature=1.3, max_new_tokens=9), "max_new_tokens_cap": 9}
     async with (
-        extra_worker(nbus, demo_model_dir, ALIAS_A, worker_id=WORKER_A),
-        extra_worker(nbus, demo_model_dir, ALIAS_B, worker_id=WORKER_B),
+        extra_worker(nbus, demo_model_dir, ALIAS_A, worker_id=WORKER_A, **own_a),
+        extra_worker(nbus, demo_model_dir, ALIAS_B, worker_id=WORKER_B, **own_b),
         voter(stack["base"], stack["ann"]) as ann,
         voter(stack["base"], root_key) as root,
     ):
         await set_pool(nbus.js, [ALIAS_A, ALIAS_B], [], "root")
+        status, plain = await root.call("POST", "/v1/arena/battles", json={"content": "hi"})
+        assert status == 201, plain
+        # No params: both sides are asked alike (chatbus's defaults, the lower cap), never with their own.
+        asked = [e for e in await chat_events(nbus, plain["chat_id"]) if isinstance(e, ReplyRequested)]
+        assert [e.params for e in asked] == [SamplingParams(max_new_tokens=6)] * 2
         status, battle = await root.call(
             "POST", "/v1/arena/battles", json={"content": "hi", "params": PARAMS}
         )
