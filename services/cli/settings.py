@@ -61,6 +61,17 @@ class CliSettings(msgspec.Struct, frozen=True, kw_only=True):
     db_path: Annotated[
         str, env("CHATBUS_DB_PATH", "The projector's DuckDB file (default `<data dir>/readmodel.duckdb`).")
     ] = ""
+    projector_linger_ms: Annotated[
+        float,
+        env(
+            "CHATBUS_PROJECTOR_LINGER_MS",
+            "Milliseconds the projector lets a small batch of new events wait for the rest of its burst "
+            "before applying them in one transaction (default 10; 0: apply each piece as it arrives). Reads "
+            "with `min_seq` never wait for it.",
+            ge=0,
+            le=1000,
+        ),
+    ] = 10.0
     nats_port: Annotated[
         int,
         env(
