@@ -65,13 +65,13 @@ class CliSettings(msgspec.Struct, frozen=True, kw_only=True):
         float,
         env(
             "CHATBUS_PROJECTOR_LINGER_MS",
-            "Milliseconds the projector lets a small batch of new events wait for the rest of its burst "
-            "before applying them in one transaction (default 10; 0: apply each piece as it arrives). Reads "
-            "with `min_seq` never wait for it.",
+            "Milliseconds the projector lets a small batch of new events wait for more before it applies "
+            "them in one transaction (default 200: a new chat's first events are folded after the reply's "
+            "prefill, not during it; 0: each piece as it arrives). A read with `min_seq` never waits for it.",
             ge=0,
-            le=1000,
+            le=5000,
         ),
-    ] = 10.0
+    ] = 200.0
     nats_port: Annotated[
         int,
         env(
