@@ -20,7 +20,7 @@ from services.cli.connect import connect
 from services.cli.models import models_config
 from services.cli.options import DEFAULT_NATS, ConfigOption, NatsOption
 from services.cli.output import console
-from services.cli.settings import data_dir, setup_logging, variable_of
+from services.cli.settings import CliSettings, data_dir, setup_logging, variable_of
 
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -76,8 +76,9 @@ def projector(
 
     setup_logging()
     db_path = db or data_dir() / "readmodel.duckdb"
+    linger = CliSettings.from_env().projector_linger_ms / 1000
 
-    serve(nats, "projector", lambda nbus, stop: run_projector(nbus, db_path, stop))
+    serve(nats, "projector", lambda nbus, stop: run_projector(nbus, db_path, stop, linger=linger))
 
 
 def api(nats: NatsOption = DEFAULT_NATS) -> None:

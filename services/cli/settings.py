@@ -61,6 +61,17 @@ class CliSettings(msgspec.Struct, frozen=True, kw_only=True):
     db_path: Annotated[
         str, env("CHATBUS_DB_PATH", "The projector's DuckDB file (default `<data dir>/readmodel.duckdb`).")
     ] = ""
+    projector_linger_ms: Annotated[
+        float,
+        env(
+            "CHATBUS_PROJECTOR_LINGER_MS",
+            "Milliseconds the projector lets a small batch of new events wait for more before it applies "
+            "them in one transaction (default 200: a new chat's first events are folded after the reply's "
+            "prefill, not during it; 0: each piece as it arrives). A read with `min_seq` never waits for it.",
+            ge=0,
+            le=5000,
+        ),
+    ] = 200.0
     nats_port: Annotated[
         int,
         env(
