@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from schemas.bot import BotSpec
+from schemas.job import JobSpec
 from schemas.sampling import SamplingParams
 
 Role = Literal["system", "user", "assistant"]
@@ -37,6 +38,7 @@ class ChatCreated(ChatEvent, frozen=True, kw_only=True, tag="chat.created"):
     # Side by side: every message posted is answered by each of these model aliases at once (sibling
     # replies); the owner picks the best (`chat.choice.made`). Empty: one reply from `model`.
     compare: list[str] = []
+    session_id: str = ""  # a jobs session's chat (origin "jobs"): the caller's session id (schemas/job.py)
     # A blind battle of the arena (docs/arena.md): `compare` holds the two models drawn, side A then side
     # B. Until the vote, what the voter reads of the chat is schemas/blind.py's view (labels "A"/"B", no
     # alias, no worker); the log itself keeps the truth for the reveal and for admins.
@@ -89,6 +91,9 @@ class ReplyRequested(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.reque
     # The participant who speaks (`chat.participant.joined.participant_id`): the model sees the chat from
     # that bot's seat (schemas/chat_state.py). "": the chat's own model, as in a one-model chat.
     speaker: str = ""
+    job: JobSpec | None = (
+        None  # asked as a job (schemas/job.py): its deadline, attempts, callback, batch line
+    )
 
 
 class ReplyStarted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.started"):
@@ -136,6 +141,33 @@ class ReplyFailed(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.failed")
     # "invalid_prompt" (the chat template cannot render it), "engine_error", "gave_up" (every delivery
     # failed); "" from versions before it was recorded.
     code: str = ""
+
+
+class ReplyRetrying(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.retrying"):
+    """An attempt at a job failed for a reason that is not the input's (an engine error); it is asked
+    again after `retry_in_s` (exponential backoff). Subject `chat.<chat_id>.reply.<reply_id>.retrying`.
+
+    A worker that died mid-attempt leaves no event: the next attempt's `reply.started` (a higher
+    `attempt`, after the consumer's ack wait) is the sign of it.
+    """
+
+    reply_id: str
+    attempt: int
+    worker_id: str
+    code: str
+    error: str
+    retry_in_s: float
+
+
+class WebhookAttempted(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.webhook"):
+    """One delivery of a finished job to its `callback_url`: the HTTP status (0: no answer) or the error,
+    and whether more deliveries follow. Subject `chat.<chat_id>.reply.<reply_id>.webhook`."""
+
+    reply_id: str
+    delivery: int  # 1, 2, ... for this job
+    status: int
+    error: str = ""
+    final: bool  # delivered (2xx), or the last try
 
 
 class ReplyCancelled(ChatEvent, frozen=True, kw_only=True, tag="chat.reply.cancelled"):
@@ -344,6 +376,8 @@ ChatEventUnion = (
     | ReplyCompleted
     | ReplyFailed
     | ReplyCancelled
+    | ReplyRetrying
+    | WebhookAttempted
     | BranchSelected
     | FeedbackGiven
     | ChatRestored

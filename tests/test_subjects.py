@@ -205,6 +205,8 @@ def _example(event_type: Any) -> Any:
             values[field.name] = False
         elif isinstance(info, msgspec.inspect.IntType):
             values[field.name] = 1
+        elif isinstance(info, msgspec.inspect.FloatType):
+            values[field.name] = 1.5
         elif isinstance(info, msgspec.inspect.ListType):
             values[field.name] = []
         elif isinstance(info, msgspec.inspect.LiteralType):

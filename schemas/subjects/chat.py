@@ -32,8 +32,8 @@ ChatKind = Literal[
     "arena.tagged",
 ]
 # Reply events: `chat.<chat_id>.reply.<reply_id>.<kind>`, and `...requested.<model>` for a request.
-ReplyKind = Literal["requested", "started", "completed", "failed", "cancelled"]
-ReplyEventKind = Literal["started", "completed", "failed", "cancelled"]
+ReplyKind = Literal["requested", "started", "completed", "failed", "cancelled", "retrying", "webhook"]
+ReplyEventKind = Literal["started", "completed", "failed", "cancelled", "retrying", "webhook"]
 CHAT_KINDS: frozenset[str] = frozenset(get_args(ChatKind))
 REPLY_KINDS: frozenset[str] = frozenset(get_args(ReplyKind))
 # Reply events after which nothing of that attempt follows (a cancel is answered by a completion).

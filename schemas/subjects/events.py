@@ -33,8 +33,10 @@ from schemas.chat import (
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
+    ReplyRetrying,
     ReplyStarted,
     SpeakerNamed,
+    WebhookAttempted,
 )
 from schemas.identity import (
     ApiKeyIssued,
@@ -92,6 +94,8 @@ _SUBJECT_OF: dict[type, Callable[[Any], str]] = {
     ReplyCompleted: lambda e: reply_event(e.chat_id, e.reply_id, "completed"),
     ReplyFailed: lambda e: reply_event(e.chat_id, e.reply_id, "failed"),
     ReplyCancelled: lambda e: reply_event(e.chat_id, e.reply_id, "cancelled"),
+    ReplyRetrying: lambda e: reply_event(e.chat_id, e.reply_id, "retrying"),
+    WebhookAttempted: lambda e: reply_event(e.chat_id, e.reply_id, "webhook"),
     FeedbackGiven: lambda e: feedback(e.chat_id, e.reply_id, e.user_id),
     ParticipantJoined: lambda e: chat_event(e.chat_id, "participant.joined"),
     ParticipantLeft: lambda e: chat_event(e.chat_id, "participant.left"),
