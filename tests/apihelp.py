@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -105,3 +106,18 @@ IMAGE_STORE_SETTINGS = ImageStoreSettings(
     private_hosts=frozenset({"pics.home.test", "hop.home.test"}),
 )
 IMAGE_LIMITS = IMAGE_STORE_SETTINGS.limits
+
+
+async def stream_until_ended(ws: Any, reply_ids: set[str], timeout: float = 60) -> set[str]:
+    """Read a chat's WebSocket frames until each of `reply_ids` completed: the replies that streamed tokens
+    on the way (side by side, each should have)."""
+    streamed: set[str] = set()
+    ended: set[str] = set()
+    while ended != reply_ids:
+        frame = msgspec.json.decode((await ws.receive(timeout=timeout)).data)
+        event = frame.get("event") or {}
+        if frame["kind"] == "tokens":
+            streamed.add(event["reply_id"])
+        elif event.get("type") == "chat.reply.completed":
+            ended.add(event["reply_id"])
+    return streamed

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 import bus
@@ -19,7 +18,7 @@ from bus import Bus
 from schemas.arena import PoolSet
 from schemas.chat import ArenaTagged, ArenaVoted, ChatCreated, MessagePosted, ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
-from tests.apihelp import Api, chat_events, is_error, serve_model
+from tests.apihelp import Api, chat_events, is_error, serve_model, stream_until_ended
 from tests.logs import complete_reply
 from tests.stack import Client, wait_event
 
@@ -269,16 +268,7 @@ async def test_both_sides_stream_then_the_vote_reveals_and_the_chosen_side_answe
         assert status == 201 and set(created) == BATTLE_KEYS, created
         chat_id, (ra, rb) = created["chat_id"], created["reply_ids"]
         async with ann.ws(chat_id) as ws:
-            streamed: set[str] = set()
-            ended: set[str] = set()
-            while ended != {ra, rb}:
-                frame = msgspec.json.decode((await ws.receive(timeout=60)).data)
-                event = frame.get("event") or {}
-                if frame["kind"] == "tokens":
-                    streamed.add(event["reply_id"])
-                elif event.get("type") == "chat.reply.completed":
-                    ended.add(event["reply_id"])
-            assert streamed == {ra, rb}  # both sides streamed, side by side
+            assert await stream_until_ended(ws, {ra, rb}) == {ra, rb}  # both sides streamed, side by side
         end_a, end_b = await answered(nbus, chat_id, ra, rb)
         status, voted = await ann.call("POST", f"/v1/chats/{chat_id}/arena/vote", json={"vote": "B"})
         assert status == 200 and voted["models"] == {"A": end_a.model, "B": end_b.model}, voted

@@ -29,7 +29,7 @@ from schemas.chat import (
     SpeakerNamed,
 )
 from schemas.ids import new_id
-from tests.apihelp import Api, chat_events, is_error, serve_model
+from tests.apihelp import Api, chat_events, is_error, serve_model, stream_until_ended
 from tests.stack import Client, wait_event
 
 
@@ -325,16 +325,8 @@ async def _compare_flow(ann: Client, nbus: Bus) -> None:
         )
         assert status == 202 and posted["reply_id"] is None and len(posted["reply_ids"]) == 2, posted
         first, second = posted["reply_ids"]
-        streamed: set[str] = set()
-        ended: set[str] = set()
-        while ended != {first, second}:
-            frame = msgspec.json.decode((await ws.receive(timeout=60)).data)
-            event = frame.get("event") or {}
-            if frame["kind"] == "tokens":
-                streamed.add(event["reply_id"])
-            elif event.get("type") == "chat.reply.completed":
-                ended.add(event["reply_id"])
-        assert streamed == {first, second}  # both models' answers streamed, side by side
+        # both models' answers streamed, side by side
+        assert await stream_until_ended(ws, {first, second}) == {first, second}
     events = await chat_events(nbus, chat_id)
     requests = [e for e in events if isinstance(e, ReplyRequested)]
     assert [(r.reply_id, r.model, r.message_id) for r in requests] == [
