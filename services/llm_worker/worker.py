@@ -268,6 +268,8 @@ class Worker:
 
     def _expire(self, reply: ActiveReply) -> None:
         """Its job's deadline passed: stop its generation now, freeing its slot (it ends as `expired`)."""
+        if reply.request.reply_id in self._cancels:
+            return  # someone cancelled it first: it ends as cancelled
         reply.expired = True
         self.engine.cancel(reply.engine_id)
 
