@@ -65,12 +65,13 @@ def refusal(job: JobSpec | None, attempt: int, now: datetime) -> Refusal | None:
     return None
 
 
-def expired_error(job: JobSpec, tokens: int | None = None) -> str:
-    """The error of a job ended by its deadline: before a delivery (None) or after `tokens` tokens."""
+def expired_error(job: JobSpec, attempt: int, tokens: int | None = None) -> str:
+    """The error of a job ended by its deadline: before `attempt` could start (None), or cancelled in it
+    after `tokens` tokens."""
+    if tokens is not None:
+        return f"deadline passed after {tokens} tokens"
     at = job.deadline_at.isoformat() if job.deadline_at is not None else "?"
-    if tokens is None:
-        return f"deadline passed ({at}) before an attempt could start"
-    return f"deadline passed after {tokens} tokens"
+    return f"deadline passed ({at}) before attempt {attempt} could start"
 
 
 def last_cause(events: Sequence[object]) -> str:

@@ -162,7 +162,7 @@ async def refuse(
     """End a job's reply without serving the delivery (no `reply.started`): `expired` (its deadline passed)
     or `gave_up` (beyond its attempts; the error says what ended the last one), then ack it."""
     if why == "expired":
-        error = expired_error(job)
+        error = expired_error(job, delivery.attempt)
     else:
         stored = await bus.read_all(js, CHAT.name, [one_reply(request.chat_id, request.reply_id)])
         error = gave_up_error(

@@ -385,7 +385,7 @@ class Worker:
         elif reply.expired and out.finish_reason == "cancelled":
             job = request.job
             assert job is not None  # only a job has a deadline
-            return failed(self.settings, request, attempt, expired_error(job, generated), "expired")
+            return failed(self.settings, request, attempt, expired_error(job, attempt, generated), "expired")
         elif out.finish_reason == "error":
             return failed(self.settings, request, attempt, out.error or "generation failed", "engine_error")
         else:
