@@ -281,3 +281,32 @@ async def test_a_deadline_cancels_a_running_job_frees_its_slot_and_expires_a_lat
     assert isinstance(done, ReplyCompleted) and done.completion_tokens == 8
     started = next(e for e in await reply_events(nbus, following) if isinstance(e, ReplyStarted))
     assert (started.at - expired.at).total_seconds() < 1.0
+
+
+async def test_an_engine_error_is_retried_and_a_healthy_worker_finishes_the_job(
+    nbus: Bus, demo_model_dir: Path
+) -> None:
+    """The broken worker (its KV cache cannot hold the prompt) is stopped once it has asked for a retry;
+    a healthy one takes the next delivery, after the backoff."""
+    tiny = EngineConfig(num_blocks=2, page_size=32, max_batch_tokens=512)
+    params = SamplingParams(max_new_tokens=8, ignore_eos=True)
+    async with running(nbus, demo_model_dir, tiny, ack_wait=3.0, worker_id="wbroken"):
+        job = await post_job(nbus, "jr", "word " * 200, params, max_attempts=5)
+        await wait_event(nbus, f"chat.jr.reply.{job.reply_id}.retrying", 30)
+    async with running(nbus, demo_model_dir, EngineConfig(), ack_wait=3.0, worker_id="whealthy"):
+        done = await wait_end(nbus, job, 60)
+    assert isinstance(done, ReplyCompleted) and done.worker_id == "whealthy" and done.completion_tokens == 8
+    events = await reply_events(nbus, job)
+    first, retrying = events[0], events[1]
+    assert isinstance(first, ReplyStarted) and first.worker_id == "wbroken"
+    assert isinstance(retrying, ReplyRetrying) and (retrying.attempt, retrying.code) == (1, "engine_error")
+    # Had the broken worker taken another delivery before it stopped, that attempt was retried too (or
+    # handed back): every retry waited out its backoff, and the healthy worker's attempt is the last one.
+    for before, after in zip(events, events[1:], strict=False):
+        if isinstance(before, ReplyRetrying):
+            assert before.retry_in_s == backoff_s(before.attempt)
+            assert isinstance(after, ReplyStarted) and after.attempt > before.attempt
+            assert (after.at - before.at).total_seconds() >= before.retry_in_s - 0.1
+    last_started = [e for e in events if isinstance(e, ReplyStarted)][-1]
+    assert last_started.worker_id == "whealthy" and done.attempt == last_started.attempt >= 2
+    assert sum(isinstance(e, ReplyCompleted | ReplyFailed) for e in events) == 1
