@@ -31,6 +31,7 @@ from schemas.job import JobSpec
 from schemas.sampling import SamplingParams
 from services.llm_worker import WorkerSettings
 from services.llm_worker.attempts import (
+    INPUT_FAILURES,
     attempt_limit,
     backoff_s,
     last_cause,
@@ -60,7 +61,8 @@ def test_only_an_engine_error_of_a_job_with_attempts_left_is_retried() -> None:
     assert retry_in(job, 1, "engine_error", max_deliver=5) == 1.0
     assert retry_in(job, 2, "engine_error", max_deliver=5) == 2.0
     assert retry_in(job, 3, "engine_error", max_deliver=5) is None  # its last attempt: final
-    for code in ("invalid_prompt", "context_length_exceeded", "expired", "gave_up", ""):
+    assert INPUT_FAILURES == {"invalid_prompt", "context_length_exceeded"}
+    for code in (*INPUT_FAILURES, "expired", "gave_up", ""):
         assert retry_in(job, 1, code, max_deliver=5) is None  # the input's failure, or an end already
     assert retry_in(None, 1, "engine_error", max_deliver=5) is None  # not a job: as before jobs
     # 0: the worker's own limit (its consumer's max_deliver), which also caps a job's own.
