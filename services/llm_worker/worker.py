@@ -23,22 +23,28 @@ from schemas.presence import WorkerPresence
 from schemas.streams import CHAT, WORKERS_KV, worker_consumer
 from schemas.subjects import (
     ANY,
-    REPLY_ENDS,
     context_subjects,
     max_deliveries_advisory,
-    one_reply,
     parse_reply_subject,
     presence_key,
     reply_event,
-    reply_kind,
     reply_tokens,
 )
 from schemas.tokens import TokenDelta
+from services.llm_worker.attempts import expired_error, refusal, retry_in, seconds_left
 from services.llm_worker.coalesce import Chunk, Coalescer
 from services.llm_worker.context import build_context, fit_prompt, image_hashes
 from services.llm_worker.engine import ChatMessage, Engine, GenerationParams, Prompt, PromptTooLong
 from services.llm_worker.pictures import load_images
-from services.llm_worker.reply_events import append_fenced, completed, failed, finish
+from services.llm_worker.reply_events import (
+    append_fenced,
+    completed,
+    end_given_up,
+    failed,
+    finish,
+    refuse,
+    retry,
+)
 from services.llm_worker.reply_text import ReplyText
 from services.llm_worker.settings import WorkerSettings
 
@@ -54,6 +60,7 @@ class ActiveReply:
     delivery: Delivery
     engine_id: str
     chunks: asyncio.Queue[Chunk] = field(default_factory=asyncio.Queue)
+    expired: bool = False  # its job's deadline passed: its generation was (or is about to be) cancelled
 
 
 class Worker:
@@ -170,23 +177,7 @@ class Worker:
 
     async def _on_gave_up(self, msg: Any) -> None:
         """After the last delivery's worker died too: end the reply with `reply.failed`, once."""
-        try:
-            advisory = bus.decode_max_deliveries(msg.data)
-            stored = await bus.msg_at(self.bus.js, advisory.stream, advisory.stream_seq)
-            if stored is None:
-                return
-            request = _request_decoder.decode(stored.data)
-            last = await bus.last_msg(self.bus.js, CHAT.name, one_reply(request.chat_id, request.reply_id))
-            if last is not None and reply_kind(last.subject) in REPLY_ENDS:
-                return
-            error = f"no worker finished it in {advisory.deliveries} attempts"
-            await bus.append_event(
-                self.bus.js,
-                failed(self.settings, request, advisory.deliveries, error, "gave_up"),
-                msg_id=f"{request.reply_id}.end",
-            )
-        except (bus.BusError, msgspec.DecodeError):  # logged, not raised: the advisory is not redelivered
-            log.exception("could not end a reply JetStream gave up on")
+        await end_given_up(self.bus.js, self.settings, msg.data)
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
@@ -197,6 +188,11 @@ class Worker:
             return
         if request.imported:  # its reply came with it
             await delivery.ack()
+            return
+        why = refusal(request.job, delivery.attempt, schemas.now())
+        if why is not None and request.job is not None:
+            with contextlib.suppress(bus.BusError):  # unanswered: delivered again, and refused again
+                await refuse(self.bus.js, self.settings, request, request.job, delivery, why)
             return
         try:
             await self._serve(request, delivery)
@@ -247,6 +243,9 @@ class Worker:
         queue_ms = max((started.at - request.at).total_seconds() * 1000.0, 0.0)
         reply = ActiveReply(request=request, delivery=delivery, engine_id=f"{reply_id}.{attempt}")
         self.active[reply_id] = reply
+        left, timer = seconds_left(request.job, schemas.now()), None
+        if left is not None:  # cancelled at its deadline, wherever it is by then
+            timer = asyncio.get_running_loop().call_later(max(left, 0.0), self._expire, reply)
         try:
             if await bus.last_msg(js, CHAT.name, reply_event(chat_id, reply_id, "cancelled")) is not None:
                 end: ReplyCompleted | ReplyFailed = completed(
@@ -256,9 +255,23 @@ class Worker:
                 end = await self._generate(reply, await context, attempt, began, queue_ms)
         finally:
             context.cancel()  # nothing if it is done
+            if timer is not None:
+                timer.cancel()
             if self.active.get(reply_id) is reply:
                 del self.active[reply_id]
+        if isinstance(end, ReplyFailed):
+            delay = retry_in(request.job, attempt, end.code, self.settings.max_deliver)
+            if delay is not None:  # a job's engine error with attempts left: asked again after a backoff
+                await retry(self.bus.js, end, delay, fence, delivery)
+                return
         await finish(self.bus.js, end, fence, delivery)
+
+    def _expire(self, reply: ActiveReply) -> None:
+        """Its job's deadline passed: stop its generation now, freeing its slot (it ends as `expired`)."""
+        if reply.request.reply_id in self._cancels:
+            return  # someone cancelled it first: it ends as cancelled
+        reply.expired = True
+        self.engine.cancel(reply.engine_id)
 
     async def _generate(
         self, reply: ActiveReply, stored: list[bus.StoredMsg], attempt: int, began: float, queue_ms: float
@@ -325,7 +338,7 @@ class Worker:
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
             code = "context_length_exceeded" if isinstance(exc, PromptTooLong) else "invalid_prompt"
             return failed(self.settings, request, attempt, str(exc), code)
-        if request.reply_id in self._cancels:  # cancelled while its context was loading
+        if request.reply_id in self._cancels or reply.expired:  # while its context was loading
             self.engine.cancel(reply.engine_id)
         reply_text = ReplyText(self.tokenizer, params.stop)
         subject = reply_tokens(request.chat_id, request.reply_id)
@@ -369,6 +382,10 @@ class Worker:
         generation_ms = (time.monotonic() - began) * 1000.0
         if reply_text.stopped:
             reason, completion_tokens = "stop", generated
+        elif reply.expired and out.finish_reason == "cancelled":
+            job = request.job
+            assert job is not None  # only a job has a deadline
+            return failed(self.settings, request, attempt, expired_error(job, attempt, generated), "expired")
         elif out.finish_reason == "error":
             return failed(self.settings, request, attempt, out.error or "generation failed", "engine_error")
         else:
