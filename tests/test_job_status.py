@@ -22,7 +22,12 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def _at(seconds: int, **fields: Any) -> dict[str, Any]:
-    return {"event_id": f"e{seconds}", "chat_id": "c1", "reply_id": "r1", "at": T0 + timedelta(seconds=seconds)}
+    return {
+        "event_id": f"e{seconds}",
+        "chat_id": "c1",
+        "reply_id": "r1",
+        "at": T0 + timedelta(seconds=seconds),
+    }
 
 
 def requested(deadline_s: int | None = None) -> ReplyRequested:

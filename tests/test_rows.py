@@ -205,7 +205,12 @@ def _job(chat_id: str, first: bool) -> list[Any]:
         job = JobSpec(job_id=f"{chat_id}--j", session_id="s1", deadline_at=AT, batch_id="b1", custom_id="x")
         return [
             ReplyRequested(
-                event_id=f"{chat_id}-j1", message_id=f"{chat_id}-m", model="m", requested_by="ann", job=job, **e
+                event_id=f"{chat_id}-j1",
+                message_id=f"{chat_id}-m",
+                model="m",
+                requested_by="ann",
+                job=job,
+                **e,
             ),
             ReplyStarted(event_id=f"{chat_id}-j2", attempt=1, worker_id="w", model="m", **e),
             ReplyRetrying(

@@ -180,7 +180,17 @@ CHECKPOINTS = Table("checkpoints", CheckpointRow)
 PARTY: tuple[Table[Any], ...] = (PARTICIPANTS, FLOORS, CHOICES, BATTLES)
 JOB_TABLES: tuple[Table[Any], ...] = (JOBS,)  # replies asked as jobs (services/projector/jobs.py)
 MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK, *PARTY, *JOB_TABLES)
-READ_MODEL: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY, *JOB_TABLES)
+READ_MODEL: tuple[Table[Any], ...] = (
+    USERS,
+    API_KEYS,
+    CHATS,
+    MESSAGES,
+    REPLIES,
+    SELECTIONS,
+    FEEDBACK,
+    *PARTY,
+    *JOB_TABLES,
+)
 # Tables with a chat_id column: an erased chat's rows are deleted from each.
 BY_CHAT: tuple[Table[Any], ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY, *JOB_TABLES)
 ALL: tuple[Table[Any], ...] = (*READ_MODEL, ERASED_CHATS, CHECKPOINTS)
