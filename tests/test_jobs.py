@@ -180,8 +180,18 @@ async def test_cancel_a_queued_and_a_running_job(nbus: Bus, tmp_path: Path, demo
             running = await submit(ann, input="Talk a long time.", model="demo", params=LONG)
             assert (await poll(ann, running["job_id"], frozenset({"processing"})))["status"] == "processing"
             queued = await submit(ann, input="Wait your turn.", model="demo", params=LONG)
+            late = await submit(ann, input="Quick, please.", model="demo", deadline_seconds=1)
             await asyncio.sleep(0.5)
             assert (await ann.call("GET", f"/v1/jobs/{queued['job_id']}"))[1]["status"] == "queued"
+            await asyncio.sleep(0.7)  # past the late job's deadline, still queued behind the long one
+            _, expired = await ann.call("GET", f"/v1/jobs/{late['job_id']}")
+            assert expired["status"] == "expired" and expired["error"]["code"] == "expired"
+            assert expired["deadline_at"] and expired["attempts"] == []
+            await wait_caught_up(nbus)
+            _, listed = await ann.call("GET", "/v1/jobs?status=expired")
+            assert [j["job_id"] for j in listed["items"]] == [late["job_id"]]
+            _, listed = await ann.call("GET", "/v1/jobs?status=queued")
+            assert [j["job_id"] for j in listed["items"]] == [queued["job_id"]]
             status, answer = await ann.call("POST", f"/v1/jobs/{queued['job_id']}/cancel")
             assert (status, answer) == (202, {"job_id": queued["job_id"], "status": "queued"})
             status, answer = await ann.call("POST", f"/v1/jobs/{running['job_id']}/cancel")

@@ -30,10 +30,11 @@ from schemas.chat_decide import Ask, Decision, post_fence
 from schemas.chat_state import ChatState, context_ids
 from schemas.ids import is_valid_id, new_id
 from schemas.job import JobSpec
-from schemas.job_status import JobState
+from schemas.job_status import JobError, JobState
 from schemas.openai import InputMessage
 from schemas.streams import CHAT
 from schemas.subjects import ANY, chat_event, one_reply, reply_requested
+from services.api.auth import principal_of
 from services.api.errors import ApiError
 from services.api.inputs import require_json
 from services.api.keys import BUS, SETTINGS
@@ -87,7 +88,7 @@ class Wanted:
     spec: JobSpec  # with job_id "" (set once the reply id is drawn)
 
 
-async def _wanted(request: web.Request, body: JobRequest, user_id: str) -> Wanted:
+async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
     """Check a job's body against the caller and the served models (400 naming the field, 404, 409)."""
     if (body.input is None) == (body.messages is None):
         raise bad("input", "give `input` (a string) or `messages` (a list), one of them")
@@ -186,11 +187,12 @@ def job_decision(state: ChatState, wanted: Wanted) -> Decision:
     return Decision(events=(*posted, reply), fence=post_fence(state))  # type: ignore[arg-type]
 
 
-async def submit_job(request: web.Request, body: JobRequest, principal: Principal) -> JobAccepted:
+async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
     """Check a job and append it: its chat (a session's, made on its first job, or a new one), its turns
     and its reply request. 400 naming the field, 404 for a bot the caller may not use, 409 for a model
     nobody serves or a session made with another system prompt."""
-    wanted = await _wanted(request, body, principal.user_id)
+    principal = principal_of(request)
+    wanted = await _wanted(request, body)
     js = request.app[BUS].js
     session = body.session_id
     chat_id = session_chat_id(principal.user_id, session) if session else new_id("c")
@@ -291,11 +293,12 @@ def body_of(log: JobLog) -> JobBody:
     state, request = log.state, log.state.request
     assert request is not None and request.job is not None
     job = request.job
+    status = state.read_status(schemas.now())
     answer = state.answer
     result = answer.text if answer is not None and answer.finish_reason != "error" else None
     return JobBody(
         job_id=job.job_id,
-        status=state.read_status(schemas.now()),
+        status=status,
         model=request.model,
         session_id=job.session_id or None,
         chat_id=log.chat_id,
@@ -303,7 +306,7 @@ def body_of(log: JobLog) -> JobBody:
         result=result,
         usage=state.usage(),
         attempts=state.attempt_list(),
-        error=state.error(),
+        error=state.error() or _expired_error(status),
         created_at=request.at,
         started_at=state.started_at,
         finished_at=state.finished_at,
@@ -311,6 +314,13 @@ def body_of(log: JobLog) -> JobBody:
         callback_url=job.callback_url or None,
         webhook=state.webhook(),
     )
+
+
+def _expired_error(status: str) -> JobError | None:
+    """The error of a job read as expired before the worker recorded it (its deadline passed while open)."""
+    if status != "expired":
+        return None
+    return JobError(code="expired", message="the deadline passed before the job finished")
 
 
 async def job_body(js: JetStream, job_id: str, principal: Principal) -> JobBody:
