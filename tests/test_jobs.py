@@ -161,6 +161,10 @@ async def test_bad_input_is_a_400_naming_the_field(stack: dict[str, str]) -> Non
         assert (status, answer["error"]) == (409, "session_exists_with_other_prompt")
         await submit(ann, input="z", session_id="prompted", system_prompt="Be kind.")  # the same: fine
         await submit(ann, input="z", session_id="prompted")  # none: the session's
+        other = [{"role": "system", "content": "Be rude."}, {"role": "user", "content": "y"}]
+        body = {"messages": other, "session_id": "prompted"}
+        status, answer = await ann.call("POST", "/v1/jobs", json=body)
+        assert (status, answer["error"]) == (409, "session_exists_with_other_prompt")
         for job_id in ("nodash", "c1-r2-r3", "c1-", "-r1", "c1-r1"):
             status, answer = await ann.call("GET", f"/v1/jobs/{job_id}")
             assert status == 404 and answer["error"] == "not_found", job_id

@@ -83,7 +83,7 @@ class Wanted:
     """What a job asks, checked: the model and sampling, the system prompt of a new chat, the turns."""
 
     ask: Ask
-    system_prompt: str
+    system_prompt: str | None  # the body's, the bot's or the messages' ("" is one too); None: none asked
     turns: list[Turn]
     spec: JobSpec  # with job_id "" (set once the reply id is drawn)
 
@@ -102,7 +102,7 @@ async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
         prompt = prompt if prompt is not None else bot.system_prompt
     else:
         ask = await served_ask(request, body.model, body.params)
-    if prompt is None:
+    if prompt is None and body.messages is not None and system:
         prompt = system
     deadline = None
     if body.deadline_seconds is not None:
@@ -137,9 +137,9 @@ async def _turns(
         limit = request.app[SETTINGS].max_message_chars
         if not text:
             raise bad("input", "an empty prompt")
-        if len(text or "") > limit:
-            raise bad("input", f"{len(text or '')} characters; the limit is {limit}")
-        return "", [Turn(role="user", content=text or "", images=[])]
+        if len(text) > limit:
+            raise bad("input", f"{len(text)} characters; the limit is {limit}")
+        return "", [Turn(role="user", content=text, images=[])]
     try:
         system, turns = await read_turns(request, messages)
     except ApiError as exc:
@@ -204,7 +204,7 @@ async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
         owner_id=principal.user_id,
         title=" ".join(first.split())[:MAX_TITLE_CHARS] or "job",
         model=wanted.ask.model,
-        system_prompt=wanted.system_prompt,
+        system_prompt=wanted.system_prompt or "",
         origin=JOBS_ORIGIN,
         session_id=session or "",
     )
@@ -218,7 +218,8 @@ async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
     state = await read_chat_state(js, chat_id)
     if not state.alive or state.owner_id != principal.user_id:
         raise ApiError(409, "session_erased", f"session {session!r} was erased; use another session_id")
-    if not made and body.system_prompt is not None and body.system_prompt != state.system_prompt:
+    asked = wanted.system_prompt
+    if not made and asked is not None and asked != state.system_prompt:
         raise ApiError(
             409,
             "session_exists_with_other_prompt",
