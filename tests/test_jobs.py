@@ -114,13 +114,21 @@ async def test_messages_with_earlier_turns_and_a_bot(nbus: Bus, stack: dict[str,
         ]
         assert events[0].system_prompt == "Be terse." and events[0].origin == "jobs"  # type: ignore[union-attr]
 
-        bot = {"name": "Sage", "model": "demo", "system_prompt": "You are a sage.", "params": SHORT}
+        bot = {
+            "name": "Sage",
+            "model": "demo",
+            "system_prompt": "You are a sage.",
+            "params": SHORT,
+            "history": 1,
+        }
         status, made = await ann.call("POST", "/v1/bots", json=bot)
         assert status == 201
-        job = await submit(ann, input="Speak.", bot=made["bot_id"])
+        job = await submit(ann, messages=messages[1:], bot=made["bot_id"])
         assert (await poll(ann, job["job_id"]))["status"] == "done"
         created = (await chat_events(nbus, job["chat_id"]))[0]
         assert created.system_prompt == "You are a sage." and created.model == "demo"  # type: ignore[union-attr]
+        request = await _request_of(nbus, job["chat_id"], job["job_id"])
+        assert len(request.context) == 1 and request.context[0] == request.message_id  # its history: 1 turn
     async with Client(stack["base"], stack["bob"]) as bob:  # ann's private bot is not bob's to use
         status, body = await bob.call("POST", "/v1/jobs", json={"input": "x", "bot": made["bot_id"]})
         assert status == 404, body

@@ -86,6 +86,7 @@ class Wanted:
     system_prompt: str | None  # the body's, the bot's or the messages' ("" is one too); None: none asked
     turns: list[Turn]
     spec: JobSpec  # with job_id "" (set once the reply id is drawn)
+    history: int = 0  # a bot's: the last turns it sees, as in a chat with bots (schemas/seat.py); 0: all
 
 
 async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
@@ -95,9 +96,10 @@ async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
     if body.model is not None and body.bot is not None:
         raise bad("bot", "give `model` or `bot`, not both")
     system, turns = await _turns(request, body.input, body.messages)
-    prompt = body.system_prompt
+    prompt, history = body.system_prompt, 0
     if body.bot is not None:
         bot = (await usable_bot(request, body.bot)).bot
+        history = bot.history
         ask = await served_ask(request, bot.model, body.params or bot.params)
         prompt = prompt if prompt is not None else bot.system_prompt
     else:
@@ -116,7 +118,7 @@ async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
         max_attempts=body.max_attempts or 0,
         callback_url=body.callback_url or "",
     )
-    return Wanted(ask=ask, system_prompt=prompt, turns=turns, spec=spec)
+    return Wanted(ask=ask, system_prompt=prompt, turns=turns, spec=spec, history=history)
 
 
 def _check_callback_url(url: str) -> None:
@@ -171,13 +173,15 @@ def job_decision(state: ChatState, wanted: Wanted) -> Decision:
         posted.append(message)
         parent = message.message_id
         context.append(message.message_id)
+    if wanted.history:
+        context = context[-wanted.history :]
     reply_id = new_id("r")
     reply = ReplyRequested(
         event_id=new_id("e"),
         chat_id=state.chat_id,
         at=schemas.now(),
         reply_id=reply_id,
-        message_id=context[-1],
+        message_id=parent or "",
         model=wanted.ask.model,
         params=wanted.ask.params,
         context=context,
