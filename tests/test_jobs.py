@@ -229,3 +229,15 @@ async def test_two_first_jobs_of_a_session_at_once_make_one_chat(api: Api) -> No
     events = await chat_events(api.nbus, chat_ids.pop())
     assert sum(isinstance(e, ChatCreated) for e in events) == 1
     assert sum(isinstance(e, ReplyRequested) for e in events) == 4
+
+
+async def test_an_erased_session_is_not_made_again(api: Api) -> None:
+    """A session whose chat was erased answers 409 `session_erased`, and nothing follows its tombstone."""
+    await serve_model(api.nbus)
+    body = {"input": "hi", "model": "demo", "session_id": "gone"}
+    status, job = await api.call("POST", "/v1/jobs", json=body)
+    assert status == 202
+    assert (await api.call("POST", f"/v1/chats/{job['chat_id']}/erase"))[0] == 200
+    status, answer = await api.call("POST", "/v1/jobs", json=body)
+    assert (status, answer["error"]) == (409, "session_erased")
+    assert [type(e).__name__ for e in await chat_events(api.nbus, job["chat_id"])] == ["ChatErased"]
