@@ -301,3 +301,54 @@ async def test_a_dispatcher_killed_mid_delivery_resumes_without_a_second_success
     assert [(e.delivery, e.status, e.final) for e in recorded] == [(1, 500, False), (2, 200, True)]
     assert [h[ID_HEADER].rsplit(".", 1)[1] for h, _ in hook.got] == ["1", "2", "2"]  # the same id again
     assert len(await deliveries(nbus, request)) == 2
+
+
+def test_the_job_body_folds_attempts_lost_retried_and_failed() -> None:
+    """The body a webhook sends (and GET /v1/jobs/{id} shows): a worker that died (a later attempt began
+    with no end of the first), an engine error retried, the last attempt's failure."""
+    from datetime import timedelta
+
+    from logtools.job_view import job_view
+    from schemas.chat import ReplyFailed, ReplyRetrying
+
+    now = schemas.now()
+    chat, reply, message = "c1", "r1", "m1"
+    job = JobSpec(
+        job_id="c1-r1", callback_url="https://hooks.example.com/", deadline_at=now + timedelta(hours=1)
+    )
+    ids = {"chat_id": chat, "reply_id": reply}
+    events: list[schemas.Event] = [
+        ChatCreated(
+            event_id="e0", chat_id=chat, at=now, owner_id="ann", title="t", origin="jobs", session_id="s"
+        ),
+        MessagePosted(event_id="e1", chat_id=chat, at=now, message_id=message, author_id="ann", content="Hi"),
+        ReplyRequested(
+            event_id="e2", at=now, message_id=message, model="demo", requested_by="ann", job=job, **ids
+        ),
+        ReplyStarted(event_id="e3", at=now, attempt=1, worker_id="w1", model="demo", **ids),
+        ReplyStarted(event_id="e4", at=now, attempt=2, worker_id="w2", model="demo", **ids),
+        ReplyRetrying(
+            event_id="e5",
+            at=now,
+            attempt=2,
+            worker_id="w2",
+            code="engine_error",
+            error="x",
+            retry_in_s=2,
+            **ids,
+        ),
+    ]
+    queued = job_view(events, reply, now)
+    assert queued is not None and queued.status == "queued" and queued.session_id == "s"
+    assert [(a.attempt, a.outcome) for a in queued.attempts] == [(1, "lost"), (2, "retrying")]
+    assert job_view(events, reply, now + timedelta(hours=2)).status == "expired"  # type: ignore[union-attr]
+    events += [
+        ReplyStarted(event_id="e6", at=now, attempt=3, worker_id="w1", model="demo", **ids),
+        ReplyFailed(
+            event_id="e7", at=now, attempt=3, worker_id="w1", error="boom", code="engine_error", **ids
+        ),
+    ]
+    failed = job_view(events, reply, now + timedelta(hours=2))
+    assert failed is not None and failed.status == "error" and failed.result is None
+    assert failed.error is not None and failed.error.code == "engine_error"
+    assert [a.outcome for a in failed.attempts] == ["lost", "retrying", "error"]
