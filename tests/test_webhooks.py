@@ -52,6 +52,7 @@ class Receiver:
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
+    location: str = ""  # where a 3xx answer points
 
     async def handle(self, request: web.Request) -> web.Response:
         self.got.append((dict(request.headers), await request.read()))
@@ -60,7 +61,8 @@ class Receiver:
         if answer == "hold":
             await self.release.wait()
             return web.Response(status=503)
-        return web.Response(status=int(answer), text="ok")
+        headers = {"Location": self.location} if self.location else {}
+        return web.Response(status=int(answer), text="ok", headers=headers)
 
     @property
     def url(self) -> str:
@@ -251,6 +253,18 @@ async def test_callbacks_into_the_network_are_refused_without_a_connection(nbus:
         assert [(e.delivery, e.status, e.final) for e in events] == [(1, 0, True)], url
         assert events[0].error.startswith("forbidden_address"), (url, events[0].error)
     assert canary.connections == 0
+
+
+async def test_a_redirect_is_never_followed(nbus: Bus, canary: Canary) -> None:
+    await new_webhook_secret(nbus.js, "ann")
+    async with receiver(["307"]) as hook, dispatcher(nbus):
+        hook.location = f"http://127.0.0.1:{canary.port}/hook"
+        request = await submit_job(nbus, hook.url)
+        await finish(nbus, request)
+        recorded = await deliveries(nbus, request)
+    assert [(e.status, e.final) for e in recorded] == [(307, False)] * (SETTINGS.tries - 1) + [(307, True)]
+    assert recorded[0].error == "redirects are not followed"
+    assert len(hook.got) == SETTINGS.tries and canary.connections == 0
 
 
 @pytest.mark.parametrize(
