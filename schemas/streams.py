@@ -15,6 +15,7 @@ from schemas.subjects import (
     ALL_IMAGES,
     ALL_TOKENS,
     ALL_USERS,
+    reply_ends_of_every_chat,
     reply_requests_of,
 )
 
@@ -111,10 +112,14 @@ SESSIONS_KV = KVSpec(bucket="sessions", description="Browser login sessions (has
 # Login and registration counts per (name, address) and per address (identity/attempts.py): a count
 # lapses 15 minutes after its last change.
 LOGIN_ATTEMPTS_KV = KVSpec(bucket="login_attempts", description="Failed logins per user", ttl=15 * 60.0)
-KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV)
+# Each user's webhook signing secret (key: the user id), made by `POST /v1/me/webhook-secret`. The secret
+# itself, not a hash: the webhooks service signs with it. Erasing the user deletes the key.
+WEBHOOK_SECRETS_KV = KVSpec(bucket="webhook_secrets", description="Users' webhook signing secrets")
+KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV, WEBHOOK_SECRETS_KV)
 
 PROJECTOR_SERVICE = "projector"
 CONDUCTOR_SERVICE = "conductor"  # the conductor's `status` (nats micro ls shows each process)
+WEBHOOKS_SERVICE = "webhooks"  # the webhooks dispatcher's `status`
 # The image store answers `images.upload` (raw bytes + these headers) and `images.fetch` (JSON FetchImage).
 IMAGE_SERVICE = "images"
 MEDIA_TYPE_HEADER = "Chatbus-Media-Type"
@@ -144,4 +149,21 @@ CONDUCTOR_CONSUMER = ConsumerSpec(
     ack_wait=10.0,
     max_deliver=-1,
     max_ack_pending=10_000,
+)
+
+
+# The webhooks service (services/webhooks/) reads the ends of replies (one consumer per kind: completed,
+# failed) and POSTs each finished job that has a `callback_url`. A delivery with its retries may take
+# a while: the service reports progress while it waits. Never given up on: the recorded deliveries
+# (`reply.webhook`) tell a restarted service where it was.
+WEBHOOK_CONSUMERS: tuple[ConsumerSpec, ...] = tuple(
+    ConsumerSpec(
+        stream=CHAT.name,
+        durable=f"webhooks-{kind}",
+        filter_subject=subject,
+        ack_wait=30.0,
+        max_deliver=-1,
+        max_ack_pending=10_000,
+    )
+    for kind, subject in reply_ends_of_every_chat().items()
 )

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from services.image_store.fetch import system_resolve
+from netguard import system_resolve
 
 BODY = b"\x89PNG\r\n\x1a\n" + b"0" * 100  # what the canary answers (unless it redirects)
 

@@ -20,6 +20,7 @@ NOT_CHECKED = {
     "openai.chat_completions",
     "me",
     "me.consent",
+    "me.webhook_secret",  # the caller's own secret: walked below
     "login",
     "logout",
     "register",
@@ -225,3 +226,21 @@ async def test_routes_every_signed_in_user_reads_answer_them_and_not_anonymous_c
         for headers in ({}, {"Authorization": "Bearer x"}):
             async with api.client.get(path, headers=headers) as resp:
                 assert resp.status == 401 and is_error(await resp.json()), (name, headers)
+
+
+async def test_a_webhook_secret_is_the_callers_own_and_signs_only_their_jobs(api: Api) -> None:
+    """POST /v1/me/webhook-secret makes the caller's secret (KV key: their id), shown once; another
+    user's call makes their own and leaves the first alone; no key: 401."""
+    from identity.webhook_secrets import webhook_secret_of
+
+    status, ann = await api.call("POST", "/v1/me/webhook-secret", "ann")
+    assert status == 201 and ann["secret"].startswith("whsec_")
+    status, bob = await api.call("POST", "/v1/me/webhook-secret", "bob")
+    assert status == 201 and bob["secret"] != ann["secret"]
+    assert await webhook_secret_of(api.nbus.js, "ann") == ann["secret"]
+    assert await webhook_secret_of(api.nbus.js, "bob") == bob["secret"]
+    status, again = await api.call("POST", "/v1/me/webhook-secret", "ann")
+    assert status == 201 and again["secret"] != ann["secret"]
+    assert await webhook_secret_of(api.nbus.js, "ann") == again["secret"]  # the new one replaces it
+    status, body = await api.call("POST", "/v1/me/webhook-secret", None)
+    assert status == 401 and is_error(body)

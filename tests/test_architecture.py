@@ -14,11 +14,14 @@ import schemas
 
 ROOT = Path(__file__).parent.parent
 # The layers, bottom up: schemas <- bus <- the libraries <- the services <- the CLI (services/cli).
-PROJECT_PACKAGES = {"schemas", "bus", "logtools", "identity", "services"}
+PROJECT_PACKAGES = {"schemas", "bus", "logtools", "identity", "netguard", "services"}
 # Library packages, each with the other libraries it may import (identity's erasure reads a chat's
 # state through logtools; logtools never imports identity).
-LIBRARIES = {"logtools": set(), "identity": {"logtools"}}
-SERVICES = ["api", "llm_worker", "projector", "image_store", "conductor"]
+LIBRARIES: dict[str, set[str]] = {"logtools": set(), "identity": {"logtools"}, "netguard": set()}
+# netguard guards outbound HTTP (the image fetch, the webhooks): aiohttp is its business, and it stands
+# alone, importing no package of ours (not even schemas): what it vets is a URL and addresses.
+HTTP_CLIENT_LIBRARIES = {"netguard"}
+SERVICES = ["api", "llm_worker", "projector", "image_store", "conductor", "webhooks"]
 NOT_PACKAGES = {"tests", "bench"}  # test and benchmark code: imports anything, installed nowhere
 
 
@@ -81,10 +84,19 @@ def test_the_libraries_do_not_import_each_other_both_ways() -> None:
 
 @pytest.mark.parametrize("library", sorted(LIBRARIES))
 def test_a_library_knows_no_http_and_no_terminal(library: str) -> None:
-    """aiohttp belongs to the services that serve or fetch, typer and rich to the CLI."""
+    """aiohttp belongs to the services that serve or fetch (and to netguard, their guard), typer and rich
+    to the CLI."""
+    banned = {"typer", "rich"} if library in HTTP_CLIENT_LIBRARIES else {"aiohttp", "typer", "rich"}
     for path in _files(library):
         for name in _imports(path):
-            assert name.split(".")[0] not in {"aiohttp", "typer", "rich"}, f"{path} imports {name}"
+            assert name.split(".")[0] not in banned, f"{path} imports {name}"
+
+
+@pytest.mark.parametrize("library", sorted(HTTP_CLIENT_LIBRARIES))
+def test_the_http_guard_imports_nothing_of_ours(library: str) -> None:
+    for path in _files(library):
+        for name in _imports(path):
+            assert _project_package(name) in {None, library}, f"{path} imports {name}"
 
 
 def test_every_package_of_ours_is_ruled_and_installed() -> None:

@@ -25,6 +25,7 @@ from schemas.streams import (
     OBJECT_STORES,
     PROJECTOR_SERVICE,
     STREAMS,
+    WEBHOOKS_SERVICE,
     worker_consumer,
 )
 from schemas.subjects import subject_of
@@ -42,6 +43,7 @@ MICRO_SERVICES = {
     PROJECTOR_SERVICE: "services/projector",
     IMAGE_SERVICE: "services/image_store",
     CONDUCTOR_SERVICE: "services/conductor",
+    WEBHOOKS_SERVICE: "services/webhooks",
 }
 ROOT_FILES = {"Dockerfile", "Makefile", "LICENSE", "README.md", "pyproject.toml"}
 PATH_SUFFIXES = (".py", ".md", ".conf", ".yaml", ".toml", ".service")

@@ -12,6 +12,7 @@ from services.cli.app import app
 from services.cli.settings import ENV_VARS as CLI_VARS
 from services.image_store.settings import ENV_VARS as IMAGE_VARS
 from services.llm_worker.settings import ENV_VARS as WORKER_VARS
+from services.webhooks.settings import ENV_VARS as WEBHOOK_VARS
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -23,12 +24,12 @@ def _config_table() -> set[str]:
 
 
 def test_every_setting_is_in_the_readme_configuration_table() -> None:
-    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS)}
+    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS, *WEBHOOK_VARS)}
     assert declared == _config_table()
 
 
 def test_every_env_var_read_in_code_is_declared() -> None:
-    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS)}
+    declared = {name for name, _ in (*CLI_VARS, *API_VARS, *WORKER_VARS, *IMAGE_VARS, *WEBHOOK_VARS)}
     used: set[str] = set()
     packages = ("services", "logtools", "identity", "bus", "schemas")
     for path in [p for package in packages for p in ROOT.glob(f"{package}/**/*.py")]:

@@ -139,10 +139,14 @@ async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tm
     await bus.append_events(api.nbus.js, battle)  # a battle of his, with his vote
     await set_excluded(api.nbus.js, "bob", True, "voted at random", "root")  # and his votes excluded
     await set_excluded(api.nbus.js, "ann", True, "", "root")
+    assert (await api.call("POST", "/v1/me/webhook-secret", "bob"))[0] == 201
+    assert (await api.call("POST", "/v1/me/webhook-secret", "ann"))[0] == 201
     status, erased = await api.call("POST", "/v1/admin/users/bob/erase", "root")
     assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat, battle_id, his_job["chat_id"]])
     assert len(erased["bots"]) == 1
     assert (await api.call("GET", "/v1/me", "bob"))[0] == 401  # his keys are gone
+    secrets = await bus.read_all(api.nbus.js, "KV_webhook_secrets", ["$KV.webhook_secrets.>"])
+    assert [m.subject for m in secrets] == ["$KV.webhook_secrets.ann"]  # his secret, key and all, is gone
     # The user id as a value (quoted) or a subject token; ids are random base36 and may contain "bob".
     traces = [m for m in await _everything_in(api.nbus) if b'"bob"' in m.data or ".bob." in f".{m.subject}."]
     assert [m.subject for m in traces] == ["user.bob.erased"], [m.data for m in traces]

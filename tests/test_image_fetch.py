@@ -7,8 +7,9 @@ import ipaddress
 
 import pytest
 
+from netguard import is_public
 from services.image_store.errors import ImageRejected
-from services.image_store.fetch import FetchPolicy, fetch_image, is_public
+from services.image_store.fetch import FetchPolicy, fetch_image
 from tests.hosts import BODY, Canary, resolver, serve_canary
 
 

@@ -111,6 +111,9 @@ from schemas.subjects.chat import (
     parse_tokens_subject as parse_tokens_subject,
 )
 from schemas.subjects.chat import (
+    reply_ends_of_every_chat as reply_ends_of_every_chat,
+)
+from schemas.subjects.chat import (
     reply_event as reply_event,
 )
 from schemas.subjects.chat import (

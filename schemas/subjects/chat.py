@@ -88,6 +88,11 @@ def context_subjects(chat_id: str) -> list[str]:
     ]
 
 
+def reply_ends_of_every_chat() -> dict[str, str]:
+    """Each kind of reply end with its subject over every chat: `chat.*.reply.*.completed`, `...failed`."""
+    return {kind: join(CHAT_ROOT, ANY, _REPLY, ANY, kind) for kind in sorted(REPLY_ENDS)}
+
+
 def reply_requests_of(alias: str) -> str:
     """Every reply request for one model alias: what the workers serving it pull."""
     return reply_requested(ANY, ANY, alias)

@@ -38,6 +38,7 @@ from schemas.api_arena import (
 )
 from schemas.api_bots import BotBody, BotFile, BotList, BotRequest, BotsImported
 from schemas.api_leaderboard import LeaderboardBody
+from schemas.api_webhooks import WebhookSecretResponse
 from schemas.audit import AuditTrail
 from schemas.openai import ChatCompletion, ChatCompletionRequest
 from schemas.queries import ChatDetail, ChatPage, MessagesAnswer
@@ -121,6 +122,14 @@ ROUTES: tuple[Route, ...] = (
         "me.consent",
         body=ConsentRequest,
         answer=AcceptedResponse,
+    ),
+    Route(
+        "POST",
+        "/v1/me/webhook-secret",
+        routes_me.make_webhook_secret,
+        "me.webhook_secret",
+        status=201,
+        answer=WebhookSecretResponse,
     ),
     Route(
         "POST",

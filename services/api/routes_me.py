@@ -1,4 +1,4 @@
-"""The caller's own account: who they are, and their training consent."""
+"""The caller's own account: who they are, their training consent, their webhook signing secret."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from aiohttp import web
 
 import bus
 import schemas
+from identity.webhook_secrets import new_webhook_secret
 from schemas.api import AcceptedResponse, ConsentRequest, MeResponse
+from schemas.api_webhooks import WebhookSecretResponse
 from schemas.identity import TrainingConsentSet
 from schemas.ids import new_id
 from schemas.streams import IDENTITY
@@ -62,3 +64,10 @@ async def set_consent(request: web.Request) -> web.StreamResponse:
     )
     appended = await bus.append_event(request.app[BUS].js, event)
     return json_response(AcceptedResponse(seq=appended.seq))
+
+
+async def make_webhook_secret(request: web.Request) -> web.StreamResponse:
+    """Make your webhook signing secret (a new one replaces the old at once); shown only in this answer."""
+    secret = await new_webhook_secret(request.app[BUS].js, principal_of(request).user_id)
+    body = WebhookSecretResponse(secret=secret)
+    return json_response(body, status=201, headers={"Cache-Control": "no-store"})

