@@ -52,6 +52,7 @@ from schemas.chat import (
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
+    ReplyRetrying,
     ReplyStarted,
     Role,
     SpeakerNamed,
@@ -162,7 +163,7 @@ class ChatState:
 
     @property
     def origin(self) -> str:
-        """Which front door made the chat ("chat" or "openai")."""
+        """Which front door made the chat ("chat", "openai", "jobs")."""
         return self.created.origin if self.created is not None else ""
 
     @property
@@ -228,6 +229,8 @@ class ChatState:
                 self._ended(event)
             case ReplyCancelled():
                 self.reply(event.reply_id).stop_asked = True
+            case ReplyRetrying():
+                self._retrying(event)
             case FeedbackGiven() if event.user_id == self.owner_id:
                 self.ratings[event.reply_id] = event
             case BranchSelected():
@@ -299,6 +302,12 @@ class ChatState:
         reply = self.reply(event.reply_id)
         if reply.advance(event.attempt):
             reply.status, reply.attempt, reply.worker_id = "started", event.attempt, event.worker_id
+
+    def _retrying(self, event: ReplyRetrying) -> None:
+        """A job's failed attempt is asked again: the reply waits (`requested`) from that attempt on."""
+        reply = self.reply(event.reply_id)
+        if reply.advance(event.attempt):
+            reply.status, reply.attempt, reply.worker_id = "requested", event.attempt, event.worker_id
 
     def _ended(self, event: ReplyCompleted | ReplyFailed) -> None:
         reply = self.reply(event.reply_id)

@@ -23,6 +23,20 @@ class ListChats(msgspec.Struct, frozen=True, kw_only=True):
     origin: str | None = "chat"  # only chats made through this front door (None: all)
 
 
+class ListJobs(msgspec.Struct, frozen=True, kw_only=True):
+    """Endpoint `projector.jobs.list`: a user's jobs (GET /v1/jobs), newest first, paged by cursor.
+
+    `status` filters on the status as read at `now` (an open job past its deadline is `expired`)."""
+
+    user_id: str
+    session_id: str | None = None
+    status: str | None = None
+    now: datetime
+    limit: int = 50
+    cursor: str | None = None
+    min_seq: int = 0
+
+
 class GetChat(msgspec.Struct, frozen=True, kw_only=True):
     """Endpoint `projector.chats.get`: one chat."""
 

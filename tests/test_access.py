@@ -62,8 +62,10 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     # tests/test_arena_battles.py walks its arena routes as another user), images (tests/test_images_api.py
     # walks those), and admin routes (walked below).
     outside = {
-        (m, t) for m, t in walked - with_chat if not t.startswith(("/v1/images", "/v1/admin/", "/v1/bots"))
-    }  # bots: walked below
+        (m, t)
+        for m, t in walked - with_chat
+        if not t.startswith(("/v1/images", "/v1/admin/", "/v1/bots", "/v1/jobs", "/v1/sessions"))
+    }  # bots and jobs: walked below
     assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats"), ("POST", "/v1/arena/battles")}
     for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
         path = template.replace("{user_id}", "ann")
@@ -99,6 +101,38 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     assert seen == with_chat
     assert len(await chat_events(api.nbus, chat_id)) == 3  # created, posted, requested: bob changed nothing
     assert (await api.call("GET", f"/v1/chats/{chat_id}"))[0] == 200  # and erased nothing
+
+
+# ---------------------------------------------------------------- jobs
+
+
+async def test_another_users_job_is_a_404_on_every_route(api: Api) -> None:
+    """Every route with a {job_id} or {session_id} answers 404 to bob for ann's job (and for a malformed
+    id), 401 without a key; an admin reads it; the routes without one list or make the caller's own."""
+    routes = {(m, t) for m, t in _chat_routes(api.app) if t.startswith(("/v1/jobs", "/v1/sessions"))}
+    assert {(m, t) for m, t in routes if "{" not in t} == {("POST", "/v1/jobs"), ("GET", "/v1/jobs")}
+    await serve_model(api.nbus)
+    status, job = await api.call(
+        "POST", "/v1/jobs", json={"input": "hi", "model": "demo", "session_id": "s-1"}
+    )
+    assert status == 202, job
+    events = len(await chat_events(api.nbus, job["chat_id"]))
+    with_job = sorted((m, t) for m, t in routes if "{" in t)
+    assert len(with_job) >= 3
+    for method, template in with_job:
+        for job_id in (job["job_id"], "nosuch", "c1-r2-x"):
+            path = template.replace("{job_id}", job_id).replace("{session_id}", "s-1")
+            assert "{" not in path, f"fill in the new path parameter of {template}"
+            for user, expected in (("bob", 404), (None, 401)):
+                headers = api.auth(user) if user else {"Authorization": "Bearer x"}
+                async with api.client.request(method, path, headers=headers) as resp:
+                    body = await resp.json(content_type=None)
+                    assert resp.status == expected and is_error(body), (method, path, user, body)
+    assert len(await chat_events(api.nbus, job["chat_id"])) == events  # bob cancelled nothing
+    status, read = await api.call("GET", f"/v1/jobs/{job['job_id']}", "root")
+    assert status == 200 and read["job_id"] == job["job_id"]
+    status, listed = await api.call("GET", "/v1/jobs", "bob")
+    assert status == 200 and listed["items"] == []
 
 
 # ---------------------------------------------------------------- bots

@@ -25,7 +25,9 @@ from schemas.chat import (
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
+    ReplyRetrying,
     ReplyStarted,
+    WebhookAttempted,
 )
 from schemas.chat_decide import Ask, Draft, NotFound
 from schemas.chat_state import ChatState, Turn, context_ids, conversation, fold
@@ -119,6 +121,20 @@ def test_reply_status_follows_attempts_and_the_first_end() -> None:
     state.apply(11, requested("r3", "m1"))
     state.apply(12, failed("r3"))
     assert state.replies["r3"].status == "failed" and state.answer("r3") is None
+
+
+def test_a_retried_job_waits_again_from_its_attempt_and_a_webhook_changes_nothing() -> None:
+    state = state_of(created(origin="jobs"), message("m1"), requested("r1", "m1"), started("r1"))
+    retry = _base(reply_id="r1", attempt=1, worker_id="w1", code="engine_error", error="x", retry_in_s=1.0)
+    state.apply(5, ReplyRetrying(**retry))
+    reply = state.replies["r1"]
+    assert (reply.status, reply.attempt, reply.open) == ("requested", 1, True)
+    state.apply(6, started("r1", attempt=2))
+    state.apply(7, completed("r1", attempt=2))
+    state.apply(8, ReplyRetrying(**retry))  # a late retry of an older attempt: the end holds
+    state.apply(9, WebhookAttempted(**_base(reply_id="r1", delivery=1, status=200, final=True)))
+    assert (reply.status, reply.attempt, state.answer("r1") is not None) == ("completed", 2, True)
+    assert state.origin == "jobs"
 
 
 def test_only_non_error_completions_enter_later_contexts_and_the_first_one_counts() -> None:

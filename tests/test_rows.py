@@ -36,6 +36,7 @@ from schemas.chat import (
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
+    ReplyRetrying,
     ReplyStarted,
     SpeakerNamed,
 )
@@ -47,6 +48,7 @@ from schemas.identity import (
     UserErased,
     UserRoleChanged,
 )
+from schemas.job import JobSpec
 from schemas.queries import FloorInfo, ParticipantInfo, Rating
 from services.projector import tables
 from services.projector.batch import Changes, touched
@@ -196,14 +198,50 @@ def _identity(user_id: str) -> list[Any]:
     ]
 
 
+def _job(chat_id: str, first: bool) -> list[Any]:
+    """A job's reply: requested, an attempt retried (first batch); the second attempt done (second)."""
+    e = {"chat_id": chat_id, "at": AT, "reply_id": f"{chat_id}-j"}
+    if first:
+        job = JobSpec(job_id=f"{chat_id}--j", session_id="s1", deadline_at=AT, batch_id="b1", custom_id="x")
+        return [
+            ReplyRequested(
+                event_id=f"{chat_id}-j1",
+                message_id=f"{chat_id}-m",
+                model="m",
+                requested_by="ann",
+                job=job,
+                **e,
+            ),
+            ReplyStarted(event_id=f"{chat_id}-j2", attempt=1, worker_id="w", model="m", **e),
+            ReplyRetrying(
+                event_id=f"{chat_id}-j3", attempt=1, worker_id="w", code="c", error="x", retry_in_s=1.0, **e
+            ),
+        ]
+    return [
+        ReplyStarted(event_id=f"{chat_id}-j4", attempt=2, worker_id="w", model="m", **e),
+        ReplyCompleted(
+            event_id=f"{chat_id}-j5",
+            attempt=2,
+            worker_id="w",
+            model="m",
+            text="done",
+            prompt_tokens=1,
+            completion_tokens=1,
+            finish_reason="stop",
+            **e,
+        ),
+    ]
+
+
 def _batches() -> list[list[Sequenced]]:
     """Batches with every event type the fold handles: creates, then changes to the stored rows
     (a restore, a rating replaced), then erasures of a chat and a user that exist besides."""
     first = _chat("c1", 0) + _identity("ann") + _chat("c2", 100) + _party("c2", 150) + _identity("bob")
-    first += _battle("c3")
+    first += _battle("c3") + _job("c1", True)
     second = (
         _party("c1", 20)
         + _battle_judged("c3")
+        + _job("c1", False)
         + [
             ChatRestored(event_id="c1-e50", chat_id="c1", at=AT, by="ann"),
             FeedbackGiven(
@@ -311,6 +349,9 @@ def test_live_fold_rows_are_table_rows_and_read_back_as_structs(tmp_path: Path) 
         ).fetchall() == [("c1-p", "Zen Sage")]
         assert con.execute("SELECT chat_id, model_a, model_b, category, vote FROM battles").fetchall() == [
             ("c3", "m", "n", "math", "tie")
+        ]
+        assert con.execute("SELECT job_id, owner_id, session_id, status, batch_id FROM jobs").fetchall() == [
+            ("c1--j", "ann", "s1", "done", "b1")
         ]
     finally:
         store.close()

@@ -7,6 +7,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec
 from aiohttp import web
@@ -23,6 +24,7 @@ from services.api.keys import SETTINGS
 from services.api.routes_images import fetch_image, image_limit, store_image
 
 MAX_TITLE_CHARS = 80
+T = TypeVar("T")
 
 
 _where = re.compile(r"at `\$\.?([^`]*)`")
@@ -41,9 +43,13 @@ def _bad(message: str, param: str | None = None, code: str = "invalid_request_er
 async def read_request(request: web.Request) -> ChatCompletionRequest:
     """Decode the body; a wrong field names itself in `param`, as OpenAI's errors do."""
     require_json(request)
-    raw = await request.read()
+    return decode_naming_field(await request.read(), ChatCompletionRequest)
+
+
+def decode_naming_field(raw: bytes, kind: type[T], code: str = "invalid_request_error") -> T:
+    """Decode a JSON body into `kind`; a wrong field is a 400 whose `param` names it (`messages[0].role`)."""
     try:
-        return msgspec.json.decode(raw, type=ChatCompletionRequest)
+        return msgspec.json.decode(raw, type=kind)
     except msgspec.ValidationError as exc:
         text = str(exc)
         where = _where.search(text)
@@ -53,9 +59,9 @@ async def read_request(request: web.Request) -> ChatCompletionRequest:
             param = f"{param}.{named.group(1)}" if param else named.group(1)
             if "unknown field" in text:
                 text = f"`{param}` is not supported by chatbus (or misspelt); leave it out"
-        raise _bad(text, param) from None
+        raise _bad(text, param, code) from None
     except msgspec.DecodeError as exc:
-        raise _bad(f"the body is not valid JSON: {exc}") from None
+        raise _bad(f"the body is not valid JSON: {exc}", None, code) from None
 
 
 def check_supported(body: ChatCompletionRequest) -> None:

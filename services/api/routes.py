@@ -49,6 +49,7 @@ from services.api import (
     routes_chats,
     routes_erasure,
     routes_images,
+    routes_jobs,
     routes_leaderboard,
     routes_me,
     routes_misc,
@@ -143,7 +144,7 @@ ROUTES: tuple[Route, ...] = (
                 "origin",
                 "string",
                 "Which chats: `chat` (default: made in the UI or with /v1/chats), `openai` "
-                "(/v1/chat/completions), or `all`.",
+                "(/v1/chat/completions), `jobs` (/v1/jobs), or `all`.",
             ),
             MIN_SEQ,
         ),
@@ -360,6 +361,7 @@ ROUTES: tuple[Route, ...] = (
             Param("rounds", "integer", "Bootstrap rounds for the 95% intervals, 10 to 2000 (default 1000)."),
         ),
     ),
+    *routes_jobs.JOB_ROUTES,  # POST/GET /v1/jobs, /v1/jobs/{job_id}[/cancel], /v1/sessions/{id}/latest
     Route(
         "GET",
         f"{CHAT}/ws",

@@ -38,6 +38,7 @@ from schemas.chat import (
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
+    ReplyRetrying,
     ReplyStarted,
     SpeakerNamed,
 )
@@ -52,6 +53,7 @@ from schemas.identity import (
 from schemas.queries import ChatRow, MessageRow, ReplyRow
 from services.projector.arena import ArenaFold
 from services.projector.batch import Changes, Rows, feedback_key
+from services.projector.jobs import JobsFold
 from services.projector.party import PartyFold
 from services.projector.rows import ApiKeyRow, FeedbackRow, SelectionRow, UserRow
 from services.projector.tables import (
@@ -100,9 +102,10 @@ _NEW_REPLY: Row = asdict(
 del _NEW_REPLY["chosen"]  # not a column: read from the choices table
 
 
-class Fold(PartyFold, ArenaFold):
+class Fold(PartyFold, ArenaFold, JobsFold):
     """Applies events to rows, one small method per event type (those of chats with bots and side-by-side
-    chats in services/projector/party.py, those of arena battles in services/projector/arena.py)."""
+    chats in services/projector/party.py, those of arena battles in services/projector/arena.py, those of
+    jobs in services/projector/jobs.py)."""
 
     def __init__(
         self,
@@ -137,6 +140,7 @@ class Fold(PartyFold, ArenaFold):
             ReplyCompleted: self.reply_completed,
             ReplyFailed: self.reply_failed,
             ReplyCancelled: self.reply_cancelled,
+            ReplyRetrying: self.job_moved,
             ChatCreated: self.chat_created,
             ChatRenamed: self.chat_renamed,
             ChatDeleted: self.chat_deleted,
@@ -282,6 +286,7 @@ class Fold(PartyFold, ArenaFold):
         row["speaker"] = e.speaker
         row["speaker_name"] = participant["name"] if participant is not None else e.model
         self.tables[REPLIES.name].add(e.reply_id, row)
+        self.job_requested(seq, e)
 
     def _open_reply(self, reply_id: str, attempt: int) -> Row | None:
         """The reply if it is known, not terminal, and `attempt` is not older than its current one."""
@@ -292,6 +297,7 @@ class Fold(PartyFold, ArenaFold):
 
     def reply_started(self, seq: int, e: ReplyStarted) -> None:
         """An attempt began (a newer attempt replaces an older one)."""
+        self.job_moved(seq, e)
         reply = self._open_reply(e.reply_id, e.attempt)
         if reply is not None:
             reply["status"] = "started"
@@ -301,6 +307,7 @@ class Fold(PartyFold, ArenaFold):
 
     def reply_completed(self, seq: int, e: ReplyCompleted) -> None:
         """Terminal: completed, or cancelled when the worker stopped on a cancel."""
+        self.job_moved(seq, e)
         reply = self._open_reply(e.reply_id, e.attempt)
         if reply is not None:
             reply["status"] = "cancelled" if e.finish_reason == "cancelled" else "completed"
@@ -320,6 +327,7 @@ class Fold(PartyFold, ArenaFold):
 
     def reply_failed(self, seq: int, e: ReplyFailed) -> None:
         """Terminal: failed with an error."""
+        self.job_moved(seq, e)
         reply = self._open_reply(e.reply_id, e.attempt)
         if reply is not None:
             reply.update(

@@ -105,6 +105,24 @@ class BattleRow(msgspec.Struct, frozen=True, kw_only=True):
     voted_at: datetime | None
 
 
+class JobRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A job (a reply requested with `job`, schemas/job.py): whose, of which session and batch, its status
+    as its reply's events leave it (schemas/job_status.py; `expired` by deadline is derived when read)."""
+
+    reply_id: str
+    job_id: str
+    owner_id: str
+    session_id: str
+    chat_id: str
+    model: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    deadline_at: datetime | None
+    batch_id: str
+    custom_id: str
+
+
 class ErasedChatRow(msgspec.Struct, frozen=True, kw_only=True):
     """A chat erased at `seq`: any later event of it (a straggler) is ignored, live and in replay."""
 

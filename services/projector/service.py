@@ -19,7 +19,7 @@ import schemas
 from bus import Delivered
 from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat, ListChats, ListMessages
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
-from services.projector import arena, check, queries
+from services.projector import arena, check, jobs, queries
 from services.projector.projection import project
 from services.projector.store import Store
 
@@ -187,6 +187,7 @@ class Projector:
             "status": status,
             "digest": digest,
             **arena.endpoints(self),
+            **jobs.endpoints(self),
         }
 
     def close(self) -> None:

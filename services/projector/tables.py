@@ -20,6 +20,7 @@ from services.projector.rows import (
     ErasedChatRow,
     FeedbackRow,
     FloorRow,
+    JobRow,
     ParticipantRow,
     SelectionRow,
     UserRow,
@@ -169,6 +170,7 @@ PARTICIPANTS = Table("participants", ParticipantRow, indexes=("chat_id",), parts
 FLOORS = Table("floors", FloorRow, parts=(FloorInfo,))
 CHOICES = Table("choices", ChoiceRow, indexes=("chat_id",))
 BATTLES = Table("battles", BattleRow, indexes=("owner_id",))
+JOBS = Table("jobs", JobRow, indexes=("owner_id",))
 ERASED_CHATS = Table("erased_chats", ErasedChatRow)
 CHECKPOINTS = Table("checkpoints", CheckpointRow)
 
@@ -176,10 +178,21 @@ CHECKPOINTS = Table("checkpoints", CheckpointRow)
 # (and, for messages, only which ids exist).
 # Chats with bots, side-by-side chats, arena battles.
 PARTY: tuple[Table[Any], ...] = (PARTICIPANTS, FLOORS, CHOICES, BATTLES)
-MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
-READ_MODEL: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
+JOB_TABLES: tuple[Table[Any], ...] = (JOBS,)  # replies asked as jobs (services/projector/jobs.py)
+MUTABLE: tuple[Table[Any], ...] = (USERS, API_KEYS, CHATS, REPLIES, SELECTIONS, FEEDBACK, *PARTY, *JOB_TABLES)
+READ_MODEL: tuple[Table[Any], ...] = (
+    USERS,
+    API_KEYS,
+    CHATS,
+    MESSAGES,
+    REPLIES,
+    SELECTIONS,
+    FEEDBACK,
+    *PARTY,
+    *JOB_TABLES,
+)
 # Tables with a chat_id column: an erased chat's rows are deleted from each.
-BY_CHAT: tuple[Table[Any], ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY)
+BY_CHAT: tuple[Table[Any], ...] = (CHATS, MESSAGES, REPLIES, SELECTIONS, FEEDBACK, *PARTY, *JOB_TABLES)
 ALL: tuple[Table[Any], ...] = (*READ_MODEL, ERASED_CHATS, CHECKPOINTS)
 
 

@@ -1,0 +1,134 @@
+"""The read model's jobs: the `jobs` table, folded from the events of replies asked as jobs (a
+`reply.requested` with `job`, schemas/job.py), and the query GET /v1/jobs asks of it.
+
+A part of the fold (services/projector/fold.py) like services/projector/arena.py: the same pure functions
+of events to rows, live and in replay. The status step is schemas/job_status.py's, the one GET
+/v1/jobs/{job_id} folds from the log; a deadline passed while open reads `expired` at query time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import msgspec
+from msgspec.structs import asdict
+
+import schemas
+from schemas.api_jobs import JobList, JobSummary
+from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyRetrying, ReplyStarted
+from schemas.job_status import status_after
+from schemas.queries import MAX_PAGE_SIZE, ListJobs
+from services.projector.queries import decode_cursor, encode_cursor
+from services.projector.rows import JobRow
+from services.projector.tables import JOBS
+
+if TYPE_CHECKING:
+    from services.projector.batch import Rows
+    from services.projector.service import Projector
+
+JobEvent = ReplyStarted | ReplyCompleted | ReplyFailed | ReplyRetrying
+
+
+class JobsFold:
+    """Apply functions of the job events (mixed into `Fold`)."""
+
+    tables: dict[str, Rows]
+
+    def job_requested(self, seq: int, e: ReplyRequested) -> None:
+        """A job's row (called for every reply requested; only jobs have one)."""
+        if e.job is None:
+            return
+        row = JobRow(
+            reply_id=e.reply_id,
+            job_id=e.job.job_id,
+            owner_id=e.requested_by,
+            session_id=e.job.session_id,
+            chat_id=e.chat_id,
+            model=e.model,
+            status="queued",
+            created_at=e.at,
+            updated_at=e.at,
+            deadline_at=e.job.deadline_at,
+            batch_id=e.job.batch_id,
+            custom_id=e.job.custom_id,
+        )
+        self.tables[JOBS.name].add(e.reply_id, asdict(row))
+
+    def job_moved(self, seq: int, e: JobEvent) -> None:
+        """The job's status after an attempt's start, retry or end (ends are final)."""
+        job = self.tables[JOBS.name].known.get(e.reply_id)
+        if job is not None:
+            status = status_after(e, job["status"])
+            if status != job["status"]:
+                job.update(status=status, updated_at=e.at)
+
+
+def _naive(at: datetime) -> datetime:
+    return at.astimezone(UTC).replace(tzinfo=None)  # the file holds naive UTC
+
+
+# The status as read: an open job past its deadline is expired.
+_STATUS = (
+    "CASE WHEN status IN ('queued', 'processing') AND deadline_at IS NOT NULL AND deadline_at <= ?"
+    " THEN 'expired' ELSE status END"
+)
+
+
+def list_jobs(cur: duckdb.DuckDBPyConnection, query: ListJobs) -> JobList:
+    """A user's jobs, newest first, `limit` (at most MAX_PAGE_SIZE) per page."""
+    limit = max(1, min(query.limit, MAX_PAGE_SIZE))
+    now = _naive(query.now)
+    sql = (
+        f"SELECT job_id, {_STATUS}, model, session_id, chat_id, created_at, updated_at, deadline_at,"
+        " batch_id, custom_id, reply_id FROM jobs WHERE owner_id = ?"
+    )
+    params: list[Any] = [now, query.user_id]
+    if query.session_id is not None:
+        sql += " AND session_id = ?"
+        params.append(query.session_id)
+    if query.status is not None:
+        sql += f" AND {_STATUS} = ?"
+        params += [now, query.status]
+    if query.cursor:
+        created_at, reply_id = decode_cursor(query.cursor)
+        sql += " AND (created_at < ? OR (created_at = ? AND reply_id < ?))"
+        params += [created_at, created_at, reply_id]
+    sql += " ORDER BY created_at DESC, reply_id DESC LIMIT ?"
+    params.append(limit + 1)
+    fetched = cur.execute(sql, params).fetchall()
+    items = [_summary(values) for values in fetched[:limit]]
+    next_cursor = None
+    if len(fetched) > limit:
+        last = fetched[limit - 1]
+        next_cursor = encode_cursor(last[5], last[10])
+    return JobList(items=items, next_cursor=next_cursor)
+
+
+def _summary(values: tuple[Any, ...]) -> JobSummary:
+    job_id, status, model, session_id, chat_id, created, updated, deadline, batch_id, custom_id, _ = values
+    return JobSummary(
+        job_id=job_id,
+        status=status,
+        model=model,
+        session_id=session_id or None,
+        chat_id=chat_id,
+        created_at=created.replace(tzinfo=UTC),
+        updated_at=updated.replace(tzinfo=UTC),
+        deadline_at=deadline.replace(tzinfo=UTC) if deadline is not None else None,
+        batch_id=batch_id or None,
+        custom_id=custom_id or None,
+    )
+
+
+def endpoints(projector: Projector) -> dict[str, Callable[[bytes], Awaitable[bytes]]]:
+    """The micro service endpoint of the jobs: jobs.list."""
+
+    async def jobs_list(data: bytes) -> bytes:
+        query = msgspec.json.decode(data, type=ListJobs)
+        await projector.wait_for(query.min_seq)
+        return schemas.encode(await projector.read(list_jobs, query))
+
+    return {"jobs.list": jobs_list}
