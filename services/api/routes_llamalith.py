@@ -38,6 +38,8 @@ from services.api.route_spec import Param, Route
 
 PREFIX = "/llamalith/chat/api"
 DEFAULT_LIMIT = 100  # Llamalith's
+# The list reads each job's row from the log (an ordered consumer each): this many at once per request.
+LIST_READS = 8
 # Llamalith's field for each of the jobs API's, in the messages of a 400.
 _FIELDS = {
     "input": "user_input",
@@ -165,8 +167,19 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
     ]
     pages = await asyncio.gather(*(query(request, "jobs.list", ask, JobList) for ask in asks))
     summaries = sorted((s for page in pages for s in page.items), key=lambda s: s.created_at, reverse=True)
-    rows = await asyncio.gather(*(_row(request, s.job_id, principal) for s in summaries[:limit]))
-    return json_response(LlamalithJobs(jobs=list(rows)))
+    reads = asyncio.Semaphore(LIST_READS)
+
+    async def row(job_id: str) -> LlamalithJob | None:
+        async with reads:
+            try:
+                return await _row(request, job_id, principal)
+            except ApiError as exc:
+                if exc.status == 404:  # erased since the read model listed it
+                    return None
+                raise
+
+    rows = await asyncio.gather(*(row(s.job_id) for s in summaries[:limit]))
+    return json_response(LlamalithJobs(jobs=[r for r in rows if r is not None]))
 
 
 # Llamalith's part of the route table (services/api/routes.py).
