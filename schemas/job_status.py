@@ -34,7 +34,7 @@ OPEN: frozenset[str] = frozenset({"queued", "processing"})
 Outcome = Literal["done", "error", "retrying", "lost", "cancelled", "expired", ""]
 
 
-class Attempt(msgspec.Struct, kw_only=True):
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     """One attempt at a job: who worked on it, when, and how it ended ("": still running)."""
 
     attempt: int
@@ -116,8 +116,11 @@ class JobState:
             case ReplyRequested():
                 self.request = self.request or event
             case ReplyStarted():
-                one = self._attempt(event.attempt)
-                one.worker_id, one.started_at = event.worker_id, one.started_at or event.at
+                one = self.attempts.get(event.attempt) or Attempt(attempt=event.attempt)
+                started = one.started_at or event.at
+                self.attempts[event.attempt] = msgspec.structs.replace(
+                    one, worker_id=event.worker_id, started_at=started
+                )
                 self.started_at = self.started_at or event.at
             case ReplyRetrying():
                 self._end(event.attempt, event.worker_id, event.at, "retrying", event.code, event.error)
@@ -136,18 +139,13 @@ class JobState:
                 self.last_status = event.status
                 self.delivered = self.delivered or 200 <= event.status < 300
 
-    def _attempt(self, number: int) -> Attempt:
-        one = self.attempts.get(number)
-        if one is None:
-            one = self.attempts[number] = Attempt(attempt=number)
-        return one
-
     def _end(self, number: int, worker: str, at: datetime, outcome: Outcome, code: str, error: str) -> None:
-        one = self._attempt(number)
+        one = self.attempts.get(number) or Attempt(attempt=number)
         if one.outcome:
             return  # an attempt ends once (a zombie's late end changes nothing)
-        one.worker_id = one.worker_id or worker
-        one.ended_at, one.outcome, one.code, one.error = at, outcome, code, error
+        self.attempts[number] = msgspec.structs.replace(
+            one, worker_id=one.worker_id or worker, ended_at=at, outcome=outcome, code=code, error=error
+        )
 
     def attempt_list(self) -> list[Attempt]:
         """Every attempt in order; a started one with a later attempt after it and no end is `lost`."""

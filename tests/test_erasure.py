@@ -131,13 +131,16 @@ async def test_erasing_a_user_removes_every_trace_but_the_tombstone(api: Api, tm
     mine, _ = await _chat_with_everything(api, "ann")
     bot = {"name": "Bob's Muse", "model": "demo", "system_prompt": "You are bob's.", "visibility": "public"}
     assert (await api.call("POST", "/v1/bots", "bob", json=bot))[0] == 201
+    job = {"input": SECRET, "model": "demo", "session_id": "bob"}  # a job's session is a chat of his too
+    status, his_job = await api.call("POST", "/v1/jobs", "bob", json=job)
+    assert status == 202, his_job
     battle = whole_battle("bob", "alpha", "beta", "A", SECRET, ("yes", "no"))
     battle_id = battle[0].chat_id  # type: ignore[union-attr]
     await bus.append_events(api.nbus.js, battle)  # a battle of his, with his vote
     await set_excluded(api.nbus.js, "bob", True, "voted at random", "root")  # and his votes excluded
     await set_excluded(api.nbus.js, "ann", True, "", "root")
     status, erased = await api.call("POST", "/v1/admin/users/bob/erase", "root")
-    assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat, battle_id])
+    assert status == 200 and sorted(erased["chats"]) == sorted([c, his_chat, battle_id, his_job["chat_id"]])
     assert len(erased["bots"]) == 1
     assert (await api.call("GET", "/v1/me", "bob"))[0] == 401  # his keys are gone
     # The user id as a value (quoted) or a subject token; ids are random base36 and may contain "bob".

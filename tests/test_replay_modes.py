@@ -12,12 +12,12 @@ import duckdb
 import bus
 import schemas
 from identity.accounts import add_user
-from schemas.chat import ChatCreated
+from schemas.chat import ChatCreated, ReplyRetrying, ReplyStarted
 from schemas.ids import new_id
 from schemas.queries import Checkpoints, CheckpointsAnswer
 from services.projector import dump_read_model, replay, run_projector
 from tests.apihelp import Api, serve_model
-from tests.logs import chat_life, publish_fast, rich_log
+from tests.logs import chat_life, complete_reply, publish_fast, rich_log
 from tests.stack import ROOT
 
 
@@ -36,6 +36,7 @@ def _cli(nats_url: str, *args: str, cwd: Path = ROOT) -> subprocess.CompletedPro
 async def test_check_finds_the_live_read_model_equal_to_the_log(api: Api, nats_url: str) -> None:
     await serve_model(api.nbus)
     await rich_log(api)
+    await _a_retried_job(api)
     _, last = await api.call(
         "PATCH", f"/v1/chats/{(await api.new_chat())['chat_id']}", json={"title": "last"}
     )
@@ -43,6 +44,30 @@ async def test_check_finds_the_live_read_model_equal_to_the_log(api: Api, nats_u
     done = await asyncio.to_thread(_cli, nats_url, "--check")
     assert done.returncode == 0, done.stderr
     assert "equals the rebuild" in done.stderr and "replayed" in done.stderr
+
+
+async def _a_retried_job(api: Api) -> None:
+    """A job (the `jobs` table) whose first attempt is retried and whose second is done."""
+    _, job = await api.call("POST", "/v1/jobs", json={"input": "hi", "session_id": "s1", "model": "demo"})
+    chat_id, reply_id = job["chat_id"], job["job_id"].split("-")[1]
+    base = {"chat_id": chat_id, "reply_id": reply_id, "worker_id": "w1"}
+    await bus.append_events(
+        api.nbus.js,
+        [
+            ReplyStarted(event_id=new_id("e"), at=schemas.now(), attempt=1, model="demo", **base),
+            ReplyRetrying(
+                event_id=new_id("e"),
+                at=schemas.now(),
+                attempt=1,
+                code="engine_error",
+                error="x",
+                retry_in_s=1,
+                **base,
+            ),
+            ReplyStarted(event_id=new_id("e"), at=schemas.now(), attempt=2, model="demo", **base),
+        ],
+    )
+    await complete_reply(api, chat_id, reply_id, "hello")
 
 
 async def test_check_names_what_differs(nbus: bus.Bus, nats_url: str, tmp_path: Path) -> None:

@@ -30,10 +30,11 @@ from schemas.chat_decide import Ask, Decision, post_fence
 from schemas.chat_state import ChatState, context_ids
 from schemas.ids import is_valid_id, new_id
 from schemas.job import JobSpec
-from schemas.job_status import JobState
+from schemas.job_status import JobError, JobState
 from schemas.openai import InputMessage
 from schemas.streams import CHAT
 from schemas.subjects import ANY, chat_event, one_reply, reply_requested
+from services.api.auth import principal_of
 from services.api.errors import ApiError
 from services.api.inputs import require_json
 from services.api.keys import BUS, SETTINGS
@@ -82,26 +83,28 @@ class Wanted:
     """What a job asks, checked: the model and sampling, the system prompt of a new chat, the turns."""
 
     ask: Ask
-    system_prompt: str
+    system_prompt: str | None  # the body's, the bot's or the messages' ("" is one too); None: none asked
     turns: list[Turn]
     spec: JobSpec  # with job_id "" (set once the reply id is drawn)
+    history: int = 0  # a bot's: the last turns it sees, as in a chat with bots (schemas/seat.py); 0: all
 
 
-async def _wanted(request: web.Request, body: JobRequest, user_id: str) -> Wanted:
+async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
     """Check a job's body against the caller and the served models (400 naming the field, 404, 409)."""
     if (body.input is None) == (body.messages is None):
         raise bad("input", "give `input` (a string) or `messages` (a list), one of them")
     if body.model is not None and body.bot is not None:
         raise bad("bot", "give `model` or `bot`, not both")
     system, turns = await _turns(request, body.input, body.messages)
-    prompt = body.system_prompt
+    prompt, history = body.system_prompt, 0
     if body.bot is not None:
         bot = (await usable_bot(request, body.bot)).bot
+        history = bot.history
         ask = await served_ask(request, bot.model, body.params or bot.params)
         prompt = prompt if prompt is not None else bot.system_prompt
     else:
         ask = await served_ask(request, body.model, body.params)
-    if prompt is None:
+    if prompt is None and body.messages is not None and system:
         prompt = system
     deadline = None
     if body.deadline_seconds is not None:
@@ -115,7 +118,7 @@ async def _wanted(request: web.Request, body: JobRequest, user_id: str) -> Wante
         max_attempts=body.max_attempts or 0,
         callback_url=body.callback_url or "",
     )
-    return Wanted(ask=ask, system_prompt=prompt, turns=turns, spec=spec)
+    return Wanted(ask=ask, system_prompt=prompt, turns=turns, spec=spec, history=history)
 
 
 def _check_callback_url(url: str) -> None:
@@ -136,9 +139,9 @@ async def _turns(
         limit = request.app[SETTINGS].max_message_chars
         if not text:
             raise bad("input", "an empty prompt")
-        if len(text or "") > limit:
-            raise bad("input", f"{len(text or '')} characters; the limit is {limit}")
-        return "", [Turn(role="user", content=text or "", images=[])]
+        if len(text) > limit:
+            raise bad("input", f"{len(text)} characters; the limit is {limit}")
+        return "", [Turn(role="user", content=text, images=[])]
     try:
         system, turns = await read_turns(request, messages)
     except ApiError as exc:
@@ -170,13 +173,15 @@ def job_decision(state: ChatState, wanted: Wanted) -> Decision:
         posted.append(message)
         parent = message.message_id
         context.append(message.message_id)
+    if wanted.history:
+        context = context[-wanted.history :]
     reply_id = new_id("r")
     reply = ReplyRequested(
         event_id=new_id("e"),
         chat_id=state.chat_id,
         at=schemas.now(),
         reply_id=reply_id,
-        message_id=context[-1],
+        message_id=parent or "",
         model=wanted.ask.model,
         params=wanted.ask.params,
         context=context,
@@ -186,11 +191,12 @@ def job_decision(state: ChatState, wanted: Wanted) -> Decision:
     return Decision(events=(*posted, reply), fence=post_fence(state))  # type: ignore[arg-type]
 
 
-async def submit_job(request: web.Request, body: JobRequest, principal: Principal) -> JobAccepted:
+async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
     """Check a job and append it: its chat (a session's, made on its first job, or a new one), its turns
     and its reply request. 400 naming the field, 404 for a bot the caller may not use, 409 for a model
     nobody serves or a session made with another system prompt."""
-    wanted = await _wanted(request, body, principal.user_id)
+    principal = principal_of(request)
+    wanted = await _wanted(request, body)
     js = request.app[BUS].js
     session = body.session_id
     chat_id = session_chat_id(principal.user_id, session) if session else new_id("c")
@@ -202,7 +208,7 @@ async def submit_job(request: web.Request, body: JobRequest, principal: Principa
         owner_id=principal.user_id,
         title=" ".join(first.split())[:MAX_TITLE_CHARS] or "job",
         model=wanted.ask.model,
-        system_prompt=wanted.system_prompt,
+        system_prompt=wanted.system_prompt or "",
         origin=JOBS_ORIGIN,
         session_id=session or "",
     )
@@ -216,7 +222,8 @@ async def submit_job(request: web.Request, body: JobRequest, principal: Principa
     state = await read_chat_state(js, chat_id)
     if not state.alive or state.owner_id != principal.user_id:
         raise ApiError(409, "session_erased", f"session {session!r} was erased; use another session_id")
-    if not made and body.system_prompt is not None and body.system_prompt != state.system_prompt:
+    asked = wanted.system_prompt
+    if not made and asked is not None and asked != state.system_prompt:
         raise ApiError(
             409,
             "session_exists_with_other_prompt",
@@ -291,11 +298,12 @@ def body_of(log: JobLog) -> JobBody:
     state, request = log.state, log.state.request
     assert request is not None and request.job is not None
     job = request.job
+    status = state.read_status(schemas.now())
     answer = state.answer
     result = answer.text if answer is not None and answer.finish_reason != "error" else None
     return JobBody(
         job_id=job.job_id,
-        status=state.read_status(schemas.now()),
+        status=status,
         model=request.model,
         session_id=job.session_id or None,
         chat_id=log.chat_id,
@@ -303,7 +311,7 @@ def body_of(log: JobLog) -> JobBody:
         result=result,
         usage=state.usage(),
         attempts=state.attempt_list(),
-        error=state.error(),
+        error=state.error() or _expired_error(status),
         created_at=request.at,
         started_at=state.started_at,
         finished_at=state.finished_at,
@@ -311,6 +319,13 @@ def body_of(log: JobLog) -> JobBody:
         callback_url=job.callback_url or None,
         webhook=state.webhook(),
     )
+
+
+def _expired_error(status: str) -> JobError | None:
+    """The error of a job read as expired before the worker recorded it (its deadline passed while open)."""
+    if status != "expired":
+        return None
+    return JobError(code="expired", message="the deadline passed before the job finished")
 
 
 async def job_body(js: JetStream, job_id: str, principal: Principal) -> JobBody:

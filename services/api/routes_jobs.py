@@ -34,9 +34,8 @@ def _session_id(value: str | None, param: str = "session_id") -> str | None:
 
 async def create_job(request: web.Request) -> web.StreamResponse:
     """POST /v1/jobs: append the job and answer 202 at once; poll `status_url`."""
-    principal = principal_of(request)
     body = await read_job_request(request)
-    accepted = await submit_job(request, body, principal)
+    accepted = await submit_job(request, body)
     return json_response(accepted, status=202, headers={"Location": accepted.status_url})
 
 

@@ -73,7 +73,7 @@ async def submit(request: web.Request) -> web.StreamResponse:
     given = (body.session_id or "").strip()
     session_id = given or str(uuid.uuid4())
     try:
-        accepted = await submit_job(request, _job_request(body, session_id), principal_of(request))
+        accepted = await submit_job(request, _job_request(body, session_id))
     except ApiError as exc:
         if exc.param in _FIELDS:  # name Llamalith's field, not the jobs API's
             field = _FIELDS[exc.param]
