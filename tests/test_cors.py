@@ -64,6 +64,16 @@ async def test_a_preflight_is_allowed_for_a_configured_origin_and_refused_for_an
             assert resp.status == 403 and body["error"] == "cors_origin" and is_error(body)
             assert not CORS_HEADERS & set(resp.headers)
             assert "Origin" in resp.headers.getall("Vary")
+        # The OpenAI SDK's own headers may come along; a header that names a user or a hop may not.
+        sdk = {**_preflight(APP), "Access-Control-Request-Headers": "authorization, x-stainless-os"}
+        async with client.options("/v1/chat/completions", headers=sdk) as resp:
+            assert resp.status == 204 and "x-stainless-os" in resp.headers["Access-Control-Allow-Headers"]
+        for header in ("X-Forwarded-User", "x-forwarded-for", "Forwarded"):
+            spoof = {**_preflight(APP, "GET"), "Access-Control-Request-Headers": f"authorization, {header}"}
+            async with client.options("/v1/me", headers=spoof) as resp:
+                body = await resp.json()
+                assert resp.status == 403 and body["error"] == "cors_header", (header, body)
+                assert "Access-Control-Allow-Headers" not in resp.headers
         async with client.options("/v1/chats", headers=_preflight(APP, "DELETE")) as resp:
             assert resp.status == 405 and is_error(await resp.json())
         async with client.options("/v1/nosuchroute", headers=_preflight(APP)) as resp:

@@ -19,8 +19,17 @@ from services.api.keys import SETTINGS
 
 WILDCARD = "*"
 MAX_AGE_SECONDS = 3600  # how long a browser may reuse a preflight (Chromium caps it at 7200)
-# What a cross-origin caller may send: its key, a JSON body, a bot's version, a feed's resume point.
-ALLOW_HEADERS = "Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID, X-CSRF-Token"
+# What a cross-origin caller may always send: its key, a JSON body, a bot's version, a feed's resume point.
+# It may send other headers too (the OpenAI SDK's x-stainless-*), but never one that names a user or a
+# hop: a trusted proxy's user header and the X-Forwarded-* family are the proxy's to write.
+ALLOW_HEADERS = (
+    "authorization",
+    "content-type",
+    "if-match",
+    "if-none-match",
+    "last-event-id",
+    "x-csrf-token",
+)
 # What its script may read besides the safelisted ones: when to retry, an image's tag, why a 401.
 EXPOSE_HEADERS = "Retry-After, ETag, WWW-Authenticate, Allow"
 
@@ -67,9 +76,16 @@ def _preflight(request: web.Request, origins: tuple[str, ...]) -> web.Response:
     if wanted not in methods:
         message = f"{request.path} answers {', '.join(methods)}, not {wanted}"
         return error_response(405, "method_not_allowed", message, {"Allow": ", ".join(methods)})
+    asked = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "")
+    names = [name.strip().lower() for name in asked.split(",") if name.strip()]
+    user_header = request.app[SETTINGS].trusted_user_header.lower()
+    refused = [n for n in names if n == user_header or n.startswith("x-forwarded-") or n == "forwarded"]
+    if refused:
+        message = f"a script of another origin may not send {', '.join(refused)}"
+        return error_response(403, "cors_header", message)
     headers = {
         hdrs.ACCESS_CONTROL_ALLOW_METHODS: ", ".join(methods),
-        hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ALLOW_HEADERS,
+        hdrs.ACCESS_CONTROL_ALLOW_HEADERS: ", ".join(dict.fromkeys([*ALLOW_HEADERS, *names])),
         hdrs.ACCESS_CONTROL_MAX_AGE: str(MAX_AGE_SECONDS),
     }
     return web.Response(status=204, headers=headers)
