@@ -9,8 +9,9 @@ from typing import Any
 
 from bus import Bus
 from identity.accounts import add_user, issue_key
-from schemas.chat import ReplyRequested
+from schemas.chat import ChatCreated, ReplyRequested
 from services.api import ApiSettings
+from tests.apihelp import Api, serve_model
 from tests.stack import Client, chat_events, in_process_stack, wait_caught_up
 
 SHORT = {"max_new_tokens": 4, "ignore_eos": True, "temperature": 0.0}
@@ -215,3 +216,28 @@ async def test_cancel_a_queued_and_a_running_job(nbus: Bus, tmp_path: Path, demo
             assert skipped["status"] == "cancelled" and skipped["usage"]["completion_tokens"] == 0
             status, answer = await ann.call("POST", f"/v1/jobs/{running['job_id']}/cancel")
             assert (status, answer["error"]) == (409, "job_finished")
+
+
+async def test_two_first_jobs_of_a_session_at_once_make_one_chat(api: Api) -> None:
+    """The session's chat is created with a fenced `chat.created`: the loser of the race posts into it."""
+    await serve_model(api.nbus)
+    body = {"input": "hi", "model": "demo", "session_id": "race"}
+    answers = await asyncio.gather(*(api.call("POST", "/v1/jobs", json=body) for _ in range(4)))
+    assert {status for status, _ in answers} == {202}
+    chat_ids = {job["chat_id"] for _, job in answers}
+    assert len(chat_ids) == 1
+    events = await chat_events(api.nbus, chat_ids.pop())
+    assert sum(isinstance(e, ChatCreated) for e in events) == 1
+    assert sum(isinstance(e, ReplyRequested) for e in events) == 4
+
+
+async def test_an_erased_session_is_not_made_again(api: Api) -> None:
+    """A session whose chat was erased answers 409 `session_erased`, and nothing follows its tombstone."""
+    await serve_model(api.nbus)
+    body = {"input": "hi", "model": "demo", "session_id": "gone"}
+    status, job = await api.call("POST", "/v1/jobs", json=body)
+    assert status == 202
+    assert (await api.call("POST", f"/v1/chats/{job['chat_id']}/erase"))[0] == 200
+    status, answer = await api.call("POST", "/v1/jobs", json=body)
+    assert (status, answer["error"]) == (409, "session_erased")
+    assert [type(e).__name__ for e in await chat_events(api.nbus, job["chat_id"])] == ["ChatErased"]

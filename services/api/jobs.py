@@ -212,6 +212,8 @@ async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
         origin=JOBS_ORIGIN,
         session_id=session or "",
     )
+    if session and await bus.last_msg(js, CHAT.name, chat_event(chat_id, "erased")) is not None:
+        raise _session_erased(session)  # asked before creating: nothing of it is written after its tombstone
     made = True
     try:
         await bus.append_event(js, created, expected_subject_seq=0)
@@ -221,7 +223,7 @@ async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
         made = False  # the session's chat exists: its first job (maybe a concurrent one) made it
     state = await read_chat_state(js, chat_id)
     if not state.alive or state.owner_id != principal.user_id:
-        raise ApiError(409, "session_erased", f"session {session!r} was erased; use another session_id")
+        raise _session_erased(session or chat_id)
     asked = wanted.system_prompt
     if not made and asked is not None and asked != state.system_prompt:
         raise ApiError(
@@ -239,6 +241,10 @@ async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
         session_id=session,
         chat_id=chat_id,
     )
+
+
+def _session_erased(session: str) -> ApiError:
+    return ApiError(409, "session_erased", f"session {session!r} was erased; use another session_id")
 
 
 @dataclass
