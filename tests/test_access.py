@@ -65,8 +65,10 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     outside = {
         (m, t)
         for m, t in walked - with_chat
-        if not t.startswith(("/v1/images", "/v1/admin/", "/v1/bots", "/v1/jobs", "/v1/sessions"))
-    }  # bots and jobs: walked below
+        if not t.startswith(
+            ("/v1/images", "/v1/admin/", "/v1/bots", "/v1/jobs", "/v1/sessions", "/llamalith/")
+        )
+    }  # bots, jobs and Llamalith's routes: walked below
     assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats"), ("POST", "/v1/arena/battles")}
     for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
         path = template.replace("{user_id}", "ann")
@@ -134,6 +136,49 @@ async def test_another_users_job_is_a_404_on_every_route(api: Api) -> None:
     assert status == 200 and read["job_id"] == job["job_id"]
     status, listed = await api.call("GET", "/v1/jobs", "bob")
     assert status == 200 and listed["items"] == []
+
+
+async def test_llamalith_routes_reach_the_callers_own_jobs_only(api: Api) -> None:
+    """Llamalith's routes: bob gets 404 for ann's job (and a malformed id), nothing of her conversation
+    (sessions are per user: his "s-1" is another chat) and none of her jobs listed; 401 without a key."""
+    routes = {(m, t) for m, t in _chat_routes(api.app) if t.startswith("/llamalith/")}
+    assert len(routes) == 4
+    await serve_model(api.nbus)
+    status, job = await api.call(
+        "POST", "/llamalith/chat/api/submit", json={"user_input": "hi", "session_id": "s-1", "model": "demo"}
+    )
+    assert status == 200, job
+    chat_id = job["job_id"].split("-")[0]
+    events = len(await chat_events(api.nbus, chat_id))
+    for method, template in sorted(routes):
+        path = template.replace("{job_id}", job["job_id"]).replace("{session_id}", "s-1")
+        assert "{" not in path, f"fill in the new path parameter of {template}"
+        body = {"user_input": "hi", "session_id": "s-1", "model": "demo"} if method == "POST" else None
+        async with api.client.request(method, path, headers={"Authorization": "Bearer x"}, json=body) as resp:
+            assert resp.status == 401 and is_error(await resp.json()), template
+    for job_id in (job["job_id"], "nosuch", "c1-r2-x"):
+        status, body = await api.call("GET", f"/llamalith/chat/api/jobs/{job_id}", "bob")
+        assert status == 404 and is_error(body), (job_id, body)
+    status, body = await api.call("GET", "/llamalith/chat/api/status/s-1", "bob")
+    assert (status, body) == (200, {"response": None, "job_id": None, "status": None})
+    status, body = await api.call("GET", "/llamalith/chat/api/jobs?conversation_id=s-1", "bob")
+    assert (status, body) == (200, {"jobs": []})
+    status, body = await api.call(
+        "POST",
+        "/llamalith/chat/api/submit",
+        "bob",
+        json={"user_input": "x", "session_id": "s-1", "model": "demo"},
+    )
+    assert status == 200 and body["job_id"].split("-")[0] != chat_id  # bob's own conversation
+    assert len(await chat_events(api.nbus, chat_id)) == events  # bob added nothing to ann's
+    status, read = await api.call("GET", f"/llamalith/chat/api/jobs/{job['job_id']}", "root")
+    assert status == 200 and read["id"] == job["job_id"] and read["status"] == "queued"
+    status, mine = await api.call("GET", "/llamalith/chat/api/status/s-1")
+    assert status == 200 and (mine["job_id"], mine["status"], mine["response"]) == (
+        job["job_id"],
+        "queued",
+        None,
+    )
 
 
 # ---------------------------------------------------------------- bots

@@ -44,7 +44,7 @@ async def test_a_cross_site_text_plain_form_cannot_log_the_victim_in(api: Api) -
         async with api.client.post("/v1/login", data=form_body, headers=headers) as resp:
             body = await resp.json()
             assert (resp.status, body["error"]) == refusal and COOKIE not in resp.cookies, body
-    # Even as JSON (a fetch would need CORS, which chatbus never grants), a foreign page is refused.
+    # Even as JSON (a fetch that CHATBUS_CORS_ORIGINS might allow), a foreign page is refused.
     as_json = {"user": "eve", "password": "attacker pass="}
     async with api.client.post("/v1/login", json=as_json, headers={"Origin": "https://evil.example"}) as resp:
         assert resp.status == 403 and (await resp.json())["error"] == "bad_origin"

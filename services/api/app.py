@@ -13,6 +13,7 @@ from aiohttp import WSCloseCode, web
 import bus
 from services.api.auth import auth_middleware
 from services.api.body_deadline import body_deadline_middleware
+from services.api.cors import add_cors_headers, cors_middleware
 from services.api.errors import error_middleware
 from services.api.feed_limits import FeedCounts
 from services.api.keys import (
@@ -66,7 +67,8 @@ def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     """The API application over an open bus (the caller owns and closes the bus)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[error_middleware, auth_middleware, body_deadline_middleware],
+        # CORS first: a preflight carries no credentials and is answered before auth looks for them.
+        middlewares=[cors_middleware, error_middleware, auth_middleware, body_deadline_middleware],
     )
     app[SETTINGS] = settings
     app[BUS] = nbus
@@ -84,6 +86,7 @@ def create_app(settings: ApiSettings, nbus: bus.Bus) -> web.Application:
     app.cleanup_ctx.append(_live_connections)
     app.cleanup_ctx.append(hashing_pool)
     app.on_shutdown.append(_close_live)
+    app.on_response_prepare.append(add_cors_headers)
     return app
 
 

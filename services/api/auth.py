@@ -148,7 +148,23 @@ async def _from_trusted_proxy(request: web.Request) -> Principal | None:
         raise _unauthorized(f"the user {user_id} is being erased")
     if request.method not in ("GET", "HEAD", "OPTIONS") and not from_our_pages(request):
         raise ApiError(403, "bad_origin", "writes through the proxy must come from this site's pages")
+    _refuse_other_sites(request)
     return Principal(user_id=user_id, role=role, key_id=PROXY_KEY_ID)
+
+
+def _refuse_other_sites(request: web.Request) -> None:
+    """Browser credentials (a session cookie, the proxy's login) act only for this site's pages: a request
+    that says it comes from another origin is refused, reads too, so that no CORS grant
+    (CHATBUS_CORS_ORIGINS) lets another site's script read a user's data with their cookie. Such
+    scripts send an API key. A request without Origin is a same-site read or no browser at all."""
+    origin = request.headers.get("Origin")
+    if origin is not None and not from_our_pages(request):
+        raise ApiError(
+            403,
+            "bad_origin",
+            f"a browser session works only on {own_origin(request)}'s pages (or CHATBUS_ALLOWED_ORIGINS), "
+            f"not from {origin}: send `Authorization: Bearer <api key>` instead",
+        )
 
 
 @web.middleware
@@ -179,6 +195,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     role = await user_role(js, session.user_id)
     if role is None:
         raise _unauthorized("the session's user no longer exists")
+    _refuse_other_sites(request)
     if request.method not in ("GET", "HEAD", "OPTIONS") and not csrf_ok(
         session, request.headers.get(CSRF_HEADER)
     ):

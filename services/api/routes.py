@@ -52,6 +52,7 @@ from services.api import (
     routes_images,
     routes_jobs,
     routes_leaderboard,
+    routes_llamalith,
     routes_me,
     routes_misc,
     routes_openai,
@@ -371,6 +372,7 @@ ROUTES: tuple[Route, ...] = (
         ),
     ),
     *routes_jobs.JOB_ROUTES,  # POST/GET /v1/jobs, /v1/jobs/{job_id}[/cancel], /v1/sessions/{id}/latest
+    *routes_llamalith.LLAMALITH_ROUTES,  # /llamalith/chat/api/{submit,jobs,jobs/{job_id},status/{session_id}}
     Route(
         "GET",
         f"{CHAT}/ws",

@@ -110,6 +110,15 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             "and write through the trusted proxy; default none.",
         ),
     ] = ()
+    cors_origins: Annotated[
+        tuple[str, ...],
+        env(
+            "CHATBUS_CORS_ORIGINS",
+            "Origins whose scripts may call the API (CORS; comma-separated exact origins, e.g. "
+            "https://app.example.org, or `*` for any, which never allows credentials); default none: "
+            "CORS off. Such callers authenticate with an API key: sessions stay with this site's pages.",
+        ),
+    ] = ()
     login_limit: Annotated[
         Positive,
         env(
@@ -208,6 +217,12 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             if not _ORIGIN.match(origin):
                 name = env_name(ApiSettings, "allowed_origins")
                 raise SettingsError(f"{name}: {origin!r} is not an origin like https://chat.example.org")
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.match(origin):
+                name = env_name(ApiSettings, "cors_origins")
+                raise SettingsError(
+                    f"{name}: {origin!r} is not an origin like https://app.example.org (or `*`)"
+                )
         for part in self.trusted_proxies:
             try:
                 ipaddress.ip_network(part, strict=False)
