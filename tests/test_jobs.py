@@ -241,3 +241,35 @@ async def test_an_erased_session_is_not_made_again(api: Api) -> None:
     status, answer = await api.call("POST", "/v1/jobs", json=body)
     assert (status, answer["error"]) == (409, "session_erased")
     assert [type(e).__name__ for e in await chat_events(api.nbus, job["chat_id"])] == ["ChatErased"]
+
+
+async def test_a_callback_url_is_checked_at_submit(api: Api) -> None:
+    """A callback the API can already see is refused (not http(s), credentials, a literal address that is
+    not public) is a 400 naming `callback_url`; one from a caller without a webhook secret is a 409
+    `no_webhook_secret` (nothing could verify its signature); with a secret, a named host is accepted."""
+    await serve_model(api.nbus)
+    hook = "https://hooks.example.com/x"
+    ask = {"input": "x", "model": "demo"}
+    refused = [
+        "http://127.0.0.1:5678/x",
+        "http://[::1]/x",
+        "http://10.0.0.5/x",
+        "http://169.254.169.254/latest/meta-data",
+        "file:///etc/passwd",
+        "https://user:pw@hooks.example.com/x",
+        "http://[::1/x",
+        "https:///x",
+    ]
+    for url in refused:  # judged before the secret (ann has none yet)
+        status, answer = await api.call("POST", "/v1/jobs", json={**ask, "callback_url": url})
+        assert status == 400 and answer["message"].startswith("callback_url:"), (url, answer)
+    status, answer = await api.call("POST", "/v1/jobs", json={**ask, "callback_url": hook})
+    assert (status, answer["error"]) == (409, "no_webhook_secret")
+    assert "POST /v1/me/webhook-secret" in answer["message"]
+    assert (await api.call("POST", "/v1/me/webhook-secret"))[0] == 201
+    status, job = await api.call("POST", "/v1/jobs", json={**ask, "callback_url": hook})
+    assert status == 202, job
+    status, body = await api.call("GET", f"/v1/jobs/{job['job_id']}")
+    assert status == 200 and body["callback_url"] == hook
+    status, answer = await api.call("POST", "/v1/jobs", "bob", json={**ask, "callback_url": hook})
+    assert (status, answer["error"]) == (409, "no_webhook_secret")  # a secret is the caller's own

@@ -188,6 +188,13 @@ async def test_a_finished_job_is_posted_signed_to_a_server_on_loopback(
         and job["usage"]["completion_tokens"] == completed[0].completion_tokens
     )
     assert job["callback_url"] == hook.url and job["attempts"][0]["outcome"] == "done"
+    # The POSTed body is GET /v1/jobs/{id}'s; only `webhook` moved on: it was sent before its own record.
+    async with Client(stack["base"], stack["ann"]) as ann:
+        status, read = await ann.call("GET", f"/v1/jobs/{job_id}")
+    assert status == 200
+    assert job["webhook"] == {"deliveries": 0, "last_status": None, "delivered": False}
+    assert read["webhook"] == {"deliveries": 1, "last_status": 200, "delivered": True}
+    assert {**job, "webhook": None} == {**read, "webhook": None}
     # What a receiver must refuse: another body, another secret, a stale or a missing timestamp.
     assert not verify_webhook(secret, headers, body.replace(b'"done"', b'"error"'), time.time())
     assert not verify_webhook(secret + "x", headers, body, time.time())
@@ -322,13 +329,16 @@ def test_the_job_body_folds_attempts_lost_retried_and_failed() -> None:
     with no end of the first), an engine error retried, the last attempt's failure."""
     from datetime import timedelta
 
-    from logtools.job_view import job_view
+    from logtools.job_view import body_of, fold_job
     from schemas.chat import ReplyFailed, ReplyRetrying
 
     now = schemas.now()
     chat, reply, message = "c1", "r1", "m1"
     job = JobSpec(
-        job_id="c1-r1", callback_url="https://hooks.example.com/", deadline_at=now + timedelta(hours=1)
+        job_id="c1-r1",
+        session_id="s",
+        callback_url="https://hooks.example.com/",
+        deadline_at=now + timedelta(hours=1),
     )
     ids = {"chat_id": chat, "reply_id": reply}
     events: list[schemas.Event] = [
@@ -352,17 +362,18 @@ def test_the_job_body_folds_attempts_lost_retried_and_failed() -> None:
             **ids,
         ),
     ]
-    queued = job_view(events, reply, now)
-    assert queued is not None and queued.status == "queued" and queued.session_id == "s"
+    queued = body_of(fold_job(chat, reply, events), now)
+    assert queued.status == "queued" and queued.session_id == "s" and queued.input == "Hi"
     assert [(a.attempt, a.outcome) for a in queued.attempts] == [(1, "lost"), (2, "retrying")]
-    assert job_view(events, reply, now + timedelta(hours=2)).status == "expired"  # type: ignore[union-attr]
+    late = body_of(fold_job(chat, reply, events), now + timedelta(hours=2))
+    assert late.status == "expired" and late.error is not None and late.error.code == "expired"
     events += [
         ReplyStarted(event_id="e6", at=now, attempt=3, worker_id="w1", model="demo", **ids),
         ReplyFailed(
             event_id="e7", at=now, attempt=3, worker_id="w1", error="boom", code="engine_error", **ids
         ),
     ]
-    failed = job_view(events, reply, now + timedelta(hours=2))
-    assert failed is not None and failed.status == "error" and failed.result is None
+    failed = body_of(fold_job(chat, reply, events), now + timedelta(hours=2))
+    assert failed.status == "error" and failed.result is None
     assert failed.error is not None and failed.error.code == "engine_error"
     assert [a.outcome for a in failed.attempts] == ["lost", "retrying", "error"]

@@ -12,9 +12,8 @@ routes) call too.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
-from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -23,17 +22,19 @@ import bus
 import schemas
 from bus import JetStream
 from identity.accounts import Principal
+from identity.webhook_secrets import webhook_secret_of
 from logtools.chat_log import read_chat_state
+from logtools.job_view import JobLog, body_of, job_id_of, read_job
+from netguard import literal_address_refused
 from schemas.api_jobs import JobAccepted, JobBody, JobRequest
 from schemas.chat import ChatCreated, ChatEvent, MessagePosted, ReplyCancelled, ReplyRequested
 from schemas.chat_decide import Ask, Decision, post_fence
 from schemas.chat_state import ChatState, context_ids
 from schemas.ids import is_valid_id, new_id
 from schemas.job import JobSpec
-from schemas.job_status import JobError, JobState
 from schemas.openai import InputMessage
 from schemas.streams import CHAT
-from schemas.subjects import ANY, chat_event, one_reply, reply_requested
+from schemas.subjects import ANY, chat_event, reply_requested
 from services.api.auth import principal_of
 from services.api.errors import ApiError
 from services.api.inputs import require_json
@@ -49,11 +50,6 @@ SESSION_CHAT_ID_CHARS = 40
 def session_chat_id(owner_id: str, session_id: str) -> str:
     """The chat of a caller's session: derived from both, so any API replica finds it without a lookup."""
     return "s" + hashlib.sha256(f"{owner_id}\0{session_id}".encode()).hexdigest()[: SESSION_CHAT_ID_CHARS - 1]
-
-
-def job_id_of(chat_id: str, reply_id: str) -> str:
-    """What a caller polls: the chat and the reply, joined by "-" (which no id holds)."""
-    return f"{chat_id}-{reply_id}"
 
 
 def split_job_id(job_id: str) -> tuple[str, str]:
@@ -110,7 +106,7 @@ async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
     if body.deadline_seconds is not None:
         deadline = schemas.now() + timedelta(seconds=body.deadline_seconds)
     if body.callback_url is not None:
-        _check_callback_url(body.callback_url)
+        await _check_callback_url(request, body.callback_url)
     spec = JobSpec(
         job_id="",
         session_id=body.session_id or "",
@@ -121,14 +117,22 @@ async def _wanted(request: web.Request, body: JobRequest) -> Wanted:
     return Wanted(ask=ask, system_prompt=prompt, turns=turns, spec=spec, history=history)
 
 
-def _check_callback_url(url: str) -> None:
-    """An http(s) URL with a host (where it may point is the webhook sender's to vet)."""
+async def _check_callback_url(request: web.Request, url: str) -> None:
+    """A callback the webhooks service may POST to, as far as the API can tell without a lookup (400 naming
+    `callback_url`: not http(s), credentials in it, a literal address that is not public), from a caller
+    who can verify its signature (409 `no_webhook_secret` without a secret)."""
     try:
-        parts = urlsplit(url)
-    except ValueError:
+        refused = literal_address_refused(url)
+    except ValueError:  # urlsplit's verdict on a mangled URL (an unclosed "[" or a bad port)
         raise bad("callback_url", "not a URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad("callback_url", "an http:// or https:// URL with a host")
+    if refused is not None:
+        raise bad("callback_url", f"{refused.code}: {refused.message}")
+    if await webhook_secret_of(request.app[BUS].js, principal_of(request).user_id) is None:
+        raise ApiError(
+            409,
+            "no_webhook_secret",
+            "a job with a callback_url is signed with your webhook secret: POST /v1/me/webhook-secret first",
+        )
 
 
 async def _turns(
@@ -247,45 +251,9 @@ def _session_erased(session: str) -> ApiError:
     return ApiError(409, "session_erased", f"session {session!r} was erased; use another session_id")
 
 
-@dataclass
-class JobLog:
-    """A job as the log holds it: its chat's creation, the message it answers, its reply's events."""
-
-    chat_id: str
-    reply_id: str
-    created: ChatCreated | None = None
-    input: str = ""
-    state: JobState = field(default_factory=JobState)
-
-
-async def read_job(js: JetStream, chat_id: str, reply_id: str) -> JobLog:
-    """Read a job's events (and its chat's creation and messages) from the log."""
-    log = JobLog(chat_id, reply_id)
-    messages: dict[str, str] = {}
-    subjects = [
-        chat_event(chat_id, "created"),
-        chat_event(chat_id, "message.posted"),
-        one_reply(chat_id, reply_id),
-    ]
-    for msg in await bus.read_all(js, CHAT.name, subjects):
-        event = bus.decode_one(msg.subject, msg.data)
-        match event:
-            case ChatCreated():
-                log.created = log.created or event
-            case MessagePosted():
-                messages.setdefault(event.message_id, event.content)
-            case ChatEvent() if getattr(event, "reply_id", None) == reply_id:
-                log.state.apply(event)
-    request = log.state.request
-    if request is not None:
-        log.input = messages.get(request.message_id, "")
-    return log
-
-
 def readable(log: JobLog, principal: Principal) -> bool:
     """A job the caller may read: one of theirs (admins read any)."""
-    request = log.state.request
-    if log.created is None or request is None or request.job is None:
+    if log.created is None or log.request is None:
         return False
     return principal.is_admin or log.created.owner_id == principal.user_id
 
@@ -299,44 +267,9 @@ async def own_job(js: JetStream, job_id: str, principal: Principal) -> JobLog:
     return log
 
 
-def body_of(log: JobLog) -> JobBody:
-    """The job's body as its events say now (an open job past its deadline reads `expired`)."""
-    state, request = log.state, log.state.request
-    assert request is not None and request.job is not None
-    job = request.job
-    status = state.read_status(schemas.now())
-    answer = state.answer
-    result = answer.text if answer is not None and answer.finish_reason != "error" else None
-    return JobBody(
-        job_id=job.job_id,
-        status=status,
-        model=request.model,
-        session_id=job.session_id or None,
-        chat_id=log.chat_id,
-        input=log.input,
-        result=result,
-        usage=state.usage(),
-        attempts=state.attempt_list(),
-        error=state.error() or _expired_error(status),
-        created_at=request.at,
-        started_at=state.started_at,
-        finished_at=state.finished_at,
-        deadline_at=job.deadline_at,
-        callback_url=job.callback_url or None,
-        webhook=state.webhook(),
-    )
-
-
-def _expired_error(status: str) -> JobError | None:
-    """The error of a job read as expired before the worker recorded it (its deadline passed while open)."""
-    if status != "expired":
-        return None
-    return JobError(code="expired", message="the deadline passed before the job finished")
-
-
 async def job_body(js: JetStream, job_id: str, principal: Principal) -> JobBody:
     """GET /v1/jobs/{job_id}'s body: the caller's job read from the log (404 when not theirs)."""
-    return body_of(await own_job(js, job_id, principal))
+    return body_of(await own_job(js, job_id, principal), schemas.now())
 
 
 async def latest_job_id(js: JetStream, owner_id: str, session_id: str) -> str | None:

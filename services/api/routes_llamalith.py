@@ -17,6 +17,7 @@ from aiohttp import web
 
 import schemas
 from identity.accounts import Principal
+from logtools.job_view import body_of
 from schemas.api_jobs import JobBody, JobList, JobRequest
 from schemas.api_llamalith import (
     LLAMALITH_STATUS,
@@ -31,7 +32,7 @@ from schemas.queries import ListJobs
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
 from services.api.inputs import query_int, query_str, read_body
-from services.api.jobs import body_of, latest_job_id, own_job, submit_job
+from services.api.jobs import latest_job_id, own_job, submit_job
 from services.api.keys import BUS, SETTINGS
 from services.api.projector import query
 from services.api.route_spec import Param, Route
@@ -120,7 +121,7 @@ def llamalith_job(body: JobBody, system_prompt: str) -> LlamalithJob:
 
 async def _row(request: web.Request, job_id: str, principal: Principal) -> LlamalithJob:
     log = await own_job(request.app[BUS].js, job_id, principal)
-    return llamalith_job(body_of(log), log.created.system_prompt if log.created else "")
+    return llamalith_job(body_of(log, schemas.now()), log.created.system_prompt if log.created else "")
 
 
 async def get_job(request: web.Request) -> web.StreamResponse:

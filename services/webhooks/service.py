@@ -23,9 +23,10 @@ import bus
 import schemas
 from bus import Bus, Delivery
 from identity.webhook_secrets import webhook_secret_of
-from logtools.job_view import JobView, JobWebhook, job_view, read_job_events
+from logtools.job_view import body_of, read_job
 from netguard import Resolve, system_resolve
-from schemas.chat import ReplyRequested, WebhookAttempted
+from schemas.api_jobs import JobBody
+from schemas.chat import WebhookAttempted
 from schemas.ids import new_id
 from schemas.streams import WEBHOOK_CONSUMERS, WEBHOOKS_SERVICE, ConsumerSpec
 from schemas.subjects import parse_reply_subject
@@ -84,23 +85,22 @@ class Dispatcher:
             self.in_flight -= 1
 
     async def _deliver_job(self, delivery: Delivery, chat_id: str, reply_id: str) -> None:
-        events = await read_job_events(self.js, chat_id, reply_id)
-        view = job_view(events, reply_id, self.clock())
-        request = next((e for e in events if isinstance(e, ReplyRequested) and e.reply_id == reply_id), None)
-        if view is None or request is None or not view.callback_url:
+        job = await read_job(self.js, chat_id, reply_id)
+        request = job.request
+        if request is None or request.job is None or not request.job.callback_url:
             await delivery.ack()
             return
-        recorded = [e for e in events if isinstance(e, WebhookAttempted) and e.reply_id == reply_id]
-        last = max(recorded, key=lambda e: e.delivery, default=None)
+        last = max(job.deliveries, key=lambda e: e.delivery, default=None)
         if last is not None and last.final:
             await delivery.ack()  # delivered, or given up, before: this is a redelivered end
             return
+        body = body_of(job, self.clock())
         secret = await webhook_secret_of(self.js, request.requested_by) or ""
         number, last_at = (last.delivery + 1, last.at) if last is not None else (1, None)
         while True:
             if last_at is not None:
                 await self._wait_until(delivery, last_at.timestamp() + self.settings.wait_before(number))
-            outcome = await self._post(view, secret, number)
+            outcome = await self._post(body, secret, number)
             final = outcome.delivered or outcome.refused or not secret or number >= self.settings.tries
             record = WebhookAttempted(
                 event_id=new_id("e"),
@@ -114,15 +114,14 @@ class Dispatcher:
             )
             await bus.append_event(self.js, record, msg_id=f"{reply_id}.webhook.{number}")
             self.deliveries += 1
-            view.webhook = JobWebhook(
-                deliveries=number, last_status=outcome.status, delivered=outcome.delivered
-            )
+            job.state.apply(record)  # the next delivery's body says how this one went, as GET would
+            body = msgspec.structs.replace(body, webhook=job.state.webhook())
             if final:
                 self.delivered += outcome.delivered
                 self.given_up += not outcome.delivered
                 log.info(
                     "job %s: webhook %s after %d deliveries",
-                    view.job_id,
+                    body.job_id,
                     outcome.status or outcome.error,
                     number,
                 )
@@ -130,14 +129,14 @@ class Dispatcher:
                 return
             number, last_at = number + 1, record.at
 
-    async def _post(self, view: JobView, secret: str, number: int) -> Outcome:
+    async def _post(self, body: JobBody, secret: str, number: int) -> Outcome:
         if not secret:
             return Outcome(error="no_webhook_secret: the job's owner has no webhook secret", refused=True)
         return await post_delivery(
-            view.callback_url,
-            msgspec.json.encode(view),
+            body.callback_url or "",
+            msgspec.json.encode(body),
             secret=secret,
-            webhook_id=f"{view.job_id}.{number}",
+            webhook_id=f"{body.job_id}.{number}",
             resolve=self.resolve,
             private_hosts=self.settings.allowed_private,
             timeout=self.settings.timeout,
