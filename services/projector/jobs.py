@@ -20,8 +20,8 @@ import schemas
 from schemas.api_jobs import JobList, JobSummary
 from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyRetrying, ReplyStarted
 from schemas.job_status import status_after
-from schemas.queries import MAX_PAGE_SIZE, ListJobs
-from services.projector.queries import decode_cursor, encode_cursor
+from schemas.queries import ListJobs
+from services.projector.queries import newest_first_page
 from services.projector.rows import JobRow
 from services.projector.tables import JOBS
 
@@ -79,7 +79,6 @@ _STATUS = (
 
 def list_jobs(cur: duckdb.DuckDBPyConnection, query: ListJobs) -> JobList:
     """A user's jobs, newest first, `limit` (at most MAX_PAGE_SIZE) per page."""
-    limit = max(1, min(query.limit, MAX_PAGE_SIZE))
     now = _naive(query.now)
     sql = (
         f"SELECT job_id, {_STATUS}, model, session_id, chat_id, created_at, updated_at, deadline_at,"
@@ -92,19 +91,16 @@ def list_jobs(cur: duckdb.DuckDBPyConnection, query: ListJobs) -> JobList:
     if query.status is not None:
         sql += f" AND {_STATUS} = ?"
         params += [now, query.status]
-    if query.cursor:
-        created_at, reply_id = decode_cursor(query.cursor)
-        sql += " AND (created_at < ? OR (created_at = ? AND reply_id < ?))"
-        params += [created_at, created_at, reply_id]
-    sql += " ORDER BY created_at DESC, reply_id DESC LIMIT ?"
-    params.append(limit + 1)
-    fetched = cur.execute(sql, params).fetchall()
-    items = [_summary(values) for values in fetched[:limit]]
-    next_cursor = None
-    if len(fetched) > limit:
-        last = fetched[limit - 1]
-        next_cursor = encode_cursor(last[5], last[10])
-    return JobList(items=items, next_cursor=next_cursor)
+    rows, next_cursor = newest_first_page(
+        cur,
+        sql,
+        params,
+        order=("created_at", "reply_id"),
+        cursor=query.cursor,
+        limit=query.limit,
+        key=lambda values: (values[5], values[10]),
+    )
+    return JobList(items=[_summary(values) for values in rows], next_cursor=next_cursor)
 
 
 def _summary(values: tuple[Any, ...]) -> JobSummary:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -85,9 +86,38 @@ def _decode(cursor: str, kind: type[Any]) -> Any:
     return msgspec.json.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)), type=kind)
 
 
+Row = tuple[Any, ...]
+
+
+def newest_first_page(
+    cur: duckdb.DuckDBPyConnection,
+    sql: str,
+    params: list[Any],
+    *,
+    order: tuple[str, str],
+    cursor: str | None,
+    limit: int,
+    key: Callable[[Row], tuple[datetime, str]],
+) -> tuple[list[Row], str | None]:
+    """One page of `sql` (a SELECT ... WHERE ...) newest first by `order` (a time column, then an id column
+    to break ties), resuming after `cursor`; `limit` clamped to 1..MAX_PAGE_SIZE. The rows and the cursor
+    of the next page (`key`: a row's time and id), None on the last page."""
+    limit = max(1, min(limit, MAX_PAGE_SIZE))
+    at_column, id_column = order
+    params = list(params)
+    if cursor:
+        at, after_id = decode_cursor(cursor)
+        sql += f" AND ({at_column} < ? OR ({at_column} = ? AND {id_column} < ?))"
+        params += [at, at, after_id]
+    sql += f" ORDER BY {at_column} DESC, {id_column} DESC LIMIT ?"
+    params.append(limit + 1)
+    fetched = cur.execute(sql, params).fetchall()
+    rows = fetched[:limit]
+    return rows, encode_cursor(*key(rows[-1])) if len(fetched) > limit else None
+
+
 def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
     """A user's chats, most recently updated first, `limit` (at most MAX_PAGE_SIZE) per page."""
-    limit = max(1, min(query.limit, MAX_PAGE_SIZE))
     sql = f"SELECT {CHATS.select()} FROM chats WHERE owner_id = ?"
     params: list[Any] = [query.user_id]
     if not query.include_deleted:
@@ -95,18 +125,21 @@ def list_chats(cur: duckdb.DuckDBPyConnection, query: ListChats) -> ChatPage:
     if query.origin is not None:
         sql += " AND origin = ?"
         params.append(query.origin)
-    if query.cursor:
-        updated_at, chat_id = decode_cursor(query.cursor)
-        sql += " AND (updated_at < ? OR (updated_at = ? AND chat_id < ?))"
-        params += [updated_at, updated_at, chat_id]
-    sql += " ORDER BY updated_at DESC, chat_id DESC LIMIT ?"
-    params.append(limit + 1)
-    fetched = cur.execute(sql, params).fetchall()
-    items = [CHATS.read(values) for values in fetched[:limit]]
-    next_cursor = None
-    if len(fetched) > limit:
-        next_cursor = encode_cursor(items[-1].updated_at, items[-1].chat_id)
-    return ChatPage(items=items, next_cursor=next_cursor)
+    rows, next_cursor = newest_first_page(
+        cur,
+        sql,
+        params,
+        order=("updated_at", "chat_id"),
+        cursor=query.cursor,
+        limit=query.limit,
+        key=_chat_key,
+    )
+    return ChatPage(items=[CHATS.read(values) for values in rows], next_cursor=next_cursor)
+
+
+def _chat_key(values: Row) -> tuple[datetime, str]:
+    chat = CHATS.read(values)
+    return chat.updated_at, chat.chat_id
 
 
 def get_chat(cur: duckdb.DuckDBPyConnection, query: GetChat) -> ChatAnswer:
