@@ -11,8 +11,8 @@ import msgspec
 from schemas.api import MAX_SYSTEM_PROMPT, ModelAlias
 from schemas.ids import ID_PATTERN
 from schemas.job import MAX_CALLBACK_URL_CHARS, MAX_JOB_ATTEMPTS
-from schemas.job_status import Attempt, JobError, Usage, WebhookInfo
-from schemas.openai import MAX_MESSAGES, InputMessage
+from schemas.job_status import Attempt, JobError, WebhookInfo
+from schemas.openai import MAX_MESSAGES, InputMessage, Usage
 from schemas.sampling import SamplingParams
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,128}\Z"

@@ -27,6 +27,7 @@ from schemas.chat import (
     ReplyStarted,
     WebhookAttempted,
 )
+from schemas.openai import Usage  # a job's token counts are OpenAI's, as a completion's
 
 JobStatus = Literal["queued", "processing", "done", "error", "cancelled", "expired"]
 JOB_STATUSES: tuple[str, ...] = ("queued", "processing", "done", "error", "cancelled", "expired")
@@ -44,14 +45,6 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     outcome: Outcome = ""
     code: str = ""
     error: str = ""
-
-
-class Usage(msgspec.Struct, frozen=True, kw_only=True):
-    """Tokens of the answer, as OpenAI counts them."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
 
 
 class JobError(msgspec.Struct, frozen=True, kw_only=True):
