@@ -13,10 +13,11 @@ from datetime import datetime
 
 from schemas.batch import BatchCreated
 from schemas.batch_lines import PlanLine
-from schemas.chat import ChatCreated, ChatEvent, MessagePosted, ReplyRequested
+from schemas.chat import ChatCreated, MessagePosted, ReplyRequested
 from schemas.job import JobSpec
 
 BATCH_ORIGIN = "batch"
+LineEvent = ChatCreated | MessagePosted | ReplyRequested
 MAX_TITLE_CHARS = 80
 
 
@@ -41,12 +42,12 @@ def line_job_id(batch_id: str, index: int) -> str:
     return f"{line_chat_id(batch_id, index)}-{line_reply_id(batch_id, index)}"
 
 
-def line_events(batch: BatchCreated, line: PlanLine, at: datetime) -> list[ChatEvent]:
+def line_events(batch: BatchCreated, line: PlanLine, at: datetime) -> list[LineEvent]:
     """A line's events in order: its chat (origin "batch"), its turns, the reply request that is its job."""
     chat_id = line_chat_id(batch.batch_id, line.index)
     reply_id = line_reply_id(batch.batch_id, line.index)
     first = next((t.content for t in line.turns if t.role == "user" and t.content), line.custom_id)
-    events: list[ChatEvent] = [
+    events: list[LineEvent] = [
         ChatCreated(
             event_id=_derived("e", batch.batch_id, line.index, "created"),
             chat_id=chat_id,

@@ -15,6 +15,7 @@ from services.cli import (
     admin_replay,
     admin_setup,
     admin_users,
+    batches,
     conductor,
     run,
     up,
@@ -31,6 +32,7 @@ app.command("worker")(run.worker)
 app.command("image-store")(run.image_store)
 app.command("conductor")(conductor.conductor)
 app.command("webhooks")(webhooks.webhooks)
+app.command("batches")(batches.batches)
 app.command("up")(up.up)
 app.command("chat")(chat)
 

@@ -54,6 +54,7 @@ class JobsFold:
             deadline_at=e.job.deadline_at,
             batch_id=e.job.batch_id,
             custom_id=e.job.custom_id,
+            line=e.job.line,
         )
         self.tables[JOBS.name].add(e.reply_id, asdict(row))
 
@@ -64,6 +65,8 @@ class JobsFold:
             status = status_after(e, job["status"])
             if status != job["status"]:
                 job.update(status=status, updated_at=e.at)
+                if isinstance(e, ReplyFailed):
+                    job["code"] = e.code
 
 
 def _naive(at: datetime) -> datetime:

@@ -1,0 +1,93 @@
+"""Batches end to end against a real nats-server, DuckDB and the demo model: a batch's lines become jobs
+answered once each, its output and errors files in line order, plain-text input, cancel."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import bus
+import schemas
+from bus import Bus
+from schemas.batch import BatchCreated
+from schemas.chat import ChatCreated, ReplyRequested
+from tests.batchhelp import batch_stack, download, jsonl, submit, users, wait_batch
+from tests.stack import Client
+
+
+async def test_a_200_line_batch_answers_every_line_once_in_line_order(
+    nbus: Bus, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    keys = await users(nbus)
+    async with batch_stack(nbus, tmp_path, demo_model_dir) as base, Client(base, keys["ann"]) as ann:
+        made = await submit(ann, jsonl(200), query="?metadata=%7B%22run%22%3A%22nightly%22%7D")
+        assert made["object"] == "batch" and made["status"] == "in_progress"
+        assert made["request_counts"] == {"total": 200, "completed": 0, "failed": 0}
+        assert made["metadata"] == {"run": "nightly"} and made["model"] == "demo"
+        done = await wait_batch(ann, made["id"])
+        assert done["status"] == "completed", done
+        assert done["request_counts"] == {"total": 200, "completed": 200, "failed": 0}
+        assert done["completed_at"] >= done["created_at"]
+        output = await download(ann, f"/v1/batches/{made['id']}/output")
+        assert await download(ann, f"/v1/batches/{made['id']}/errors") == []
+        # Another user's batch is not there for them.
+        async with Client(base, keys["bob"]) as bob:
+            assert (await bob.call("GET", f"/v1/batches/{made['id']}"))[0] == 404
+            status, listed = await bob.call("GET", "/v1/batches")
+            assert status == 200 and made["id"] not in [b["id"] for b in listed["data"]]
+        status, listed = await ann.call("GET", "/v1/batches?limit=1")
+        assert status == 200 and listed["data"][0]["id"] == made["id"] and listed["first_id"] == made["id"]
+        job_id = output[7]["response"]["request_id"]
+        status, job = await ann.call("GET", f"/v1/jobs/{job_id}")
+        assert status == 200 and job["status"] == "done"
+    assert [line["custom_id"] for line in output] == [f"req-{i}" for i in range(200)]
+    first = output[0]
+    assert first["error"] is None and first["id"].startswith("batch_req_")
+    body = first["response"]["body"]
+    assert first["response"]["status_code"] == 200 and body["object"] == "chat.completion"
+    assert body["model"] == "demo" and body["choices"][0]["message"]["role"] == "assistant"
+    assert body["usage"]["completion_tokens"] <= 2
+    events = [bus.decode_one(m.subject, m.data) for m in await bus.read_all(nbus.js, "CHAT", ["chat.>"])]
+    requests = [e for e in events if isinstance(e, ReplyRequested) and e.job and e.job.batch_id == made["id"]]
+    assert len(requests) == 200 and len({r.job.custom_id for r in requests if r.job}) == 200
+    chats = {e.chat_id: e for e in events if isinstance(e, ChatCreated)}
+    assert {chats[r.chat_id].origin for r in requests} == {"batch"}
+
+
+async def test_plain_text_lines_are_prompts_named_by_their_line_number(
+    nbus: Bus, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    keys = await users(nbus)
+    async with batch_stack(nbus, tmp_path, demo_model_dir) as base, Client(base, keys["ann"]) as ann:
+        made = await submit(ann, b"Hello\n\nWhat is 2+2?\nBye\n", "text/plain", "?completion_window=30m")
+        assert made["request_counts"]["total"] == 3 and made["completion_window"] == "30m"
+        assert made["expires_at"] - made["created_at"] in (1799, 1800, 1801)
+        await wait_batch(ann, made["id"])
+        output = await download(ann, f"/v1/files/{made['output_file_id']}/content")
+    assert [line["custom_id"] for line in output] == ["line-1", "line-3", "line-4"]
+
+
+async def test_a_cancelled_batch_ends_cancelled_and_its_errors_file_lists_the_lines_it_stopped(
+    nbus: Bus, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    keys = await users(nbus)
+    async with batch_stack(nbus, tmp_path, demo_model_dir) as base, Client(base, keys["ann"]) as ann:
+        made = await submit(ann, jsonl(60, max_tokens=200, ignore_eos=True))
+        await wait_batch(ann, made["id"], until=frozenset({"in_progress"}))
+        status, cancelling = await ann.call("POST", f"/v1/batches/{made['id']}/cancel")
+        assert status == 200 and cancelling["status"] in ("cancelling", "cancelled")
+        assert cancelling["cancelling_at"] is not None
+        ended = await wait_batch(ann, made["id"])
+        assert ended["status"] == "cancelled" and ended["cancelled_at"] is not None
+        assert (await ann.call("POST", f"/v1/batches/{made['id']}/cancel"))[0] == 409
+        output = await download(ann, f"/v1/batches/{made['id']}/output")
+        errors = await download(ann, f"/v1/batches/{made['id']}/errors")
+    counts = ended["chatbus_counts"]
+    assert counts["cancelled"] >= 1 and counts["queued"] == counts["processing"] == 0
+    assert len(errors) == counts["cancelled"] and len(output) == counts["done"]
+    assert {line["error"]["code"] for line in errors} == {"cancelled"}
+    assert all(line["response"] is None for line in errors)
+    named = Counter(line["custom_id"] for line in output + errors)
+    assert set(named.values()) == {1}
+    created = await bus.last_msg(nbus.js, "BATCHES", f"batch.{made['id']}.created")
+    assert created is not None and isinstance(schemas.decode_event(created.data), BatchCreated)
