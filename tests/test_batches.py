@@ -3,8 +3,12 @@ answered once each, its output and errors files in line order, plain-text input,
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from pathlib import Path
+
+import msgspec
+import pytest
 
 import bus
 import schemas
@@ -91,3 +95,39 @@ async def test_a_cancelled_batch_ends_cancelled_and_its_errors_file_lists_the_li
     assert set(named.values()) == {1}
     created = await bus.last_msg(nbus.js, "BATCHES", f"batch.{made['id']}.created")
     assert created is not None and isinstance(schemas.decode_event(created.data), BatchCreated)
+
+
+async def test_the_openai_sdk_batch_flow(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> None:
+    """files.create → batches.create → batches.retrieve until completed → files.content(output_file_id)."""
+    import openai
+
+    keys = await users(nbus)
+    async with batch_stack(nbus, tmp_path, demo_model_dir) as base:
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=keys["ann"], max_retries=0)
+        uploaded = await client.files.create(file=("in.jsonl", jsonl(5)), purpose="batch")
+        assert uploaded.purpose == "batch" and uploaded.bytes == len(jsonl(5))
+        batch = await client.batches.create(
+            input_file_id=uploaded.id,
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+            metadata={"job": "sdk"},
+        )
+        assert batch.input_file_id == uploaded.id and batch.metadata == {"job": "sdk"}
+        for _ in range(300):
+            batch = await client.batches.retrieve(batch.id)
+            if batch.status == "completed":
+                break
+            await asyncio.sleep(0.2)
+        assert batch.status == "completed" and batch.request_counts is not None
+        assert batch.request_counts.completed == 5 and batch.output_file_id
+        content = await client.files.content(batch.output_file_id)
+        lines = [msgspec.json.decode(line) for line in content.content.splitlines()]
+        assert [line["custom_id"] for line in lines] == [f"req-{i}" for i in range(5)]
+        assert (await client.files.content(uploaded.id)).content == jsonl(5)
+        listed = await client.batches.list(limit=5)
+        assert batch.id in [b.id for b in listed.data]
+        with pytest.raises(openai.NotFoundError):
+            await client.batches.retrieve("qnosuch")
+        with pytest.raises(openai.ConflictError):
+            await client.batches.cancel(batch.id)
+        await client.close()
