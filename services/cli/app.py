@@ -21,6 +21,7 @@ from services.cli import (
     up,
     webhooks,
 )
+from services.cli.batch import batch_app
 from services.cli.chat_client.command import chat
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command("webhooks")(webhooks.webhooks)
 app.command("batches")(batches.batches)
 app.command("up")(up.up)
 app.command("chat")(chat)
+app.add_typer(batch_app, name="batch")
 
 admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
 app.add_typer(admin, name="admin")
