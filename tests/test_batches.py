@@ -14,6 +14,7 @@ import bus
 import schemas
 from bus import Bus
 from schemas.batch import BatchCreated
+from schemas.batch_decide import line_chat_id
 from schemas.chat import ChatCreated, ReplyRequested
 from tests.batchhelp import batch_stack, download, jsonl, submit, users, wait_batch
 from tests.stack import Client
@@ -44,6 +45,9 @@ async def test_a_200_line_batch_answers_every_line_once_in_line_order(
         job_id = output[7]["response"]["request_id"]
         status, job = await ann.call("GET", f"/v1/jobs/{job_id}")
         assert status == 200 and job["status"] == "done"
+        status, page = await ann.call("GET", f"/v1/jobs?batch_id={made['id']}&limit=200")
+        assert status == 200 and len(page["items"]) == 200
+        assert {item["custom_id"] for item in page["items"]} == {f"req-{i}" for i in range(200)}
     assert [line["custom_id"] for line in output] == [f"req-{i}" for i in range(200)]
     first = output[0]
     assert first["error"] is None and first["id"].startswith("batch_req_")
@@ -131,3 +135,35 @@ async def test_the_openai_sdk_batch_flow(nbus: Bus, tmp_path: Path, demo_model_d
         with pytest.raises(openai.ConflictError):
             await client.batches.cancel(batch.id)
         await client.close()
+
+
+async def test_erasing_a_user_deletes_their_batches_files_and_line_chats(
+    nbus: Bus, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    from aiohttp import FormData
+
+    from identity.accounts import add_user, issue_key
+    from identity.erasure import erase_user
+    from schemas.ids import new_id
+
+    user = new_id("u")
+    await add_user(nbus.js, user)
+    key = (await issue_key(nbus.js, user))[1]
+    async with batch_stack(nbus, tmp_path, demo_model_dir) as base, Client(base, key) as client:
+        made = await submit(client, jsonl(3))
+        form = FormData({"purpose": "batch"})
+        form.add_field("file", jsonl(2), filename="in.jsonl")
+        status, uploaded = await client.call("POST", "/v1/files", data=form)
+        assert status == 200, uploaded
+        await wait_batch(client, made["id"])
+        erased = await erase_user(nbus, user, "root")
+    assert set(erased.batches) == {made["id"], uploaded["id"]}
+    assert (
+        await bus.read_all(nbus.js, "BATCHES", [f"batch.{made['id']}.>", f"batchfile.{uploaded['id']}.>"])
+        == []
+    )
+    assert await bus.get_object(nbus.js, "batch_inputs", made["id"]) is None
+    assert await bus.get_object(nbus.js, "batch_files", uploaded["id"]) is None
+    for i in range(3):
+        left = await bus.read_all(nbus.js, "CHAT", [f"chat.{line_chat_id(made['id'], i)}.>"])
+        assert [m.subject.rsplit(".", 1)[-1] for m in left] == ["erased"]

@@ -54,6 +54,9 @@ from schemas.subjects.batch import (
     file_uploaded as file_uploaded,
 )
 from schemas.subjects.batch import (
+    one_batch as one_batch,
+)
+from schemas.subjects.batch import (
     parse_batch_subject as parse_batch_subject,
 )
 from schemas.subjects.bot import (

@@ -6,7 +6,7 @@ from typing import Literal, get_args
 
 import msgspec
 
-from schemas.subjects.roots import ANY, BATCH_FILE_ROOT, BATCH_ROOT, join
+from schemas.subjects.roots import ANY, BATCH_FILE_ROOT, BATCH_ROOT, REST, join
 
 BatchKind = Literal["created", "expanded", "cancelled"]
 BATCH_KINDS: frozenset[str] = frozenset(get_args(BatchKind))
@@ -23,6 +23,11 @@ def batch_event(batch_id: str, kind: BatchKind) -> str:
 def batches_of_kind(kind: BatchKind) -> str:
     """Every batch's event of one kind: `batch.*.<kind>` (the expander's consumers filter on it)."""
     return join(BATCH_ROOT, ANY, kind)
+
+
+def one_batch(batch_id: str) -> str:
+    """Every event of one batch: `batch.<batch_id>.>` (erasure purges it)."""
+    return join(BATCH_ROOT, batch_id, REST)
 
 
 def file_uploaded(file_id: str) -> str:

@@ -105,6 +105,10 @@ class Expander:
         plan = decode_plan(data) if data is not None else []
         made = 0
         for start in range(0, len(plan), self.window):
+            if not await self._has(batch_id, "created"):
+                log.info("batch %s: erased mid-way; %d lines were made jobs", batch_id, made)
+                await delivery.ack()
+                return
             if await self._has(batch_id, "cancelled"):
                 break
             await self._append_lines(created, plan[start : start + self.window])

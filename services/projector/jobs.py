@@ -91,6 +91,9 @@ def list_jobs(cur: duckdb.DuckDBPyConnection, query: ListJobs) -> JobList:
     if query.session_id is not None:
         sql += " AND session_id = ?"
         params.append(query.session_id)
+    if query.batch_id is not None:
+        sql += " AND batch_id = ?"
+        params.append(query.batch_id)
     if query.status is not None:
         sql += f" AND {_STATUS} = ?"
         params += [now, query.status]
