@@ -6,7 +6,8 @@ IDENTITY, the bots they own in BOTS (chats that other users made with a public o
 keep the copy the chat took when the bot joined), the exclusions of their arena votes in ARENA (their
 votes themselves are in their battles, erased with their chats), and who-stored-which-image in IMAGE.
 The image store is then asked to release the images (it purges those that no live chat references and
-nobody else stored).
+nobody else stored). Their batches (BATCHES, with their checked lines in the object store `batch_inputs`)
+and uploaded batch files (`batch_files`) are deleted before their chats, so no line is made a job after.
 
 A user's erasure cannot be outrun: its tombstone is appended first, and from then on the user is
 nobody to authentication (identity.accounts.user_role), so no key, session or login acts as them;
@@ -24,25 +25,40 @@ import msgspec
 
 import bus
 import schemas
-from bus import Bus
+from bus import Bus, JetStream
 from identity.sessions import end_sessions
 from identity.webhook_secrets import forget_webhook_secret
 from logtools.bots import read_bots
 from logtools.chat_log import read_chat_state
 from schemas import chat_decide as decide
+from schemas.batch import BatchCreated, FileUploaded
 from schemas.chat import ChatCreated, ChatErased, MessagePosted
 from schemas.identity import ApiKeyIssued, UserErased
 from schemas.ids import new_id
 from schemas.queries import ReleasedImages, ReleaseImages
-from schemas.streams import ARENA, BOTS, CHAT, IDENTITY, IMAGE, IMAGE_SERVICE, TOKENS
+from schemas.streams import (
+    ARENA,
+    BATCH_FILES_OBJECTS,
+    BATCH_INPUTS_OBJECTS,
+    BATCHES,
+    BOTS,
+    CHAT,
+    IDENTITY,
+    IMAGE,
+    IMAGE_SERVICE,
+    TOKENS,
+)
 from schemas.subjects import (
     ANY,
     apikey_event,
+    batch_event,
     chat_event,
     chat_tokens,
     feedback,
+    file_uploaded,
     image_stored,
     one_apikey,
+    one_batch,
     one_bot,
     one_chat,
     one_user,
@@ -69,6 +85,7 @@ class Erased:
 
     chats: list[str] = field(default_factory=list)
     bots: list[str] = field(default_factory=list)  # the erased user's bots, purged
+    batches: list[str] = field(default_factory=list)  # the erased user's batches and batch files, purged
     images_released: list[str] = field(default_factory=list)
     seq: int = 0  # the (last) tombstone's sequence
     attached: set[tuple[str, str]] = field(default_factory=set)  # (author, image) of the erased messages
@@ -147,6 +164,23 @@ async def _forget_attached(nbus: Bus, attached: set[tuple[str, str]]) -> None:
         await bus.purge_subject(nbus.js, IMAGE.name, image_stored(sha, author))
 
 
+async def _erase_batches(js: JetStream, user_id: str) -> list[str]:
+    """Purge a user's batches and batch files, and delete their stored lines and bytes: their ids."""
+    gone = []
+    subjects = [batch_event(ANY, "created"), file_uploaded(ANY)]
+    for msg in await bus.read_all(js, BATCHES.name, subjects):
+        event = bus.decode_one(msg.subject, msg.data)
+        if isinstance(event, BatchCreated) and event.owner_id == user_id:
+            await bus.purge_subject(js, BATCHES.name, one_batch(event.batch_id))
+            await bus.delete_object(js, BATCH_INPUTS_OBJECTS.bucket, event.input_object or event.batch_id)
+            gone.append(event.batch_id)
+        elif isinstance(event, FileUploaded) and event.owner_id == user_id:
+            await bus.purge_subject(js, BATCHES.name, file_uploaded(event.file_id))
+            await bus.delete_object(js, BATCH_FILES_OBJECTS.bucket, event.file_id)
+            gone.append(event.file_id)
+    return gone
+
+
 async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
     """Erase a user: every chat they own, their ratings elsewhere, keys, identity, image uploads."""
     js = nbus.js
@@ -163,6 +197,7 @@ async def erase_user(nbus: Bus, user_id: str, by: str) -> Erased:
             continue
         if key.user_id == user_id:
             await bus.purge_subject(js, IDENTITY.name, one_apikey(key.key_id))
+    result.batches = await _erase_batches(js, user_id)
     # Again while chats turn up: a request already past authentication when the tombstone landed.
     for _ in range(PURGE_ROUNDS):
         owned = []

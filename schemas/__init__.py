@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import msgspec
 
 from schemas.arena import ArenaEventUnion
+from schemas.batch import BatchEventUnion
 from schemas.bot import BotEventUnion
 from schemas.chat import ChatEventUnion
 from schemas.identity import IdentityEventUnion
@@ -14,7 +15,13 @@ from schemas.image import ImageEventUnion
 from schemas.tokens import TokenEventUnion
 
 Event = (
-    ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | ArenaEventUnion | TokenEventUnion
+    ChatEventUnion
+    | IdentityEventUnion
+    | ImageEventUnion
+    | BotEventUnion
+    | ArenaEventUnion
+    | BatchEventUnion
+    | TokenEventUnion
 )
 EVENT_TYPES: tuple[type, ...] = (
     *ChatEventUnion.__args__,
@@ -22,6 +29,7 @@ EVENT_TYPES: tuple[type, ...] = (
     *ImageEventUnion.__args__,
     *BotEventUnion.__args__,
     *ArenaEventUnion.__args__,
+    *BatchEventUnion.__args__,
     TokenEventUnion,
 )
 

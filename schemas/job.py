@@ -33,3 +33,4 @@ class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     callback_url: str = ""  # POSTed the finished job, signed (docs/jobs.md); "" for none
     batch_id: str = ""  # the batch it is a line of ("" for none)
     custom_id: str = ""  # the batch line's `custom_id`
+    line: int = 0  # the batch line's index in its input (0-based): results are listed in input order

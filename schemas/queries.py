@@ -31,6 +31,7 @@ class ListJobs(msgspec.Struct, frozen=True, kw_only=True):
     user_id: str
     session_id: str | None = None
     status: str | None = None
+    batch_id: str | None = None  # only the lines of this batch
     now: datetime
     limit: int = 50
     cursor: str | None = None

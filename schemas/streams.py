@@ -9,12 +9,15 @@ import msgspec
 from schemas.subjects import (
     ALL_APIKEYS,
     ALL_ARENA,
+    ALL_BATCH_FILES,
+    ALL_BATCHES,
     ALL_BOTS,
     ALL_CHATS,
     ALL_GROUPS,
     ALL_IMAGES,
     ALL_TOKENS,
     ALL_USERS,
+    batches_of_kind,
     reply_ends_of_every_chat,
     reply_requests_of,
 )
@@ -93,7 +96,13 @@ ARENA = StreamSpec(
     description="Arena settings: the pool battles draw from, voters whose votes are left out (kept forever).",
     duplicate_window=30 * 60.0,
 )
-STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE, BOTS, ARENA)
+BATCHES = StreamSpec(
+    name="BATCHES",
+    subjects=[ALL_BATCHES, ALL_BATCH_FILES],
+    description="Batches (created, expanded, cancelled) and their uploaded input files (kept forever).",
+    duplicate_window=30 * 60.0,
+)
+STREAMS: tuple[StreamSpec, ...] = (CHAT, IDENTITY, TOKENS, IMAGE, BOTS, ARENA, BATCHES)
 
 
 class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,7 +113,11 @@ class ObjectStoreSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 IMAGES_OBJECTS = ObjectStoreSpec(bucket="images", description="Normalised image bytes, named by sha256")
-OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (IMAGES_OBJECTS,)
+# A batch's checked lines (one msgspec JSON `PlanLine` a line), named by the batch id; and the files
+# uploaded with `POST /v1/files` (purpose "batch"), named by the file id.
+BATCH_INPUTS_OBJECTS = ObjectStoreSpec(bucket="batch_inputs", description="Batches' checked lines")
+BATCH_FILES_OBJECTS = ObjectStoreSpec(bucket="batch_files", description="Uploaded batch input files")
+OBJECT_STORES: tuple[ObjectStoreSpec, ...] = (IMAGES_OBJECTS, BATCH_INPUTS_OBJECTS, BATCH_FILES_OBJECTS)
 
 WORKERS_KV = KVSpec(bucket="workers", description="Worker presence heartbeats", ttl=15.0)
 # Browser sessions: key = sha256 of the cookie's session id; a session lasts at most a week.
@@ -120,6 +133,7 @@ KV_BUCKETS: tuple[KVSpec, ...] = (WORKERS_KV, SESSIONS_KV, LOGIN_ATTEMPTS_KV, WE
 PROJECTOR_SERVICE = "projector"
 CONDUCTOR_SERVICE = "conductor"  # the conductor's `status` (nats micro ls shows each process)
 WEBHOOKS_SERVICE = "webhooks"  # the webhooks dispatcher's `status`
+BATCHES_SERVICE = "batches"  # the batch expander's `status`
 # The image store answers `images.upload` (raw bytes + these headers) and `images.fetch` (JSON FetchImage).
 IMAGE_SERVICE = "images"
 MEDIA_TYPE_HEADER = "Chatbus-Media-Type"
@@ -166,4 +180,21 @@ WEBHOOK_CONSUMERS: tuple[ConsumerSpec, ...] = tuple(
         max_ack_pending=10_000,
     )
     for kind, subject in reply_ends_of_every_chat().items()
+)
+
+
+# The batches service (services/batches/) expands each created batch into its line jobs and cancels the
+# open lines of a cancelled batch. An expansion may take a while: the service reports progress while it
+# works and acknowledges after the last line. Never given up on: the jobs it made (deterministic ids)
+# tell a restarted service where it was.
+BATCH_CONSUMERS: tuple[ConsumerSpec, ...] = tuple(
+    ConsumerSpec(
+        stream=BATCHES.name,
+        durable=f"batches-{kind}",
+        filter_subject=batches_of_kind(kind),
+        ack_wait=30.0,
+        max_deliver=-1,
+        max_ack_pending=1000,
+    )
+    for kind in ("created", "cancelled")
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
+from aiohttp import FormData, web
 
 import bus
 from identity.accounts import add_user, issue_key
@@ -66,9 +66,10 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
         (m, t)
         for m, t in walked - with_chat
         if not t.startswith(
-            ("/v1/images", "/v1/admin/", "/v1/bots", "/v1/jobs", "/v1/sessions", "/llamalith/")
+            ("/v1/images", "/v1/admin/", "/v1/bots", "/v1/jobs", "/v1/sessions", "/llamalith/", "/v1/batches")
         )
-    }  # bots, jobs and Llamalith's routes: walked below
+        and not t.startswith("/v1/files")
+    }  # bots, jobs, batches, files and Llamalith's routes: walked below
     assert outside <= {("POST", "/v1/chats"), ("GET", "/v1/chats"), ("POST", "/v1/arena/battles")}
     for method, template in sorted(t for t in walked - with_chat if t[1].startswith("/v1/admin/")):
         path = template.replace("{user_id}", "ann")
@@ -104,6 +105,63 @@ async def test_nobody_but_the_owner_reaches_a_chat_on_any_route(api: Api) -> Non
     assert seen == with_chat
     assert len(await chat_events(api.nbus, chat_id)) == 3  # created, posted, requested: bob changed nothing
     assert (await api.call("GET", f"/v1/chats/{chat_id}"))[0] == 200  # and erased nothing
+
+
+# ---------------------------------------------------------------- batches and files
+
+
+def _openai_error(body: Any) -> bool:
+    return isinstance(body, dict) and set(body) == {"error"} and bool(body["error"].get("message"))
+
+
+async def test_another_users_batch_or_file_is_a_404_on_every_route(api: Api) -> None:
+    """Every route with a {batch_id} or {file_id} answers 404 to bob for ann's batch, file and the batch's
+    output and errors files (and for a made-up id), 401 without a key; an admin reads them; the routes
+    without one list or make the caller's own."""
+    routes = {(m, t) for m, t in _chat_routes(api.app) if t.startswith(("/v1/batches", "/v1/files"))}
+    assert {(m, t) for m, t in routes if "{" not in t} == {
+        ("POST", "/v1/batches"),
+        ("GET", "/v1/batches"),
+        ("POST", "/v1/files"),
+    }
+    await serve_model(api.nbus)
+    line = b'{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "hi"}]}}'
+    form = FormData({"purpose": "batch"})
+    form.add_field("file", line, filename="in.jsonl")
+    status, uploaded = await api.call("POST", "/v1/files", data=form)
+    assert status == 200, uploaded
+    status, batch = await api.call(
+        "POST", "/v1/batches?model=demo", data=line, headers={"Content-Type": "application/jsonl"}
+    )
+    assert status == 200, batch
+    stored = await bus.last_seq(api.nbus.js, "BATCHES")
+    with_id = sorted((m, t) for m, t in routes if "{" in t)
+    assert len(with_id) == 6
+    ids = {
+        "{batch_id}": (batch["id"], "qnosuch"),
+        "{file_id}": (uploaded["id"], batch["output_file_id"], batch["error_file_id"], "fnosuch"),
+    }
+    for method, template in with_id:
+        holder = "{batch_id}" if "{batch_id}" in template else "{file_id}"
+        for value in ids[holder]:
+            path = template.replace(holder, value)
+            assert "{" not in path, f"fill in the new path parameter of {template}"
+            for user, expected in (("bob", 404), (None, 401)):
+                headers = api.auth(user) if user else {"Authorization": "Bearer x"}
+                async with api.client.request(method, path, headers=headers) as resp:
+                    body = await resp.json(content_type=None)
+                    assert resp.status == expected and _openai_error(body), (method, path, user, body)
+    assert await bus.last_seq(api.nbus.js, "BATCHES") == stored  # bob cancelled nothing
+    for path in (
+        f"/v1/batches/{batch['id']}",
+        f"/v1/files/{uploaded['id']}",
+        f"/v1/files/{batch['output_file_id']}",
+    ):
+        status, read = await api.call("GET", path, "root")
+        assert status == 200, (path, read)
+    for path in ("/v1/batches",):
+        status, listed = await api.call("GET", path, "bob")
+        assert status == 200 and listed["data"] == []
 
 
 # ---------------------------------------------------------------- jobs

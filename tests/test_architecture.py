@@ -21,7 +21,7 @@ LIBRARIES: dict[str, set[str]] = {"logtools": set(), "identity": {"logtools"}, "
 # netguard guards outbound HTTP (the image fetch, the webhooks): aiohttp is its business, and it stands
 # alone, importing no package of ours (not even schemas): what it vets is a URL and addresses.
 HTTP_CLIENT_LIBRARIES = {"netguard"}
-SERVICES = ["api", "llm_worker", "projector", "image_store", "conductor", "webhooks"]
+SERVICES = ["api", "llm_worker", "projector", "image_store", "conductor", "webhooks", "batches"]
 NOT_PACKAGES = {"tests", "bench"}  # test and benchmark code: imports anything, installed nowhere
 
 

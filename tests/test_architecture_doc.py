@@ -19,6 +19,7 @@ import yaml
 
 import schemas
 from schemas.streams import (
+    BATCHES_SERVICE,
     CONDUCTOR_SERVICE,
     IMAGE_SERVICE,
     KV_BUCKETS,
@@ -44,6 +45,7 @@ MICRO_SERVICES = {
     IMAGE_SERVICE: "services/image_store",
     CONDUCTOR_SERVICE: "services/conductor",
     WEBHOOKS_SERVICE: "services/webhooks",
+    BATCHES_SERVICE: "services/batches",
 }
 ROOT_FILES = {"Dockerfile", "Makefile", "LICENSE", "README.md", "pyproject.toml"}
 PATH_SUFFIXES = (".py", ".md", ".conf", ".yaml", ".toml", ".service")

@@ -18,7 +18,18 @@ import pytest
 import schemas
 from schemas import subjects as s
 from schemas.bot import BotSpec
-from schemas.streams import ARENA, BOTS, CHAT, IDENTITY, IMAGE, STREAMS, TOKENS, WORKERS_KV, worker_consumer
+from schemas.streams import (
+    ARENA,
+    BATCHES,
+    BOTS,
+    CHAT,
+    IDENTITY,
+    IMAGE,
+    STREAMS,
+    TOKENS,
+    WORKERS_KV,
+    worker_consumer,
+)
 from tests.subject_match import SHA, C, K, R, U, matches
 
 ROOT = Path(__file__).parent.parent
@@ -227,6 +238,7 @@ _PARSERS = (
     s.parse_image_subject,
     s.parse_bot_subject,
     s.parse_arena_subject,
+    s.parse_batch_subject,
 )
 
 
@@ -246,6 +258,8 @@ def test_every_event_subject_parses_back_to_the_event(event_type: Any) -> None:
         s.APIKEY_ROOT: IDENTITY,
         s.BOT_ROOT: BOTS,
         s.ARENA_ROOT: ARENA,
+        s.BATCH_ROOT: BATCHES,
+        s.BATCH_FILE_ROOT: BATCHES,
     }
     spec = stream.get(subject.split(".")[0], IMAGE)
     assert any(matches(pattern, subject) for pattern in spec.subjects)
@@ -262,5 +276,7 @@ def test_the_streams_subjects_are_the_roots() -> None:
         s.ALL_GROUPS,
         s.ALL_IMAGES,
         s.ALL_BOTS,
+        s.ALL_BATCHES,
+        s.ALL_BATCH_FILES,
     }
     assert {f.split(".")[0] for f in filters} <= set(s.ROOTS)

@@ -32,6 +32,33 @@ from schemas.subjects.arena import (
 from schemas.subjects.arena import (
     voter_excluded as voter_excluded,
 )
+from schemas.subjects.batch import (
+    BATCH_KINDS as BATCH_KINDS,
+)
+from schemas.subjects.batch import (
+    BatchKind as BatchKind,
+)
+from schemas.subjects.batch import (
+    BatchSubject as BatchSubject,
+)
+from schemas.subjects.batch import (
+    FileSubject as FileSubject,
+)
+from schemas.subjects.batch import (
+    batch_event as batch_event,
+)
+from schemas.subjects.batch import (
+    batches_of_kind as batches_of_kind,
+)
+from schemas.subjects.batch import (
+    file_uploaded as file_uploaded,
+)
+from schemas.subjects.batch import (
+    one_batch as one_batch,
+)
+from schemas.subjects.batch import (
+    parse_batch_subject as parse_batch_subject,
+)
 from schemas.subjects.bot import (
     BOT_KINDS as BOT_KINDS,
 )
@@ -288,6 +315,12 @@ from schemas.subjects.roots import (
     ALL_ARENA as ALL_ARENA,
 )
 from schemas.subjects.roots import (
+    ALL_BATCH_FILES as ALL_BATCH_FILES,
+)
+from schemas.subjects.roots import (
+    ALL_BATCHES as ALL_BATCHES,
+)
+from schemas.subjects.roots import (
     ALL_BOTS as ALL_BOTS,
 )
 from schemas.subjects.roots import (
@@ -313,6 +346,12 @@ from schemas.subjects.roots import (
 )
 from schemas.subjects.roots import (
     ARENA_ROOT as ARENA_ROOT,
+)
+from schemas.subjects.roots import (
+    BATCH_FILE_ROOT as BATCH_FILE_ROOT,
+)
+from schemas.subjects.roots import (
+    BATCH_ROOT as BATCH_ROOT,
 )
 from schemas.subjects.roots import (
     BOT_ROOT as BOT_ROOT,

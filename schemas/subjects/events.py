@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, get_args
 
 from schemas.arena import ArenaEventUnion, PoolSet, VoterExcluded
+from schemas.batch import BatchCancelled, BatchCreated, BatchEventUnion, BatchExpanded, FileUploaded
 from schemas.bot import BotCreated, BotDeleted, BotEventUnion, BotUpdated
 from schemas.chat import (
     ArenaContinued,
@@ -50,6 +51,7 @@ from schemas.identity import (
 )
 from schemas.image import ImageEventUnion, ImagePurged, ImageStored
 from schemas.subjects.arena import ARENA_KINDS, arena_pool, voter_excluded
+from schemas.subjects.batch import BATCH_KINDS, FILE_KINDS, batch_event, file_uploaded
 from schemas.subjects.bot import BOT_KINDS, bot_event
 from schemas.subjects.chat import (
     CHAT_KINDS,
@@ -67,6 +69,8 @@ from schemas.subjects.nats_api import DEFAULT_INBOX_PREFIX, JS_ROOT, WORKER_INBO
 from schemas.subjects.roots import (
     APIKEY_ROOT,
     ARENA_ROOT,
+    BATCH_FILE_ROOT,
+    BATCH_ROOT,
     BOT_ROOT,
     CHAT_ROOT,
     GROUP_ROOT,
@@ -76,7 +80,15 @@ from schemas.subjects.roots import (
 )
 from schemas.tokens import TokenDelta
 
-Event = ChatEventUnion | IdentityEventUnion | ImageEventUnion | BotEventUnion | ArenaEventUnion | TokenDelta
+Event = (
+    ChatEventUnion
+    | IdentityEventUnion
+    | ImageEventUnion
+    | BotEventUnion
+    | ArenaEventUnion
+    | BatchEventUnion
+    | TokenDelta
+)
 
 
 # Each event type and the subject it is appended on: a table, not a `match`, because every reader
@@ -114,6 +126,10 @@ _SUBJECT_OF: dict[type, Callable[[Any], str]] = {
     BotCreated: lambda e: bot_event(e.bot_id, "created"),
     BotUpdated: lambda e: bot_event(e.bot_id, "updated"),
     BotDeleted: lambda e: bot_event(e.bot_id, "deleted"),
+    BatchCreated: lambda e: batch_event(e.batch_id, "created"),
+    BatchExpanded: lambda e: batch_event(e.batch_id, "expanded"),
+    BatchCancelled: lambda e: batch_event(e.batch_id, "cancelled"),
+    FileUploaded: lambda e: file_uploaded(e.file_id),
     UserCreated: lambda e: user_event(e.user_id, "created"),
     UserRoleChanged: lambda e: user_event(e.user_id, "role_changed"),
     TrainingConsentSet: lambda e: user_event(e.user_id, "consent"),
@@ -159,6 +175,8 @@ ROOTS: tuple[str, ...] = (
     IMAGE_ROOT,
     BOT_ROOT,
     ARENA_ROOT,
+    BATCH_ROOT,
+    BATCH_FILE_ROOT,
     KV_ROOT,
     JS_ROOT,
     "$O",
@@ -170,5 +188,12 @@ ROOTS: tuple[str, ...] = (
 # `subject.endswith(".completed")` is refused too.
 KINDS: frozenset[str] = frozenset(
     kind.rsplit(".", 1)[-1]
-    for kind in CHAT_KINDS | REPLY_KINDS | USER_KINDS | APIKEY_KINDS | BOT_KINDS | ARENA_KINDS
+    for kind in CHAT_KINDS
+    | REPLY_KINDS
+    | USER_KINDS
+    | APIKEY_KINDS
+    | BOT_KINDS
+    | ARENA_KINDS
+    | BATCH_KINDS
+    | FILE_KINDS
 ) | frozenset(get_args(ImageKind))

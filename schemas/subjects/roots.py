@@ -19,6 +19,8 @@ GROUP_ROOT = "group"
 IMAGE_ROOT = "image"
 BOT_ROOT = "bot"
 ARENA_ROOT = "arena"
+BATCH_ROOT = "batch"
+BATCH_FILE_ROOT = "batchfile"
 
 ALL_CHATS = join(CHAT_ROOT, REST)
 ALL_TOKENS = join(TOKENS_ROOT, REST)
@@ -28,3 +30,5 @@ ALL_GROUPS = join(GROUP_ROOT, REST)  # reserved in IDENTITY; no group event exis
 ALL_IMAGES = join(IMAGE_ROOT, REST)
 ALL_BOTS = join(BOT_ROOT, REST)
 ALL_ARENA = join(ARENA_ROOT, REST)
+ALL_BATCHES = join(BATCH_ROOT, REST)
+ALL_BATCH_FILES = join(BATCH_FILE_ROOT, REST)

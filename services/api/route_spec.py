@@ -37,4 +37,7 @@ class Route:
     media: Literal["application/json", "text/event-stream", "websocket", "image/*", "text/html"] = (
         "application/json"
     )
-    request_media: Literal["application/json", "image/*"] = "application/json"
+    # Not JSON: the route reads (and bounds) its body itself (services/api/body_deadline.py).
+    request_media: Literal["application/json", "image/*", "application/jsonl", "multipart/form-data"] = (
+        "application/json"
+    )

@@ -46,6 +46,7 @@ from services.api import (
     live,
     routes_arena,
     routes_audit,
+    routes_batches,
     routes_bots,
     routes_chats,
     routes_erasure,
@@ -371,6 +372,7 @@ ROUTES: tuple[Route, ...] = (
             Param("rounds", "integer", "Bootstrap rounds for the 95% intervals, 10 to 2000 (default 1000)."),
         ),
     ),
+    *routes_batches.BATCH_ROUTES,  # /v1/batches[/{id}[/cancel|/output|/errors]], /v1/files[/{id}[/content]]
     *routes_jobs.JOB_ROUTES,  # POST/GET /v1/jobs, /v1/jobs/{job_id}[/cancel], /v1/sessions/{id}/latest
     *routes_llamalith.LLAMALITH_ROUTES,  # /llamalith/chat/api/{submit,jobs,jobs/{job_id},status/{session_id}}
     Route(

@@ -55,7 +55,7 @@ from services.api.refusal import refusal
 from services.api.routes_images import unseen_images
 
 DEFAULT_PAGE_SIZE = 50
-ORIGINS = ("chat", "openai", "arena", "jobs")
+ORIGINS = ("chat", "openai", "arena", "jobs", "batch")
 
 
 async def create_chat(request: web.Request) -> web.StreamResponse:

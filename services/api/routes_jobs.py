@@ -55,6 +55,7 @@ async def list_jobs(request: web.Request) -> web.StreamResponse:
         user_id=principal_of(request).user_id,
         session_id=_session_id(query_str(request, "session_id", max_length=128)),
         status=status,
+        batch_id=query_str(request, "batch_id", max_length=64),
         now=schemas.now(),
         limit=query_int(request, "limit", min(50, page), low=1, high=page),
         cursor=query_str(request, "cursor"),
@@ -105,6 +106,7 @@ JOB_ROUTES: tuple[Route, ...] = (
         params=(
             Param("session_id", "string", "Only the jobs of this session."),
             Param("status", "string", "Only jobs in this status: queued, processing, done, error, ..."),
+            Param("batch_id", "string", "Only the lines of this batch."),
             Param("limit", "integer", "Page size, 1 to CHATBUS_MAX_PAGE_SIZE (default 50)."),
             Param("cursor", "string", "The `next_cursor` of the previous page."),
             Param(

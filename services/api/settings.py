@@ -35,6 +35,17 @@ class ApiSettings(msgspec.Struct, frozen=True, kw_only=True):
             "Largest accepted request body in bytes (default 1 MiB); larger gets 413.",
         ),
     ] = 1 * MIB
+    batch_max_lines: Annotated[
+        Positive,
+        env("CHATBUS_BATCH_MAX_LINES", "Most lines a batch may hold (default 50000); more gets 400."),
+    ] = 50_000
+    batch_max_bytes: Annotated[
+        Positive,
+        env(
+            "CHATBUS_BATCH_MAX_BYTES",
+            "Largest batch input or uploaded batch file in bytes (default 50 MiB); larger gets 413.",
+        ),
+    ] = 50 * MIB
     max_message_chars: Annotated[
         Positive,
         env(

@@ -15,11 +15,13 @@ from services.cli import (
     admin_replay,
     admin_setup,
     admin_users,
+    batches,
     conductor,
     run,
     up,
     webhooks,
 )
+from services.cli.batch import batch_app
 from services.cli.chat_client.command import chat
 
 app = typer.Typer(
@@ -31,8 +33,10 @@ app.command("worker")(run.worker)
 app.command("image-store")(run.image_store)
 app.command("conductor")(conductor.conductor)
 app.command("webhooks")(webhooks.webhooks)
+app.command("batches")(batches.batches)
 app.command("up")(up.up)
 app.command("chat")(chat)
+app.add_typer(batch_app, name="batch")
 
 admin = typer.Typer(help="Administer users, keys, models and the read model.", no_args_is_help=True)
 app.add_typer(admin, name="admin")

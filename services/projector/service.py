@@ -19,7 +19,7 @@ import schemas
 from bus import Delivered
 from schemas.queries import Checkpoints, CheckpointsAnswer, DigestQuery, GetChat, ListChats, ListMessages
 from schemas.streams import CHAT, PROJECTED_STREAMS, PROJECTOR_SERVICE, STREAMS
-from services.projector import arena, check, jobs, queries
+from services.projector import arena, batches, check, jobs, queries
 from services.projector.projection import project
 from services.projector.store import Store
 
@@ -188,6 +188,7 @@ class Projector:
             "digest": digest,
             **arena.endpoints(self),
             **jobs.endpoints(self),
+            **batches.endpoints(self),
         }
 
     def close(self) -> None:
