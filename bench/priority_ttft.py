@@ -35,6 +35,8 @@ def one_round(model_dir: str, priority: bool, background: int, threads: int) -> 
     lock = threading.Lock()
     decoding: set[str] = set()
     all_decoding, first = threading.Event(), threading.Event()
+    if not background:  # the idle baseline
+        all_decoding.set()
     seen: dict[str, float | int] = {}
 
     def on_background(output: EngineOutput) -> None:

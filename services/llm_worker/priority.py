@@ -8,6 +8,11 @@ prefilling, schedules only foreground requests in that step: the background deco
 is FIFO as before. When the foreground-only step would schedule nothing (the cache is full of background
 work), it falls back to FIFO, so nothing waits forever.
 
+Measured with bench/priority_ttft.py (SmolLM2-135M, float32, 1 thread, a 2-core CPU shared with other
+work; medians of 5 alternating rounds): a person's first token while 15 background replies decode came
+after 290 ms with this scheduler against 434-458 ms with FIFO; idle, 180 ms (the rest is the background
+step already running when the person arrived). On the 3.4M-parameter demo model: 13.5 against 17.9 ms.
+
 It is registered in transformers' SCHEDULER_MAPPING under PRIORITY_SCHEDULER and picked by the
 ContinuousBatchingConfig's `scheduler_type`; the engine hands each scheduler the set of its background
 request ids (`background`) when the manager builds it.
