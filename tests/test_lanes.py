@@ -23,7 +23,7 @@ from schemas.sampling import SamplingParams
 from services.llm_worker import WorkerSettings
 from services.llm_worker.continuous_batching import ContinuousBatchingEngine
 from services.llm_worker.engine import EngineConfig
-from services.llm_worker.lanes import EngineDied
+from services.llm_worker.lanes import EngineDied, batch_limit
 from services.llm_worker.worker import Worker
 from tests.stack import wait_event
 
@@ -136,3 +136,14 @@ async def test_a_worker_whose_engine_died_hands_back_and_exits(nbus: Bus, demo_m
     assert again.attempt == 2 and served.attempt == 1  # the queued one lost no attempt
     for request in (running_one, queued):
         assert not await bus.read_all(nbus.js, "CHAT", [f"chat.{request.chat_id}.reply.*.failed"])
+
+
+def test_the_reserve_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert WorkerSettings.from_env().batch_reserve == 1
+    monkeypatch.setenv("CHATBUS_BATCH_RESERVE", "0")
+    monkeypatch.setenv("CHATBUS_WORKER_CAPACITY", "4")
+    assert batch_limit(WorkerSettings.from_env()) == 4
+    monkeypatch.setenv("CHATBUS_BATCH_RESERVE", "3")
+    assert batch_limit(WorkerSettings.from_env()) == 1
+    monkeypatch.setenv("CHATBUS_BATCH_RESERVE", "9")  # a worker of capacity <= reserve still runs batches
+    assert batch_limit(WorkerSettings.from_env()) == 1
