@@ -25,12 +25,14 @@ from services.llm_worker.continuous_batching import ContinuousBatchingEngine
 from services.llm_worker.engine import EngineConfig
 from services.llm_worker.lanes import EngineDied, batch_limit
 from services.llm_worker.worker import Worker
-from tests.stack import wait_event
+from tests.stack import spawn, stop_process, wait_event, wait_models
 
 LONG = SamplingParams(max_new_tokens=160, temperature=0.0, ignore_eos=True)
 
 
-async def ask(nbus: Bus, alias: str, params: SamplingParams, batch_id: str = "") -> ReplyRequested:
+async def ask(
+    nbus: Bus, alias: str, params: SamplingParams, batch_id: str = "", content: str = "Hi"
+) -> ReplyRequested:
     """A chat with one message and its reply request; a batch's line (on the batch lane) when `batch_id`."""
     chat_id, reply_id, now = new_id("c"), new_id("r"), schemas.now()
     created = ChatCreated(
@@ -38,7 +40,12 @@ async def ask(nbus: Bus, alias: str, params: SamplingParams, batch_id: str = "")
     )
     await bus.append_event(nbus.js, created, expected_subject_seq=0)
     message = MessagePosted(
-        event_id=new_id("e"), chat_id=chat_id, at=now, message_id=new_id("m"), author_id="ann", content="Hi"
+        event_id=new_id("e"),
+        chat_id=chat_id,
+        at=now,
+        message_id=new_id("m"),
+        author_id="ann",
+        content=content,
     )
     await bus.append_event(nbus.js, message)
     job = JobSpec(job_id=f"{chat_id}-{reply_id}", batch_id=batch_id, custom_id=reply_id) if batch_id else None
@@ -147,3 +154,30 @@ def test_the_reserve_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert batch_limit(WorkerSettings.from_env()) == 1
     monkeypatch.setenv("CHATBUS_BATCH_RESERVE", "9")  # a worker of capacity <= reserve still runs batches
     assert batch_limit(WorkerSettings.from_env()) == 1
+
+
+async def test_a_worker_process_whose_engine_died_exits_non_zero(
+    nbus: Bus, nats_url: str, demo_model_dir: Path, tmp_path: Path
+) -> None:
+    """`chatbus worker` with a KV cache too small for the prompt: transformers' generation loop fails and
+    ends; the process exits non-zero (for its supervisor to start it again), the request handed back to
+    the next worker."""
+    alias, log = "lanes-proc", tmp_path / "worker.log"
+    tiny = {"CHATBUS_WORKER_KV_BLOCKS": "2", "CHATBUS_WORKER_KV_PAGE_SIZE": "32"}
+    child = spawn(["worker", "--model", str(demo_model_dir), "--alias", alias], nats_url, log, **tiny)
+    try:
+        await wait_models(nbus, alias)
+        request = await ask(nbus, alias, SamplingParams(max_new_tokens=8), content="word " * 200)
+        for _ in range(600):
+            if child.poll() is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert child.returncode not in (None, 0), log.read_text()[-2000:]
+    finally:
+        stop_process(child)
+    assert "generation thread died" in log.read_text()
+    chat = f"chat.{request.chat_id}.reply.{request.reply_id}"
+    assert not await bus.read_all(nbus.js, "CHAT", [f"{chat}.failed"])
+    async with running(nbus, demo_model_dir, alias, capacity=2, ack_wait=5.0, worker_id="w-big-cache"):
+        done = await ended(nbus, request)  # handed back: a worker with a live engine serves it
+    assert (done.worker_id, done.attempt) == ("w-big-cache", 2)
