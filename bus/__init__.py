@@ -6,7 +6,7 @@ from bus.advisories import MaxDeliveries, decode_max_deliveries
 from bus.append import Appended, append_event, append_events, append_raw, purge_before, purge_subject
 from bus.bulk_reader import BulkBatch, BulkMsg, BulkReader, BulkReaderError
 from bus.connection import Bus, connect
-from bus.consumer import Delivery, pull_loop
+from bus.consumer import Delivery, PullLane, pull_lanes, pull_loop
 from bus.declare import Change, apply_all, declare_all, declare_consumer, declare_kv, declare_stream
 from bus.decode import Delivered, Rejected, Sequenced, decode_batch, decode_bulk, decode_one
 from bus.errors import (
@@ -38,6 +38,7 @@ __all__ = [
     "Credentials",
     "Delivered",
     "Delivery",
+    "PullLane",
     "EmbeddedServer",
     "Follower",
     "JetStream",
@@ -79,6 +80,7 @@ __all__ = [
     "decode_max_deliveries",
     "MaxDeliveries",
     "nats_server_binary",
+    "pull_lanes",
     "pull_loop",
     "purge_before",
     "purge_subject",

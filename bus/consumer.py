@@ -1,8 +1,10 @@
-"""A durable pull-consumer loop: fetch up to the free capacity, hand each message to a task."""
+"""Durable pull-consumer loops: fetch up to the free capacity, hand each message to a task; several
+consumers (lanes) may share one pool of slots, each taking only below its own limit."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -65,6 +67,44 @@ async def _answered(what: str, op: Awaitable[object]) -> None:
 Handler = Callable[[Delivery], Coroutine[Any, Any, None]]
 
 
+@dataclass(frozen=True)
+class PullLane:
+    """One consumer pulled into a shared pool of slots: it takes a message only while fewer than `limit`
+    of the pool's slots are busy (a lower limit leaves the rest to the lanes with a higher one)."""
+
+    spec: ConsumerSpec
+    handler: Handler
+    limit: int
+
+
+class _Pool:
+    """The slots lanes share: one task per message being handled (setting up, or busy)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.changed = asyncio.Event()
+
+    def may_fetch(self, lane: PullLane) -> bool:
+        """Whether `lane` may ask for a message now: fewer than its limit of tasks run.
+
+        A fetch brings at most one message. So beside one lane of limit `capacity`, lanes of lower limits
+        (fetching only while at most `capacity - 2` run) never make the pool hold more than `capacity`;
+        two lanes of the same full limit may both bring a message for the last slot (one over, for that
+        message's handling).
+        """
+        return len(self.tasks) < lane.limit
+
+    async def wait_change(self) -> None:
+        """Until a handler ends or a fetch comes back (or a while passes, to look at `stop` again)."""
+        self.changed.clear()  # no await since the caller looked: nothing is missed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.changed.wait(), 0.5)
+
+    def notify(self) -> None:
+        """Wake the lanes waiting for a slot."""
+        self.changed.set()
+
+
 async def pull_loop(
     js: JetStreamContext,
     spec: ConsumerSpec,
@@ -75,14 +115,41 @@ async def pull_loop(
     fetch_timeout: float = 1.0,
 ) -> None:
     """Run `handler` for each message in its own task, at most `capacity` at once, until `stop`."""
+    await pull_lanes(js, [PullLane(spec, handler, capacity)], stop=stop, fetch_timeout=fetch_timeout)
+
+
+async def pull_lanes(
+    js: JetStreamContext,
+    lanes: list[PullLane],
+    *,
+    stop: asyncio.Event,
+    fetch_timeout: float = 1.0,
+) -> None:
+    """Pull every lane into one pool of slots until `stop`: each message's handler in its own task; a lane
+    fetches only while fewer than its `limit` tasks run (see PullLane)."""
+    pool = _Pool()
+    try:
+        await asyncio.gather(*(_pull_lane(js, lane, pool, stop, fetch_timeout) for lane in lanes))
+    finally:
+        for task in list(pool.tasks):
+            task.cancel()
+
+
+async def _pull_lane(
+    js: JetStreamContext, lane: PullLane, pool: _Pool, stop: asyncio.Event, fetch_timeout: float
+) -> None:
+    spec = lane.spec
     await declare_consumer(js, spec)
     sub = await js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-    tasks: set[asyncio.Task[None]] = set()
+
+    def ended(task: asyncio.Task[None]) -> None:
+        pool.tasks.discard(task)
+        pool.notify()
+
     try:
         while not stop.is_set():
-            free = capacity - len(tasks)  # counts handlers still setting up, not just busy ones
-            if free <= 0:
-                await asyncio.sleep(0.005)
+            if not pool.may_fetch(lane):
+                await pool.wait_change()
                 continue
             try:
                 # One at a time: nats-py's long poll for a batch of n holds the first message back until
@@ -100,10 +167,8 @@ async def pull_loop(
             for msg in msgs:
                 meta = msg.metadata
                 delivery = Delivery(msg=msg, stream_seq=meta.sequence.stream, attempt=meta.num_delivered)
-                task = asyncio.create_task(handler(delivery))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                task = asyncio.create_task(lane.handler(delivery))
+                pool.tasks.add(task)
+                task.add_done_callback(ended)
     finally:
         await sub.unsubscribe()
-        for task in list(tasks):
-            task.cancel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from schemas.streams import CHAT, IMAGES_OBJECTS, TOKENS, WORKERS_KV, worker_consumer
+from schemas.streams import CHAT, IMAGES_OBJECTS, TOKENS, WORKERS_KV, batch_worker_consumer, worker_consumer
 from schemas.subjects import (
     ALL_TOKENS,
     ANY,
@@ -77,23 +77,27 @@ def worker_permissions(alias: str = ANY) -> Permissions:
     """An LLM worker's rights: of one model alias (NATS user `worker-<alias>`), or of any (`worker`).
 
     Per alias, it beats its presence only under its alias, pulls, acks and hears JetStream give up on
-    only its alias's durable `worker-<alias>`. NATS config files cannot fill in a value per connection
-    (templates such as `{{name()}}` exist only for JWT users), so the any-alias `worker` user may do
-    that for every alias; give each alias its own user where that matters (README, Security).
+    only its alias's durables (`worker-<alias>`, and `worker-<alias>-batch` of its batch lane). NATS
+    config files cannot fill in a value per connection (templates such as `{{name()}}` exist only for
+    JWT users), so the any-alias `worker` user may do that for every alias; give each alias its own
+    user where that matters (README, Security).
     """
-    durable = worker_consumer(alias).durable if alias != ANY else ANY
+    # Its two lanes' durables, `worker-<alias>` and `worker-<alias>-batch` (ANY matches both names).
+    durables = (
+        (worker_consumer(alias).durable, batch_worker_consumer(alias).durable) if alias != ANY else (ANY,)
+    )
     publish = (
         *_WORKER_COMMON,
-        js_api("CONSUMER.DURABLE.CREATE", CHAT.name, durable),
-        js_api("CONSUMER.MSG.NEXT", CHAT.name, durable),
-        js_acks(CHAT.name, durable),
+        *(js_api("CONSUMER.DURABLE.CREATE", CHAT.name, durable) for durable in durables),
+        *(js_api("CONSUMER.MSG.NEXT", CHAT.name, durable) for durable in durables),
+        *(js_acks(CHAT.name, durable) for durable in durables),
         kv_key(WORKERS_KV.bucket, presence_of(alias) if alias != ANY else REST),
     )
     # Answers on its own inbox prefix only, the cancels it must act on, and JetStream giving up on a request.
     subscribe = (
         inboxes(WORKER_INBOX_PREFIX),
         reply_event(ANY, ANY, "cancelled"),
-        max_deliveries_advisory(CHAT.name, durable),
+        *(max_deliveries_advisory(CHAT.name, durable) for durable in durables),
     )
     return Permissions(publish_allow=publish, subscribe_allow=subscribe)
 

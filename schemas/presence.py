@@ -28,3 +28,4 @@ class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     # The most tokens a reply may ask of this worker (its model config's `max_new_tokens_cap`); 0: not
     # announced (a worker from before the cap). Asking more is refused by the API, clamped by the worker.
     max_new_tokens: int = 0
+    batch_active: int = 0  # of `active`, the batches' lines (the batch lane, services/llm_worker/lanes.py)

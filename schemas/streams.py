@@ -17,6 +17,7 @@ from schemas.subjects import (
     ALL_IMAGES,
     ALL_TOKENS,
     ALL_USERS,
+    BATCH_LANE,
     batches_of_kind,
     reply_ends_of_every_chat,
     reply_requests_of,
@@ -147,6 +148,18 @@ def worker_consumer(alias: str, ack_wait: float = 30.0, max_deliver: int = 5) ->
         stream=CHAT.name,
         durable=f"worker-{alias}",
         filter_subject=reply_requests_of(alias),
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+    )
+
+
+def batch_worker_consumer(alias: str, ack_wait: float = 30.0, max_deliver: int = 5) -> ConsumerSpec:
+    """The durable consumer of the batch lane of `alias` (batches' lines), which the same workers share:
+    they take from it only into the slots people leave free (services/llm_worker/lanes.py)."""
+    return ConsumerSpec(
+        stream=CHAT.name,
+        durable=f"worker-{alias}-{BATCH_LANE}",
+        filter_subject=reply_requests_of(alias, BATCH_LANE),
         ack_wait=ack_wait,
         max_deliver=max_deliver,
     )

@@ -27,9 +27,10 @@ from schemas.streams import (
     PROJECTOR_SERVICE,
     STREAMS,
     WEBHOOKS_SERVICE,
+    batch_worker_consumer,
     worker_consumer,
 )
-from schemas.subjects import subject_of
+from schemas.subjects import BATCH_LANE, reply_requested, subject_of
 from services.cli.app import app
 
 ROOT = Path(__file__).parent.parent
@@ -76,6 +77,7 @@ def _placeholder_event(event_type: Any) -> Any:
 def real_subjects() -> set[str]:
     """Every subject pattern an event is appended on, plus the streams' own subject filters."""
     subjects = {subject_of(_placeholder_event(t)) for t in schemas.EVENT_TYPES}
+    subjects.add(reply_requested("<chat_id>", "<reply_id>", "<alias>", BATCH_LANE))  # a batch line's request
     return subjects | {subject for spec in STREAMS for subject in spec.subjects}
 
 
@@ -181,10 +183,10 @@ def test_every_micro_service_subject_is_an_endpoint() -> None:
 
 
 def test_the_worker_consumer_is_named_as_declared() -> None:
-    durable = worker_consumer("<alias>").durable
+    durables = {worker_consumer("<alias>").durable, batch_worker_consumer("<alias>").durable}
     named = [c for c in DOC_CODE if c.startswith("worker-")]
     assert named
-    assert set(named) == {durable}
+    assert set(named) == durables
 
 
 def _is_path(code: str) -> bool:

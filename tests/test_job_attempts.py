@@ -1,5 +1,5 @@
 """A job's failure handling in the worker, against a real nats-server and the demo model: a worker killed
-mid-job, max_attempts, a real engine error retried with backoff, and deadlines (a delivery too late, a
+mid-job, max_attempts, a real engine death handed back (not retried), and deadlines (a delivery too late, a
 running job cancelled at its deadline with its slot freed); the retry decision as a pure function."""
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from services.llm_worker.attempts import (
 )
 from services.llm_worker.continuous_batching import ContinuousBatchingEngine
 from services.llm_worker.engine import EngineConfig
+from services.llm_worker.lanes import EngineDied
 from services.llm_worker.worker import Worker
-from tests.stack import chat_events, request_reply, spawn, stop_process, wait_event, wait_models
+from tests.stack import chat_events, spawn, stop_process, wait_event, wait_models
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -218,35 +219,35 @@ async def test_kill_9_mid_job_another_worker_finishes_it_once_and_max_attempts_1
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
-async def test_an_engine_error_is_retried_with_backoff_until_the_attempts_run_out(
+async def dies(nbus: Bus, model_dir: Path, engine_config: EngineConfig, worker_id: str) -> None:
+    """Run a worker of alias `demo` until its engine dies under it: it must exit with EngineDied."""
+    engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), engine_config)
+    config = WorkerSettings(model=str(model_dir), alias="demo", ack_wait=5.0, worker_id=worker_id)
+    with pytest.raises(EngineDied):
+        await asyncio.wait_for(Worker(config, nbus, engine, engine.tokenizer).run(asyncio.Event()), 60)
+
+
+async def test_a_job_that_kills_the_engine_is_handed_back_until_its_attempts_run_out(
     nbus: Bus, demo_model_dir: Path
 ) -> None:
-    """A real engine error: a KV cache of 64 tokens cannot hold a 200-token prompt, and transformers'
-    generation loop fails (then refuses every later request: the engine is gone)."""
+    """A real engine death: a KV cache of 64 tokens cannot hold a 200-token prompt, and transformers'
+    generation loop fails and ends. The worker neither fails nor retries the job (not the job's fault):
+    it hands it back and exits, to be restarted; the job's attempts bound the workers it takes down."""
     tiny = EngineConfig(num_blocks=2, page_size=32, max_batch_tokens=512)
-    async with running(nbus, demo_model_dir, tiny, ack_wait=5.0, worker_id="wk") as worker:
-        job = await post_job(nbus, "je", "word " * 200, SamplingParams(max_new_tokens=8), max_attempts=2)
+    job = await post_job(nbus, "je", "word " * 200, SamplingParams(max_new_tokens=8), max_attempts=2)
+    await dies(nbus, demo_model_dir, tiny, "wk1")
+    await dies(nbus, demo_model_dir, tiny, "wk2")
+    async with running(nbus, demo_model_dir, EngineConfig(), ack_wait=5.0, worker_id="wok"):
         end = await wait_end(nbus, job, 30)
-        plain = await request_reply(nbus, "jp", "word " * 200, SamplingParams(max_new_tokens=8))
         too_long = await post_job(
             nbus, "jl", "word " * 6000, SamplingParams(max_new_tokens=8), max_attempts=3
         )
-        plain_end = await wait_event(nbus, f"chat.jp.reply.{plain.reply_id}.failed", 30)
         too_long_end = await wait_end(nbus, too_long, 30)
-        assert worker.engine.active() == 0
     events = await reply_events(nbus, job)
-    assert [type(e) for e in events] == [ReplyStarted, ReplyRetrying, ReplyStarted, ReplyFailed]
-    first, retrying, second = events[0], events[1], events[2]
-    assert isinstance(retrying, ReplyRetrying) and isinstance(second, ReplyStarted)
-    assert (retrying.attempt, retrying.code, retrying.retry_in_s) == (1, "engine_error", 1.0)
-    assert "No requests can be scheduled" in retrying.error and retrying.worker_id == "wk"
-    assert (second.at - retrying.at).total_seconds() >= 0.9  # the backoff held it back
-    assert isinstance(first, ReplyStarted) and first.attempt == 1 and second.attempt == 2
-    # Its last attempt: the failure is final.
-    assert isinstance(end, ReplyFailed) and end.attempt == 2 and end.code == "engine_error"
-    # A reply that is not a job fails as before jobs: at once, no retry.
-    assert isinstance(plain_end, ReplyFailed) and plain_end.code == "engine_error" and plain_end.attempt == 1
-    assert not any(isinstance(e, ReplyRetrying) for e in await chat_events(nbus, "jp"))
+    assert [type(e) for e in events] == [ReplyStarted, ReplyStarted, ReplyFailed]
+    assert [(e.attempt, e.worker_id) for e in events[:2]] == [(1, "wk1"), (2, "wk2")]
+    # Its third delivery is refused: two attempts were allowed.
+    assert isinstance(end, ReplyFailed) and end.attempt == 3 and end.code == "gave_up"
     # The input's failure is never retried.
     assert isinstance(too_long_end, ReplyFailed) and too_long_end.code == "context_length_exceeded"
     assert [type(e) for e in await reply_events(nbus, too_long)] == [ReplyStarted, ReplyFailed]
@@ -285,30 +286,18 @@ async def test_a_deadline_cancels_a_running_job_frees_its_slot_and_expires_a_lat
     assert (started.at - expired.at).total_seconds() < 1.0
 
 
-async def test_an_engine_error_is_retried_and_a_healthy_worker_finishes_the_job(
+async def test_a_job_whose_engine_died_is_finished_by_a_healthy_worker(
     nbus: Bus, demo_model_dir: Path
 ) -> None:
-    """The broken worker (its KV cache cannot hold the prompt) is stopped once it has asked for a retry;
-    a healthy one takes the next delivery, after the backoff."""
+    """The broken worker (its KV cache cannot hold the prompt) hands the job back as its engine dies and
+    exits; a healthy one takes the next delivery and finishes it: no retry, no failure on the way."""
     tiny = EngineConfig(num_blocks=2, page_size=32, max_batch_tokens=512)
     params = SamplingParams(max_new_tokens=8, ignore_eos=True)
-    async with running(nbus, demo_model_dir, tiny, ack_wait=3.0, worker_id="wbroken"):
-        job = await post_job(nbus, "jr", "word " * 200, params, max_attempts=5)
-        await wait_event(nbus, f"chat.jr.reply.{job.reply_id}.retrying", 30)
+    job = await post_job(nbus, "jr", "word " * 200, params, max_attempts=5)
+    await dies(nbus, demo_model_dir, tiny, "wbroken")
     async with running(nbus, demo_model_dir, EngineConfig(), ack_wait=3.0, worker_id="whealthy"):
         done = await wait_end(nbus, job, 60)
     assert isinstance(done, ReplyCompleted) and done.worker_id == "whealthy" and done.completion_tokens == 8
     events = await reply_events(nbus, job)
-    first, retrying = events[0], events[1]
-    assert isinstance(first, ReplyStarted) and first.worker_id == "wbroken"
-    assert isinstance(retrying, ReplyRetrying) and (retrying.attempt, retrying.code) == (1, "engine_error")
-    # Had the broken worker taken another delivery before it stopped, that attempt was retried too (or
-    # handed back): every retry waited out its backoff, and the healthy worker's attempt is the last one.
-    for before, after in zip(events, events[1:], strict=False):
-        if isinstance(before, ReplyRetrying):
-            assert before.retry_in_s == backoff_s(before.attempt)
-            assert isinstance(after, ReplyStarted) and after.attempt > before.attempt
-            assert (after.at - before.at).total_seconds() >= before.retry_in_s - 0.1
-    last_started = [e for e in events if isinstance(e, ReplyStarted)][-1]
-    assert last_started.worker_id == "whealthy" and done.attempt == last_started.attempt >= 2
-    assert sum(isinstance(e, ReplyCompleted | ReplyFailed) for e in events) == 1
+    assert [type(e) for e in events] == [ReplyStarted, ReplyStarted, ReplyCompleted]
+    assert [(e.attempt, e.worker_id) for e in events] == [(1, "wbroken"), (2, "whealthy"), (2, "whealthy")]

@@ -42,6 +42,7 @@ MODULES = [
         (WorkerSettings, "CHATBUS_WORKER_CAPACITY", "abc", "expected an integer"),
         (WorkerSettings, "CHATBUS_WORKER_CAPACITY", "0", "expected an integer >= 1"),
         (WorkerSettings, "CHATBUS_WORKER_ACK_WAIT", "soon", "expected a number"),
+        (WorkerSettings, "CHATBUS_BATCH_RESERVE", "-1", "expected an integer >= 0"),
         (WorkerSettings, "CHATBUS_WORKER_DEVICE", "gpu", "expected text matching"),
         (WorkerSettings, "CHATBUS_WORKER_DTYPE", "int3", "invalid enum value 'int3'"),
         (ImageStoreSettings, "CHATBUS_IMAGE_MAX_BYTES", "10MB", "expected an integer"),

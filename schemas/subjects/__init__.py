@@ -78,6 +78,9 @@ from schemas.subjects.bot import (
     parse_bot_subject as parse_bot_subject,
 )
 from schemas.subjects.chat import (
+    BATCH_LANE as BATCH_LANE,
+)
+from schemas.subjects.chat import (
     CHAT_KINDS as CHAT_KINDS,
 )
 from schemas.subjects.chat import (
@@ -96,6 +99,9 @@ from schemas.subjects.chat import (
     FeedbackSubject as FeedbackSubject,
 )
 from schemas.subjects.chat import (
+    Lane as Lane,
+)
+from schemas.subjects.chat import (
     ReplyEventKind as ReplyEventKind,
 )
 from schemas.subjects.chat import (
@@ -109,6 +115,9 @@ from schemas.subjects.chat import (
 )
 from schemas.subjects.chat import (
     all_votes as all_votes,
+)
+from schemas.subjects.chat import (
+    any_reply_request as any_reply_request,
 )
 from schemas.subjects.chat import (
     chat_event as chat_event,
@@ -166,6 +175,9 @@ from schemas.subjects.events import (
 )
 from schemas.subjects.events import (
     belongs as belongs,
+)
+from schemas.subjects.events import (
+    lane_of as lane_of,
 )
 from schemas.subjects.events import (
     subject_of as subject_of,

@@ -31,7 +31,8 @@ ChatKind = Literal[
     "arena.continued",
     "arena.tagged",
 ]
-# Reply events: `chat.<chat_id>.reply.<reply_id>.<kind>`, and `...requested.<model>` for a request.
+# Reply events: `chat.<chat_id>.reply.<reply_id>.<kind>`, and `...requested.<model>` for a request
+# (`...requested.<model>.batch` for a batch line's: its own lane, so people are never queued behind a batch).
 ReplyKind = Literal["requested", "started", "completed", "failed", "cancelled", "retrying", "webhook"]
 ReplyEventKind = Literal["started", "completed", "failed", "cancelled", "retrying", "webhook"]
 CHAT_KINDS: frozenset[str] = frozenset(get_args(ChatKind))
@@ -41,6 +42,9 @@ REPLY_ENDS: frozenset[str] = frozenset({"completed", "failed"})
 _REPLY = "reply"
 _REQUESTED: ReplyKind = "requested"
 _FEEDBACK = "feedback"
+# The lane of a request: "" (interactive: a person waits) or "batch" (a batch's line, served in spare slots).
+Lane = Literal["", "batch"]
+BATCH_LANE: Lane = "batch"
 
 
 def chat_event(chat_id: str, kind: ChatKind) -> str:
@@ -53,9 +57,18 @@ def reply_event(chat_id: str, reply_id: str, kind: ReplyEventKind) -> str:
     return join(CHAT_ROOT, chat_id, _REPLY, reply_id, kind)
 
 
-def reply_requested(chat_id: str, reply_id: str, model: str) -> str:
-    """Subject of a reply request; the model alias is last so workers filter on it."""
+def reply_requested(chat_id: str, reply_id: str, model: str, lane: Lane = "") -> str:
+    """Subject of a reply request; the model alias (then the lane, for a batch line) is last so workers
+    filter on it."""
+    if lane:
+        return join(CHAT_ROOT, chat_id, _REPLY, reply_id, _REQUESTED, model, lane)
     return join(CHAT_ROOT, chat_id, _REPLY, reply_id, _REQUESTED, model)
+
+
+def any_reply_request(chat_id: str, reply_id: str) -> str:
+    """The request of a reply for any model, in either lane: `chat.<chat_id>.reply.<reply_id>.requested.>`
+    (`reply_id` may be ANY: every request of the chat)."""
+    return join(CHAT_ROOT, chat_id, _REPLY, reply_id, _REQUESTED, REST)
 
 
 def feedback(chat_id: str, reply_id: str, user_id: str) -> str:
@@ -93,9 +106,9 @@ def reply_ends_of_every_chat() -> dict[str, str]:
     return {kind: join(CHAT_ROOT, ANY, _REPLY, ANY, kind) for kind in sorted(REPLY_ENDS)}
 
 
-def reply_requests_of(alias: str) -> str:
-    """Every reply request for one model alias: what the workers serving it pull."""
-    return reply_requested(ANY, ANY, alias)
+def reply_requests_of(alias: str, lane: Lane = "") -> str:
+    """Every reply request for one model alias in one lane: what the workers serving it pull."""
+    return reply_requested(ANY, ANY, alias, lane)
 
 
 class ChatSubject(msgspec.Struct, frozen=True):
@@ -106,12 +119,13 @@ class ChatSubject(msgspec.Struct, frozen=True):
 
 
 class ReplySubject(msgspec.Struct, frozen=True):
-    """A reply event's subject, parsed; `model` only for a request."""
+    """A reply event's subject, parsed; `model` and `lane` only for a request."""
 
     chat_id: str
     reply_id: str
     kind: ReplyKind
     model: str = ""
+    lane: Lane = ""
 
 
 class FeedbackSubject(msgspec.Struct, frozen=True):
@@ -139,6 +153,8 @@ def parse_chat_subject(subject: str) -> ChatSubject | ReplySubject | FeedbackSub
         return ReplySubject(chat_id, rest[1], rest[2])  # type: ignore[arg-type]
     if len(rest) == 4 and rest[2] == _REQUESTED:
         return ReplySubject(chat_id, rest[1], _REQUESTED, model=rest[3])
+    if len(rest) == 5 and rest[2] == _REQUESTED and rest[4] == BATCH_LANE:
+        return ReplySubject(chat_id, rest[1], _REQUESTED, model=rest[3], lane=BATCH_LANE)
     return None
 
 

@@ -54,8 +54,10 @@ from schemas.subjects.arena import ARENA_KINDS, arena_pool, voter_excluded
 from schemas.subjects.batch import BATCH_KINDS, FILE_KINDS, batch_event, file_uploaded
 from schemas.subjects.bot import BOT_KINDS, bot_event
 from schemas.subjects.chat import (
+    BATCH_LANE,
     CHAT_KINDS,
     REPLY_KINDS,
+    Lane,
     chat_event,
     feedback,
     reply_event,
@@ -101,7 +103,7 @@ _SUBJECT_OF: dict[type, Callable[[Any], str]] = {
     ChatErased: lambda e: chat_event(e.chat_id, "erased"),
     MessagePosted: lambda e: chat_event(e.chat_id, "message.posted"),
     BranchSelected: lambda e: chat_event(e.chat_id, "branch.selected"),
-    ReplyRequested: lambda e: reply_requested(e.chat_id, e.reply_id, e.model),
+    ReplyRequested: lambda e: reply_requested(e.chat_id, e.reply_id, e.model, lane_of(e)),
     ReplyStarted: lambda e: reply_event(e.chat_id, e.reply_id, "started"),
     ReplyCompleted: lambda e: reply_event(e.chat_id, e.reply_id, "completed"),
     ReplyFailed: lambda e: reply_event(e.chat_id, e.reply_id, "failed"),
@@ -141,6 +143,11 @@ _SUBJECT_OF: dict[type, Callable[[Any], str]] = {
     ImagePurged: lambda e: image_purged(e.sha256),
     TokenDelta: lambda e: reply_tokens(e.chat_id, e.reply_id),
 }
+
+
+def lane_of(request: ReplyRequested) -> Lane:
+    """The lane a reply request goes on: a batch's line on the batch lane, anything else interactive."""
+    return BATCH_LANE if request.job is not None and request.job.batch_id else ""
 
 
 def subject_of(event: Event) -> str:

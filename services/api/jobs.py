@@ -34,7 +34,7 @@ from schemas.ids import is_valid_id, new_id
 from schemas.job import JobSpec
 from schemas.openai import InputMessage
 from schemas.streams import CHAT
-from schemas.subjects import ANY, chat_event, reply_requested
+from schemas.subjects import ANY, any_reply_request, chat_event
 from services.api.auth import principal_of
 from services.api.errors import ApiError
 from services.api.inputs import require_json
@@ -275,7 +275,7 @@ async def job_body(js: JetStream, job_id: str, principal: Principal) -> JobBody:
 async def latest_job_id(js: JetStream, owner_id: str, session_id: str) -> str | None:
     """The id of the session's latest job (the last reply request of the session's chat), if any."""
     chat_id = session_chat_id(owner_id, session_id)
-    last = await bus.last_msg(js, CHAT.name, reply_requested(chat_id, ANY, ANY))
+    last = await bus.last_msg(js, CHAT.name, any_reply_request(chat_id, ANY))
     if last is None:
         return None
     event = bus.decode_one(last.subject, last.data)

@@ -10,7 +10,7 @@ from schemas.api import AcceptedResponse, FeedbackRequest
 from schemas.chat import FeedbackGiven
 from schemas.ids import new_id
 from schemas.streams import CHAT
-from schemas.subjects import ANY, reply_requested
+from schemas.subjects import any_reply_request
 from services.api.access import chat_access
 from services.api.auth import principal_of
 from services.api.errors import ApiError, json_response
@@ -24,7 +24,7 @@ async def rate_reply(request: web.Request) -> web.StreamResponse:
     reply_id = path_id(request, "reply_id")
     body = await read_body(request, FeedbackRequest)
     js = request.app[BUS].js
-    if await bus.last_msg(js, CHAT.name, reply_requested(access.chat_id, reply_id, ANY)) is None:
+    if await bus.last_msg(js, CHAT.name, any_reply_request(access.chat_id, reply_id)) is None:
         raise ApiError(404, "not_found", f"no reply {reply_id} in chat {access.chat_id}")
     event = FeedbackGiven(
         event_id=new_id("e"),

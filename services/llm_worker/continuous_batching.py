@@ -25,6 +25,7 @@ from services.llm_worker.engine import (
     load_model,
     text_messages,
 )
+from services.llm_worker.priority import PRIORITY_SCHEDULER, PriorityScheduler
 from services.llm_worker.sampling import (
     SEED_KWARG,
     enable_seeded_sampling,
@@ -99,6 +100,8 @@ class ContinuousBatchingEngine:
         self.max_context = int(getattr(text_config, "max_position_embeddings", 0) or 1 << 30)
         self._stopping = False
         self._requests: dict[str, _Request] = {}
+        # Requests submitted as background work (batch lines): the scheduler serves people first.
+        self._background: set[str] = set()
         # Re-entrant so that on_output may call cancel()/submit(); held while calling on_output so that a
         # request's outputs are strictly ordered and nothing follows its final output.
         self._lock = threading.RLock()
@@ -128,10 +131,13 @@ class ContinuousBatchingEngine:
         if self._manager is not None:
             return
         self._stopping = False
+        cb_config = self.config.to_cb_config()
+        if self.config.priority:
+            cb_config.scheduler_type = PRIORITY_SCHEDULER
         manager = self.model.init_continuous_batching(
-            generation_config=self.generation_config,
-            continuous_batching_config=self.config.to_cb_config(),
+            generation_config=self.generation_config, continuous_batching_config=cb_config
         )
+        _share_background(manager, self._background)
         use_fast_warpers(manager.logit_processor)
         enable_seeded_sampling(manager.logit_processor)
         # The batch processor picks the router up in start(), so outputs reach us on the generation thread
@@ -154,10 +160,25 @@ class ContinuousBatchingEngine:
         for request_id in leftovers:
             self._finish(request_id, [], "error", "engine stopped", None)
 
+    def alive(self) -> bool:
+        """Whether the generation thread runs (False before start, after stop, or once it died)."""
+        manager = self._manager
+        if manager is None or not manager.is_running():
+            return False
+        status = manager.background_thread_status  # a dying thread fails its requests before it ends
+        return status.fatal_error is None and status.local_status == status.DONT_STOP
+
     def submit(
-        self, request_id: str, prompt: Prompt, params: GenerationParams, on_output: OutputCallback
+        self,
+        request_id: str,
+        prompt: Prompt,
+        params: GenerationParams,
+        on_output: OutputCallback,
+        *,
+        background: bool = False,
     ) -> None:
-        """Queue a request; on_output gets token deltas, then exactly one finished output."""
+        """Queue a request; on_output gets token deltas, then exactly one finished output. A background
+        request (a batch line) gives way to foreground ones in the scheduler (priority.py)."""
         input_ids = prompt.input_ids
         if self._manager is None:
             raise RuntimeError("engine is not started")
@@ -173,6 +194,8 @@ class ContinuousBatchingEngine:
             if request_id in self._requests:
                 raise ValueError(f"request {request_id!r} is already active")
             self._requests[request_id] = _Request(on_output, len(input_ids), eos_ids)
+            if background:
+                self._background.add(request_id)
         try:
             accepted = self._manager.add_request(
                 input_ids=list(input_ids),
@@ -185,6 +208,7 @@ class ContinuousBatchingEngine:
         except BaseException:
             with self._lock:
                 self._requests.pop(request_id, None)
+                self._background.discard(request_id)
             raise
         if accepted is None:
             self._finish(request_id, [], "error", "engine is not accepting requests", None)
@@ -231,12 +255,27 @@ class ContinuousBatchingEngine:
     ) -> None:
         with self._lock:
             request = self._requests.pop(request_id, None)
+            self._background.discard(request_id)
             if request is None:
                 return
             count = request.sent + len(delta) if completion is None else completion
             request.on_output(
                 EngineOutput(request_id, delta, True, reason, error, request.prompt_tokens, count)
             )
+
+
+def _share_background(manager: Any, background: set[str]) -> None:
+    """Hand the engine's background request ids to the priority scheduler the manager builds (on its
+    generation thread, before the first step)."""
+    create = manager._create_batch_processor
+
+    def create_with_background() -> Any:
+        processor = create()
+        if isinstance(processor.scheduler, PriorityScheduler):
+            processor.scheduler.background = background
+        return processor
+
+    manager._create_batch_processor = create_with_background
 
 
 def _tune_steps(manager: Any, config: EngineConfig, counts: Counter[int]) -> None:

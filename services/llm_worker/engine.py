@@ -65,8 +65,16 @@ class Engine(Protocol):
     def stop(self) -> None: ...
 
     def submit(
-        self, request_id: str, prompt: Prompt, params: GenerationParams, on_output: OutputCallback
+        self,
+        request_id: str,
+        prompt: Prompt,
+        params: GenerationParams,
+        on_output: OutputCallback,
+        *,
+        background: bool = False,
     ) -> None: ...
+
+    def alive(self) -> bool: ...
 
     def cancel(self, request_id: str) -> None: ...
 
@@ -154,6 +162,9 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     seed: int | None = None
+    # Foreground requests first (priority.py): a waiting or prefilling foreground request gets a step of its
+    # own while background ones (batch lines) pause; False: transformers' FIFO for every request.
+    priority: bool = True
     extra: dict[str, Any] = field(default_factory=dict)  # passed through to ContinuousBatchingConfig
 
     def to_cb_config(self) -> ContinuousBatchingConfig:

@@ -47,6 +47,16 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             "Replies generated at once by one worker (continuous batching), default 16.",
         ),
     ] = 16
+    batch_reserve: Annotated[
+        int,
+        env(
+            "CHATBUS_BATCH_RESERVE",
+            "Slots of each worker kept for people: batch lines run only while fewer than capacity minus "
+            "this are busy (default 1; 0 lets a batch take every slot; a worker of capacity 1 still runs "
+            "batch lines when idle).",
+            ge=0,
+        ),
+    ] = 1
     ack_wait: Annotated[
         float,
         env(

@@ -172,10 +172,22 @@ class VisionEngine:
         for request_id in leftovers:
             self._finish(request_id, "error", "engine stopped")
 
+    def alive(self) -> bool:
+        """Whether the generation thread runs (False before start, after stop, or once it died)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
     def submit(
-        self, request_id: str, prompt: Prompt, params: GenerationParams, on_output: OutputCallback
+        self,
+        request_id: str,
+        prompt: Prompt,
+        params: GenerationParams,
+        on_output: OutputCallback,
+        *,
+        background: bool = False,
     ) -> None:
-        """Queue a request; on_output gets token deltas, then exactly one finished output."""
+        """Queue a request; on_output gets token deltas, then exactly one finished output. It generates one
+        reply at a time, in order: `background` (a batch line) changes nothing here."""
         if self._thread is None:
             raise RuntimeError("engine is not started")
         if not prompt.input_ids:

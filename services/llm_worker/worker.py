@@ -20,10 +20,12 @@ from bus import Bus, Delivery
 from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyStarted
 from schemas.ids import new_id
 from schemas.presence import WorkerPresence
-from schemas.streams import CHAT, WORKERS_KV, worker_consumer
+from schemas.streams import CHAT, WORKERS_KV
 from schemas.subjects import (
     ANY,
+    BATCH_LANE,
     context_subjects,
+    lane_of,
     max_deliveries_advisory,
     parse_reply_subject,
     presence_key,
@@ -35,7 +37,9 @@ from services.llm_worker.attempts import expired_error, refusal, retry_in, secon
 from services.llm_worker.coalesce import Chunk, Coalescer
 from services.llm_worker.context import build_context, fit_prompt, image_hashes
 from services.llm_worker.engine import ChatMessage, Engine, GenerationParams, Prompt, PromptTooLong
+from services.llm_worker.lanes import EngineDied, lane_specs, watch_engine, worker_lanes
 from services.llm_worker.pictures import load_images
+from services.llm_worker.presence import beat, beat_every, presence_of
 from services.llm_worker.reply_events import (
     append_fenced,
     completed,
@@ -61,6 +65,7 @@ class ActiveReply:
     engine_id: str
     chunks: asyncio.Queue[Chunk] = field(default_factory=asyncio.Queue)
     expired: bool = False  # its job's deadline passed: its generation was (or is about to be) cancelled
+    batch: bool = False  # a batch's line: background work in the engine
 
 
 class Worker:
@@ -77,6 +82,7 @@ class Worker:
         self._inbox: collections.deque[tuple[ActiveReply, Chunk]] = collections.deque()
         self._inbox_lock = threading.Lock()
         self._wake_pending = False
+        self._halt = asyncio.Event()  # take no more work: stopping, or the engine died
         self._cancels: dict[str, None] = {}  # insertion-ordered set of recently cancelled replies
         # Prompts are rendered off the event loop, one at a time: a tokenizer is not meant for
         # concurrent use from several threads.
@@ -96,28 +102,35 @@ class Worker:
             reply.chunks.put_nowait(chunk)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop`; then hand unfinished replies back for another worker."""
+        """Serve until `stop`; then hand unfinished replies back for another worker. Raises EngineDied when
+        the engine's generation thread died (its replies handed back too): the process must start anew."""
         self._loop = asyncio.get_running_loop()
         self.engine.start()
-        spec = worker_consumer(self.settings.alias, self.settings.ack_wait, self.settings.max_deliver)
         cancel_sub = await self.bus.nc.subscribe(reply_event(ANY, ANY, "cancelled"), cb=self._on_cancel)
         # One worker of the alias (queue group) ends a reply whose request JetStream gave up on.
-        gave_up_sub = await self.bus.nc.subscribe(
-            max_deliveries_advisory(spec.stream, spec.durable), queue=spec.durable, cb=self._on_gave_up
-        )
-        presence = bus.KV(self.bus.js, WORKERS_KV.bucket)
-        await self._heartbeat(presence)
-        tasks = [
-            asyncio.create_task(self._heartbeats(presence, stop)),
-            asyncio.create_task(self._keep_alive(stop)),
+        gave_up_subs = [
+            await self.bus.nc.subscribe(
+                max_deliveries_advisory(spec.stream, spec.durable), queue=spec.durable, cb=self._on_gave_up
+            )
+            for spec in lane_specs(self.settings)
         ]
+        presence = bus.KV(self.bus.js, WORKERS_KV.bucket)
+        await beat(presence, self._presence())
+        halt = self._halt  # `stop`, or the engine died
+        tasks = [
+            asyncio.create_task(beat_every(presence, self.settings.heartbeat_every, self._presence, halt)),
+            asyncio.create_task(self._keep_alive(halt)),
+            asyncio.create_task(watch_engine(self.engine, stop, halt)),
+        ]
+        lanes = worker_lanes(self.settings, self._handle)
         try:
-            await bus.pull_loop(self.bus.js, spec, self._handle, capacity=self.settings.capacity, stop=stop)
+            await bus.pull_lanes(self.bus.js, lanes, stop=halt)
         finally:
             for task in tasks:
                 task.cancel()
             await cancel_sub.unsubscribe()
-            await gave_up_sub.unsubscribe()
+            for sub in gave_up_subs:
+                await sub.unsubscribe()
             for reply in list(self.active.values()):
                 self.engine.cancel(reply.engine_id)
                 with contextlib.suppress(bus.BusError):  # unanswered: it is redelivered after ack_wait
@@ -126,33 +139,14 @@ class Worker:
                 await presence.delete(presence_key(self.settings.alias, self.settings.worker_id))
             self.engine.stop()
             self._prompts.shutdown(wait=False)
+        if not stop.is_set():
+            raise EngineDied(f"worker {self.settings.worker_id}: the engine's generation thread died")
 
-    async def _heartbeat(self, presence_kv: bus.KV) -> None:
-        presence = WorkerPresence(
-            worker_id=self.settings.worker_id,
-            alias=self.settings.alias,
-            model=self.settings.model,
-            host=self.settings.host,
-            active=len(self.active),
-            capacity=self.settings.capacity,
-            images=self.engine.supports_images,
-            started_at=self.started_at,
-            heartbeat_at=schemas.now(),
-            defaults=self.defaults,
-            max_context=getattr(self.engine, "max_context", 0),
-            max_new_tokens=self.settings.max_new_tokens_cap,
+    def _presence(self) -> WorkerPresence:
+        batch = sum(reply.batch for reply in self.active.values())
+        return presence_of(
+            self.settings, self.engine, self.started_at, self.defaults, len(self.active), batch
         )
-        await presence_kv.put(
-            presence_key(self.settings.alias, self.settings.worker_id), schemas.encode(presence)
-        )
-
-    async def _heartbeats(self, presence_kv: bus.KV, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            await asyncio.sleep(self.settings.heartbeat_every)
-            try:
-                await self._heartbeat(presence_kv)
-            except bus.BusError as exc:  # NATS may be restarting; keep beating
-                log.warning("heartbeat failed: %s", exc)
 
     async def _keep_alive(self, stop: asyncio.Event) -> None:
         """Tell JetStream the active requests are still being worked on, well inside ack_wait."""
@@ -195,7 +189,13 @@ class Worker:
                 await refuse(self.bus.js, self.settings, request, request.job, delivery, why)
             return
         try:
+            if not self.engine.alive():
+                raise EngineDied("the engine's generation thread died")
             await self._serve(request, delivery)
+        except EngineDied:  # not the request's fault: back to the queue, for a worker with a live engine
+            self._halt.set()  # (a moment later than now: not to this worker's next fetch)
+            with contextlib.suppress(bus.BusError):  # unanswered: it is redelivered after ack_wait
+                await delivery.nak(delay=1.0)
         except Exception as exc:
             if delivery.attempt < self.settings.max_deliver:
                 log.exception("reply %s failed in the worker; handing it back", request.reply_id)
@@ -241,7 +241,12 @@ class Worker:
             return
         began = time.monotonic()
         queue_ms = max((started.at - request.at).total_seconds() * 1000.0, 0.0)
-        reply = ActiveReply(request=request, delivery=delivery, engine_id=f"{reply_id}.{attempt}")
+        reply = ActiveReply(
+            request=request,
+            delivery=delivery,
+            engine_id=f"{reply_id}.{attempt}",
+            batch=lane_of(request) == BATCH_LANE,
+        )
         self.active[reply_id] = reply
         left, timer = seconds_left(request.job, schemas.now()), None
         if left is not None:  # cancelled at its deadline, wherever it is by then
@@ -334,7 +339,7 @@ class Worker:
             self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over, self.engine.active
         )
         try:
-            self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output)
+            self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output, background=reply.batch)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
             code = "context_length_exceeded" if isinstance(exc, PromptTooLong) else "invalid_prompt"
             return failed(self.settings, request, attempt, str(exc), code)
@@ -387,6 +392,8 @@ class Worker:
             assert job is not None  # only a job has a deadline
             return failed(self.settings, request, attempt, expired_error(job, attempt, generated), "expired")
         elif out.finish_reason == "error":
+            if not self.engine.alive():  # the engine died under it: not this reply's failure
+                raise EngineDied(out.error or "the engine's generation thread died")
             return failed(self.settings, request, attempt, out.error or "generation failed", "engine_error")
         else:
             reason, completion_tokens = out.finish_reason or "stop", out.completion_tokens

@@ -1,0 +1,64 @@
+"""Interactive first on the bus: a worker's two lanes, and its engine's health.
+
+A worker pulls two durable consumers of its alias into one pool of `capacity` slots: the interactive lane
+(`worker-<alias>`: people chatting, OpenAI calls, jobs) may take any free slot; the batch lane
+(`worker-<alias>-batch`: batches' lines) only while fewer than `capacity - CHATBUS_BATCH_RESERVE` slots are
+busy. A batch fills the idle slots, and a person arriving finds one free. Batch lines are submitted to the
+engine as background work, which its scheduler pauses for a person's prompt (priority.py).
+
+A worker whose engine's generation thread died would fail every reply it took (and burn the attempts of
+every job). It stops taking work instead: its replies go back to the queue (nak), and it exits non-zero,
+so a supervisor (`chatbus up`, systemd, k8s) starts it again with a fresh engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import bus
+from bus.consumer import Handler
+from schemas.streams import ConsumerSpec, batch_worker_consumer, worker_consumer
+from services.llm_worker.engine import Engine
+from services.llm_worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+ENGINE_CHECK_EVERY = 0.5  # seconds between looks at the engine's generation thread
+
+
+class EngineDied(RuntimeError):
+    """The engine's generation thread is gone: this worker can serve nothing more."""
+
+
+def lane_specs(settings: WorkerSettings) -> tuple[ConsumerSpec, ConsumerSpec]:
+    """The interactive and the batch consumer of the worker's alias."""
+    alias, ack_wait, max_deliver = settings.alias, settings.ack_wait, settings.max_deliver
+    return worker_consumer(alias, ack_wait, max_deliver), batch_worker_consumer(alias, ack_wait, max_deliver)
+
+
+def batch_limit(settings: WorkerSettings) -> int:
+    """Busy slots below which the batch lane takes a line: capacity minus the reserve, at least 1 (a worker
+    of capacity 1 would otherwise never run a batch)."""
+    return max(settings.capacity - settings.batch_reserve, 1)
+
+
+def worker_lanes(settings: WorkerSettings, handler: Handler) -> list[bus.PullLane]:
+    """The two lanes, interactive first (see the module's docstring)."""
+    interactive, batch = lane_specs(settings)
+    return [
+        bus.PullLane(interactive, handler, settings.capacity),
+        bus.PullLane(batch, handler, batch_limit(settings)),
+    ]
+
+
+async def watch_engine(engine: Engine, stop: asyncio.Event, halt: asyncio.Event) -> None:
+    """Set `halt` when `stop` is set or the engine's generation thread died (then log why)."""
+    while not stop.is_set():
+        if not engine.alive():
+            log.error("the engine's generation thread died: handing the replies back and exiting")
+            break
+        try:
+            await asyncio.wait_for(stop.wait(), ENGINE_CHECK_EVERY)
+        except TimeoutError:
+            pass
+    halt.set()

@@ -1,0 +1,117 @@
+"""Engine priority (services/llm_worker/priority.py) on the random-weight demo model, without NATS: a
+foreground request's prompt gets a step of its own while background requests decode, and every request's
+outputs stay complete and ordered."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+from services.llm_worker.engine import EngineConfig, EngineOutput, GenerationParams
+from services.llm_worker.priority import PriorityScheduler
+
+MESSAGES = [{"role": "user", "content": "Tell me about cats and dogs, and then about birds."}]
+LONG = GenerationParams(max_new_tokens=160, temperature=0.0, ignore_eos=True)
+SHORT = GenerationParams(max_new_tokens=12, temperature=0.0, ignore_eos=True)
+
+
+class Recorder:
+    """Every output in order, and the engine's step count when each request's first tokens came."""
+
+    def __init__(self, engine: ContinuousBatchingEngine) -> None:
+        self.engine = engine
+        self.outputs: dict[str, list[EngineOutput]] = {}
+        self.first_step: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.ended = threading.Condition(self.lock)
+
+    def steps(self) -> int:
+        return sum(self.engine.steps_on_threads.values())
+
+    def __call__(self, output: EngineOutput) -> None:  # on the generation thread
+        with self.lock:
+            self.outputs.setdefault(output.request_id, []).append(output)
+            if output.new_token_ids and output.request_id not in self.first_step:
+                self.first_step[output.request_id] = self.steps()
+            self.ended.notify_all()
+
+    def wait(self, predicate: object, timeout: float = 120) -> None:
+        with self.lock:
+            assert self.ended.wait_for(predicate, timeout)  # type: ignore[arg-type]
+
+    def finished(self, request_id: str) -> bool:
+        return any(o.finished for o in self.outputs.get(request_id, []))
+
+
+@pytest.fixture
+def engine(demo_model_dir: Path) -> Iterator[ContinuousBatchingEngine]:
+    engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig())
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+def _scheduler(engine: ContinuousBatchingEngine) -> PriorityScheduler:
+    scheduler = engine._manager.batch_processor.scheduler
+    assert isinstance(scheduler, PriorityScheduler)
+    return scheduler
+
+
+@pytest.mark.parametrize("background", [4, 15])
+def test_a_foreground_prompt_is_served_within_two_steps_of_a_decoding_batch(
+    engine: ContinuousBatchingEngine, background: int
+) -> None:
+    record = Recorder(engine)
+    prompt = engine.build_prompt(MESSAGES)
+    batch = [f"bg{i}" for i in range(background)]
+    for request_id in batch:
+        engine.submit(request_id, prompt, LONG, record, background=True)
+    record.wait(lambda: all(r in record.first_step for r in batch))  # every background request decodes
+    scheduler = _scheduler(engine)
+    paused_before = scheduler.foreground_steps
+    with record.lock:
+        submitted_at = record.steps()
+    engine.submit("fg", prompt, SHORT, record)
+    record.wait(lambda: record.finished("fg") and all(record.finished(r) for r in batch))
+
+    assert record.first_step["fg"] - submitted_at <= 2
+    assert scheduler.foreground_steps > paused_before  # the background paused for its prompt
+    for request_id in [*batch, "fg"]:
+        outputs = record.outputs[request_id]
+        assert [o.finished for o in outputs].count(True) == 1 and outputs[
+            -1
+        ].finished  # nothing after its end
+        wanted = SHORT if request_id == "fg" else LONG
+        tokens = [t for o in outputs for t in o.new_token_ids]
+        assert len(tokens) == outputs[-1].completion_tokens == wanted.max_new_tokens
+        assert outputs[-1].finish_reason == "length"
+
+
+def test_background_requests_alone_are_plain_fifo(engine: ContinuousBatchingEngine) -> None:
+    record = Recorder(engine)
+    prompt = engine.build_prompt(MESSAGES)
+    for i in range(3):
+        engine.submit(f"b{i}", prompt, SHORT, record, background=True)
+    record.wait(lambda: all(record.finished(f"b{i}") for i in range(3)))
+    assert _scheduler(engine).foreground_steps == 0
+    greedy = [[t for o in record.outputs[f"b{i}"] for t in o.new_token_ids] for i in range(3)]
+    assert greedy[0] == greedy[1] == greedy[2]  # the same prompt, greedy: the same tokens
+    assert not engine._background  # forgotten once ended
+
+
+def test_the_fifo_engine_never_pauses(demo_model_dir: Path) -> None:
+    engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig(priority=False))
+    engine.start()
+    try:
+        record = Recorder(engine)
+        prompt = engine.build_prompt(MESSAGES)
+        engine.submit("bg", prompt, SHORT, record, background=True)
+        engine.submit("fg", prompt, SHORT, record)
+        record.wait(lambda: record.finished("bg") and record.finished("fg"))
+        assert not isinstance(engine._manager.batch_processor.scheduler, PriorityScheduler)
+    finally:
+        engine.stop()
