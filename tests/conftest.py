@@ -154,6 +154,21 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return resolve_model("smollm2-135m-instruct", tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def llama_engine() -> Iterator[Any]:
+    """The llama.cpp engine on the built-in SmolLM2-135M-Instruct GGUF (Q4_1), started (8 slots, 1 thread);
+    skipped, saying why, when llama-cpp-python is not installed."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed: `make llama` builds it")
+    from services.llm_worker.llama_engine import LlamaConfig, LlamaCppEngine
+    from services.llm_worker.sources import builtin_gguf
+
+    config = LlamaConfig(slots=8, slot_context=1024, threads=1)
+    engine = LlamaCppEngine.from_gguf(builtin_gguf("smollm2-135m-instruct"), config)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
 @pytest.fixture
 def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     """A private nats-server (JetStream in tmp_path) for a test that stops or kills it."""

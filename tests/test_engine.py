@@ -1,4 +1,5 @@
-"""The generation engine alone, without NATS, on the offline random-weight demo model."""
+"""The generation engine alone, without NATS: the interface tests run on both engines (transformers' on the
+offline random-weight demo model, llama.cpp's on the built-in SmolLM2 GGUF), the rest on transformers'."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -58,16 +60,23 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(demo_model_dir: Path) -> Iterator[ContinuousBatchingEngine]:
+def cb_engine(demo_model_dir: Path) -> Iterator[ContinuousBatchingEngine]:
     engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig(seed=0))
     engine.start()
     yield engine
     engine.stop()
 
 
+@pytest.fixture(params=["transformers", "llama.cpp"])
+def engine(request: pytest.FixtureRequest) -> Any:
+    """Each engine in turn (llama.cpp's is skipped, saying why, when llama-cpp-python is not installed)."""
+    return request.getfixturevalue("cb_engine" if request.param == "transformers" else "llama_engine")
+
+
 def test_demo_model_is_marked_and_tokenizer_round_trips(
-    demo_model_dir: Path, engine: ContinuousBatchingEngine
+    demo_model_dir: Path, cb_engine: ContinuousBatchingEngine
 ) -> None:
+    engine = cb_engine
     marker = json.loads((demo_model_dir / MARKER_FILE).read_text())
     assert marker["chatbus_demo"] is True and "not an assistant" in marker["note"]
     tokenizer = engine.tokenizer
@@ -77,7 +86,8 @@ def test_demo_model_is_marked_and_tokenizer_round_trips(
         assert tokenizer.decode(tokenizer.encode(text)) == text
 
 
-def test_chat_template_renders_chatml(engine: ContinuousBatchingEngine) -> None:
+def test_chat_template_renders_chatml(cb_engine: ContinuousBatchingEngine) -> None:
+    engine = cb_engine
     rendered = engine.tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True)
     assert rendered == (
         "<|im_start|>system\nBe brief.<|im_end|>\n"
@@ -90,7 +100,7 @@ def test_chat_template_renders_chatml(engine: ContinuousBatchingEngine) -> None:
 
 
 def test_concurrent_requests_complete_with_exact_length_and_interleave(
-    engine: ContinuousBatchingEngine,
+    engine: Any,
 ) -> None:
     prompt = engine.build_prompt(MESSAGES)
     collector = Collector(expected=4)
@@ -118,7 +128,7 @@ def test_concurrent_requests_complete_with_exact_length_and_interleave(
     assert engine.active() == 0
 
 
-def test_cancel_stops_a_request_early(engine: ContinuousBatchingEngine) -> None:
+def test_cancel_stops_a_request_early(engine: Any) -> None:
     prompt = engine.build_prompt(MESSAGES)
     collector = Collector(expected=2)
     started = threading.Event()
@@ -147,7 +157,7 @@ def test_cancel_stops_a_request_early(engine: ContinuousBatchingEngine) -> None:
     assert engine.active() == 0
 
 
-def test_sampling_params_and_eos_stop(engine: ContinuousBatchingEngine) -> None:
+def test_sampling_params_and_eos_stop(engine: Any) -> None:
     prompt = engine.build_prompt(MESSAGES)
     collector = Collector(expected=2)
     engine.submit("greedy-a", prompt, GenerationParams(max_new_tokens=16, temperature=0.0), collector)
@@ -161,7 +171,7 @@ def test_sampling_params_and_eos_stop(engine: ContinuousBatchingEngine) -> None:
         assert not set(collector.tokens(request_id)) & engine.eos_ids
 
 
-def test_incremental_decoder_matches_full_decode(engine: ContinuousBatchingEngine) -> None:
+def test_incremental_decoder_matches_full_decode(engine: Any) -> None:
     tokenizer = engine.tokenizer
     ids = tokenizer.encode(UNICODE_TEXT)
     decoder = IncrementalDecoder(tokenizer)
@@ -291,7 +301,7 @@ def test_seeded_sampling_draws_from_the_softmax_and_leaves_unseeded_rows_alone()
 
 
 def _generate(
-    engine: ContinuousBatchingEngine, requests: dict[str, tuple[list[dict[str, str]], GenerationParams]]
+    engine: Any, requests: dict[str, tuple[list[dict[str, str]], GenerationParams]]
 ) -> dict[str, list[int]]:
     """Submit all requests at once and return each one's tokens."""
     collector = Collector(expected=len(requests))
@@ -301,7 +311,7 @@ def _generate(
     return {request_id: collector.tokens(request_id) for request_id in requests}
 
 
-def test_a_seed_gives_the_same_tokens_whatever_shares_the_batch(engine: ContinuousBatchingEngine) -> None:
+def test_a_seed_gives_the_same_tokens_whatever_shares_the_batch(engine: Any) -> None:
     seeded = GenerationParams(
         max_new_tokens=40, temperature=1.0, top_k=0, top_p=1.0, ignore_eos=True, seed=42
     )
