@@ -3,9 +3,10 @@ llama.cpp engine's `weights = "float16"`.
 
 Why: llama.cpp multiplies quantised weights by activations quantised to 8 bits. On the built-in
 SmolLM2-135M-Instruct (Q4_1) that flips its greedy answer to "What is the capital of France?" from
-"The capital of France is Paris." (float16 or float32 weights, also transformers' float32 conversion) to
-"L'Étoile, la Cité, ..." (its own Q4_1, and also a Q8_0 copy). The float16 copy is the same weights
-(Q4_1 and Q8_0 blocks dequantise exactly into float16's range and precision), run with float16 activations.
+"The capital of France is Paris." (float16 weights in llama.cpp; transformers on its float32 conversion) to
+"L'Étoile, la Cité, ..." (its own Q4_1, and also a Q8_0 copy). The float16 copy holds the dequantised
+weights rounded to float16 (11 significant bits) and runs with float16 activations; it takes 2 bytes a
+weight against Q4_1's 0.63 (270 MB for SmolLM2-135M), at about the same speed on this small model.
 """
 
 from __future__ import annotations
