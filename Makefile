@@ -28,9 +28,9 @@ install: $(VENV)/.installed
 
 # The llama.cpp engine (the `llama` extra): llama-cpp-python compiles llama.cpp from source; these flags
 # build only the library chatbus uses (no tests, examples, tools, server, multimodal or HTTPS) for this
-# CPU: 140 build steps instead of 193; measured on 2 cores shared with other work: 10.7 min
-# (load 5-7) against 7.9 min with the defaults (load ~3), so the load, not the flags, decided the wall time. pip keeps the wheel in its cache: a reinstall on the same machine takes seconds (and
-# ignores changed flags: `pip cache remove llama_cpp_python` first).
+# CPU: 140 build steps instead of 193, 6.6 min of CPU time instead of 7.9 (9.5-11 min of wall time on 2
+# cores shared with other work). pip keeps the wheel in its cache: a reinstall on the same machine takes
+# seconds (and ignores changed flags: `pip cache remove llama_cpp_python` first).
 LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
 	-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON
 
@@ -53,7 +53,7 @@ chromium:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 # The llama.cpp engine's tests need it (without it they are skipped, saying why). On a fresh machine that
-# is one compile (8-11 min here); CI keeps it to seconds by caching pip's cache (~/.cache/pip).
+# is one compile (9.5-11 min here); CI keeps it to seconds by caching pip's cache (~/.cache/pip).
 test: install llama lint chromium
 	$(VENV)/bin/pytest -q
 
