@@ -84,37 +84,24 @@ def test_the_default_config_serves_the_real_assistant_first() -> None:
     assert config.models["demo-vision"].source == "demo-vision"
 
 
-def _workers(*runs: list[str], cwd: Path) -> list[tuple[int, str]]:
-    """`chatbus worker ARGS` for each of `runs`, started together (each spends its seconds importing the
-    model stack); each one's exit code and stderr."""
-    cmd = [sys.executable, "-m", "services.cli", "worker"]
-    env = {"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)}  # this tree's code
-    procs = [
-        subprocess.Popen(
-            [*cmd, *args, "--nats", "nats://127.0.0.1:1"],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for args in runs
-    ]
-    errors = [proc.communicate(timeout=120)[1] for proc in procs]
-    return [(proc.returncode, err) for proc, err in zip(procs, errors, strict=True)]
+def _worker(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "services.cli", "worker", *args, "--nats", "nats://127.0.0.1:1"]
+    return subprocess.run(
+        cmd,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)},  # this tree's code
+    )
 
 
 def test_the_worker_refuses_a_bad_config_or_alias_before_loading_anything(tmp_path: Path) -> None:
-    for name in ("bad", "good"):  # one file each: the three runs read them at once
-        (tmp_path / name).mkdir()
-    bad = _write(tmp_path / "bad", '[models.a]\nsource = "x"\nworkers = -1\n')
-    good = _write(tmp_path / "good", '[models.a]\nsource = "/nowhere/at/all"\n')
-    (bad_code, bad_err), (other_code, other_err), (gone_code, gone_err) = _workers(
-        ["--config", str(bad), "--alias", "a"],
-        ["--config", str(good), "--alias", "b"],
-        ["--config", str(good), "--alias", "a"],
-        cwd=tmp_path,
-    )
-    assert bad_code == 2 and "models.a.workers" in bad_err, bad_err
-    assert other_code == 2 and "no [models.b]" in other_err and "a" in other_err, other_err
-    assert gone_code == 2 and "not found" in gone_err, gone_err
+    bad = _write(tmp_path, '[models.a]\nsource = "x"\nworkers = -1\n')
+    done = _worker("--config", str(bad), "--alias", "a", cwd=tmp_path)
+    assert done.returncode == 2 and "models.a.workers" in done.stderr, done.stderr
+    good = _write(tmp_path, '[models.a]\nsource = "/nowhere/at/all"\n')
+    done = _worker("--config", str(good), "--alias", "b", cwd=tmp_path)
+    assert done.returncode == 2 and "no [models.b]" in done.stderr and "a" in done.stderr, done.stderr
+    done = _worker("--config", str(good), "--alias", "a", cwd=tmp_path)
+    assert done.returncode == 2 and "not found" in done.stderr, done.stderr
