@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import msgspec
 import pytest
 
+import bus
 import schemas
+from bus import Bus
+from schemas.presence import WorkerPresence
 from schemas.sampling import SamplingParams
+from schemas.streams import WORKERS_KV
+from schemas.subjects import presence_key
 from services.llm_worker.continuous_batching import ContinuousBatchingEngine, kv_block_bytes_of
 from services.llm_worker.engine import EngineOutput, GenerationParams
 from services.llm_worker.engine_choice import (
@@ -22,7 +31,13 @@ from services.llm_worker.engine_choice import (
     gpu_kv_blocks,
     kv_block_bytes,
 )
-from services.llm_worker.main import engine_config_of, llama_available, load_engine, prepare_model
+from services.llm_worker.main import (
+    engine_config_of,
+    llama_available,
+    load_engine,
+    prepare_model,
+    run_worker,
+)
 from services.llm_worker.model_config import ModelConfigError, load_config
 from services.llm_worker.presence import presence_of
 from services.llm_worker.settings import WorkerSettings
@@ -190,3 +205,32 @@ def test_an_explicit_llama_cpp_without_it_installed_says_make_llama(tmp_path: Pa
 def test_a_bad_engine_setting_names_its_variable(tmp_path: Path) -> None:
     done = _worker("--model", "demo-text", "--quantization", "int4", cwd=tmp_path)
     assert done.returncode == 2 and "quantization" in done.stderr and "int4" in done.stderr, done.stderr
+
+
+async def test_a_running_worker_logs_and_announces_its_engine(
+    nbus: Bus, demo_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.llm_worker.main")
+    settings = WorkerSettings(model=str(demo_model_dir), alias="engine-demo", device="cpu", ack_wait=5.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_worker(settings, nbus, stop))
+    presence = bus.KV(nbus.js, WORKERS_KV.bucket)
+    announced = None
+    try:
+        for _ in range(600):
+            assert not task.done(), task
+            with contextlib.suppress(bus.NotFound):  # not yet: the model is loading
+                entry = await presence.get(presence_key("engine-demo", settings.worker_id))
+                announced = msgspec.json.decode(entry.value, type=WorkerPresence)
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert announced is not None, "no heartbeat within 60 s"
+    assert (announced.engine, announced.dtype, announced.quantization) == (
+        "transformers",
+        CPU_DTYPE,
+        CPU_QUANTIZATION,
+    )
+    assert f"with transformers on cpu: dtype {CPU_DTYPE}, quantization {CPU_QUANTIZATION}" in caplog.text
