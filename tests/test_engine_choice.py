@@ -12,6 +12,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import torch
 
 import bus
 import schemas
@@ -234,3 +235,9 @@ async def test_a_running_worker_logs_and_announces_its_engine(
         CPU_QUANTIZATION,
     )
     assert f"with transformers on cpu: dtype {CPU_DTYPE}, quantization {CPU_QUANTIZATION}" in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_a_gpu_asked_for_where_there_is_none_is_a_config_error(demo_model_dir: Path) -> None:
+    with pytest.raises(ModelConfigError, match="no CUDA GPU"):
+        prepare_model(WorkerSettings(model=str(demo_model_dir), alias="m", device="cuda"))

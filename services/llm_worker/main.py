@@ -43,7 +43,10 @@ def prepare_model(settings: WorkerSettings) -> WorkerSettings:
     loads: the GGUF file for llama.cpp, a model directory for transformers (a GGUF file converted once)."""
     source = settings.model
     gguf = None if source in DEMO_SOURCES else gguf_source(source)
-    device = pick_device(settings.device)
+    try:
+        device = pick_device(settings.device)
+    except ValueError as exc:  # a GPU asked for where torch sees none
+        raise ModelConfigError(f"{settings.alias}: {exc}") from None
     try:
         choice = choose_engine(
             settings.engine,
@@ -56,7 +59,7 @@ def prepare_model(settings: WorkerSettings) -> WorkerSettings:
             images=settings.images,
         )
     except EngineChoiceError as exc:
-        raise ModelConfigError(f"{settings.alias}: {exc}") from None
+        raise EngineChoiceError(f"{settings.alias}: {exc}") from None
     if choice.engine == "llama.cpp" and gguf is not None:
         choice = msgspec.structs.replace(choice, quantization=_gguf_quantization(gguf))
         return msgspec.structs.replace(settings, model=str(gguf), resolved=choice)
