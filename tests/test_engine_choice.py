@@ -34,14 +34,16 @@ from services.llm_worker.engine_choice import (
 )
 from services.llm_worker.main import (
     engine_config_of,
+    gguf_quantization,
     llama_available,
     load_engine,
     prepare_model,
     run_worker,
 )
-from services.llm_worker.model_config import ModelConfigError, load_config
+from services.llm_worker.model_config import DEFAULT_SOURCE, ModelConfigError, load_config
 from services.llm_worker.presence import presence_of
 from services.llm_worker.settings import WorkerSettings
+from services.llm_worker.sources import builtin_gguf
 
 ROOT = Path(__file__).parent.parent
 CPU_DEFAULT = EngineChoice("transformers", CPU_DTYPE, CPU_QUANTIZATION)
@@ -241,3 +243,14 @@ async def test_a_running_worker_logs_and_announces_its_engine(
 def test_a_gpu_asked_for_where_there_is_none_is_a_config_error(demo_model_dir: Path) -> None:
     with pytest.raises(ModelConfigError, match="no CUDA GPU"):
         prepare_model(WorkerSettings(model=str(demo_model_dir), alias="m", device="cuda"))
+
+
+def test_a_gguf_file_says_its_quantisation() -> None:
+    assert gguf_quantization(builtin_gguf(DEFAULT_SOURCE)) == "Q4_1"
+
+
+@pytest.mark.skipif(not llama_available(), reason="llama-cpp-python or the llama.cpp engine is not installed")
+def test_llama_cpp_keeps_the_gguf_file_and_converts_nothing(tmp_path: Path) -> None:
+    settings = prepare_model(WorkerSettings(model=DEFAULT_SOURCE, device="cpu", model_cache=str(tmp_path)))
+    assert settings.resolved == EngineChoice("llama.cpp", "gguf", "Q4_1")
+    assert settings.model == str(builtin_gguf(DEFAULT_SOURCE)) and not any(tmp_path.iterdir())

@@ -61,7 +61,7 @@ def prepare_model(settings: WorkerSettings) -> WorkerSettings:
     except EngineChoiceError as exc:
         raise EngineChoiceError(f"{settings.alias}: {exc}") from None
     if choice.engine == "llama.cpp" and gguf is not None:
-        choice = msgspec.structs.replace(choice, quantization=_gguf_quantization(gguf))
+        choice = msgspec.structs.replace(choice, quantization=gguf_quantization(gguf))
         return msgspec.structs.replace(settings, model=str(gguf), resolved=choice)
     located = locate_model(source, Path(settings.model_cache))
     return msgspec.structs.replace(settings, model=str(located), resolved=choice)
@@ -134,7 +134,7 @@ def engine_config_of(settings: WorkerSettings, choice: EngineChoice) -> EngineCo
     )
 
 
-def _gguf_quantization(path: Path) -> str:
+def gguf_quantization(path: Path) -> str:
     """The GGUF file's main tensor type (e.g. Q4_1): the most common one besides the float types."""
     counts = Counter(read_gguf_header(path).type_counts())
     quantised = [(n, name) for name, n in counts.items() if name not in ("F32", "F16", "BF16")]
