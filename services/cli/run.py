@@ -114,7 +114,7 @@ def worker(
         str | None, typer.Option(help="auto, none or int8 (transformers on a CPU).")
     ] = None,
 ) -> None:
-    """Run an LLM worker: serve one model alias, generating replies with continuous batching.
+    """Run an LLM worker: serve one model alias with the engine its settings pick (transformers, llama.cpp).
 
     The alias's entry in the model config gives its source, default sampling and sizing; --model
     serves any directory or .gguf file (converted once into the model cache) under --alias.
