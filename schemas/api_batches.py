@@ -122,10 +122,12 @@ class OutputLine(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InvalidBatchDetail(msgspec.Struct, frozen=True, kw_only=True):
-    """What was wrong with a batch's input: the first lines at fault (at most 20)."""
+    """What was wrong with a batch's input (OpenAI's error shape) and the first lines at fault (<= 20)."""
 
-    code: str = "invalid_batch"
     message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str = "invalid_batch"
     lines: list[LineError]
 
 

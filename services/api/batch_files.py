@@ -5,6 +5,7 @@ virtual files `<batch_id>-output` / `<batch_id>-errors` whose content is built f
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import msgspec
@@ -25,6 +26,7 @@ from services.api.batches import ERRORS_SUFFIX, OUTPUT_SUFFIX, BatchLog, ended_l
 from services.api.errors import ApiError
 from services.api.keys import BUS, SETTINGS
 
+log = logging.getLogger(__name__)
 JSONL = "application/jsonl"
 _encoder = msgspec.json.Encoder()
 _WHY = {
@@ -61,11 +63,25 @@ def output_line(result: LineResult) -> OutputLine:
 
 
 async def send_results(request: web.Request, batch_id: str, done: bool) -> web.StreamResponse:
-    """Stream a batch's output (done) or errors file as JSONL, in line order: what has ended so far."""
+    """Stream a batch's output (done) or errors file as JSONL, in line order: what has ended so far.
+
+    The first page is read before the 200 starts (a projector that does not answer is a 503, not an
+    empty file); a later page that fails ends the connection without a clean end, so a client sees a
+    broken download rather than a short one."""
+    lines = ended_lines(request, batch_id, done)
+    first = await anext(lines, None)
     response = web.StreamResponse(headers={"Content-Type": JSONL})
     await response.prepare(request)
-    async for result in ended_lines(request, batch_id, done):
-        await response.write(_encoder.encode(output_line(result)) + b"\n")
+    try:
+        if first is not None:
+            await response.write(_encoder.encode(output_line(first)) + b"\n")
+            async for result in lines:
+                await response.write(_encoder.encode(output_line(result)) + b"\n")
+    except (ApiError, bus.BusError, TimeoutError) as exc:
+        log.warning("batch %s: download cut short: %r", batch_id, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 
@@ -166,6 +182,15 @@ async def upload_file(request: web.Request, owner_id: str) -> FileUploaded:
 
 async def _read_parts(request: web.Request, limit: int) -> tuple[str, str, bytes]:
     """The `purpose`, the file's name and its bytes from a multipart body (413 past `limit` bytes)."""
+    try:
+        return await _parts_of(request, limit)
+    except ValueError as exc:  # aiohttp's word for a body that is not the multipart it says it is
+        raise ApiError(
+            400, "invalid_request_error", f"not a readable multipart/form-data body: {exc}", param="file"
+        ) from None
+
+
+async def _parts_of(request: web.Request, limit: int) -> tuple[str, str, bytes]:
     purpose, filename, data = "", "", b""
     reader = await request.multipart()
     async for part in reader:
