@@ -29,6 +29,7 @@ from services.api.keys import BUS, SETTINGS
 log = logging.getLogger(__name__)
 JSONL = "application/jsonl"
 _encoder = msgspec.json.Encoder()
+_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired"}  # OpenAI's words
 _WHY = {
     "cancelled": "the batch was cancelled before this line finished",
     "expired": "the batch's completion window passed before this line finished",
@@ -39,7 +40,7 @@ def output_line(result: LineResult) -> OutputLine:
     """A line of the output file (answered) or the errors file (ended without an answer)."""
     line_id = f"batch_req_{result.reply_id}"
     if result.status != "done":
-        code = result.status if result.status in _WHY else (result.code or "error")
+        code = _CODES.get(result.status) or result.code or "error"
         failure = LineFailure(code=code, message=_WHY.get(result.status) or result.error or "the line failed")
         return OutputLine(id=line_id, custom_id=result.custom_id, response=None, error=failure)
     body = ChatCompletion(
@@ -62,13 +63,14 @@ def output_line(result: LineResult) -> OutputLine:
     return OutputLine(id=line_id, custom_id=result.custom_id, response=response, error=None)
 
 
-async def send_results(request: web.Request, batch_id: str, done: bool) -> web.StreamResponse:
+async def send_results(request: web.Request, batch: BatchLog, done: bool) -> web.StreamResponse:
     """Stream a batch's output (done) or errors file as JSONL, in line order: what has ended so far.
 
     The first page is read before the 200 starts (a projector that does not answer is a 503, not an
     empty file); a later page that fails ends the connection without a clean end, so a client sees a
     broken download rather than a short one."""
-    lines = ended_lines(request, batch_id, done)
+    batch_id = batch.created.batch_id
+    lines = ended_lines(request, batch_id, batch.created.owner_id, done)
     first = await anext(lines, None)
     response = web.StreamResponse(headers={"Content-Type": JSONL})
     await response.prepare(request)
