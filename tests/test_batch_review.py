@@ -4,7 +4,9 @@ line is counted; the SDK's extra fields are taken; our 409s tell the SDK not to 
 
 from __future__ import annotations
 
+import json
 from typing import Any
+from urllib.parse import urlencode
 
 import msgspec
 from aiohttp.test_utils import TestClient, TestServer
@@ -127,3 +129,14 @@ async def test_a_download_the_read_model_cannot_answer_is_a_503_not_an_empty_fil
             async with client.get(url, headers={"Authorization": f"Bearer {key}"}) as resp:
                 body = await resp.json(content_type=None)
                 assert resp.status == 503 and body["error"]["code"] == "unavailable", body
+
+
+async def test_metadata_keys_and_values_have_openais_limits(api: Api) -> None:
+    await serve_model(api.nbus)
+    data = msgspec.json.encode(_line("a"))
+    for metadata, status in [({"k" * 65: "v"}, 400), ({"k": "v" * 513}, 400), ({"k" * 64: "v" * 512}, 200)]:
+        query = "?model=demo&" + urlencode({"metadata": json.dumps(metadata)})
+        answer, body = await _post(api, data, query=query)
+        assert answer == status, body
+        if status == 400:
+            assert body["error"]["param"] == "metadata", body
