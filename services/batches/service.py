@@ -131,9 +131,9 @@ class Expander:
                 await self._append_lines(created, plan[start : start + self.window])
             except (bus.BusError, TimeoutError):
                 raise
-            except Exception as exc:  # a line the expander cannot make: the rest are not made either
+            except Exception as exc:  # a line the expander cannot make: the batch fails from this window on
                 log.exception("batch %s: lines from %d on not made", batch_id, start)
-                made, error = await self._made_before(created, plan, start), f"line {start + 1}: {exc!r}"
+                made, error = start, f"lines from {start + 1} on could not be made jobs: {exc!r}"
                 break
             made = min(len(plan), start + self.window)
             self.lines += made - start
