@@ -83,7 +83,8 @@ class Expander:
             log.warning("batch %s: not handled (%r); again in %g s", subject.batch_id, exc, RETRY_AFTER)
             with contextlib.suppress(bus.BusError):
                 await delivery.nak(delay=RETRY_AFTER)
-        except Exception:  # a bug or a poison event: coming again would fail again, every ack wait, forever
+        # A poison event (its data cannot be used): coming again would fail again, every ack wait, forever.
+        except (ValueError, TypeError, KeyError, msgspec.MsgspecError):
             log.exception("batch %s: %s event not handled; dropped", subject.batch_id, subject.kind)
             with contextlib.suppress(bus.BusError):
                 await delivery.term()
