@@ -78,6 +78,8 @@ class JobsFold:
         """The job's status after an attempt's start, retry or end (ends are final)."""
         job = self.tables[JOBS.name].known.get(e.reply_id)
         if job is not None:
+            if isinstance(e, ReplyStarted) and job["status"] == "queued" and job["cancel_at"] is not None:
+                return  # cancelled before it started: the worker ends it unanswered (a batch counts it so)
             status = status_after(e, job["status"])
             if status != job["status"]:
                 job.update(status=status, updated_at=e.at)
