@@ -32,8 +32,12 @@ class Run:
     jobs: int
     tokens: int
     wall: float
-    cpu: float
+    cpu_by: dict[str, float]  # CPU seconds of each process of the path over the run
     ttft: list[float] = field(default_factory=list)
+
+    @property
+    def cpu(self) -> float:
+        return sum(self.cpu_by.values())
 
     @property
     def rate(self) -> float:
@@ -83,7 +87,9 @@ class RawChild:
         )
         await self.proc.stdin.drain()
         out = await self._line()
-        return Run(f"raw W={window or 'all'}", out["jobs"], out["completion"], out["wall"], out["cpu"])
+        return Run(
+            f"raw W={window or 'all'}", out["jobs"], out["completion"], out["wall"], {"engine": out["cpu"]}
+        )
 
     async def close(self) -> None:
         if self.proc is not None and self.proc.stdin is not None:
@@ -161,14 +167,23 @@ async def probes(
     return out
 
 
-def chatbus_pids(stack: Chatbus, extra: list[Any]) -> list[int]:
+def chatbus_pids(stack: Chatbus, batches: Any) -> dict[str, int]:
+    """chatbus's processes by name (start_chatbus starts the projector, then the API)."""
     assert stack.server.process is not None
-    return [
-        stack.server.process.pid,
-        *(s.pid for s in stack.services),
-        *(w.pid for w in stack.workers.values()),
-        *(e.pid for e in extra),
-    ]
+    projector, api = stack.services
+    (worker,) = stack.workers.values()
+    named = {"nats": stack.server.process, "projector": projector, "api": api, "worker": worker}
+    return {**{name: p.pid for name, p in named.items()}, "batches": batches.pid}
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each named process (and its children) so far."""
+    return {name: tree_cpu([pid]) for name, pid in pids.items()}
+
+
+def spent(before: dict[str, float], pids: dict[str, int]) -> dict[str, float]:
+    after = cpu_of(pids)
+    return {name: after[name] - before[name] for name in pids}
 
 
 async def jobs_run(
@@ -178,7 +193,7 @@ async def jobs_run(
     texts: list[str],
     tokens: int,
     ends: Ends,
-    pids: list[int],
+    pids: dict[str, int],
 ) -> Run:
     gate = asyncio.Semaphore(HTTP_IN_FLIGHT)
     params = {"max_new_tokens": tokens, "ignore_eos": True}
@@ -195,7 +210,7 @@ async def jobs_run(
                 raise RuntimeError(f"POST /v1/jobs: {resp.status} {body}")
             return str(body["job_id"]).partition("-")[2]
 
-    cpu, start = tree_cpu(pids), time.perf_counter()
+    cpu, start = cpu_of(pids), time.perf_counter()
     replies = set(await asyncio.gather(*(submit(t) for t in texts)))
     last = await ends.wait(replies)
     return Run(
@@ -203,7 +218,7 @@ async def jobs_run(
         len(replies),
         sum(ends.tokens.get(r, 0) for r in replies),
         last - start,
-        tree_cpu(pids) - cpu,
+        spent(cpu, pids),
     )
 
 
@@ -214,7 +229,7 @@ async def batch_run(
     texts: list[str],
     tokens: int,
     ends: Ends,
-    pids: list[int],
+    pids: dict[str, int],
     n_probes: int,
 ) -> Run:
     lines = [
@@ -233,7 +248,7 @@ async def batch_run(
         )
         for i, t in enumerate(texts)
     ]
-    cpu, start = tree_cpu(pids), time.perf_counter()
+    cpu, start = cpu_of(pids), time.perf_counter()
     async with http.post(
         f"{stack.base}/v1/batches",
         data="\n".join(lines).encode(),
@@ -262,4 +277,4 @@ async def batch_run(
     completion = sum(o["response"]["body"]["usage"]["completion_tokens"] for o in out)
     replies = {str(o["response"]["request_id"]).partition("-")[2] for o in out}  # request_id: the job id
     last = await ends.wait(replies)
-    return Run("chatbus batch", len(out), completion, last - start, tree_cpu(pids) - cpu, ttft)
+    return Run("chatbus batch", len(out), completion, last - start, spent(cpu, pids), ttft)

@@ -30,18 +30,22 @@ from services.llm_worker.continuous_batching import ContinuousBatchingEngine  # 
 from services.llm_worker.engine import EngineOutput, GenerationParams, Prompt  # noqa: E402
 
 
-def run(engine: ContinuousBatchingEngine, prompts: list[Prompt], tokens: int, window: int, tag: str) -> dict:
-    """Every prompt through the engine, at most `window` at once; totals and the wall/CPU time."""
+def run(engine: ContinuousBatchingEngine, texts: list[str], tokens: int, window: int, tag: str) -> dict:
+    """Every prompt through the engine, at most `window` at once; totals and the wall/CPU time.
+
+    The prompts are rendered by the chat template inside the timed run (chatbus's worker does that work
+    too), all first: rendering on the engine's thread would slow its steps.
+    """
     params = GenerationParams(
         max_new_tokens=tokens, temperature=TEMPERATURE, top_p=TOP_P, top_k=TOP_K, ignore_eos=True
     )
     lock, done = threading.Lock(), threading.Event()
     state = {"next": 0, "finished": 0, "completion": 0}
-    window = window or len(prompts)
+    window = window or len(texts)
 
     def submit_next() -> None:  # with `lock` held
         i = state["next"]
-        if i < len(prompts):
+        if i < len(texts):
             state["next"] = i + 1
             engine.submit(f"{tag}-{i}", prompts[i], params, on_output)
 
@@ -53,20 +57,21 @@ def run(engine: ContinuousBatchingEngine, prompts: list[Prompt], tokens: int, wi
                 print(f"{output.request_id} failed: {output.error}", file=sys.stderr, flush=True)
             state["completion"] += output.completion_tokens
             state["finished"] += 1
-            if state["finished"] == len(prompts):
+            if state["finished"] == len(texts):
                 done.set()
             else:
                 submit_next()
 
     cpu, start = time.process_time(), time.perf_counter()
+    prompts: list[Prompt] = [engine.build_prompt([{"role": "user", "content": text}]) for text in texts]
     with lock:
-        for _ in range(min(window, len(prompts))):
+        for _ in range(min(window, len(texts))):
             submit_next()
     if not done.wait(timeout=7200):
         raise RuntimeError("the engine did not finish within 2 hours")
     wall = time.perf_counter() - start
     return {
-        "jobs": len(prompts),
+        "jobs": len(texts),
         "completion": state["completion"],
         "wall": wall,
         "cpu": time.process_time() - cpu,
@@ -86,16 +91,15 @@ def main() -> None:
     )
     engine.start()
     try:
-        warm = [engine.build_prompt([{"role": "user", "content": "Say hello."}])] * 4
+        warm = ["Say hello."] * 4
         run(engine, warm, 8, 0, "warm")
         print(json.dumps({"ready": True}), flush=True)
         for number, line in enumerate(sys.stdin):
             if not line.strip():
                 continue
             job = json.loads(line)
-            prompts = [engine.build_prompt([{"role": "user", "content": p}]) for p in job["prompts"]]
             print(
-                json.dumps(run(engine, prompts, int(job["tokens"]), int(job["window"]), f"r{number}")),
+                json.dumps(run(engine, job["prompts"], int(job["tokens"]), int(job["window"]), f"r{number}")),
                 flush=True,
             )
     finally:

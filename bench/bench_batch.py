@@ -115,8 +115,8 @@ async def main(args: argparse.Namespace) -> None:
             if kinds & {"jobs", "batch"}:
                 stack = await start_chatbus(tmp, model_dir, cache_dir, [threads], capacity)
                 env = {**base_env(), "CHATBUS_NATS_URL": stack.server.url_for(), "CHATBUS_DATA_DIR": str(tmp)}
-                extra = [spawn([*processes.chatbus(), "batches"], env, tmp / "batches.log")]
-                pids = chatbus_pids(stack, extra)
+                batches = spawn([*processes.chatbus(), "batches"], env, tmp / "batches.log")
+                pids = chatbus_pids(stack, batches)
         alias = alias_for(threads)
         ends = Ends()
         async with aiohttp.ClientSession(

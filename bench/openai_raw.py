@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.llm_worker.continuous_batching import ContinuousBatchingEngine  # noqa: E402
 from services.llm_worker.engine import EngineConfig, EngineOutput, GenerationParams  # noqa: E402
+from services.llm_worker.engine_choice import CPU_KV_BLOCKS, transformers_choice  # noqa: E402
 from services.llm_worker.settings import WorkerSettings  # noqa: E402
 
 # Sampling when a job names none: chatbus's SamplingParams defaults (bench_openai.py sends them anyway).
@@ -34,14 +35,16 @@ TEMPERATURE, TOP_P, TOP_K = 0.7, 0.95, 50
 def engine_config(threads: int, small_step_threads: int = 0) -> EngineConfig:
     """The worker's engine configuration (run_worker builds it from WorkerSettings), with these threads."""
     defaults = WorkerSettings(model="")
+    choice = transformers_choice(defaults.dtype, defaults.quantization, device_type="cpu")
     return EngineConfig(
-        num_blocks=defaults.kv_blocks,
+        num_blocks=defaults.kv_blocks or CPU_KV_BLOCKS,
         page_size=defaults.kv_page_size,
         max_batch_tokens=defaults.max_batch_tokens,
         num_threads=threads or None,
         small_step_threads=small_step_threads,
         device=defaults.device,
-        dtype=defaults.dtype,
+        dtype=choice.dtype,
+        quantization=choice.quantization,
     )
 
 

@@ -47,9 +47,11 @@ def prepare_model(cache_dir: Path) -> tuple[Path, dict[str, Any]]:
         "import json, sys\n"
         "from services.llm_worker.sources import resolve_model\n"
         "from services.llm_worker.settings import WorkerSettings\n"
+        "from services.llm_worker.engine_choice import CPU_KV_BLOCKS\n"
         "w = WorkerSettings(model='')\n"
         f"path = resolve_model({MODEL_SOURCE!r}, {str(cache_dir)!r})\n"
-        "print(json.dumps({'path': str(path), 'kv_blocks': w.kv_blocks, 'kv_page_size': w.kv_page_size,"
+        "print(json.dumps({'path': str(path), 'kv_blocks': w.kv_blocks or CPU_KV_BLOCKS,"
+        " 'kv_page_size': w.kv_page_size,"
         " 'max_batch_tokens': w.max_batch_tokens, 'threads': w.threads, 'capacity': w.capacity,"
         " 'small_step_threads': w.small_step_threads}))\n"
     )

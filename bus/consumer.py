@@ -1,5 +1,11 @@
 """Durable pull-consumer loops: fetch up to the free capacity, hand each message to a task; several
-consumers (lanes) may share one pool of slots, each taking only below its own limit."""
+consumers (lanes) may share one pool of slots, each taking only below its own limit.
+
+A lane's fetch is a long poll: while it waits, the other lanes may fill the pool. So the limit is checked
+twice, before the fetch and again when its message arrives: a message that finds the pool at its lane's
+limit is handed back at once (nak, no delay: another puller, or this one once a slot frees, takes it).
+The pool never holds more than the highest limit, and a lower limit is never exceeded. A hand-back is a
+delivery like any other (JetStream counts it): it happens only in that race."""
 
 from __future__ import annotations
 
@@ -84,14 +90,9 @@ class _Pool:
         self.tasks: set[asyncio.Task[None]] = set()
         self.changed = asyncio.Event()
 
-    def may_fetch(self, lane: PullLane) -> bool:
-        """Whether `lane` may ask for a message now: fewer than its limit of tasks run.
-
-        A fetch brings at most one message. So beside one lane of limit `capacity`, lanes of lower limits
-        (fetching only while at most `capacity - 2` run) never make the pool hold more than `capacity`;
-        two lanes of the same full limit may both bring a message for the last slot (one over, for that
-        message's handling).
-        """
+    def may_take(self, lane: PullLane) -> bool:
+        """Whether `lane` may ask for a message now, or start one it got: fewer than its limit of tasks
+        run (checked again on arrival: the pool may have filled during the fetch's long poll)."""
         return len(self.tasks) < lane.limit
 
     async def wait_change(self) -> None:
@@ -148,7 +149,7 @@ async def _pull_lane(
 
     try:
         while not stop.is_set():
-            if not pool.may_fetch(lane):
+            if not pool.may_take(lane):
                 await pool.wait_change()
                 continue
             try:
@@ -165,6 +166,9 @@ async def _pull_lane(
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
+                if not pool.may_take(lane):  # the other lanes filled the pool during the poll
+                    await _hand_back(msg, spec.durable)
+                    continue
                 meta = msg.metadata
                 delivery = Delivery(msg=msg, stream_seq=meta.sequence.stream, attempt=meta.num_delivered)
                 task = asyncio.create_task(lane.handler(delivery))
@@ -172,3 +176,11 @@ async def _pull_lane(
                 task.add_done_callback(ended)
     finally:
         await sub.unsubscribe()
+
+
+async def _hand_back(msg: Msg, durable: str) -> None:
+    """Return a message no slot is free for, to be delivered again at once (to whoever has room)."""
+    try:
+        await msg.nak()
+    except (NatsError, ConnectionError) as exc:  # unanswered: it is redelivered after ack_wait
+        log.warning("handing a message of %s back failed: %s", durable, exc)

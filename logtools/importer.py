@@ -217,8 +217,8 @@ async def _chat_events(
                     f"{at}: image {sha256} was not uploaded by {user}: an import may show only images"
                     " its user may attach"
                 )
-        if isinstance(event, ReplyRequested):
-            event = msgspec.structs.replace(event, imported=True)
+        if isinstance(event, ReplyRequested):  # history: no worker answers it, it is no job nor batch line
+            event = msgspec.structs.replace(event, imported=True, job=None)
         out.append(event)
     if any(isinstance(event, ParticipantJoined) for event in out):
         paused = FloorPaused(event_id=new_id("e"), chat_id=out[0].chat_id, at=out[0].at, by=user)

@@ -36,13 +36,29 @@ class LineCounts(msgspec.Struct, frozen=True, kw_only=True):
     expired: int = 0
 
 
+class BatchError(msgspec.Struct, frozen=True, kw_only=True):
+    """Why a batch failed (OpenAI's batch error)."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(msgspec.Struct, frozen=True, kw_only=True):
+    """A failed batch's errors (OpenAI's shape)."""
+
+    object: str = "list"
+    data: list[BatchError]
+
+
 class Batch(msgspec.Struct, frozen=True, kw_only=True):
     """OpenAI's Batch object; times are unix seconds. `chatbus_counts` is chatbus's own."""
 
     id: str
     object: str = "batch"
     endpoint: str = CHAT_COMPLETIONS
-    errors: None = None
+    errors: BatchErrors | None = None  # why the batch failed
     input_file_id: str | None
     completion_window: str
     status: BatchStatus
@@ -73,11 +89,23 @@ class BatchList(msgspec.Struct, frozen=True, kw_only=True):
     has_more: bool
 
 
-Metadata = Annotated[dict[str, Annotated[str, msgspec.Meta(max_length=512)]], msgspec.Meta(max_length=16)]
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+# OpenAI's metadata: at most 16 keys of at most 64 characters, values of at most 512.
+Metadata = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(max_length=MAX_METADATA_KEY_CHARS)],
+        Annotated[str, msgspec.Meta(max_length=MAX_METADATA_VALUE_CHARS)],
+    ],
+    msgspec.Meta(max_length=MAX_METADATA_KEYS),
+]
 
 
-class CreateBatchRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """POST /v1/batches as JSON (what the openai SDK sends): a batch of an uploaded file's lines."""
+class CreateBatchRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """POST /v1/batches as JSON (what the openai SDK sends): a batch of an uploaded file's lines.
+
+    Fields chatbus does not implement (`output_expires_after`, ...) are taken and ignored, as the SDKs
+    send them (docs/batches.md)."""
 
     input_file_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
     endpoint: str = CHAT_COMPLETIONS
@@ -122,10 +150,12 @@ class OutputLine(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class InvalidBatchDetail(msgspec.Struct, frozen=True, kw_only=True):
-    """What was wrong with a batch's input: the first lines at fault (at most 20)."""
+    """What was wrong with a batch's input (OpenAI's error shape) and the first lines at fault (<= 20)."""
 
-    code: str = "invalid_batch"
     message: str
+    type: str = "invalid_request_error"
+    param: str | None = None
+    code: str = "invalid_batch"
     lines: list[LineError]
 
 

@@ -38,11 +38,14 @@ class BatchCreated(BatchEvent, frozen=True, kw_only=True, tag="batch.created"):
 
 
 class BatchExpanded(BatchEvent, frozen=True, kw_only=True, tag="batch.expanded"):
-    """Every line of the batch is a job now (or the batch was cancelled before the rest were made).
+    """Every line of the batch is a job now, or the expander stopped before the rest were made: the batch
+    was cancelled, its completion window passed (`expired`), or its lines could not be made (`error`).
 
     Subject `batch.<batch_id>.expanded`."""
 
-    lines: int  # how many lines were made jobs
+    lines: int  # how many lines were made jobs (the first `lines` of the input)
+    expired: bool = False  # the rest were not made: the completion window had passed
+    error: str = ""  # the rest were not made: why (the batch is `failed`)
 
 
 class BatchCancelled(BatchEvent, frozen=True, kw_only=True, tag="batch.cancelled"):

@@ -13,8 +13,10 @@ RESULTS_PAGE = 500  # lines a `batches.results` answer holds at most (one NATS r
 
 
 class BatchCounts(msgspec.Struct, frozen=True, kw_only=True):
-    """Endpoint `projector.batches.counts`: how many lines of each batch are in each status at `now`."""
+    """Endpoint `projector.batches.counts`: how many lines of each batch are in each status at `now`
+    (only the lines of `owner_id`'s jobs: the batches' owner)."""
 
+    owner_id: str
     batch_ids: list[str]
     now: datetime
     min_seq: int = 0
@@ -29,9 +31,11 @@ class BatchCountsAnswer(msgspec.Struct, frozen=True, kw_only=True):
 
 class BatchResults(msgspec.Struct, frozen=True, kw_only=True):
     """Endpoint `projector.batches.results`: a batch's ended lines in line order, from line `after` + 1;
-    `done` the answered ones (the output file), else the others (the errors file)."""
+    `done` the answered ones (the output file), else the others (the errors file); only the lines of
+    `owner_id`'s jobs (the batch's owner)."""
 
     batch_id: str
+    owner_id: str
     done: bool
     now: datetime
     after: int = -1

@@ -29,3 +29,9 @@ class WorkerPresence(msgspec.Struct, frozen=True, kw_only=True):
     # announced (a worker from before the cap). Asking more is refused by the API, clamped by the worker.
     max_new_tokens: int = 0
     batch_active: int = 0  # of `active`, the batches' lines (the batch lane, services/llm_worker/lanes.py)
+    # What runs the model: engine "transformers" or "llama.cpp"; dtype (float32, bfloat16, float16, or
+    # "gguf": the file's own types); quantization ("none", "int8", or the GGUF file's type such as "Q4_1").
+    # "": a worker from before these fields.
+    engine: str = ""
+    dtype: str = ""
+    quantization: str = ""

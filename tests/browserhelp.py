@@ -28,7 +28,7 @@ AXE = Path(__file__).parent / "vendor" / "axe-core-4.10.3.min.js"
 
 @asynccontextmanager
 async def chromium() -> AsyncIterator[Browser]:
-    """A headless Chromium for one test."""
+    """A headless Chromium (the tests share one: see `browser` in conftest.py)."""
     async with async_playwright() as p:
         launched = await p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield launched

@@ -179,3 +179,24 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     server.start()
     yield server
     server.stop()
+
+
+# ---------------------------------------------------------------- the browser tests' Chromium
+
+
+@pytest.fixture(scope="session")
+async def chromium_once() -> AsyncIterator[Any]:
+    """Debian's Chromium under Playwright, launched once for all the browser tests (a launch is ~2 s)."""
+    from tests.browserhelp import chromium
+
+    async with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+async def browser(chromium_once: Any) -> AsyncIterator[Any]:
+    """The session's Chromium for one test: whatever pages and contexts the test opened are closed after it,
+    so no page of an earlier test lingers (or keeps reconnecting to a stopped stack) into the next."""
+    yield chromium_once
+    for context in chromium_once.contexts:
+        await context.close()

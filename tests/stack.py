@@ -188,10 +188,11 @@ async def extra_worker(
 
 @contextlib.asynccontextmanager
 async def in_process_stack(
-    nbus: Bus, db: Path, model_dir: Path, api_settings: Any, capacity: int = 8
+    nbus: Bus, db: Path, model_dir: Path, api_settings: Any, capacity: int = 8, **worker_settings: Any
 ) -> AsyncIterator[tuple[str, Any]]:
-    """Projector, a demo worker (alias `demo`), the image store and the API on a real port, all in this
-    process against `nbus`; yields the API's base URL and the worker."""
+    """Projector, a demo worker (alias `demo`; other WorkerSettings fields as `worker_settings` say), the
+    image store and the API on a real port, all in this process against `nbus`; yields the API's base URL
+    and the worker."""
     from aiohttp.test_utils import TestServer
 
     from services.api import create_app
@@ -204,7 +205,9 @@ async def in_process_stack(
 
     stop = asyncio.Event()
     engine = await asyncio.to_thread(ContinuousBatchingEngine.from_pretrained, str(model_dir), EngineConfig())
-    settings = WorkerSettings(model=str(model_dir), alias="demo", capacity=capacity)
+    settings = msgspec.structs.replace(
+        WorkerSettings(model=str(model_dir), alias="demo", capacity=capacity), **worker_settings
+    )
     worker = Worker(settings, nbus, engine, engine.tokenizer)
     tasks = [
         asyncio.create_task(run_projector(nbus, db, stop)),

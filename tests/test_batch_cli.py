@@ -84,3 +84,57 @@ async def test_submit_wait_out_writes_every_custom_id_once(
         assert code == 1 and "line 3 (req-0)" in stderr, stderr
     code, _, stderr = await _chatbus(base, "", "batch", "list")
     assert code == 2 and "No API key" in stderr
+
+
+async def test_submit_wait_rides_out_brief_api_failures(
+    nbus: Bus, tmp_path: Path, demo_model_dir: Path
+) -> None:
+    """Between the CLI and the API, a proxy that answers the first poll 503, cuts the second poll's
+    connection and answers the first download 502: the CLI retries each, says so, and writes every line."""
+    from aiohttp import ClientSession, web
+
+    keys = await users(nbus)
+    infile, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    infile.write_bytes(jsonl(5))
+    polls, downloads = [], []
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if request.method == "GET" and path.startswith("/v1/batches/"):
+            seen = downloads if path.endswith("/output") else polls
+            seen.append(path)
+            if seen is polls and len(polls) == 1:
+                return web.json_response({"error": {"message": "bus away"}}, status=503)
+            if seen is polls and len(polls) == 2 and request.transport is not None:
+                request.transport.abort()  # the connection cut, no answer at all
+                return web.Response()
+            if seen is downloads and len(downloads) == 1:
+                return web.json_response({"error": {"message": "restarting"}}, status=502)
+        async with (
+            ClientSession() as session,
+            session.request(
+                request.method, f"{base}{request.path_qs}", headers=request.headers, data=await request.read()
+            ) as answer,
+        ):
+            return web.Response(
+                body=await answer.read(), status=answer.status, content_type=answer.content_type
+            )
+
+    async with batch_stack(nbus, tmp_path, demo_model_dir) as base:
+        proxy = web.Application()
+        proxy.router.add_route("*", "/{tail:.*}", forward)
+        runner = web.AppRunner(proxy)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        try:
+            code, stdout, stderr = await _chatbus(
+                f"http://127.0.0.1:{port}", keys["ann"], "batch", "submit", str(infile), "--out", str(out)
+            )
+        finally:
+            await runner.cleanup()
+    assert code == 0, stderr
+    assert "503 bus away; retrying in 1 s" in stderr and "retrying in 2 s" in stderr, stderr
+    assert "502 restarting; retrying in 1 s" in stderr, stderr
+    assert [line["custom_id"] for line in _read(out)] == [f"req-{i}" for i in range(5)]

@@ -93,7 +93,7 @@ async def test_a_cancelled_batch_ends_cancelled_and_its_errors_file_lists_the_li
     counts = ended["chatbus_counts"]
     assert counts["cancelled"] >= 1 and counts["queued"] == counts["processing"] == 0
     assert len(errors) == counts["cancelled"] and len(output) == counts["done"]
-    assert {line["error"]["code"] for line in errors} == {"cancelled"}
+    assert {line["error"]["code"] for line in errors} == {"batch_cancelled"}
     assert all(line["response"] is None for line in errors)
     named = Counter(line["custom_id"] for line in output + errors)
     assert set(named.values()) == {1}

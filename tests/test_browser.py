@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, Page
 
 import bus
@@ -15,14 +13,8 @@ from bus import Bus
 from identity.sessions import set_password
 from schemas.chat import ReplyCompleted, ReplyRequested
 from schemas.ids import new_id
-from tests.browserhelp import PASSWORD, axe, chromium, log_in
+from tests.browserhelp import PASSWORD, axe, log_in
 from tests.stack import Client
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def _assistant_text(page: Page) -> str:

@@ -6,10 +6,8 @@ whisker per voted model, its filters asking the route again."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, Page, Request, Response, Route
 
 import bus
@@ -19,7 +17,7 @@ from identity.sessions import set_password
 from schemas.arena import PoolSet
 from schemas.chat import ArenaContinued, ArenaVoted, ReplyRequested
 from schemas.ids import new_id
-from tests.browserhelp import PASSWORD, axe, chromium, log_in, serious
+from tests.browserhelp import PASSWORD, axe, log_in, serious
 from tests.stack import Client, chat_events, extra_worker, in_process_stack, wait_event
 
 ALIASES = ("kestrel", "osprey")  # distinctive, so a substring search of the page means something
@@ -27,12 +25,6 @@ LONG = {"max_new_tokens": 600, "ignore_eos": True}
 COLUMNS = "#messages .compare .column"
 STREAMING = "sels => sels.every(s => (document.querySelector(s)?.textContent || '').length > 20)"
 PAGE_SOURCE = "() => document.documentElement.outerHTML"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def _pool(nbus: Bus, *include: str) -> None:

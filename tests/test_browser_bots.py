@@ -4,24 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, Page
 
 from bus import Bus
 from identity.sessions import set_password
 from schemas.bot import BotCreated, BotDeleted, BotUpdated
 from schemas.streams import BOTS
-from tests.browserhelp import PASSWORD, axe, chromium, events_of, log_in, serious
+from tests.browserhelp import PASSWORD, axe, events_of, log_in, serious
 from tests.stack import Client
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 async def _fill_bot(page: Page, **fields: str) -> None:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from playwright.async_api import Browser, Page
 
 from bus import Bus
@@ -30,7 +29,7 @@ from schemas.chat import (
 )
 from schemas.streams import CHAT
 from services.conductor import run_conductor
-from tests.browserhelp import PASSWORD, axe, chromium, events_of, log_in, serious
+from tests.browserhelp import PASSWORD, axe, events_of, log_in, serious
 from tests.stack import Client, extra_worker
 
 FAST = {"max_new_tokens": 8}
@@ -42,12 +41,6 @@ AT_END = (  # scrolled down, to the end
     " return l.scrollTop > 0 && l.scrollHeight - l.scrollTop - l.clientHeight < 48; }"
 )
 ENDED = "n => document.querySelectorAll('#messages .msg.assistant[data-status]').length === n"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as launched:
-        yield launched
 
 
 @contextlib.asynccontextmanager
@@ -264,11 +257,11 @@ async def test_side_by_side_columns_stream_together_and_one_is_picked(
         await page.wait_for_selector("#composer:not([hidden])")
         chat_id = page.url.split("chat=")[1]
 
-        # Long answers: both columns stream at the same time.
+        # Long answers (long enough to be seen mid-way, not longer): both columns stream at the same time.
         status, posted = await ann.call(
             "POST",
             f"/v1/chats/{chat_id}/messages",
-            json={"content": "Which is better?", "params": {"max_new_tokens": 1000, "ignore_eos": True}},
+            json={"content": "Which is better?", "params": {"max_new_tokens": 300, "ignore_eos": True}},
         )
         assert status == 202 and len(posted["reply_ids"]) == 2, posted
         left, right = (f"#node-{r}" for r in posted["reply_ids"])

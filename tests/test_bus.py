@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import msgspec
 import pytest
+from nats.js.errors import NotFoundError
 
 import bus
 import schemas
 from bus import Bus, ConcurrencyConflict, Credentials, EmbeddedServer, ServerConfig
 from schemas.chat import ChatCreated, ChatRenamed, ReplyCompleted, ReplyStarted
 from schemas.ids import new_id
-from schemas.streams import worker_consumer
+from schemas.streams import batch_worker_consumer, worker_consumer
 
 
 def _created(chat_id: str) -> ChatCreated:
@@ -194,3 +196,61 @@ async def test_accounts_added_to_a_running_server_work_and_keep_the_others(tmp_p
         await second.close()
     finally:
         server.stop()
+
+
+async def _waiting(nbus: Bus, durable: str) -> None:
+    """Until `durable` has a pull request waiting (its lane's long poll is open)."""
+    for _ in range(200):
+        with contextlib.suppress(NotFoundError):  # not declared yet
+            if (await nbus.js.consumer_info("CHAT", durable)).num_waiting:
+                return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{durable} never fetched")
+
+
+async def test_a_message_arriving_on_a_pending_fetch_of_a_full_lane_is_handed_back(nbus: Bus) -> None:
+    """Two lanes, capacity 2, the batch lane's limit 1: a batch message arriving on a fetch opened while the
+    pool was empty never runs once people hold a slot, and the pool never holds more than 2."""
+    people, batch = worker_consumer("pool1", ack_wait=5), batch_worker_consumer("pool1", ack_wait=5)
+    release, running, ran = asyncio.Event(), [0], []
+    most = [0]
+
+    async def handle(delivery: bus.Delivery) -> None:
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        ran.append((delivery.msg.subject.split(".")[3], delivery.attempt, running[0]))
+        try:
+            if not delivery.msg.subject.endswith(".batch"):
+                await release.wait()
+        finally:
+            running[0] -= 1
+        await delivery.ack()
+
+    stop = asyncio.Event()
+    lanes = [bus.PullLane(people, handle, 2), bus.PullLane(batch, handle, 1)]
+    pulling = asyncio.create_task(bus.pull_lanes(nbus.js, lanes, stop=stop, fetch_timeout=3.0))
+    try:
+        await _waiting(nbus, batch.durable)  # opened with the pool empty: it may take a line ...
+        await bus.append_raw(nbus.js, "chat.c.reply.p1.requested.pool1", b"{}", msg_id="p1")
+        await _waiting(nbus, people.durable)
+        assert [r[0] for r in ran] == ["p1"]
+        await bus.append_raw(nbus.js, "chat.c.reply.b1.requested.pool1.batch", b"{}", msg_id="b1")
+        await asyncio.sleep(0.5)  # ... but a person holds the batch lane's one slot: handed back
+        assert [r[0] for r in ran] == ["p1"]
+        await bus.append_raw(nbus.js, "chat.c.reply.p2.requested.pool1", b"{}", msg_id="p2")
+        for _ in range(100):  # the second person finds the reserved slot free
+            if len(ran) == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert [r[0] for r in ran] == ["p1", "p2"]
+        release.set()
+        for _ in range(300):
+            if len(ran) == 3:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await asyncio.wait_for(pulling, 15)
+    assert most[0] == 2
+    (line,) = [r for r in ran if r[0] == "b1"]
+    assert line[1] == 2  # delivered again after the hand-back, once the people were done

@@ -114,6 +114,11 @@ async def quiet(nbus: Bus, chat_id: str, seconds: float = 1.5) -> ChatState:
         state = later
 
 
+async def _quiet_all(nbus: Bus, chat_ids: list[str]) -> list[ChatState]:
+    """Each chat's state once nothing happened in it for the quiet time: the chats watched at once."""
+    return list(await asyncio.gather(*(quiet(nbus, chat_id) for chat_id in chat_ids)))
+
+
 def assert_a_chain(state: ChatState, speakers: list[str]) -> None:
     """Exactly these turns, in order, each following the one before (no turn skipped or doubled)."""
     asked = requests(state)
@@ -324,7 +329,7 @@ async def test_a_conductor_killed_mid_conversation_and_restarted_skips_and_doubl
             proc = spawn(["conductor"], nats_url, tmp_path / "conductor-2.log")
             for chat_id in chats:
                 await until(nbus, chat_id, lambda s: done(s) >= 16, timeout=90)
-            states = [await quiet(nbus, chat_id) for chat_id in chats]
+            states = await _quiet_all(nbus, chats)
     finally:
         stop_process(proc)
     for state in states:
@@ -341,7 +346,7 @@ async def test_two_conductors_at_once_never_double_a_turn(nbus: Bus, nats_url: s
                 await post(nbus, chat_id, "Begin.")
             for chat_id in chats:
                 await until(nbus, chat_id, lambda s: done(s) >= 12, timeout=90)
-            states = [await quiet(nbus, chat_id) for chat_id in chats]
+            states = await _quiet_all(nbus, chats)
     finally:
         for proc in procs:
             stop_process(proc)

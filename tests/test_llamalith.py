@@ -20,6 +20,7 @@ from schemas.api_jobs import JobBody
 from schemas.api_llamalith import LLAMALITH_STATUS, LLAMALITH_STATUSES
 from schemas.chat import ReplyRequested
 from schemas.job_status import JOB_STATUSES, JobError, WebhookInfo
+from schemas.sampling import SamplingParams
 from services.api import ApiSettings
 from services.api.routes_llamalith import llamalith_job
 from tests.stack import chat_events, in_process_stack
@@ -82,10 +83,9 @@ async def n8n(nbus: Bus, tmp_path: Path, demo_model_dir: Path) -> AsyncIterator[
         await add_user(nbus.js, user)
     key = (await issue_key(nbus.js, "ann"))[1]
     settings = ApiSettings(default_model="demo")
-    async with in_process_stack(nbus, tmp_path / "read.duckdb", demo_model_dir, settings, capacity=4) as (
-        base,
-        _,
-    ):
+    short = SamplingParams(max_new_tokens=16)  # a job's length is not the point (256 tokens each took 13 s)
+    db = tmp_path / "read.duckdb"
+    async with in_process_stack(nbus, db, demo_model_dir, settings, capacity=4, defaults=short) as (base, _):
         async with aiohttp.ClientSession() as session:
             yield N8n(base, session, key)
 

@@ -40,6 +40,15 @@ def test_the_documented_example_loads() -> None:
         ('[models.a]\nsource = "x"\n[models.a.sampling]\ntemperature = 9\n', "models.a.sampling.temperature"),
         ('[models.a]\nsource = "x"\n[models.a.engine]\ndevice = "gpu"\n', "models.a.engine.device"),
         ('[models.a]\nsource = "x"\n[models.a.engine]\ndtype = "int3"\n', "models.a.engine.dtype"),
+        ('[models.a]\nsource = "x"\n[models.a.engine]\nengine = "vllm"\n', "models.a.engine.engine"),
+        (
+            '[models.a]\nsource = "x"\n[models.a.engine]\nquantization = "int4"\n',
+            "models.a.engine.quantization",
+        ),
+        (
+            '[models.a]\nsource = "x"\n[models.a.engine]\nquantisation = "int8"\n',
+            "models.a.engine.quantisation: unknown",
+        ),
         ("[models.a]\nimages = true\n", "models.a: Object missing required field `source`"),
         ('[models."two words"]\nsource = "x"\n', "models.two words: an alias is"),
         ('model = "x"\n', "model: unknown key"),

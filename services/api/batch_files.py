@@ -5,6 +5,7 @@ virtual files `<batch_id>-output` / `<batch_id>-errors` whose content is built f
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import msgspec
@@ -25,8 +26,10 @@ from services.api.batches import ERRORS_SUFFIX, OUTPUT_SUFFIX, BatchLog, ended_l
 from services.api.errors import ApiError
 from services.api.keys import BUS, SETTINGS
 
+log = logging.getLogger(__name__)
 JSONL = "application/jsonl"
 _encoder = msgspec.json.Encoder()
+_CODES = {"cancelled": "batch_cancelled", "expired": "batch_expired"}  # OpenAI's words
 _WHY = {
     "cancelled": "the batch was cancelled before this line finished",
     "expired": "the batch's completion window passed before this line finished",
@@ -37,7 +40,7 @@ def output_line(result: LineResult) -> OutputLine:
     """A line of the output file (answered) or the errors file (ended without an answer)."""
     line_id = f"batch_req_{result.reply_id}"
     if result.status != "done":
-        code = result.status if result.status in _WHY else (result.code or "error")
+        code = _CODES.get(result.status) or result.code or "error"
         failure = LineFailure(code=code, message=_WHY.get(result.status) or result.error or "the line failed")
         return OutputLine(id=line_id, custom_id=result.custom_id, response=None, error=failure)
     body = ChatCompletion(
@@ -60,12 +63,27 @@ def output_line(result: LineResult) -> OutputLine:
     return OutputLine(id=line_id, custom_id=result.custom_id, response=response, error=None)
 
 
-async def send_results(request: web.Request, batch_id: str, done: bool) -> web.StreamResponse:
-    """Stream a batch's output (done) or errors file as JSONL, in line order: what has ended so far."""
+async def send_results(request: web.Request, batch: BatchLog, done: bool) -> web.StreamResponse:
+    """Stream a batch's output (done) or errors file as JSONL, in line order: what has ended so far.
+
+    The first page is read before the 200 starts (a projector that does not answer is a 503, not an
+    empty file); a later page that fails ends the connection without a clean end, so a client sees a
+    broken download rather than a short one."""
+    batch_id = batch.created.batch_id
+    lines = ended_lines(request, batch_id, batch.created.owner_id, done)
+    first = await anext(lines, None)
     response = web.StreamResponse(headers={"Content-Type": JSONL})
     await response.prepare(request)
-    async for result in ended_lines(request, batch_id, done):
-        await response.write(_encoder.encode(output_line(result)) + b"\n")
+    try:
+        if first is not None:
+            await response.write(_encoder.encode(output_line(first)) + b"\n")
+            async for result in lines:
+                await response.write(_encoder.encode(output_line(result)) + b"\n")
+    except (ApiError, bus.BusError, TimeoutError) as exc:
+        log.warning("batch %s: download cut short: %r", batch_id, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await response.write_eof()
     return response
 
@@ -166,6 +184,15 @@ async def upload_file(request: web.Request, owner_id: str) -> FileUploaded:
 
 async def _read_parts(request: web.Request, limit: int) -> tuple[str, str, bytes]:
     """The `purpose`, the file's name and its bytes from a multipart body (413 past `limit` bytes)."""
+    try:
+        return await _parts_of(request, limit)
+    except ValueError as exc:  # aiohttp's word for a body that is not the multipart it says it is
+        raise ApiError(
+            400, "invalid_request_error", f"not a readable multipart/form-data body: {exc}", param="file"
+        ) from None
+
+
+async def _parts_of(request: web.Request, limit: int) -> tuple[str, str, bytes]:
     purpose, filename, data = "", "", b""
     reader = await request.multipart()
     async for part in reader:

@@ -25,12 +25,16 @@ from schemas.batch_lines import (
     read_envelope,
 )
 from schemas.openai import ChatCompletionRequest, ImagePart, InputMessage
+from schemas.presence import WorkerPresence
 from services.api.errors import ApiError, json_response
-from services.api.keys import MODEL_DEFAULTS, SETTINGS
+from services.api.keys import BUS, SETTINGS
 from services.api.openai_request import check_supported, decode_naming_field, read_turns, sampling_of
+from services.api.presence import Served, live_workers, served_from
 
 JSONL_TYPES = frozenset({"application/jsonl", "application/x-ndjson", "text/jsonl"})
 PLAIN_TYPES = frozenset({"text/plain"})
+MAX_BATCH_MODELS = 16  # distinct models one batch may name (each resolved once, from one presence read)
+NO_RETRY = {"x-should-retry": "false"}  # the openai SDKs retry a 409 unless told not to
 
 
 class BatchRefused(Exception):
@@ -45,7 +49,8 @@ class BatchRefused(Exception):
         detail = InvalidBatchDetail(
             code=self.code, message=self.message, lines=self.lines[:MAX_LISTED_ERRORS]
         )
-        return json_response(InvalidBatch(error=detail), status=self.status)
+        headers = NO_RETRY if self.status == 409 else None
+        return json_response(InvalidBatch(error=detail), status=self.status, headers=headers)
 
 
 async def read_limited(request: web.Request) -> bytes:
@@ -81,6 +86,8 @@ class Checked:
     errors: list[LineError] = field(default_factory=list)
     unserved: list[LineError] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    workers: list[WorkerPresence] | None = None  # one presence read for the whole batch
+    served: dict[str, Served | None] = field(default_factory=dict)  # each model named, resolved once
 
 
 async def check_input(request: web.Request, raw: bytes, plain: bool, model: str) -> list[PlanLine]:
@@ -98,10 +105,15 @@ async def check_input(request: web.Request, raw: bytes, plain: bool, model: str)
         )
     checked = Checked()
     for index, (number, text) in enumerate(lines):
-        if plain:
-            body = ChatCompletionRequest(
-                model=model, messages=[InputMessage(role="user", content=text.decode("utf-8", "replace"))]
+        try:
+            content = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            checked.errors.append(
+                LineError(line=number, message=f"not UTF-8 text: {exc.reason} at byte {exc.start}")
             )
+            continue
+        if plain:
+            body = ChatCompletionRequest(model=model, messages=[InputMessage(role="user", content=content)])
             await _check_line(request, checked, index, number, plain_custom_id(number), body)
             continue
         envelope = read_envelope(number, text)
@@ -118,8 +130,6 @@ async def check_input(request: web.Request, raw: bytes, plain: bool, model: str)
             checked.errors.append(_fault(number, envelope.custom_id, _body_param(exc.param), exc.message))
             continue
         await _check_line(request, checked, index, number, envelope.custom_id, body)
-        if len(checked.errors) >= MAX_LISTED_ERRORS:
-            break
     if checked.errors:
         raise BatchRefused(
             400, "invalid_batch", f"{_count(checked.errors)} at fault; nothing was stored", checked.errors
@@ -152,7 +162,7 @@ async def _check_line(
                 raise ApiError(
                     400, "invalid_request_error", "images are not taken in batches", param=f"messages[{i}]"
                 )
-        served = await request.app[MODEL_DEFAULTS].of(body.model)
+        served = await _served(request, checked, body.model)
         if served is None:
             checked.unserved.append(
                 _fault(number, custom_id, "model", f"no worker serves {body.model!r} now")
@@ -177,6 +187,21 @@ async def _check_line(
             turns=[PlanTurn(role=t.role, content=t.content) for t in turns],
         )
     )
+
+
+async def _served(request: web.Request, checked: Checked, alias: str) -> Served | None:
+    """How `alias` is served now, from one presence read per batch (each model resolved once; a batch
+    naming more than MAX_BATCH_MODELS models is refused: each would be a KV scan otherwise)."""
+    if alias in checked.served:
+        return checked.served[alias]
+    if len(checked.served) >= MAX_BATCH_MODELS:
+        raise ApiError(
+            400, "invalid_value", f"a batch may name at most {MAX_BATCH_MODELS} models", param="model"
+        )
+    if checked.workers is None:
+        checked.workers = await live_workers(request.app[BUS].js)
+    checked.served[alias] = served = served_from(checked.workers, alias)
+    return served
 
 
 def _with_model(body: msgspec.Raw, model: str) -> bytes:

@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import msgspec
 from aiohttp import web
 
 import bus
 import schemas
 from bus import JetStream
 from identity.accounts import Principal
-from schemas.api_batches import Batch, BatchStatus, LineCounts, RequestCounts
+from schemas.api_batches import Batch, BatchError, BatchErrors, BatchStatus, LineCounts, RequestCounts
 from schemas.batch import BatchCancelled, BatchCreated, BatchExpanded
 from schemas.batch_lines import PlanLine, encode_plan
 from schemas.batch_queries import BatchCounts, BatchCountsAnswer, BatchResults, BatchResultsAnswer, LineResult
@@ -139,10 +140,10 @@ async def owned_batches(js: JetStream, principal: Principal) -> list[BatchCreate
     return mine
 
 
-async def line_counts(request: web.Request, batch_ids: list[str]) -> BatchCountsAnswer:
-    """How far the lines of these batches are, as of the log's end now (read your writes)."""
+async def line_counts(request: web.Request, owner_id: str, batch_ids: list[str]) -> BatchCountsAnswer:
+    """How far the lines of these batches of `owner_id` are, as of the log's end now (read your writes)."""
     min_seq = await bus.last_seq(request.app[BUS].js, CHAT.name)
-    question = BatchCounts(batch_ids=batch_ids, now=schemas.now(), min_seq=min_seq)
+    question = BatchCounts(owner_id=owner_id, batch_ids=batch_ids, now=schemas.now(), min_seq=min_seq)
     return await query(request, "batches.counts", question, BatchCountsAnswer)
 
 
@@ -151,20 +152,39 @@ def _unix(at: datetime | None) -> int | None:
 
 
 def batch_body(log: BatchLog, counts: LineCounts, last_ended: datetime | None, now: datetime) -> Batch:
-    """The OpenAI Batch object of a batch, its status from its events and its lines' counts."""
-    created = log.created
+    """The OpenAI Batch object of a batch, its status from its events and its lines' counts.
+
+    A batch has ended once it is expanded and each line made is counted ended (none queued or
+    processing). Lines never made count `expired` (the window passed first) or `error` (the expander
+    could not make them: the batch is `failed`). A cancel that came after every line had ended changes
+    nothing: the batch stays completed."""
+    created, expanded = log.created, log.expanded
+    made = expanded.lines if expanded is not None else created.lines  # lines counted once all ended
+    if expanded is not None and made < created.lines and (expanded.expired or expanded.error):
+        unmade, made = created.lines - made, created.lines
+        if expanded.expired:
+            counts = msgspec.structs.replace(counts, expired=counts.expired + unmade)
+        else:
+            counts = msgspec.structs.replace(counts, error=counts.error + unmade)
     failed = counts.error + counts.cancelled + counts.expired
-    ended = counts.done + failed
-    made = log.expanded.lines if log.expanded is not None else created.lines
-    all_ended = log.expanded is not None and ended >= made
+    open_lines = counts.queued + counts.processing
+    all_ended = expanded is not None and open_lines == 0 and counts.done + failed >= made
     status: BatchStatus = "in_progress"
     times: dict[str, int | None] = {}
     end_at = _unix(last_ended) or _unix(now)
-    if log.cancelled is not None:
-        times["cancelling_at"] = _unix(log.cancelled.at)
+    cancelled = log.cancelled
+    if cancelled is not None and all_ended and last_ended is not None and last_ended <= cancelled.at:
+        cancelled = None  # it had ended before the cancel: completed
+    errors = None
+    if expanded is not None and expanded.error:
+        errors = BatchErrors(data=[BatchError(code="batch_failed", message=expanded.error)])
+    if cancelled is not None:
+        times["cancelling_at"] = _unix(cancelled.at)
         status = "cancelled" if all_ended else "cancelling"
         if all_ended:
-            times["cancelled_at"] = max(end_at or 0, _unix(log.cancelled.at) or 0)
+            times["cancelled_at"] = max(end_at or 0, _unix(cancelled.at) or 0)
+    elif all_ended and errors is not None:
+        status, times["failed_at"] = "failed", end_at
     elif all_ended:
         deadline = created.deadline_at
         if counts.expired and deadline is not None and deadline <= now:
@@ -174,6 +194,7 @@ def batch_body(log: BatchLog, counts: LineCounts, last_ended: datetime | None, n
     return Batch(
         id=created.batch_id,
         endpoint=created.endpoint,
+        errors=errors,
         input_file_id=created.input_file_id or None,
         completion_window=created.completion_window,
         status=status,
@@ -191,24 +212,29 @@ def batch_body(log: BatchLog, counts: LineCounts, last_ended: datetime | None, n
 
 
 async def batch_bodies(request: web.Request, logs: list[BatchLog]) -> list[Batch]:
-    """The Batch objects of these batches, with one counts query for all."""
-    answer = await line_counts(request, [log.created.batch_id for log in logs])
+    """The Batch objects of these batches, with one counts query for each owner's (one, but for admins)."""
+    owners: dict[str, list[str]] = {}
+    for log in logs:
+        owners.setdefault(log.created.owner_id, []).append(log.created.batch_id)
+    answers = {owner: await line_counts(request, owner, ids) for owner, ids in owners.items()}
     now = schemas.now()
-    return [
-        batch_body(
-            log,
-            answer.counts.get(log.created.batch_id, LineCounts()),
-            answer.last_ended.get(log.created.batch_id),
-            now,
-        )
-        for log in logs
-    ]
+    bodies = []
+    for log in logs:
+        answer, batch_id = answers[log.created.owner_id], log.created.batch_id
+        counts = answer.counts.get(batch_id, LineCounts())
+        bodies.append(batch_body(log, counts, answer.last_ended.get(batch_id), now))
+    return bodies
 
 
 async def cancel_batch(js: JetStream, log: BatchLog, by: str, body: Batch) -> None:
     """Append `batch.cancelled` once (fenced); 409 when the batch has already ended."""
     if body.status in ("completed", "expired", "failed", "cancelled"):
-        raise ApiError(409, "batch_finished", f"the batch has already ended ({body.status})")
+        raise ApiError(
+            409,
+            "batch_finished",
+            f"the batch has already ended ({body.status})",
+            headers={"x-should-retry": "false"},  # the openai SDKs retry a 409 unless told not to
+        )
     if log.cancelled is not None:
         return
     event = BatchCancelled(event_id=new_id("e"), batch_id=log.created.batch_id, at=schemas.now(), by=by)
@@ -218,12 +244,16 @@ async def cancel_batch(js: JetStream, log: BatchLog, by: str, body: Batch) -> No
         pass  # cancelled at the same moment by another request: once is enough
 
 
-async def ended_lines(request: web.Request, batch_id: str, done: bool) -> AsyncIterator[LineResult]:
+async def ended_lines(
+    request: web.Request, batch_id: str, owner_id: str, done: bool
+) -> AsyncIterator[LineResult]:
     """A batch's ended lines in line order (answered ones, or the others), a page at a time."""
     min_seq = await bus.last_seq(request.app[BUS].js, CHAT.name)
     after = -1
     while True:
-        question = BatchResults(batch_id=batch_id, done=done, now=schemas.now(), after=after, min_seq=min_seq)
+        question = BatchResults(
+            batch_id=batch_id, owner_id=owner_id, done=done, now=schemas.now(), after=after, min_seq=min_seq
+        )
         page = await query(request, "batches.results", question, BatchResultsAnswer)
         for item in page.items:
             yield item

@@ -74,6 +74,10 @@ def openai_error_response(
     return json_response(body, status=status, headers=headers)
 
 
+# Paths under which no route matched still answer in OpenAI's shape (a 404 of the SDKs' own calls).
+OPENAI_PATHS = ("/v1/batches/", "/v1/files/")
+
+
 def _render(
     request: web.Request,
     status: int,
@@ -84,6 +88,8 @@ def _render(
 ) -> web.Response:
     """An error in the dialect of the route asked for: OpenAI's on its compatible routes, else ErrorBody."""
     route = request.match_info.route
+    if route.name is None and request.path.startswith(OPENAI_PATHS):
+        return openai_error_response(status, code, message, headers, param)  # no route: aiohttp's 404
     if route.name is not None and route.name in request.app.get(OPENAI_ROUTES, ()):
         return openai_error_response(status, code, message, headers, param)
     return error_response(status, code, message, headers)

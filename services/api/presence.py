@@ -59,9 +59,12 @@ class Served:
 async def model_defaults(js: JetStream, alias: str) -> Served | None:
     """The default sampling of `alias` (its longest-running live worker's) and the smallest cap its
     workers announce; None when no worker serves it."""
-    workers = sorted(
-        (w for w in await live_workers(js, alias) if w.alias == alias), key=lambda w: w.started_at
-    )
+    return served_from(await live_workers(js, alias), alias)
+
+
+def served_from(live: list[WorkerPresence], alias: str) -> Served | None:
+    """How `alias` is served by these live workers (`model_defaults` of one presence read)."""
+    workers = sorted((w for w in live if w.alias == alias), key=lambda w: w.started_at)
     if not workers:
         return None
     caps = [w.max_new_tokens for w in workers if w.max_new_tokens]

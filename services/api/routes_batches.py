@@ -136,13 +136,13 @@ async def cancel(request: web.Request) -> web.StreamResponse:
 async def output(request: web.Request) -> web.StreamResponse:
     """GET /v1/batches/{batch_id}/output: the answered lines as JSONL, in line order."""
     log = await own_batch(request.app[BUS].js, request.match_info["batch_id"], principal_of(request))
-    return await send_results(request, log.created.batch_id, done=True)
+    return await send_results(request, log, done=True)
 
 
 async def errors(request: web.Request) -> web.StreamResponse:
     """GET /v1/batches/{batch_id}/errors: the lines that failed, expired or were cancelled, as JSONL."""
     log = await own_batch(request.app[BUS].js, request.match_info["batch_id"], principal_of(request))
-    return await send_results(request, log.created.batch_id, done=False)
+    return await send_results(request, log, done=False)
 
 
 async def create_file(request: web.Request) -> web.StreamResponse:
@@ -161,7 +161,7 @@ async def get_file_content(request: web.Request) -> web.StreamResponse:
     js = request.app[BUS].js
     found = await own_file(js, request.match_info["file_id"], principal_of(request))
     if found.batch is not None:
-        return await send_results(request, found.batch.created.batch_id, done=found.done)
+        return await send_results(request, found.batch, done=found.done)
     return web.Response(body=await file_content(js, found.body.id), content_type=JSONL)
 
 

@@ -36,7 +36,7 @@ from schemas.streams import (
     CHAT,
     ConsumerSpec,
 )
-from schemas.subjects import BatchSubject, batch_event, one_chat, parse_batch_subject
+from schemas.subjects import BatchSubject, batch_event, chat_event, one_chat, parse_batch_subject
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -83,6 +83,11 @@ class Expander:
             log.warning("batch %s: not handled (%r); again in %g s", subject.batch_id, exc, RETRY_AFTER)
             with contextlib.suppress(bus.BusError):
                 await delivery.nak(delay=RETRY_AFTER)
+        # A poison event (its data cannot be used): coming again would fail again, every ack wait, forever.
+        except (ValueError, TypeError, KeyError, msgspec.MsgspecError):
+            log.exception("batch %s: %s event not handled; dropped", subject.batch_id, subject.kind)
+            with contextlib.suppress(bus.BusError):
+                await delivery.term()
         finally:
             self.in_flight -= 1
 
@@ -96,30 +101,79 @@ class Expander:
         return await bus.last_msg(self.js, BATCHES.name, subject) is not None
 
     async def _expand(self, delivery: Delivery, created: BatchCreated) -> None:
-        """Make every line a job (those made already only completed), then `batch.expanded`."""
+        """Make every line a job (those made already only completed), then `batch.expanded`; stop early
+        once the batch is cancelled or its window has passed, or when its plan cannot be read."""
         batch_id = created.batch_id
         if await self._has(batch_id, "expanded"):
             await delivery.ack()
             return
         data = await bus.get_object(self.js, BATCH_INPUTS_OBJECTS.bucket, created.input_object or batch_id)
-        plan = decode_plan(data) if data is not None else []
-        made = 0
+        try:
+            if data is None:
+                raise ValueError("its checked lines are missing from the object store")
+            plan = decode_plan(data)
+        except (ValueError, msgspec.MsgspecError) as exc:  # nothing to make: the batch fails, once
+            log.error("batch %s: not expanded: %s", batch_id, exc)
+            await self._expanded(delivery, created, 0, error=f"its lines could not be read: {exc}")
+            return
+        made, expired, error = 0, False, ""
         for start in range(0, len(plan), self.window):
             if not await self._has(batch_id, "created"):
                 log.info("batch %s: erased mid-way; %d lines were made jobs", batch_id, made)
                 await delivery.ack()
                 return
             if await self._has(batch_id, "cancelled"):
+                made = await self._made_before(created, plan, start)
                 break
-            await self._append_lines(created, plan[start : start + self.window])
+            if created.deadline_at is not None and schemas.now() >= created.deadline_at:
+                made, expired = await self._made_before(created, plan, start), True
+                break
+            try:
+                await self._append_lines(created, plan[start : start + self.window])
+            except (bus.BusError, TimeoutError):
+                raise
+            except Exception as exc:  # a line the expander cannot make: the batch fails from this window on
+                log.exception("batch %s: lines from %d on not made", batch_id, start)
+                made, error = start, f"lines from {start + 1} on could not be made jobs: {exc!r}"
+                break
             made = min(len(plan), start + self.window)
             self.lines += made - start
             await delivery.in_progress()
-        done = BatchExpanded(event_id=f"{batch_id}.expanded", batch_id=batch_id, at=schemas.now(), lines=made)
+        await self._expanded(delivery, created, made, expired=expired, error=error)
+        log.info("batch %s: %d of %d lines made jobs", batch_id, made, len(plan))
+
+    async def _expanded(
+        self, delivery: Delivery, created: BatchCreated, made: int, *, expired: bool = False, error: str = ""
+    ) -> None:
+        batch_id = created.batch_id
+        done = BatchExpanded(
+            event_id=f"{batch_id}.expanded",
+            batch_id=batch_id,
+            at=schemas.now(),
+            lines=made,
+            expired=expired,
+            error=error[:1000],
+        )
         await bus.append_event(self.js, done)
         self.expanded += 1
-        log.info("batch %s: %d of %d lines made jobs", batch_id, made, len(plan))
         await delivery.ack()
+
+    async def _made_before(self, created: BatchCreated, plan: list[PlanLine], start: int) -> int:
+        """How many lines an earlier expander of this batch made (a process that stopped mid-way): lines
+        are made in order, so the chats that exist are a prefix. The last window it was making is
+        completed (a chat without its request would never end), so exactly that many lines are jobs."""
+        low, high = start, len(plan)  # the first line whose chat does not exist is in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            if await bus.last_msg(
+                self.js, CHAT.name, chat_event(line_chat_id(created.batch_id, middle), "created")
+            ):
+                low = middle + 1
+            else:
+                high = middle
+        if low > start:
+            await self._append_lines(created, plan[max(start, low - self.window) : low])
+        return low
 
     async def _append_lines(self, created: BatchCreated, lines: list[PlanLine]) -> None:
         """Append a window of lines: each chat's fenced create, then the rest of them all in one pipeline."""

@@ -3,6 +3,7 @@ answers; status, cancel, results and list. Talks to the API over HTTP with an AP
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -21,6 +22,9 @@ from services.cli.settings import DEFAULT_API_URL, variable_of
 
 ENDED = frozenset({"completed", "cancelled", "expired", "failed"})
 POLL_SECONDS = 1.0
+TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})  # answers a poll retries (the API or NATS restarting)
+RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # backoff between retries; the last repeats
+GIVE_UP_SECONDS = 600.0  # a poll failing this long in a row stops the wait
 
 batch_app = typer.Typer(
     help="Submit batches of prompts (JSONL or one prompt a line) and fetch their answers (docs/batches.md).",
@@ -42,6 +46,10 @@ Key = Annotated[
 BatchId = Annotated[str, typer.Argument(help="The batch's id (`chatbus batch list` shows them).")]
 
 
+class Transient(Exception):
+    """An answer worth retrying: the API or the bus is away for a moment."""
+
+
 class BatchClient:
     """One user's HTTP calls to the batch routes; a refusal is printed with what to do and exits 1."""
 
@@ -51,8 +59,10 @@ class BatchClient:
             raise typer.Exit(2)
         self.base, self.key = url.rstrip("/"), key
 
-    def raw(self, method: str, path: str, data: bytes | None = None, content_type: str = "") -> bytes:
-        """The body of a 2xx answer."""
+    def raw(
+        self, method: str, path: str, data: bytes | None = None, content_type: str = "", retry: bool = False
+    ) -> bytes:
+        """The body of a 2xx answer; with `retry`, a transient failure raises Transient instead of exiting."""
         headers = {"Authorization": f"Bearer {self.key}"}
         if content_type:
             headers["Content-Type"] = content_type
@@ -61,12 +71,21 @@ class BatchClient:
             with urllib.request.urlopen(request, timeout=120) as answer:  # noqa: S310 - the user's own API
                 return bytes(answer.read())
         except urllib.error.HTTPError as exc:
+            if retry and exc.code in TRANSIENT:
+                raise Transient(f"{exc.code} {_message(exc.read())}") from None
             err.print(f"[red]{method} {path}: {exc.code} {_message(exc.read())}[/]")
             if exc.code == 401:
                 err.print("Check the API key (--key or CHATBUS_API_KEY).")
             raise typer.Exit(1) from None
         except urllib.error.URLError as exc:
+            if retry:
+                raise Transient(f"cannot reach the API at {self.base}: {exc.reason}") from None
             err.print(f"[red]Cannot reach the API at {self.base}: {exc.reason}.[/] Is it running? (--url)")
+            raise typer.Exit(1) from None
+        except (OSError, http.client.HTTPException) as exc:  # a connection cut mid-answer
+            if retry:
+                raise Transient(f"the connection to {self.base} broke: {exc!r}") from None
+            err.print(f"[red]{method} {path}: the connection broke ({exc!r}).[/] Try again.")
             raise typer.Exit(1) from None
 
     def json(self, method: str, path: str, data: bytes | None = None, content_type: str = "") -> Any:
@@ -76,6 +95,25 @@ class BatchClient:
     def batch(self, batch_id: str) -> dict[str, Any]:
         """The Batch object now."""
         return self.json("GET", f"/v1/batches/{quote(batch_id, safe='')}")  # type: ignore[no-any-return]
+
+    def patient(self, method: str, path: str) -> bytes:
+        """A 2xx answer's body, retrying transient failures (a 5xx, 408, 429, a network error) with
+        backoff, saying so; past GIVE_UP_SECONDS of failures in a row, it exits 1."""
+        failing_since, attempt = 0.0, 0
+        while True:
+            try:
+                return self.raw(method, path, retry=True)
+            except Transient as exc:
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > GIVE_UP_SECONDS:
+                    err.print(f"[red]{method} {path}: {exc}; gave up after {GIVE_UP_SECONDS:g} s.[/]")
+                    err.print("The batch goes on: `chatbus batch status ID`, `chatbus batch results ID`.")
+                    raise typer.Exit(1) from None
+                pause = RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)]
+                err.print(f"[yellow]{method} {path}: {exc}; retrying in {pause:g} s[/]")
+                time.sleep(pause)
+                attempt += 1
 
 
 def _message(body: bytes) -> str:
@@ -111,7 +149,7 @@ def _wait(client: BatchClient, batch: dict[str, Any]) -> dict[str, Any]:
         task = progress.add_task(batch["id"], total=batch["request_counts"]["total"])
         while batch["status"] not in ENDED:
             time.sleep(POLL_SECONDS)
-            batch = client.batch(batch["id"])
+            batch = json.loads(client.patient("GET", f"/v1/batches/{quote(batch['id'], safe='')}"))
             counts = batch["request_counts"]
             progress.update(
                 task, completed=counts["completed"] + counts["failed"], description=batch["status"]
@@ -122,7 +160,7 @@ def _wait(client: BatchClient, batch: dict[str, Any]) -> dict[str, Any]:
 def _write_results(client: BatchClient, batch_id: str, out: Path | None, errors: Path | None) -> None:
     for path, kind in ((out, "output"), (errors, "errors")):
         if path is not None:
-            data = client.raw("GET", f"/v1/batches/{quote(batch_id, safe='')}/{kind}")
+            data = client.patient("GET", f"/v1/batches/{quote(batch_id, safe='')}/{kind}")
             path.write_bytes(data)
             console.print(f"{kind}: {len(data.splitlines())} lines written to {path}")
 

@@ -104,8 +104,17 @@ def worker(
         float | None, typer.Option(help="Seconds before a silent worker's reply is redelivered.")
     ] = None,
     worker_id: Annotated[str | None, typer.Option(help="Stable id of this worker (default: random).")] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="auto, transformers or llama.cpp (instead of the config's engine).")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto, float32, bfloat16 or float16 (transformers).")
+    ] = None,
+    quantization: Annotated[
+        str | None, typer.Option(help="auto, none or int8 (transformers on a CPU).")
+    ] = None,
 ) -> None:
-    """Run an LLM worker: serve one model alias, generating replies with continuous batching.
+    """Run an LLM worker: serve one model alias with the engine its settings pick (transformers, llama.cpp).
 
     The alias's entry in the model config gives its source, default sampling and sizing; --model
     serves any directory or .gguf file (converted once into the model cache) under --alias.
@@ -113,7 +122,7 @@ def worker(
     from schemas.ids import is_valid_id
     from schemas.settings_env import read_env
     from services.llm_worker import WorkerSettings, run_worker
-    from services.llm_worker.main import locate_model
+    from services.llm_worker.main import prepare_model
     from services.llm_worker.model_config import DEFAULT_ALIAS, ModelConfigError, entry_for
     from services.llm_worker.source_errors import ModelSourceError
 
@@ -129,7 +138,15 @@ def worker(
             console.print(f"[red]{escape(str(exc))}[/]: add it there, or give --model")
             raise typer.Exit(2) from exc
     settings = WorkerSettings.from_env(
-        entry, model=model, alias=name, capacity=capacity, ack_wait=ack_wait, worker_id=worker_id
+        entry,
+        model=model,
+        alias=name,
+        capacity=capacity,
+        ack_wait=ack_wait,
+        worker_id=worker_id,
+        engine=engine,
+        dtype=dtype,
+        quantization=quantization,
     )
     if not is_valid_id(settings.alias):
         console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
@@ -137,11 +154,10 @@ def worker(
     cache = settings.model_cache or str(data_dir() / "models")
     try:
         with console.status(f"preparing {settings.model} (a GGUF file is converted once) ..."):
-            located = locate_model(settings.model, Path(cache))
+            settings = prepare_model(msgspec.structs.replace(settings, model_cache=cache))
     except (ModelSourceError, ModelConfigError) as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
-    settings = msgspec.structs.replace(settings, model=str(located), model_cache=cache)
 
     serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop), worker=True)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from services.llm_worker.engine import (
     load_model,
     text_messages,
 )
+from services.llm_worker.engine_choice import gpu_kv_blocks, kv_block_bytes
 from services.llm_worker.priority import PRIORITY_SCHEDULER, PriorityScheduler
 from services.llm_worker.sampling import (
     SEED_KWARG,
@@ -32,6 +34,16 @@ from services.llm_worker.sampling import (
     use_fast_sampling,
     use_fast_warpers,
 )
+
+log = logging.getLogger(__name__)
+
+
+def kv_block_bytes_of(model: Any, page_size: int) -> int:
+    """Bytes of one KV-cache block of `model` (its layers, KV heads, head size and dtype)."""
+    text = model.config.get_text_config()
+    heads = int(getattr(text, "num_key_value_heads", None) or text.num_attention_heads)
+    head_dim = int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
+    return kv_block_bytes(int(text.num_hidden_layers), heads, head_dim, page_size, model.dtype.itemsize)
 
 
 def sampling_generation_config(base: GenerationConfig | None, defaults: GenerationParams) -> GenerationConfig:
@@ -113,6 +125,17 @@ class ContinuousBatchingEngine:
         """Load tokenizer and model from a local directory (never from the hub)."""
         config = config or EngineConfig()
         model = load_model(AutoModelForCausalLM, path, config)
+        if config.num_blocks is None and model.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(model.device)
+            config = replace(
+                config, num_blocks=gpu_kv_blocks(free, kv_block_bytes_of(model, config.page_size))
+            )
+            log.info(
+                "KV cache: %d blocks of %d tokens in %.1f GiB free",
+                config.num_blocks,
+                config.page_size,
+                free / 2**30,
+            )
         return cls(model, AutoTokenizer.from_pretrained(path, local_files_only=True), config)
 
     def build_prompt(self, messages: list[ChatMessage], images: Mapping[str, Any] | None = None) -> Prompt:

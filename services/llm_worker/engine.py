@@ -3,12 +3,15 @@ shared by the text engine (continuous_batching.py) and the vision engine (vision
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import torch
 from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+from services.llm_worker.engine_choice import transformers_choice
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,10 @@ def pick_device(name: str) -> torch.device:
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     """The weights' dtype for a setting: auto is float32 on a CPU, bfloat16 (else float16) on a GPU."""
-    if name != "auto":
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.float16 if device.type == "mps" else torch.float32
+    if name == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        name = transformers_choice("auto", "none", device_type=device.type, bf16=bf16).dtype
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
 def load_model(model_class: Any, path: str, config: EngineConfig) -> Any:
@@ -125,7 +127,26 @@ def load_model(model_class: Any, path: str, config: EngineConfig) -> Any:
         dtype=pick_dtype(config.dtype, device),
         device_map=device,  # loaded straight onto it
     )
-    return model.eval()
+    return quantize(model.eval(), config.quantization)
+
+
+def quantize(model: Any, quantization: str) -> Any:
+    """`int8`: the Linear layers' weights as int8, their activations quantised per call (torch's dynamic
+    quantisation, CPU only, float32 weights); `none`: the model as it is."""
+    if quantization == "none":
+        return model
+    if quantization != "int8":
+        raise ValueError(f"unknown quantization {quantization!r}")
+    if model.device.type != "cpu" or model.dtype != torch.float32:
+        raise ValueError("int8 dynamic quantisation needs a float32 model on a CPU")
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():
+        # torch 2.13 warns that torch.ao quantisation will go (torchao takes over); they work here, and
+        # the tests of the CPU default fail the day they do not.
+        warnings.filterwarnings("ignore", ".*quantized tensor creation functions", UserWarning)
+        warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def text_messages(messages: list[ChatMessage]) -> list[dict[str, str]]:
@@ -161,6 +182,8 @@ class EngineConfig:
     # float32 on a CPU (the fastest there with sound answers), bfloat16 on a GPU that has it, else float16.
     device: str = "auto"
     dtype: str = "auto"
+    # "int8": torch's dynamic int8 quantisation of the Linear layers (CPU, float32 weights); "none": none.
+    quantization: str = "none"
     seed: int | None = None
     # Foreground requests first (priority.py): a waiting or prefilling foreground request gets a step of its
     # own while background ones (batch lines) pause; False: transformers' FIFO for every request.

@@ -3,12 +3,19 @@
 A worker pulls two durable consumers of its alias into one pool of `capacity` slots: the interactive lane
 (`worker-<alias>`: people chatting, OpenAI calls, jobs) may take any free slot; the batch lane
 (`worker-<alias>-batch`: batches' lines) only while fewer than `capacity - CHATBUS_BATCH_RESERVE` slots are
-busy. A batch fills the idle slots, and a person arriving finds one free. Batch lines are submitted to the
-engine as background work, which its scheduler pauses for a person's prompt (priority.py).
+busy. A batch fills the idle slots, and a person arriving finds one free. A lane's fetch waits up to a
+second for a message; one that arrives after the other lane filled the pool (a batch line once people hold
+the free slots) is handed back at once (bus/consumer.py), so the pool never holds more than `capacity` nor
+a batch line a reserved slot. A worker of capacity 1 can reserve nothing: it runs a batch line when idle,
+and a person arriving meanwhile waits for that line to end (or for another worker). Batch lines are
+submitted to the engine as background work, which its scheduler pauses for a person's prompt (priority.py).
 
 A worker whose engine's generation thread died would fail every reply it took (and burn the attempts of
 every job). It stops taking work instead: its replies go back to the queue (nak), and it exits non-zero,
-so a supervisor (`chatbus up`, systemd, k8s) starts it again with a fresh engine.
+so a supervisor (`chatbus up`, systemd, k8s) starts it again with a fresh engine. Each hand-back is a
+delivery JetStream counts: a request that kills the engine every time it runs is given up after
+`max_deliver` deliveries, and every request that was running beside it on each of those crashes lost an
+attempt too (the engine cannot tell which request killed it).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ def lane_specs(settings: WorkerSettings) -> tuple[ConsumerSpec, ConsumerSpec]:
 
 def batch_limit(settings: WorkerSettings) -> int:
     """Busy slots below which the batch lane takes a line: capacity minus the reserve, at least 1 (a worker
-    of capacity 1 would otherwise never run a batch)."""
+    of capacity 1 would otherwise never run a batch; it has no reserve: see the module's docstring)."""
     return max(settings.capacity - settings.batch_reserve, 1)
 
 

@@ -6,7 +6,9 @@ source = "smollm2-135m-instruct"   # a model directory, a .gguf file, or a built
 [models.smollm2-135m.sampling]     # defaults of a request that names none
 temperature = 0.7
 max_tokens = 256
-[models.smollm2-135m.engine]       # sizing of the worker that serves it
+[models.smollm2-135m.engine]       # which engine runs it, and its sizing
+engine = "auto"                    # auto, transformers, llama.cpp
+quantization = "auto"              # auto, none, int8
 capacity = 16
 ```
 
@@ -37,6 +39,8 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 Threads = Annotated[int, msgspec.Meta(ge=0)]  # torch CPU threads; 0: see the field
 Device = Annotated[str, msgspec.Meta(pattern=r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+EngineName = Literal["auto", "transformers", "llama.cpp"]
+Quantization = Literal["auto", "none", "int8"]
 
 
 class ModelConfigError(ValueError):
@@ -68,8 +72,10 @@ class Engine(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     threads: Threads | None = None  # torch CPU threads; 0 = all cores
     # torch CPU threads of steps of fewer than 8 tokens (a few replies decoding); 0 = `threads`
     small_step_threads: Threads | None = None
+    engine: EngineName | None = None  # auto: llama.cpp for a GGUF source when installed, else transformers
     device: Device | None = None
     dtype: Dtype | None = None
+    quantization: Quantization | None = None  # int8: the transformers engine on a CPU
 
 
 class ModelEntry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

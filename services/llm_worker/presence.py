@@ -27,6 +27,7 @@ def presence_of(
     batch_active: int,
 ) -> WorkerPresence:
     """The heartbeat of a worker with `active` replies under way, `batch_active` of them batch lines."""
+    resolved = settings.resolved
     return WorkerPresence(
         worker_id=settings.worker_id,
         alias=settings.alias,
@@ -41,6 +42,9 @@ def presence_of(
         defaults=defaults,
         max_context=getattr(engine, "max_context", 0),
         max_new_tokens=settings.max_new_tokens_cap,
+        engine=resolved.engine if resolved else "",
+        dtype=resolved.dtype if resolved else "",
+        quantization=resolved.quantization if resolved else "",
     )
 
 

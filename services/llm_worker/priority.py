@@ -6,7 +6,9 @@ decoding in every slot, a person's prompt is computed in the same step as all th
 small machine, a step of many rows is slow). This scheduler, while a foreground request is waiting or
 prefilling, schedules only foreground requests in that step: the background decodes pause for it. Then it
 is FIFO as before. When the foreground-only step would schedule nothing (the cache is full of background
-work), it falls back to FIFO, so nothing waits forever.
+work), it falls back to FIFO, so nothing waits forever. Nor does the background under a constant stream of
+people's prompts: after MAX_PAUSED_STEPS foreground-only steps in a row, the next step is FIFO's (every
+decode, then prefills), so a background reply advances at least once every MAX_PAUSED_STEPS + 1 steps.
 
 Measured with bench/priority_ttft.py (SmolLM2-135M, float32, 1 thread, a 2-core CPU shared with other
 work; medians of 5 alternating rounds): a person's first token while 15 background replies decode came
@@ -27,6 +29,7 @@ from transformers.generation.continuous_batching.requests import RequestState, R
 from transformers.generation.continuous_batching.scheduler import SCHEDULER_MAPPING, FIFOScheduler
 
 PRIORITY_SCHEDULER = "chatbus_priority"
+MAX_PAUSED_STEPS = 4  # foreground-only steps in a row before the background decodes get one (aging)
 
 
 class PriorityScheduler(FIFOScheduler):
@@ -34,6 +37,7 @@ class PriorityScheduler(FIFOScheduler):
 
     background: Collection[str] = frozenset()  # the engine's background request ids (read, never written)
     foreground_steps = 0  # steps scheduled with the background paused (for tests and measurements)
+    paused_in_row = 0  # foreground-only steps since the background last had one
 
     def _foreground_pending(self) -> bool:
         background = self.background
@@ -46,7 +50,12 @@ class PriorityScheduler(FIFOScheduler):
         )
 
     def schedule_batch(self, token_budget: int, cache_budget: int) -> tuple[Any, bool, int, int]:
-        if not self.background or not self._foreground_pending():
+        if (
+            not self.background
+            or self.paused_in_row >= MAX_PAUSED_STEPS  # the background's turn (aging)
+            or not self._foreground_pending()
+        ):
+            self.paused_in_row = 0
             return super().schedule_batch(token_budget, cache_budget)
         background = self.background
         candidates: list[RequestState] = [
@@ -66,8 +75,10 @@ class PriorityScheduler(FIFOScheduler):
         )
         self._cleanup_waiting_queue(removed)
         if not scheduled:  # nothing of the foreground fits now: as FIFO would
+            self.paused_in_row = 0
             return super().schedule_batch(token_budget, cache_budget)
         self.foreground_steps += 1
+        self.paused_in_row += 1
         return scheduled, fast_path, q_tokens, kv_read
 
 

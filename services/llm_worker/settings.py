@@ -10,13 +10,16 @@ import msgspec
 from schemas.ids import new_id
 from schemas.sampling import MAX_NEW_TOKENS_LIMIT, SamplingParams
 from schemas.settings_env import env, env_vars, load
+from services.llm_worker.engine_choice import EngineChoice
 from services.llm_worker.model_config import (
     DEFAULT_ALIAS,
     DEFAULT_SOURCE,
     Device,
     Dtype,
+    EngineName,
     ModelEntry,
     Positive,
+    Quantization,
     Threads,
 )
 
@@ -87,12 +90,14 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
         ),
     ] = 1
     kv_blocks: Annotated[
-        Positive,
+        int,
         env(
             "CHATBUS_WORKER_KV_BLOCKS",
-            "KV-cache blocks of the engine (default 256: 16 replies of ~500 tokens).",
+            "KV-cache blocks of the transformers engine (default 0 = auto: 256 on a CPU, 16 replies of ~500 "
+            "tokens; on a GPU as many as 80% of its free memory holds once the weights are loaded).",
+            ge=0,
         ),
-    ] = 256
+    ] = 0
     kv_page_size: Annotated[
         Positive, env("CHATBUS_WORKER_KV_PAGE_SIZE", "Tokens per KV-cache block (default 32).")
     ] = 32
@@ -115,12 +120,28 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             "Device of the worker's model: auto, cpu, cuda, cuda:N or mps (default auto).",
         ),
     ] = "auto"
+    engine: Annotated[
+        EngineName,
+        env(
+            "CHATBUS_WORKER_ENGINE",
+            "Engine that runs the model: auto (default: llama.cpp for a GGUF source on a CPU when "
+            "llama-cpp-python is installed, else transformers), transformers, llama.cpp.",
+        ),
+    ] = "auto"
     dtype: Annotated[
         Dtype,
         env(
             "CHATBUS_WORKER_DTYPE",
-            "Weights' dtype: auto (float32 on a CPU, bfloat16 or float16 on a GPU), "
-            "float32, bfloat16, float16.",
+            "Weights' dtype in the transformers engine: auto (float32 on a CPU, bfloat16 or float16 on a "
+            "GPU), float32, bfloat16, float16.",
+        ),
+    ] = "auto"
+    quantization: Annotated[
+        Quantization,
+        env(
+            "CHATBUS_WORKER_QUANTIZATION",
+            "Quantisation in the transformers engine: auto (default: int8 on a CPU, none on a GPU), "
+            "none, int8 (dynamic int8 Linear layers, CPU only); llama.cpp runs the GGUF file's own.",
         ),
     ] = "auto"
     images: bool | None = None  # the config says the model must (True) or must not (False) see images
@@ -144,6 +165,8 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             le=MAX_NEW_TOKENS_LIMIT,
         ),
     ] = MAX_NEW_TOKENS_LIMIT
+    # What engine/dtype/quantization resolved to (main.prepare_model); None until then.
+    resolved: EngineChoice | None = None
     worker_id: str = msgspec.field(default_factory=lambda: new_id("w"))
     host: str = msgspec.field(default_factory=socket.gethostname)
 

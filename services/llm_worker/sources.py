@@ -46,6 +46,14 @@ def resolve_model(source: str | os.PathLike[str], cache_dir: str | os.PathLike[s
     )
 
 
+def gguf_source(source: str | os.PathLike[str]) -> Path | None:
+    """The GGUF file a source names (a built-in name or a file), None for a directory or a demo model."""
+    if isinstance(source, str) and source in BUILTIN_MODELS:
+        return builtin_gguf(source)
+    path = Path(source).expanduser()
+    return path if path.is_file() else None  # resolve_model takes any file for a GGUF file too
+
+
 def builtin_gguf(name: str) -> Path:
     """The GGUF file of a built-in model, inside its installed package."""
     model = BUILTIN_MODELS[name]

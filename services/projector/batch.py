@@ -24,6 +24,7 @@ from schemas.chat import (
     ParticipantJoined,
     ParticipantLeft,
     ParticipantMuted,
+    ReplyCancelled,
     ReplyCompleted,
     ReplyFailed,
     ReplyRequested,
@@ -58,7 +59,7 @@ class Keys:
     )
 
 
-# The keys each event type may change, per table (ReplyCancelled changes nothing by itself). A post
+# The keys each event type may change, per table (ReplyCancelled: only a job's cancel_at). A post
 # clears a stopped floor; a reply request reads its speaker's name.
 _KEYS_OF: dict[type, tuple[tuple[str, str], ...]] = {
     MessagePosted: ((CHATS.name, "chat_id"), (FLOORS.name, "chat_id")),
@@ -70,6 +71,7 @@ _KEYS_OF: dict[type, tuple[tuple[str, str], ...]] = {
     ReplyCompleted: ((REPLIES.name, "reply_id"), (JOBS.name, "reply_id")),
     ReplyFailed: ((REPLIES.name, "reply_id"), (JOBS.name, "reply_id")),
     ReplyRetrying: ((JOBS.name, "reply_id"),),
+    ReplyCancelled: ((JOBS.name, "reply_id"),),
     UserCreated: ((USERS.name, "user_id"),),
     UserRoleChanged: ((USERS.name, "user_id"),),
     ApiKeyIssued: ((API_KEYS.name, "key_id"),),

@@ -27,9 +27,12 @@ if TYPE_CHECKING:
 
 MAX_BATCHES_COUNTED = 200  # batches one counts query may name (a page of the list)
 
+# A line still queued (never started) when its cancel came counts as cancelled: a worker skips it if
+# it ever pulls it, and with no worker for its model it would wait for its deadline otherwise.
 _STATUS = (
     "CASE WHEN j.status IN ('queued', 'processing') AND j.deadline_at IS NOT NULL AND j.deadline_at <= ?"
-    " THEN 'expired' ELSE j.status END"
+    " THEN 'expired' WHEN j.status = 'queued' AND j.cancel_at IS NOT NULL THEN 'cancelled'"
+    " ELSE j.status END"
 )
 
 
@@ -45,8 +48,8 @@ def count_lines(cur: duckdb.DuckDBPyConnection, query: BatchCounts) -> BatchCoun
     marks = ", ".join("?" for _ in ids)
     rows = cur.execute(
         f"SELECT j.batch_id, {_STATUS} AS s, count(*), max(j.updated_at) FROM jobs j"
-        f" WHERE j.batch_id IN ({marks}) GROUP BY j.batch_id, s",
-        [_naive(query.now), *ids],
+        f" WHERE j.batch_id IN ({marks}) AND j.owner_id = ? GROUP BY j.batch_id, s",
+        [_naive(query.now), *ids, query.owner_id],
     ).fetchall()
     counts: dict[str, dict[str, int]] = {}
     ended: dict[str, datetime] = {}
@@ -69,8 +72,8 @@ def line_results(cur: duckdb.DuckDBPyConnection, query: BatchResults) -> BatchRe
         f"SELECT j.line, j.custom_id, j.job_id, j.reply_id, {_STATUS} AS s, j.model, r.text, r.prompt_tokens,"
         " r.completion_tokens, r.finish_reason, j.code, r.error, j.created_at"
         " FROM jobs j LEFT JOIN replies r ON r.reply_id = j.reply_id"
-        f" WHERE j.batch_id = ? AND j.line > ? AND s {wanted} ORDER BY j.line LIMIT ?",
-        [_naive(query.now), query.batch_id, query.after, limit + 1],
+        f" WHERE j.batch_id = ? AND j.owner_id = ? AND j.line > ? AND s {wanted} ORDER BY j.line LIMIT ?",
+        [_naive(query.now), query.batch_id, query.owner_id, query.after, limit + 1],
     ).fetchall()
     items = [_result(values) for values in rows[:limit]]
     return BatchResultsAnswer(items=items, more=len(rows) > limit)

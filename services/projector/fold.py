@@ -168,7 +168,8 @@ class Fold(PartyFold, ArenaFold, JobsFold):
         }
 
     def reply_cancelled(self, seq: int, e: ReplyCancelled) -> None:
-        """Nothing yet: the worker's terminal event (finish reason cancelled) sets the status."""
+        """A cancel asked: the job row notes it (the worker's terminal event sets the status)."""
+        self.job_cancel_asked(seq, e)
 
     def chat_created(self, seq: int, e: ChatCreated) -> None:
         """A new chat; a second create of the same chat is ignored."""

@@ -18,7 +18,14 @@ from msgspec.structs import asdict
 
 import schemas
 from schemas.api_jobs import JobList, JobSummary
-from schemas.chat import ReplyCompleted, ReplyFailed, ReplyRequested, ReplyRetrying, ReplyStarted
+from schemas.chat import (
+    ReplyCancelled,
+    ReplyCompleted,
+    ReplyFailed,
+    ReplyRequested,
+    ReplyRetrying,
+    ReplyStarted,
+)
 from schemas.job_status import status_after
 from schemas.queries import ListJobs
 from services.projector.queries import newest_first_page
@@ -41,6 +48,7 @@ class JobsFold:
         """A job's row (called for every reply requested; only jobs have one)."""
         if e.job is None:
             return
+        batch = not e.imported  # an imported request is history, never a line of a batch (docs/batches.md)
         row = JobRow(
             reply_id=e.reply_id,
             job_id=e.job.job_id,
@@ -52,16 +60,26 @@ class JobsFold:
             created_at=e.at,
             updated_at=e.at,
             deadline_at=e.job.deadline_at,
-            batch_id=e.job.batch_id,
-            custom_id=e.job.custom_id,
-            line=e.job.line,
+            batch_id=e.job.batch_id if batch else "",
+            custom_id=e.job.custom_id if batch else "",
+            line=e.job.line if batch else 0,
         )
         self.tables[JOBS.name].add(e.reply_id, asdict(row))
+
+    def job_cancel_asked(self, seq: int, e: ReplyCancelled) -> None:
+        """A cancel of a job asked: a batch line not started by then counts as cancelled (batches.py)."""
+        job = self.tables[JOBS.name].known.get(e.reply_id)
+        if job is not None and job["cancel_at"] is None:
+            job["cancel_at"] = e.at
+            if job["status"] == "queued":
+                job["updated_at"] = e.at
 
     def job_moved(self, seq: int, e: JobEvent) -> None:
         """The job's status after an attempt's start, retry or end (ends are final)."""
         job = self.tables[JOBS.name].known.get(e.reply_id)
         if job is not None:
+            if isinstance(e, ReplyStarted) and job["status"] == "queued" and job["cancel_at"] is not None:
+                return  # cancelled before it started: the worker ends it unanswered (a batch counts it so)
             status = status_after(e, job["status"])
             if status != job["status"]:
                 job.update(status=status, updated_at=e.at)

@@ -123,6 +123,7 @@ class JobRow(msgspec.Struct, frozen=True, kw_only=True):
     custom_id: str
     line: int = 0  # a batch line's index in its input
     code: str = ""  # a failed job's code (reply.failed)
+    cancel_at: datetime | None = None  # when a cancel was first asked
 
 
 class ErasedChatRow(msgspec.Struct, frozen=True, kw_only=True):
