@@ -19,7 +19,7 @@ from services.llm_worker.engine_choice import CPU_KV_BLOCKS, EngineChoice, Engin
 from services.llm_worker.gguf_check import read_gguf_header
 from services.llm_worker.model_config import DEMO_SOURCES, ModelConfigError
 from services.llm_worker.settings import WorkerSettings
-from services.llm_worker.sources import gguf_source, resolve_model
+from services.llm_worker.sources import BUILTIN_MODELS, gguf_source, resolve_model
 from services.llm_worker.vision import VisionEngine, is_vision_model
 from services.llm_worker.worker import Worker
 
@@ -61,7 +61,10 @@ def prepare_model(settings: WorkerSettings) -> WorkerSettings:
     except EngineChoiceError as exc:
         raise EngineChoiceError(f"{settings.alias}: {exc}") from None
     if choice.engine == "llama.cpp" and gguf is not None:
-        choice = msgspec.structs.replace(choice, quantization=gguf_quantization(gguf))
+        # A built-in model runs as a float16 copy of its file: SmolLM2-135M's Q4_1 answers wrongly in
+        # llama.cpp's kernels (gguf_float16.py); any other GGUF runs as its file is.
+        kind = "float16" if source in BUILTIN_MODELS else gguf_quantization(gguf)
+        choice = msgspec.structs.replace(choice, quantization=kind)
         return msgspec.structs.replace(settings, model=str(gguf), resolved=choice)
     located = locate_model(source, Path(settings.model_cache))
     return msgspec.structs.replace(settings, model=str(located), resolved=choice)
@@ -85,10 +88,14 @@ def load_engine(
         settings = msgspec.structs.replace(settings, resolved=choice)
     config = engine_config or engine_config_of(settings, choice)
     if choice.engine == "llama.cpp":
-        from services.llm_worker.llama_engine import LlamaCppEngine  # the optional extra `llama`
+        from services.llm_worker.llama_engine import LlamaConfig, LlamaCppEngine  # the extra `llama`
 
         log.info("loading %s as %s with llama.cpp (%s)", settings.model, settings.alias, choice.quantization)
-        return LlamaCppEngine.from_gguf(settings.model, config), settings
+        sizing = dataclasses.replace(
+            LlamaConfig.from_engine_config(config, settings.capacity),
+            weights="float16" if choice.quantization == "float16" else "file",
+        )
+        return LlamaCppEngine.from_gguf(settings.model, sizing, cache_dir=settings.model_cache), settings
     vision = is_vision_model(settings.model)
     if settings.images is not None and settings.images != vision:
         kind = "a vision-language" if vision else "a text-only"
