@@ -198,20 +198,29 @@ async def jobs_run(
     gate = asyncio.Semaphore(HTTP_IN_FLIGHT)
     params = {"max_new_tokens": tokens, "ignore_eos": True}
 
+    refused: list[str] = []  # 503s ("retry shortly"), retried after a pause as a client should
+
     async def submit(text: str) -> str:
-        async with (
-            gate,
-            http.post(
-                f"{stack.base}/v1/jobs", json={"input": text, "model": alias, "params": params}
-            ) as resp,
-        ):
-            body = await resp.json()
-            if resp.status != 202:
-                raise RuntimeError(f"POST /v1/jobs: {resp.status} {body}")
-            return str(body["job_id"]).partition("-")[2]
+        for attempt in range(20):
+            async with (
+                gate,
+                http.post(
+                    f"{stack.base}/v1/jobs", json={"input": text, "model": alias, "params": params}
+                ) as resp,
+            ):
+                body = await resp.json()
+                if resp.status == 202:
+                    return str(body["job_id"]).partition("-")[2]
+                if resp.status != 503:
+                    raise RuntimeError(f"POST /v1/jobs: {resp.status} {body}")
+                refused.append(str(body.get("message")))
+            await asyncio.sleep(0.2 * (attempt + 1))
+        raise RuntimeError(f"POST /v1/jobs: 503 twenty times: {refused[-1]}")
 
     cpu, start = cpu_of(pids), time.perf_counter()
     replies = set(await asyncio.gather(*(submit(t) for t in texts)))
+    if refused:
+        console.print(f"[yellow]POST /v1/jobs answered 503 {len(refused)} times (retried): {refused[0]}[/]")
     last = await ends.wait(replies)
     return Run(
         "chatbus jobs",

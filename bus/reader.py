@@ -102,8 +102,9 @@ class Follower(MessageBuffer[StoredMsg]):
                 pending_bytes_limit=512 * 1024 * 1024,
             )
             info = await self._sub.consumer_info()
-        except NatsError as exc:
-            raise BusUnavailable(f"cannot read {self.stream}: {exc!r}") from exc
+        except NatsError as exc:  # a JetStream API error's repr lacks the server's words: add them
+            said = getattr(exc, "description", None)
+            raise BusUnavailable(f"cannot read {self.stream}: {exc!r}{f' ({said})' if said else ''}") from exc
         # Delivered-so-far plus still-pending, both from the same server snapshot: counting the local
         # buffer instead races with deliveries that land after the snapshot (an overcount that never drains).
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
