@@ -80,7 +80,11 @@ class PullLane:
 
     spec: ConsumerSpec
     handler: Handler
-    limit: int
+    limit: int | Callable[[], int]  # or asked each time: a lane whose share changes (a batch yielding)
+
+    def slots(self) -> int:
+        """Busy slots below which this lane takes a message now."""
+        return self.limit() if callable(self.limit) else self.limit
 
 
 class _Pool:
@@ -93,7 +97,7 @@ class _Pool:
     def may_take(self, lane: PullLane) -> bool:
         """Whether `lane` may ask for a message now, or start one it got: fewer than its limit of tasks
         run (checked again on arrival: the pool may have filled during the fetch's long poll)."""
-        return len(self.tasks) < lane.limit
+        return len(self.tasks) < lane.slots()
 
     async def wait_change(self) -> None:
         """Until a handler ends or a fetch comes back (or a while passes, to look at `stop` again)."""

@@ -23,7 +23,7 @@ from schemas.sampling import SamplingParams
 from services.llm_worker import WorkerSettings
 from services.llm_worker.continuous_batching import ContinuousBatchingEngine
 from services.llm_worker.engine import EngineConfig
-from services.llm_worker.lanes import EngineDied, batch_limit
+from services.llm_worker.lanes import BatchWidth, EngineDied, batch_limit
 from services.llm_worker.worker import Worker
 from tests.stack import spawn, stop_process, wait_event, wait_models
 
@@ -181,3 +181,23 @@ async def test_a_worker_process_whose_engine_died_exits_non_zero(
     async with running(nbus, demo_model_dir, alias, capacity=2, ack_wait=5.0, worker_id="w-big-cache"):
         done = await ended(nbus, request)  # handed back: a worker with a live engine serves it
     assert (done.worker_id, done.attempt) == ("w-big-cache", 2)
+
+
+def test_the_batch_narrows_while_people_chat_and_widens_after(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [100.0]
+    monkeypatch.setenv("CHATBUS_WORKER_CAPACITY", "33")
+    width = BatchWidth(WorkerSettings.from_env(), clock=lambda: now[0])
+    assert width.limit() == 32  # nobody asked yet: every slot but the reserve
+    width.note_person()
+    assert width.limit() == 16  # half the capacity while people chat
+    now[0] += 9.9
+    assert width.limit() == 16
+    now[0] += 0.2  # CHATBUS_BATCH_YIELD_SECONDS (10) after the last person's request
+    assert width.limit() == 32
+    monkeypatch.setenv("CHATBUS_BATCH_BUSY_SLOTS", "40")  # never more than the full width
+    monkeypatch.setenv("CHATBUS_BATCH_YIELD_SECONDS", "0")  # 0: never narrows
+    width = BatchWidth(WorkerSettings.from_env(), clock=lambda: now[0])
+    width.note_person()
+    assert width.busy == 32 and width.limit() == 32

@@ -3,12 +3,17 @@
 A worker pulls two durable consumers of its alias into one pool of `capacity` slots: the interactive lane
 (`worker-<alias>`: people chatting, OpenAI calls, jobs) may take any free slot; the batch lane
 (`worker-<alias>-batch`: batches' lines) only while fewer than `capacity - CHATBUS_BATCH_RESERVE` slots are
-busy. A batch fills the idle slots, and a person arriving finds one free. A lane's fetch waits up to a
-second for a message; one that arrives after the other lane filled the pool (a batch line once people hold
-the free slots) is handed back at once (bus/consumer.py), so the pool never holds more than `capacity` nor
-a batch line a reserved slot. A worker of capacity 1 can reserve nothing: it runs a batch line when idle,
-and a person arriving meanwhile waits for that line to end (or for another worker). Batch lines are
-submitted to the engine as background work, which its scheduler pauses for a person's prompt (priority.py).
+busy. A batch fills the idle slots, and a person arriving finds one free. While people are chatting (one
+asked within `CHATBUS_BATCH_YIELD_SECONDS`), the batch lane holds at most `CHATBUS_BATCH_BUSY_SLOTS` lines
+(default half the capacity): a person's first token waits for the engine step under way, and a narrower
+batch makes that step shorter; with nobody asking, the batch widens again to every slot but the reserve.
+
+A lane's fetch waits up to a second for a message; one that arrives after the other lane filled the pool (a
+batch line once people hold the free slots) is handed back at once (bus/consumer.py), so the pool never
+holds more than `capacity` nor a batch line a reserved slot. A worker of capacity 1 can reserve nothing: it
+runs a batch line when idle, and a person arriving meanwhile waits for that line to end (or for another
+worker). Batch lines are submitted to the engine as background work, which its scheduler pauses for a
+person's prompt (priority.py).
 
 A worker whose engine's generation thread died would fail every reply it took (and burn the attempts of
 every job). It stops taking work instead: its replies go back to the queue (nak), and it exits non-zero,
@@ -22,6 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 
 import bus
 from bus.consumer import Handler
@@ -49,12 +56,41 @@ def batch_limit(settings: WorkerSettings) -> int:
     return max(settings.capacity - settings.batch_reserve, 1)
 
 
+class BatchWidth:
+    """How many batch lines the worker runs now: `batch_limit` with nobody asking, at most the busy
+    width for `batch_yield_seconds` after a person's request (see the module's docstring)."""
+
+    def __init__(self, settings: WorkerSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.full = batch_limit(settings)
+        busy = settings.batch_busy_slots or settings.capacity // 2
+        self.busy = max(min(busy, self.full), 1)
+        self.yield_seconds = settings.batch_yield_seconds
+        self.clock = clock
+        self.person_at: float | None = None
+
+    def note_person(self) -> None:
+        """A person's request (the interactive lane) came in now."""
+        self.person_at = self.clock()
+
+    def limit(self) -> int:
+        asked = self.person_at
+        if asked is not None and self.clock() - asked < self.yield_seconds:
+            return self.busy
+        return self.full
+
+
 def worker_lanes(settings: WorkerSettings, handler: Handler) -> list[bus.PullLane]:
     """The two lanes, interactive first (see the module's docstring)."""
     interactive, batch = lane_specs(settings)
+    width = BatchWidth(settings)
+
+    async def person(delivery: bus.Delivery) -> None:
+        width.note_person()
+        await handler(delivery)
+
     return [
-        bus.PullLane(interactive, handler, settings.capacity),
-        bus.PullLane(batch, handler, batch_limit(settings)),
+        bus.PullLane(interactive, person, settings.capacity),
+        bus.PullLane(batch, handler, width.limit),
     ]
 
 

@@ -60,6 +60,25 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
             ge=0,
         ),
     ] = 1
+    batch_busy_slots: Annotated[
+        int,
+        env(
+            "CHATBUS_BATCH_BUSY_SLOTS",
+            "Batch lines a worker runs at once while people are chatting (a person asked within "
+            "CHATBUS_BATCH_YIELD_SECONDS): fewer lines make the step a person's first token waits for "
+            "shorter (default 0 = half the capacity).",
+            ge=0,
+        ),
+    ] = 0
+    batch_yield_seconds: Annotated[
+        float,
+        env(
+            "CHATBUS_BATCH_YIELD_SECONDS",
+            "How long after a person's request the batch lane stays at CHATBUS_BATCH_BUSY_SLOTS before it "
+            "widens to every slot but the reserve again (default 10; 0: never narrows).",
+            ge=0,
+        ),
+    ] = 10.0
     ack_wait: Annotated[
         float,
         env(
