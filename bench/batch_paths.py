@@ -286,4 +286,5 @@ async def batch_run(
     completion = sum(o["response"]["body"]["usage"]["completion_tokens"] for o in out)
     replies = {str(o["response"]["request_id"]).partition("-")[2] for o in out}  # request_id: the job id
     last = await ends.wait(replies)
-    return Run("chatbus batch", len(out), completion, last - start, spent(cpu, pids), ttft)
+    name = "chatbus batch, a person chatting" if n_probes else "chatbus batch"
+    return Run(name, len(out), completion, last - start, spent(cpu, pids), ttft)

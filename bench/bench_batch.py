@@ -15,9 +15,10 @@ every answer its full --tokens (ignore_eos), the worker's engine sizing:
   for each W of --windows; the best W is the baseline ("the best this path can do here").
 - jobs: chatbus as `chatbus up` runs it (embedded nats-server, projector, API, one worker, the batches
   service), --jobs `POST /v1/jobs` sent at once (64 HTTP requests in flight).
-- batch: one `POST /v1/batches` of --jobs JSONL lines (OpenAI's batch line format); while it runs, a
-  person chats: --probes streamed `/v1/chat/completions` requests one after another, each timed to its
-  first token (TTFT). The same probes run on the idle stack first: the ratio is the goal.
+- batch: one `POST /v1/batches` of --jobs JSONL lines (OpenAI's batch line format), alone (its
+  throughput); then another while a person chats: --probes streamed `/v1/chat/completions` requests one
+  after another, each timed to its first token (TTFT). The same probes run on the idle stack first: the
+  ratio is the goal. (While people chat, the worker narrows the batch: CHATBUS_BATCH_BUSY_SLOTS.)
 
 Ends are counted from the bus (`reply.completed`), so the client does not poll. jobs/s and tokens/s run
 from the first submit to the last end; CPU s/1k tokens is utime+stime of every process of the path (for
@@ -142,17 +143,12 @@ async def main(args: argparse.Namespace) -> None:
                     run = await jobs_run(http, stack, alias, texts, args.tokens, ends, pids)
                     runs.setdefault(run.path, []).append(run)
                     report(round_no, run)
-                if stack is not None and "batch" in kinds:
-                    run = await batch_run(
-                        http,
-                        stack,
-                        alias,
-                        prompts(args.jobs, round_no + 50),
-                        args.tokens,
-                        ends,
-                        pids,
-                        args.probes,
-                    )
+                # The batch alone (its throughput), then again while a person chats (their TTFT).
+                batched = stack is not None and "batch" in kinds
+                for chatting, offset in ((0, 50), (args.probes, 60)) if batched else ():
+                    assert stack is not None
+                    texts = prompts(args.jobs, round_no + offset)
+                    run = await batch_run(http, stack, alias, texts, args.tokens, ends, pids, chatting)
                     runs.setdefault(run.path, []).append(run)
                     report(round_no, run)
         raws = [name for name in runs if name.startswith("raw")]
@@ -160,7 +156,7 @@ async def main(args: argparse.Namespace) -> None:
             max(raws, key=lambda n: statistics.median(r.rate for r in runs[n])) if raws else next(iter(runs))
         )
         console.print(table(runs, best))
-        busy = [t for r in runs.get("chatbus batch", []) for t in r.ttft]
+        busy = [t for r in runs.get("chatbus batch, a person chatting", []) for t in r.ttft]
         if idle and busy:
             ttft = Table(title="interactive TTFT (streamed /v1/chat/completions, 8 tokens)")
             for column in ("while", "probes", "p50 ms", "p99 ms", "p50 of idle"):
