@@ -220,12 +220,16 @@ async def submit_job(request: web.Request, body: JobRequest) -> JobAccepted:
         raise _session_erased(session)  # asked before creating: nothing of it is written after its tombstone
     made = True
     try:
-        await bus.append_event(js, created, expected_subject_seq=0)
+        appended = await bus.append_event(js, created, expected_subject_seq=0)
     except bus.ConcurrencyConflict:
         if not session:
             raise
         made = False  # the session's chat exists: its first job (maybe a concurrent one) made it
-    state = await read_chat_state(js, chat_id)
+    if made and not session:  # a new chat of a fresh id: nothing else writes to it, nothing to read back
+        state = ChatState(chat_id)
+        state.apply(appended.seq, created)
+    else:
+        state = await read_chat_state(js, chat_id)
     if not state.alive or state.owner_id != principal.user_id:
         raise _session_erased(session or chat_id)
     asked = wanted.system_prompt
