@@ -19,7 +19,7 @@ from bus.errors import (
     ServiceError,
 )
 from bus.kv import KV, KVEntry
-from bus.micro import Served, call, call_raw, serve
+from bus.micro import Served, call, call_raw, serve, serve_consumers
 from bus.objects import ObjectEntry, delete_object, get_object, list_objects, object_size, put_object
 from bus.reader import Follower, StoredMsg, last_msg, last_seq, msg_at, read_all, seq_at_time, time_at
 from bus.server import Credentials, EmbeddedServer, ServerConfig, free_port, nats_server_binary
@@ -86,6 +86,7 @@ __all__ = [
     "purge_subject",
     "read_all",
     "serve",
+    "serve_consumers",
     "seq_at_time",
     "time_at",
 ]

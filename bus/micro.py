@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -12,11 +13,14 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
 from nats.micro import ServiceConfig, add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from bus.errors import BusUnavailable, ServiceError
+from bus.consumer import Handler, pull_loop
+from bus.errors import BusError, BusUnavailable, ServiceError
+from schemas.streams import ConsumerSpec
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +153,28 @@ async def call_raw(
     if "Nats-Service-Error-Code" in headers:
         raise ServiceError(headers["Nats-Service-Error-Code"], headers.get("Nats-Service-Error", ""))
     return msgspec.json.decode(reply.data, type=answer_type)
+
+
+async def serve_consumers(
+    nc: Client,
+    js: JetStreamContext,
+    name: str,
+    version: str,
+    description: str,
+    endpoints: Mapping[str, EndpointHandler],
+    consumers: Sequence[ConsumerSpec],
+    handler: Handler,
+    *,
+    capacity: int,
+    stop: asyncio.Event,
+) -> None:
+    """A micro service answering `endpoints` while it pulls `consumers` into `handler`, at most `capacity`
+    messages of each at once, until `stop`: the shape of the services that react to the log."""
+    service = await serve(nc, name, version, dict(endpoints), description=description)
+    try:
+        await asyncio.gather(
+            *(pull_loop(js, spec, handler, capacity=capacity, stop=stop) for spec in consumers)
+        )
+    finally:
+        with contextlib.suppress(BusError):
+            await service.stop()

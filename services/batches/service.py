@@ -242,17 +242,16 @@ async def run_batches(
     async def status(data: bytes) -> bytes:
         return msgspec.json.encode(expander.status())
 
-    service = await bus.serve(
-        nbus.nc, BATCHES_SERVICE, VERSION, {"status": status}, description="chatbus batches: lines to jobs"
-    )
     log.info("batches running (%d batch events at once)", capacity)
-    try:
-        await asyncio.gather(
-            *(
-                bus.pull_loop(nbus.js, spec, expander.handle, capacity=capacity, stop=stop)
-                for spec in consumers
-            )
-        )
-    finally:
-        with contextlib.suppress(bus.BusError):
-            await service.stop()
+    await bus.serve_consumers(
+        nbus.nc,
+        nbus.js,
+        BATCHES_SERVICE,
+        VERSION,
+        "chatbus batches: lines to jobs",
+        {"status": status},
+        consumers,
+        expander.handle,
+        capacity=capacity,
+        stop=stop,
+    )

@@ -178,17 +178,16 @@ async def run_webhooks(
     async def status(data: bytes) -> bytes:
         return msgspec.json.encode(dispatcher.status())
 
-    service = await bus.serve(
-        nbus.nc, WEBHOOKS_SERVICE, VERSION, {"status": status}, description="chatbus webhooks: finished jobs"
-    )
     log.info("webhooks running (%d jobs at once)", capacity)
-    try:
-        await asyncio.gather(
-            *(
-                bus.pull_loop(nbus.js, spec, dispatcher.handle, capacity=capacity, stop=stop)
-                for spec in consumers
-            )
-        )
-    finally:
-        with contextlib.suppress(bus.BusError):
-            await service.stop()
+    await bus.serve_consumers(
+        nbus.nc,
+        nbus.js,
+        WEBHOOKS_SERVICE,
+        VERSION,
+        "chatbus webhooks: finished jobs",
+        {"status": status},
+        consumers,
+        dispatcher.handle,
+        capacity=capacity,
+        stop=stop,
+    )
