@@ -9,6 +9,7 @@ from bus.connection import Bus, connect
 from bus.consumer import Delivery, PullLane, pull_lanes, pull_loop
 from bus.declare import Change, apply_all, declare_all, declare_consumer, declare_kv, declare_stream
 from bus.decode import Delivered, Rejected, Sequenced, decode_batch, decode_bulk, decode_one
+from bus.direct import read_direct, read_subjects
 from bus.errors import (
     BusError,
     BusUnavailable,
@@ -85,6 +86,8 @@ __all__ = [
     "purge_before",
     "purge_subject",
     "read_all",
+    "read_direct",
+    "read_subjects",
     "serve",
     "serve_consumers",
     "seq_at_time",

@@ -386,3 +386,6 @@ from schemas.subjects.roots import (
 from schemas.subjects.roots import (
     USER_ROOT as USER_ROOT,
 )
+from schemas.subjects.roots import (
+    matches as matches,
+)

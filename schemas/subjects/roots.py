@@ -11,6 +11,17 @@ def join(*tokens: str) -> str:
     return ".".join(tokens)
 
 
+def matches(pattern: str, subject: str) -> bool:
+    """Whether `subject` is on `pattern` (ANY: one token, REST: the rest), as nats-server matches them."""
+    want, got = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == REST:
+            return len(got) > i
+        if i >= len(got) or (token != ANY and token != got[i]):
+            return False
+    return len(got) == len(want)
+
+
 CHAT_ROOT = "chat"
 TOKENS_ROOT = "tokens"
 USER_ROOT = "user"
