@@ -59,7 +59,7 @@ _PREVIEW = 80
 async def read_audit(js: JetStream, chat_id: str, reader_id: str | None = None) -> list[AuditEntry]:
     """The audit lines of every event the log holds for the chat, in order (none: no such chat); as
     `reader_id` may read them when given (blind to an arena battle's voter before the vote)."""
-    msgs = await bus.read_all(js, CHAT.name, [one_chat(chat_id)])
+    msgs = await bus.read_direct(js, CHAT.name, one_chat(chat_id))
     return audit_entries(((m.seq, m.data) for m in msgs), reader_id)
 
 

@@ -23,7 +23,7 @@ class ChatBusy(Exception):
 async def read_chat_state(js: JetStream, chat_id: str) -> ChatState:
     """Fold every event of the chat the log holds now."""
     state = ChatState(chat_id)
-    for msg in await bus.read_all(js, CHAT.name, [one_chat(chat_id)]):
+    for msg in await bus.read_direct(js, CHAT.name, one_chat(chat_id)):
         event = bus.decode_one(msg.subject, msg.data, where=f"{CHAT.name} seq {msg.seq}")
         if event is None:  # a newer version's, or misfiled: its sequence still counts
             state.skip(msg.seq, msg.subject)

@@ -18,7 +18,7 @@ from schemas.api_jobs import JobBody
 from schemas.chat import ChatCreated, ChatEvent, MessagePosted, ReplyRequested, WebhookAttempted
 from schemas.job_status import JobError, JobState
 from schemas.streams import CHAT
-from schemas.subjects import chat_event, one_reply
+from schemas.subjects import chat_event, one_chat, one_reply
 
 
 def job_id_of(chat_id: str, reply_id: str) -> str:
@@ -71,7 +71,7 @@ async def read_job(js: JetStream, chat_id: str, reply_id: str) -> JobLog:
         chat_event(chat_id, "message.posted"),
         one_reply(chat_id, reply_id),
     ]
-    msgs = await bus.read_all(js, CHAT.name, subjects)
+    msgs = await bus.read_subjects(js, CHAT.name, one_chat(chat_id), subjects)
     decoded = (bus.decode_one(m.subject, m.data, where=f"CHAT seq {m.seq}") for m in msgs)
     return fold_job(chat_id, reply_id, (event for event in decoded if event is not None))
 

@@ -194,7 +194,7 @@ class Expander:
         """Of a line's events, those its chat does not hold yet (its chat exists: made before a restart)."""
         held = {
             getattr(bus.decode_one(msg.subject, msg.data), "event_id", None)
-            for msg in await bus.read_all(self.js, CHAT.name, [one_chat(events[0].chat_id)])
+            for msg in await bus.read_direct(self.js, CHAT.name, one_chat(events[0].chat_id))
         }
         return [event for event in events[1:] if event.event_id not in held]
 

@@ -1,10 +1,10 @@
 """Read what a reply request's model sees from the log, as chat-template messages, fitted to its window.
 
 Which messages those are is the chat state's rule (schemas/seat.py, `context_for`); the
-worker reads only the subjects that rule needs (`schemas.subjects.context_subjects`), and this
-module shapes their turns for the engine. A chat longer than the model's window keeps getting
-replies: `fit_prompt` drops its oldest turns (never the system prompt, never the newest turn), and
-the reply records which (`reply.completed.context_dropped`).
+worker reads only the subjects that rule needs (`schemas.subjects.context_subjects`, in one direct read
+of the chat: no consumer), and this module shapes their turns for the engine. A chat longer than the
+model's window keeps getting replies: `fit_prompt` drops its oldest turns (never the system prompt, never
+the newest turn), and the reply records which (`reply.completed.context_dropped`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import bus
 from schemas.chat import ChatEvent, ReplyRequested
 from schemas.chat_state import ChatState, Turn
 from schemas.seat import context_seen
+from schemas.streams import CHAT
+from schemas.subjects import context_subjects, one_chat
 from services.llm_worker.engine import ChatMessage, Prompt
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ class Context:
     messages: list[ChatMessage]
     ids: list[tuple[str, ...]]
     fittable: bool = True
+
+
+async def read_context(js: bus.JetStream, chat_id: str) -> list[bus.StoredMsg]:
+    """The chat's events a prompt is built from, as the log holds them now."""
+    return await bus.read_subjects(js, CHAT.name, one_chat(chat_id), context_subjects(chat_id))
 
 
 def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> list[ChatMessage]:

@@ -164,7 +164,7 @@ async def refuse(
     if why == "expired":
         error = expired_error(job, delivery.attempt)
     else:
-        stored = await bus.read_all(js, CHAT.name, [one_reply(request.chat_id, request.reply_id)])
+        stored = await bus.read_direct(js, CHAT.name, one_reply(request.chat_id, request.reply_id))
         error = gave_up_error(
             delivery.attempt - 1, last_cause([schemas.decode_event(m.data) for m in stored])
         )

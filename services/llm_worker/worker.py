@@ -24,7 +24,6 @@ from schemas.streams import CHAT, WORKERS_KV
 from schemas.subjects import (
     ANY,
     BATCH_LANE,
-    context_subjects,
     lane_of,
     max_deliveries_advisory,
     parse_reply_subject,
@@ -34,8 +33,8 @@ from schemas.subjects import (
 )
 from schemas.tokens import TokenDelta
 from services.llm_worker.attempts import expired_error, refusal, retry_in, seconds_left
-from services.llm_worker.coalesce import Chunk, Coalescer
-from services.llm_worker.context import build_context, fit_prompt, image_hashes
+from services.llm_worker.coalesce import Chunk, reply_coalescer
+from services.llm_worker.context import build_context, fit_prompt, image_hashes, read_context
 from services.llm_worker.engine import ChatMessage, Engine, GenerationParams, Prompt, PromptTooLong
 from services.llm_worker.lanes import EngineDied, lane_specs, watch_engine, worker_lanes
 from services.llm_worker.pictures import load_images
@@ -228,7 +227,7 @@ class Worker:
             model=self.settings.alias,
         )
         # The context was in the log before the request: read it while the start is appended (TTFT).
-        context = asyncio.ensure_future(bus.read_all(js, CHAT.name, context_subjects(chat_id)))
+        context = asyncio.ensure_future(read_context(js, chat_id))
         context.add_done_callback(_retrieved)
         try:
             fence = await append_fenced(self.bus.js, started, f"{reply_id}.started.{attempt}", None)
@@ -335,9 +334,7 @@ class Worker:
                 self._wake_pending = True
             loop.call_soon_threadsafe(self._drain_inbox)
 
-        coalescer = Coalescer(
-            self.settings.coalesce_tokens, self.settings.coalesce_seconds, hand_over, self.engine.active
-        )
+        coalescer = reply_coalescer(self.settings, reply.batch, hand_over, self.engine.active)
         try:
             self.engine.submit(reply.engine_id, prompt, params, coalescer.on_output, background=reply.batch)
         except ValueError as exc:  # e.g. the prompt leaves no room in the model's context
