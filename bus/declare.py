@@ -57,6 +57,7 @@ def _stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
         duplicate_window=spec.duplicate_window,
         deny_delete=spec.deny_delete,
         allow_direct=True,
+        max_consumers=spec.max_consumers,
         discard=DiscardPolicy.OLD,
         num_replicas=replicas,
     )
@@ -74,6 +75,7 @@ def _owned(config: StreamConfig) -> dict[str, Any]:
         "discard": config.discard,
         "max_msgs_per_subject": config.max_msgs_per_subject or -1,  # None and -1: no limit
         "num_replicas": config.num_replicas or 1,
+        "max_consumers": config.max_consumers or -1,  # None and -1: the server's default
     }
 
 
@@ -96,6 +98,7 @@ def _reconcile(what: str, current: StreamConfig, wanted: StreamConfig) -> tuple[
         discard=wanted.discard,
         max_msgs_per_subject=wanted.max_msgs_per_subject,
         num_replicas=wanted.num_replicas,
+        max_consumers=wanted.max_consumers,
     )
     return updated, changes
 

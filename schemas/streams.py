@@ -37,6 +37,9 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window: float = 2 * 60.0
     deny_delete: bool = True
     storage: Literal["file", "memory"] = "file"
+    # nats-server 2.15 caps a stream at 1,000 consumers unless it says otherwise (and -1 no longer means
+    # no limit). Each open WebSocket/SSE feed holds an ordered consumer on CHAT and one on TOKENS.
+    max_consumers: int = 10_000
 
 
 class KVSpec(msgspec.Struct, frozen=True, kw_only=True):

@@ -254,3 +254,11 @@ async def test_a_message_arriving_on_a_pending_fetch_of_a_full_lane_is_handed_ba
     assert most[0] == 2
     (line,) = [r for r in ran if r[0] == "b1"]
     assert line[1] == 2  # delivered again after the hand-back, once the people were done
+
+
+async def test_a_stream_holds_more_consumers_than_the_servers_default_1000(nbus: Bus) -> None:
+    # Each open WebSocket/SSE feed holds an ordered consumer on CHAT (and one on TOKENS).
+    subs = [await nbus.js.subscribe("chat.feed.>", ordered_consumer=True) for _ in range(1100)]
+    assert (await nbus.js.stream_info("CHAT")).state.consumer_count >= 1100
+    for sub in subs:
+        await sub.unsubscribe()
