@@ -69,6 +69,7 @@ bench: install
 	$(PY) bench/bench_conductor.py
 	$(PY) bench/bench_leaderboard.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_engines.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
