@@ -48,7 +48,17 @@ async def axe(page: Page) -> list[dict[str, object]]:
     """Violations axe-core finds on the page as it is now (the page's context must bypass the CSP)."""
     await page.add_script_tag(path=str(AXE))
     result = await page.evaluate("async () => (await axe.run(document)).violations")
-    return [{"id": v["id"], "impact": v["impact"], "nodes": len(v["nodes"])} for v in result]
+    return [
+        {
+            "id": v["id"],
+            "impact": v["impact"],
+            "nodes": len(v["nodes"]),
+            # Which elements, and axe's reason for the first: a failure says what to look at.
+            "where": [n["target"] for n in v["nodes"][:4]],
+            "why": v["nodes"][0].get("failureSummary", "") if v["nodes"] else "",
+        }
+        for v in result
+    ]
 
 
 def serious(found: list[dict[str, object]]) -> list[dict[str, object]]:
