@@ -219,6 +219,9 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True):
     capacity: int
     images: bool = False  # some worker of this alias shows images to its model
     max_context: int = 0  # tokens of prompt + reply the model takes (0: unknown)
+    # What runs it, one entry per distinct setting among its workers: "llama.cpp gguf float16",
+    # "transformers float32 int8" (engine, dtype, quantization; empty for a worker too old to say).
+    engines: list[str] = []
 
 
 class ModelList(msgspec.Struct, frozen=True, kw_only=True):

@@ -139,6 +139,7 @@ async def test_post_appends_message_and_reply_request_with_the_context(api: Api)
                 "capacity": 4,
                 "images": False,
                 "max_context": 0,
+                "engines": [],  # this presence, written by hand, does not say
             }
         ],
     }

@@ -29,6 +29,8 @@ from tests.stack import wait_event, wait_models, wait_projector
 
 QUESTION = "What is the capital of France?"
 GREEDY = {"temperature": 0.0, "max_new_tokens": 24}
+# What each engine's CPU default resolves to on the built-in model, as /v1/models shows it.
+RUNS = {"transformers": "transformers float32 int8", "llama.cpp": "llama.cpp gguf float16"}
 ENGINES = [
     "transformers",
     pytest.param(
@@ -41,9 +43,9 @@ ENGINES = [
 @pytest.fixture
 async def served(
     request: pytest.FixtureRequest, nbus: Bus, tmp_path: Path, smollm2_dir: Path
-) -> AsyncIterator[tuple[str, str, str]]:
+) -> AsyncIterator[tuple[str, str, str, str]]:
     """The API on a real port, the projector and a worker of the built-in model with `request.param`'s
-    engine (its default CPU setting); yields the base URL, ann's key and the alias."""
+    engine (its default CPU setting); yields the base URL, ann's key, the alias and the engine."""
     engine = request.param
     alias = f"smollm2-{engine.replace('.', '')}"
     await add_user(nbus.js, "ann")
@@ -62,7 +64,7 @@ async def served(
         await wait_projector(nbus)
         await wait_models(nbus, alias, timeout=300)
         await server.start_server()
-        yield str(server.make_url("")).rstrip("/"), key, alias
+        yield str(server.make_url("")).rstrip("/"), key, alias, engine
     finally:
         await server.close()
         stop.set()
@@ -72,10 +74,15 @@ async def served(
 
 
 @pytest.mark.parametrize("served", ENGINES, indirect=True)
-async def test_a_chat_and_an_openai_completion_answer_paris(nbus: Bus, served: tuple[str, str, str]) -> None:
-    base, key, alias = served
+async def test_a_chat_and_an_openai_completion_answer_paris(
+    nbus: Bus, served: tuple[str, str, str, str]
+) -> None:
+    base, key, alias, engine = served
     headers = {"Authorization": f"Bearer {key}"}
     async with aiohttp.ClientSession(base, headers=headers) as http:
+        async with http.get("/v1/models") as resp:
+            (model,) = [m for m in (await resp.json())["data"] if m["id"] == alias]
+            assert model["engines"] == [RUNS[engine]], model
         async with http.post("/v1/chats", json={"title": "capitals", "model": alias}) as resp:
             assert resp.status == 201, await resp.text()
             chat_id = (await resp.json())["chat_id"]

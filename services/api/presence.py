@@ -112,6 +112,7 @@ def group_models(workers: list[WorkerPresence]) -> list[ModelInfo]:
             capacity=sum(w.capacity for w in group),
             images=any(w.images for w in group),
             max_context=min(w.max_context for w in group),
+            engines=sorted({f"{w.engine} {w.dtype} {w.quantization}" for w in group if w.engine}),
         )
         for alias, group in sorted(by_alias.items())
     ]
