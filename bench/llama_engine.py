@@ -1,13 +1,19 @@
-"""In-process throughput of the llama.cpp engine (tokens/s at 1, 4, 16 replies at once, greedy) against
-llama-cpp-python's own high-level `Llama` generating one stream: the "llama.cpp alone" limit.
+"""In-process throughput of the llama.cpp engine (tokens/s at 1, 4, 16 replies at once, greedy) in several
+settings, against llama-cpp-python's own high-level `Llama` generating one stream ("llama.cpp alone").
 
-    PYTHONPATH=. .venv/bin/python bench/llama_engine.py [--tokens 128] [--threads 0] [--rounds 2] [--float16]
+    PYTHONPATH=. .venv/bin/python bench/llama_engine.py [--tokens 128] [--threads 0] [--rounds 3]
+        [--settings default,before,...]
+
+The settings take turns, each round loading each one afresh; the figures are medians of the rounds (the
+machine is shared: single runs move a lot).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -21,6 +27,16 @@ from services.llm_worker.llama_engine import LlamaConfig, LlamaCppEngine  # noqa
 from services.llm_worker.sources import builtin_gguf  # noqa: E402
 
 PROMPT = "Tell me a short story about a lighthouse keeper."
+
+# Settings compared (LlamaConfig fields); "default" is what the worker runs the built-in model with.
+SETTINGS: dict[str, dict[str, object]] = {
+    "default": {"weights": "bfloat16"},
+    "before": {"weights": "float16", "flash_attention": False},
+    "float16": {"weights": "float16"},
+    "bfloat16-no-flash": {"weights": "bfloat16", "flash_attention": False},
+    "float32": {"weights": "float32"},
+    "file": {"weights": "file"},
+}
 
 
 def run_engine(engine: LlamaCppEngine, concurrency: int, new_tokens: int) -> float:
@@ -71,31 +87,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0: all cores)")
-    parser.add_argument("--rounds", type=int, default=4, help="best of this many runs per figure")
-    parser.add_argument("--float16", action="store_true", help="the float16 copy of the GGUF (both sides)")
+    parser.add_argument("--rounds", type=int, default=3, help="median of this many runs per figure")
+    parser.add_argument(
+        "--settings", default="default,before", help=f"comma-separated, of: {', '.join(SETTINGS)}"
+    )
     args = parser.parse_args()
-    path = str(builtin_gguf("smollm2-135m-instruct"))
-    if args.float16:
-        from services.llm_worker.gguf_float16 import float16_gguf
-
-        path = str(float16_gguf(path, Path(tempfile.gettempdir()) / "chatbus-bench-llama"))
+    names = args.settings.split(",")
+    unknown = [name for name in names if name not in SETTINGS]
+    if unknown:
+        parser.error(f"unknown settings {unknown}: expected some of {', '.join(SETTINGS)}")
+    source = str(builtin_gguf("smollm2-135m-instruct"))
+    cache = Path(tempfile.gettempdir()) / "chatbus-bench-llama"
     threads = args.threads or os.cpu_count() or 1
-    engine = LlamaCppEngine.from_gguf(path, LlamaConfig(slots=16, slot_context=1024, threads=threads))
-    engine.start()
-    try:
-        run_engine(engine, 1, 8)  # warm up
-        # Alternating, best of `rounds` each: the machine's other work moves single runs a lot.
-        alone, rates = 0.0, dict.fromkeys((1, 4, 16), 0.0)
-        for _ in range(args.rounds):
-            alone = max(alone, run_llama_alone(path, args.tokens, threads))
-            for concurrency in rates:
-                rates[concurrency] = max(rates[concurrency], run_engine(engine, concurrency, args.tokens))
-    finally:
-        engine.stop()
-    print(f"llama.cpp alone (Llama.generate), 1 stream: {alone:.1f} tokens/s")
-    for concurrency, rate in rates.items():
-        share = rate / alone
-        print(f"chatbus llama.cpp engine, {concurrency:2d} at once: {rate:.1f} tokens/s ({share:.2f}x)")
+    base = LlamaConfig(slots=16, slot_context=1024, threads=threads)
+    configs = {name: dataclasses.replace(base, **SETTINGS[name]) for name in names}  # type: ignore[arg-type]
+    alone: list[float] = []
+    rates: dict[str, dict[int, list[float]]] = {name: {1: [], 4: [], 16: []} for name in names}
+    for _ in range(args.rounds):
+        alone.append(run_llama_alone(source, args.tokens, threads))  # the file as it is
+        for name, config in configs.items():
+            engine = LlamaCppEngine.from_gguf(source, config, cache_dir=cache)
+            engine.start()
+            try:
+                run_engine(engine, 1, 8)  # warm up
+                for concurrency, runs in rates[name].items():
+                    runs.append(run_engine(engine, concurrency, args.tokens))
+            finally:
+                engine.stop()
+    limit = statistics.median(alone)
+    print(f"llama.cpp alone (Llama.generate, the GGUF file), 1 stream: {limit:.1f} tokens/s")
+    for name, config in configs.items():
+        figures = ", ".join(f"{c}: {statistics.median(runs):.1f}" for c, runs in rates[name].items())
+        one = statistics.median(rates[name][1]) / limit
+        print(
+            f"{name} (weights {config.weights}, flash attention {config.flash_attention}):"
+            f" {figures} tokens/s; 1 stream {one:.2f}x alone"
+        )
 
 
 if __name__ == "__main__":

@@ -252,6 +252,6 @@ def test_a_gguf_file_says_its_quantisation() -> None:
 @pytest.mark.skipif(not llama_available(), reason="llama-cpp-python or the llama.cpp engine is not installed")
 def test_llama_cpp_keeps_the_gguf_file_and_converts_nothing(tmp_path: Path) -> None:
     settings = prepare_model(WorkerSettings(model=DEFAULT_SOURCE, device="cpu", model_cache=str(tmp_path)))
-    # The built-in model runs as a float16 copy of its Q4_1 file (made when the engine loads, not here).
-    assert settings.resolved == EngineChoice("llama.cpp", "gguf", "float16")
+    # The built-in model runs as a bfloat16 copy of its Q4_1 file (made when the engine loads, not here).
+    assert settings.resolved == EngineChoice("llama.cpp", "gguf", "bfloat16")
     assert settings.model == str(builtin_gguf(DEFAULT_SOURCE)) and not any(tmp_path.iterdir())

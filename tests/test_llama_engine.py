@@ -61,20 +61,35 @@ def _answer(engine: LlamaCppEngine, messages: list[dict[str, str]], params: Gene
 
 
 @pytest.fixture(scope="module")
-def float16_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaCppEngine]:
-    config = LlamaConfig(slots=2, slot_context=512, threads=1, weights="float16")
-    cache = tmp_path_factory.mktemp("llama-models")
-    engine = LlamaCppEngine.from_gguf(builtin_gguf("smollm2-135m-instruct"), config, cache_dir=cache)
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("llama-models")
+
+
+@pytest.mark.parametrize(("weights", "flash_attention"), [("bfloat16", True), ("float16", False)])
+def test_the_capital_of_france_is_paris(weights: Any, flash_attention: bool, model_cache: Path) -> None:
+    """A dense copy answers right, with flash attention (the default) or without; the file's own Q4_1
+    does not in llama.cpp (gguf_float16.py)."""
+    import gguf
+
+    config = LlamaConfig(
+        slots=2, slot_context=512, threads=1, weights=weights, flash_attention=flash_attention
+    )
+    source = builtin_gguf("smollm2-135m-instruct")
+    engine = LlamaCppEngine.from_gguf(source, config, cache_dir=model_cache)
     engine.start()
-    yield engine
-    engine.stop()
-
-
-def test_the_capital_of_france_is_paris(float16_engine: LlamaCppEngine) -> None:
-    """The float16 copy answers right; the file's own Q4_1 does not in llama.cpp (gguf_float16.py)."""
-    assert "Paris" in _answer(float16_engine, QUESTION, GREEDY)
+    try:
+        assert "Paris" in _answer(engine, QUESTION, GREEDY)
+    finally:
+        engine.stop()
+    suffix, expected = {
+        "bfloat16": ("bf16", gguf.GGMLQuantizationType.BF16),
+        "float16": ("f16", gguf.GGMLQuantizationType.F16),
+    }[weights]
+    (copy,) = model_cache.glob(f"gguf-*-{suffix}.gguf")
+    types = {tensor.tensor_type for tensor in gguf.GGUFReader(copy).tensors}
+    assert types == {expected, gguf.GGMLQuantizationType.F32}  # the norms were float32 already
     with pytest.raises(ValueError, match="cache_dir"):
-        LlamaCppEngine.from_gguf(builtin_gguf("smollm2-135m-instruct"), float16_engine.config)
+        LlamaCppEngine.from_gguf(source, config)
 
 
 def test_the_prompt_is_the_chat_template_as_transformers_renders_it(

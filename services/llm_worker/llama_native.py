@@ -24,13 +24,15 @@ class LlamaError(RuntimeError):
 @dataclass(frozen=True)
 class ContextSize:
     """How big the llama.cpp context is: `sequences` replies of `sequence_tokens` each, in steps of at
-    most `batch_tokens`, on `threads` (one token per sequence) and `batch_threads` (prompts)."""
+    most `batch_tokens`, on `threads` (one token per sequence) and `batch_threads` (prompts).
+    `flash_attention`: llama.cpp's fused attention kernel."""
 
     sequences: int
     sequence_tokens: int
     batch_tokens: int
     threads: int
     batch_threads: int
+    flash_attention: bool = True
 
 
 def _quiet() -> None:
@@ -61,11 +63,15 @@ class LlamaModel:
         params.n_batch = params.n_ubatch = size.batch_tokens
         params.n_seq_max = size.sequences
         params.n_threads, params.n_threads_batch = size.threads, size.batch_threads
-        params.kv_unified = False  # a KV stream of sequence_tokens per sequence: they never crowd each other
+        # A KV stream of sequence_tokens per sequence: they never crowd each other. One buffer for all
+        # (kv_unified) was slower with 16 replies at once (bench/llama_engine.py, README).
+        params.kv_unified = False
         params.no_perf = True
-        # Measured on SmolLM2-135M, 2 cores, one reply: 114 tokens/s without flash attention against 7-47
-        # with llama.cpp's "auto" (which turns it on for a CPU); llama-cpp-python's Llama has it off too.
-        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if size.flash_attention
+            else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
         self._ctx = llama_cpp.llama_init_from_model(self._model, params)
         if not self._ctx:
             llama_cpp.llama_model_free(self._model)
