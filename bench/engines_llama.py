@@ -3,13 +3,13 @@
     python bench/engines_llama.py alone  --cache-dir DIR     # llama-cpp-python's high-level `Llama`
     python bench/engines_llama.py engine --cache-dir DIR --capacity 16   # chatbus's LlamaCppEngine
 
-Both load the weights the worker's llama.cpp engine runs for the built-in SmolLM2 (the float16 copy of its
+Both load the weights the worker's llama.cpp engine runs for the built-in SmolLM2 (the bfloat16 copy of its
 GGUF file, made once in --cache-dir, the model cache), with its threads (all cores), context (2048 tokens a
-reply) and batch (512 tokens). `engine` builds the engine exactly as `chatbus worker --engine llama.cpp`
-does (main.prepare_model, main.load_engine) and drives it in-process, every request submitted at once
-(openai_raw.run_round). `alone` is the limit: `Llama.generate` on one stream at a time, so a round of N
-conversations runs them one after the other; a stream's TTFT counts from the round's start (what a client
-sending all N at once would see).
+reply), batch (512 tokens) and flash attention. `engine` builds the engine exactly as `chatbus worker
+--engine llama.cpp` does (main.prepare_model, main.load_engine) and drives it in-process, every request
+submitted at once (openai_raw.run_round). `alone` is the limit: `Llama.generate` on one stream at a
+time, so a round of N conversations runs them one after the other; a stream's TTFT counts from the
+round's start (what a client sending all N at once would see).
 
 Protocol (as openai_raw.py): after loading and warming up it prints {"ready": true, "threads": N,
 "weights": PATH}; then one JSON line per round on stdin ({"messages": [...], "tokens": 128,
@@ -49,7 +49,7 @@ class Alone:
             n_batch=BATCH,
             n_threads=threads,
             n_threads_batch=threads,
-            flash_attn=False,  # as the engine (llama_native.py): flash attention is slower on this CPU
+            flash_attn=True,  # as the engine (llama_engine.py's LlamaConfig.flash_attention)
             verbose=False,
         )
         piece = self.llama.detokenize
@@ -92,17 +92,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("mode", choices=("alone", "engine"))
-    parser.add_argument("--cache-dir", required=True, help="the model cache (where the float16 copy is)")
+    parser.add_argument("--cache-dir", required=True, help="the model cache (where the bfloat16 copy is)")
     parser.add_argument("--capacity", type=int, default=16, help="engine: replies at once (its slots)")
     args = parser.parse_args()
     threads = os.cpu_count() or 1  # the worker's llama.cpp threads: 0 = all cores
     sampling_keys = ("temperature", "top_p", "top_k")
     warm = [[{"role": "user", "content": "Say hello."}]]
     if args.mode == "alone":
-        from services.llm_worker.gguf_float16 import float16_gguf
+        from services.llm_worker.gguf_float16 import dense_gguf
         from services.llm_worker.sources import builtin_gguf
 
-        weights = str(float16_gguf(builtin_gguf(DEFAULT_SOURCE), args.cache_dir))
+        weights = str(dense_gguf(builtin_gguf(DEFAULT_SOURCE), args.cache_dir, "bfloat16"))
         alone = Alone(weights, threads)
         alone.round(warm, 8)
         print(json.dumps({"ready": True, "threads": threads, "weights": weights}), flush=True)
@@ -130,7 +130,7 @@ def main() -> None:
         run_round(engine, warm, 8, "warm-a")  # type: ignore[arg-type]
         run_round(engine, warm * 4, 8, "warm-b")  # type: ignore[arg-type]
         assert settings.resolved is not None
-        weights = f"{settings.model} as {settings.resolved.quantization}"  # the float16 copy, for SmolLM2
+        weights = f"{settings.model} as {settings.resolved.quantization}"  # the bfloat16 copy, for SmolLM2
         print(json.dumps({"ready": True, "threads": threads, "weights": weights}), flush=True)
         for number, line in enumerate(sys.stdin):
             if line.strip():

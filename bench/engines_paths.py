@@ -163,7 +163,7 @@ async def start_engine_stack(
         await processes.wait_http(
             f"{base}/v1/models",
             headers={"Authorization": f"Bearer {key}"},
-            timeout=600,  # the llama.cpp worker writes the float16 copy of the GGUF file once
+            timeout=600,  # the llama.cpp worker writes the bfloat16 copy of the GGUF file once
             ready=all_served,
             watch=[*services, *workers.values()],
         )

@@ -2,7 +2,7 @@
 the REST API and a completion through the official `openai` client, both answering "Paris".
 
 transformers runs the GGUF file converted once (int8 dynamic quantisation, the CPU default without
-llama.cpp); llama.cpp runs the file itself (its float16 copy) and needs `make llama` (skipped, saying so,
+llama.cpp); llama.cpp runs the file itself (its bfloat16 copy) and needs `make llama` (skipped, saying so,
 where llama-cpp-python is not installed: `make test-all` builds it)."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tests.stack import wait_event, wait_models, wait_projector
 QUESTION = "What is the capital of France?"
 GREEDY = {"temperature": 0.0, "max_new_tokens": 24}
 # What each engine's CPU default resolves to on the built-in model, as /v1/models shows it.
-RUNS = {"transformers": "transformers float32 int8", "llama.cpp": "llama.cpp gguf float16"}
+RUNS = {"transformers": "transformers float32 int8", "llama.cpp": "llama.cpp gguf bfloat16"}
 ENGINES = [
     "transformers",
     pytest.param(

@@ -40,11 +40,6 @@ _DENSE: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType, str]] = {
 }
 
 
-def float16_gguf(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str]) -> Path:
-    """The float16 copy (dense_gguf)."""
-    return dense_gguf(path, cache_dir, "float16")
-
-
 def dense_gguf(path: str | os.PathLike[str], cache_dir: str | os.PathLike[str], dtype: Dense) -> Path:
     """`<cache_dir>/gguf-<sha256[:16]>-<f16|bf16|f32>.gguf`: the file with every quantised tensor as
     `dtype` (the file itself when none is quantised)."""
