@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import shutil
 import statistics
@@ -56,10 +55,10 @@ from bench.batch_paths import (
 )  # noqa: E402
 from bench.openai_measure import Threads, console, percentile  # noqa: E402
 from bench.openai_stacks import (  # noqa: E402
-    CHILDREN,
     Chatbus,
     alias_for,
     base_env,
+    close_stack,
     prepare_model,
     spawn,
     start_chatbus,
@@ -190,13 +189,7 @@ async def main(args: argparse.Namespace) -> None:
     finally:
         if raw is not None:
             await raw.close()
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.nbus.close()
-        processes.stop([c for c in CHILDREN if c is not (stack.server.process if stack else None)])
-        if stack is not None:
-            stack.server.stop()
-        processes.stop(CHILDREN, timeout=5)
+        await close_stack(stack)
         if args.keep:
             console.print(f"logs and data kept in {tmp}")
         else:

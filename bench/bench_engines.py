@@ -48,7 +48,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 from dataclasses import asdict
@@ -62,7 +61,6 @@ from bench.engines_paths import (  # noqa: E402
     OTHER_PATHS,
     SETTINGS,
     EngineChatbusPath,
-    EngineStack,
     LlamaPath,
     default_choice,
     llama_installed,
@@ -72,7 +70,15 @@ from bench.engines_paths import (  # noqa: E402
 from bench.engines_tables import goals, print_table  # noqa: E402
 from bench.openai_measure import Threads, console, conversations, percentile, tree_cpu  # noqa: E402
 from bench.openai_paths import BenchPath, ServePath, measure  # noqa: E402
-from bench.openai_stacks import CHILDREN, ROOT, ensure_serve_venv, prepare_model, start_serve  # noqa: E402
+from bench.openai_stacks import (  # noqa: E402
+    ROOT,
+    Chatbus,
+    close_stack,
+    ensure_serve_venv,
+    prepare_model,
+    run_main,
+    start_serve,
+)
 from bench.openai_tables import summarise  # noqa: E402
 from services.cli import processes  # noqa: E402
 
@@ -93,7 +99,7 @@ def chosen_paths(text: str) -> set[str]:
 
 async def start_paths(
     args: argparse.Namespace, names: set[str], levels: list[int], tmp: Path
-) -> tuple[list[BenchPath], EngineStack | None, EngineChatbusPath | None]:
+) -> tuple[list[BenchPath], Chatbus | None, EngineChatbusPath | None]:
     """Every chosen path started and ready; the chatbus stack; the path of the default CPU engine."""
     cache_dir = Path(args.cache_dir).expanduser()
     model_dir, sizing = prepare_model(cache_dir)
@@ -158,7 +164,7 @@ async def run(args: argparse.Namespace) -> None:
     names = chosen_paths(args.paths)
     tmp = Path(tempfile.mkdtemp(prefix="chatbus-bench-engines-"))
     paths: list[BenchPath] = []
-    stack: EngineStack | None = None
+    stack: Chatbus | None = None
     try:
         paths, stack, default = await start_paths(args, names, levels, tmp)
         with console.status("warming up ..."):
@@ -208,13 +214,7 @@ async def run(args: argparse.Namespace) -> None:
         for path in paths:
             with contextlib.suppress(Exception):
                 await path.close()
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.nbus.close()
-        processes.stop([c for c in CHILDREN if c is not (stack.server.process if stack else None)])
-        if stack is not None:
-            stack.server.stop()
-        processes.stop(CHILDREN, timeout=5)  # whatever is left (a server that failed before its stack)
+        await close_stack(stack)
         if args.keep:
             console.print(f"logs and data kept in {tmp}")
         else:
@@ -252,19 +252,7 @@ def main() -> None:
     if args.quick:
         args.tokens, args.concurrency, args.repeat = 16, "1,4", 1
 
-    async def guarded() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await run(args)
-
-    try:
-        asyncio.run(guarded())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        console.print("[yellow]interrupted; everything it started is stopped[/]")
-        sys.exit(130)
-    finally:
-        processes.stop(CHILDREN, timeout=5)
+    run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

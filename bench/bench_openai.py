@@ -45,7 +45,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import signal
 import sys
 import tempfile
 from dataclasses import asdict
@@ -57,12 +56,13 @@ from bench.openai_breakdown import breakdown  # noqa: E402
 from bench.openai_measure import Result, Threads, console, conversations, percentile, tree_cpu  # noqa: E402
 from bench.openai_paths import BenchPath, ChatbusPath, RawPath, ServePath, measure  # noqa: E402
 from bench.openai_stacks import (  # noqa: E402
-    CHILDREN,
     ROOT,
     Chatbus,
     alias_for,
+    close_stack,
     ensure_serve_venv,
     prepare_model,
+    run_main,
     start_chatbus,
     start_serve,
 )
@@ -190,15 +190,7 @@ async def run(args: argparse.Namespace) -> None:
         for path in paths:
             with contextlib.suppress(Exception):
                 await path.close()
-        if stack is not None:
-            with contextlib.suppress(Exception):
-                await stack.nbus.close()
-        everything = [c for c in CHILDREN if c is not (stack.server.process if stack else None)]
-        processes.stop(everything)
-        if stack is not None:
-            stack.server.stop()
-        # Whatever is left (a server that failed before its stack was built).
-        processes.stop(CHILDREN, timeout=5)
+        await close_stack(stack)
         if args.keep:
             console.print(f"logs and data kept in {tmp}")
         else:
@@ -245,19 +237,7 @@ def main() -> None:
     if args.quick:
         args.tokens, args.concurrency, args.repeat, args.breakdown_runs = 16, "1,4", 1, 3
 
-    async def guarded() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await run(args)
-
-    try:
-        asyncio.run(guarded())
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        console.print("[yellow]interrupted; everything it started is stopped[/]")
-        sys.exit(130)
-    finally:
-        processes.stop(CHILDREN, timeout=5)
+    run_main(lambda: run(args))
 
 
 if __name__ == "__main__":

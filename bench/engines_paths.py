@@ -8,13 +8,10 @@ import sys
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
 
-import bus
 from bench.openai_measure import Threads
 from bench.openai_paths import BenchPath, ChatbusPath, RawPath
-from bench.openai_stacks import CHILDREN, ROOT, base_env, spawn
-from services.cli import processes
+from bench.openai_stacks import ROOT, Chatbus, WorkerSpec, base_env, spawn, start_stack
 from services.llm_worker.engine_choice import EngineChoice, choose_engine
 from services.llm_worker.model_config import DEFAULT_SOURCE
 
@@ -103,76 +100,23 @@ class LlamaPath(RawPath):
         return self.label
 
 
-@dataclass
-class EngineStack:
-    """One chatbus stack: nats, projector, API, and a worker per engine setting."""
-
-    server: bus.EmbeddedServer
-    nbus: bus.Bus
-    base: str
-    key: str
-    services: list[subprocess.Popen[bytes]]  # projector, api
-    workers: dict[str, subprocess.Popen[bytes]]  # setting key -> its worker
-
-
-async def start_engine_stack(
-    tmp: Path, cache_dir: Path, settings: list[Setting], capacity: int
-) -> EngineStack:
+async def start_engine_stack(tmp: Path, cache_dir: Path, settings: list[Setting], capacity: int) -> Chatbus:
     """The stack as `chatbus up` runs it, each setting's worker serving the built-in SmolLM2 (its GGUF
     file for llama.cpp, the directory converted from it for transformers) under its own alias."""
-    from identity.accounts import add_user, issue_key
-
-    server = bus.EmbeddedServer(
-        bus.ServerConfig(store_dir=tmp / "js", credentials=bus.Credentials.generate())
-    )
-    server.start()
-    assert server.process is not None
-    CHILDREN.append(server.process)
-    url = server.url_for()
-    nbus = await bus.connect(url, name="bench-engines")
-    await bus.declare_all(nbus.js)
-    await add_user(nbus.js, "bench", role="admin")
-    _key_id, key = await issue_key(nbus.js, "bench", label="bench_engines")
-    port = bus.free_port()
-    env = {
-        **base_env(),
-        "CHATBUS_NATS_URL": url,
-        "CHATBUS_API_HOST": "127.0.0.1",
-        "CHATBUS_API_PORT": str(port),
-        "CHATBUS_DATA_DIR": str(tmp),
-        "CHATBUS_MODEL_CACHE": str(cache_dir),
-        "CHATBUS_LOG_LEVEL": "WARNING",
-    }
-    cli = processes.chatbus()
-    services = [
-        spawn([*cli, "projector", "--db", str(tmp / "readmodel.duckdb")], env, tmp / "projector.log"),
-        spawn([*cli, "api"], env, tmp / "api.log"),
-    ]
-    workers = {}
-    for s in settings:
-        args = ["worker", "--model", DEFAULT_SOURCE, "--alias", s.alias, "--capacity", str(capacity)]
-        args += ["--engine", s.engine, "--dtype", s.dtype, "--quantization", s.quantization]
-        workers[s.key] = spawn([*cli, *args], env, tmp / f"worker-{s.alias}.log")
-    base = f"http://127.0.0.1:{port}"
-
-    def all_served(body: Any) -> bool:
-        return {s.alias for s in settings} <= {m["id"] for m in body.get("data", [])}
-
-    try:
-        await processes.wait_http(f"{base}/readyz", timeout=180, watch=services)
-        await processes.wait_http(
-            f"{base}/v1/models",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=600,  # the llama.cpp worker writes the bfloat16 copy of the GGUF file once
-            ready=all_served,
-            watch=[*services, *workers.values()],
+    specs = {
+        s.key: WorkerSpec(
+            s.alias,
+            ["--model", DEFAULT_SOURCE, "--capacity", str(capacity), "--engine", s.engine]
+            + ["--dtype", s.dtype, "--quantization", s.quantization],
+            {},
         )
-    except processes.ChildExited as exc:
-        raise RuntimeError(f"{exc}; see its log in {tmp}") from exc
-    return EngineStack(server, nbus, base, key, services, workers)
+        for s in settings
+    }
+    # 600 s: the llama.cpp worker writes the bfloat16 copy of the GGUF file once.
+    return await start_stack(tmp, cache_dir, "bench_engines", specs, timeout=600)
 
 
-async def resolved_engines(stack: EngineStack) -> dict[str, str]:
+async def resolved_engines(stack: Chatbus) -> dict[str, str]:
     """alias -> "engine dtype quantization", as each live worker's presence says it runs."""
     from services.api.presence import live_workers
 

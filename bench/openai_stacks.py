@@ -3,10 +3,14 @@ in its own venv; every child is remembered and stopped at the end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -100,7 +104,7 @@ class Chatbus:
     base: str
     key: str
     services: list[subprocess.Popen[bytes]]  # projector, api
-    workers: dict[Threads, subprocess.Popen[bytes]]  # threads -> worker
+    workers: dict[Any, subprocess.Popen[bytes]]  # a key (the thread counts, the setting) -> its worker
 
 
 def alias_for(threads: Threads) -> str:
@@ -110,6 +114,33 @@ def alias_for(threads: Threads) -> str:
 async def start_chatbus(
     tmp: Path, model_dir: Path, cache_dir: Path, threads: list[Threads], capacity: int
 ) -> Chatbus:
+    """A stack with one worker of `model_dir` per thread count (alias_for names it)."""
+    workers = {
+        t: WorkerSpec(
+            alias_for(t),
+            ["--model", str(model_dir), "--capacity", str(capacity)],
+            {"CHATBUS_WORKER_THREADS": str(t.big), "CHATBUS_WORKER_SMALL_STEP_THREADS": str(t.small)},
+        )
+        for t in threads
+    }
+    return await start_stack(tmp, cache_dir, "bench_openai", workers)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """One worker of a bench stack: its alias, its `chatbus worker` options, its extra environment."""
+
+    alias: str
+    args: list[str]
+    env: dict[str, str]
+
+
+async def start_stack(
+    tmp: Path, cache_dir: Path, name: str, specs: dict[Any, WorkerSpec], timeout: float = 300
+) -> Chatbus:
+    """The stack as `chatbus up` runs it (an embedded nats-server, the projector, the API) with a worker
+    per spec; returns once the API answers and /v1/models lists every alias (`timeout` for the workers:
+    a first start may convert a model)."""
     from identity.accounts import add_user, issue_key
 
     server = bus.EmbeddedServer(
@@ -119,10 +150,10 @@ async def start_chatbus(
     assert server.process is not None
     CHILDREN.append(server.process)
     url = server.url_for()
-    nbus = await bus.connect(url, name="bench-openai")
+    nbus = await bus.connect(url, name=name)
     await bus.declare_all(nbus.js)
     await add_user(nbus.js, "bench", role="admin")
-    _key_id, key = await issue_key(nbus.js, "bench", label="bench_openai")
+    _key_id, key = await issue_key(nbus.js, "bench", label=name)
     port = bus.free_port()
     env = {
         **base_env(),
@@ -138,27 +169,25 @@ async def start_chatbus(
         spawn([*cli, "projector", "--db", str(tmp / "readmodel.duckdb")], env, tmp / "projector.log"),
         spawn([*cli, "api"], env, tmp / "api.log"),
     ]
-    workers = {}
-    for t in threads:
-        worker_env = {
-            **env,
-            "CHATBUS_WORKER_THREADS": str(t.big),
-            "CHATBUS_WORKER_SMALL_STEP_THREADS": str(t.small),
-        }
-        args = ["worker", "--model", str(model_dir), "--alias", alias_for(t), "--capacity", str(capacity)]
-        workers[t] = spawn([*cli, *args], worker_env, tmp / f"worker-{alias_for(t)}.log")
+    workers = {
+        key_: spawn(
+            [*cli, "worker", "--alias", spec.alias, *spec.args],
+            {**env, **spec.env},
+            tmp / f"worker-{spec.alias}.log",
+        )
+        for key_, spec in specs.items()
+    }
     base = f"http://127.0.0.1:{port}"
-    headers = {"Authorization": f"Bearer {key}"}
 
     def all_served(body: Any) -> bool:
-        return {alias_for(t) for t in threads} <= {m["id"] for m in body.get("data", [])}
+        return {spec.alias for spec in specs.values()} <= {m["id"] for m in body.get("data", [])}
 
     try:
         await processes.wait_http(f"{base}/readyz", timeout=180, watch=services)
         await processes.wait_http(
             f"{base}/v1/models",
-            headers=headers,
-            timeout=300,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout,
             ready=all_served,
             watch=[*services, *workers.values()],
         )
@@ -197,3 +226,33 @@ def start_serve(
     # transformers serve has no threads option: torch takes its intra-op threads from OMP_NUM_THREADS.
     env = {**base_env(), "OMP_NUM_THREADS": str(threads.big)}
     return spawn(args, env, log), f"http://127.0.0.1:{port}"
+
+
+async def close_stack(stack: Chatbus | None) -> None:
+    """Stop every child the bench started: the stack's services and workers first, its nats-server last
+    (so they leave cleanly), then whatever is left (a server that failed before its stack was built)."""
+    if stack is not None:
+        with contextlib.suppress(Exception):
+            await stack.nbus.close()
+    processes.stop([c for c in CHILDREN if c is not (stack.server.process if stack else None)])
+    if stack is not None:
+        stack.server.stop()
+    processes.stop(CHILDREN, timeout=5)
+
+
+def run_main(run: Callable[[], Awaitable[None]]) -> None:
+    """A bench's main: `run()` until it ends, Ctrl-C or SIGTERM; what it started is stopped either way."""
+
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await run()
+
+    try:
+        asyncio.run(guarded())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        console.print("[yellow]interrupted; everything it started is stopped[/]")
+        sys.exit(130)
+    finally:
+        processes.stop(CHILDREN, timeout=5)
