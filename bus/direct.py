@@ -5,10 +5,16 @@ consumer each of those reads creates a consumer on the server and deletes it aga
 CPU and, with hundreds of reads in flight, trips its consumer limits. A batched Direct Get asks the stream
 for up to `batch` messages on one subject (wildcards allowed) from a sequence on, in one request; the
 server answers with the messages and an end-of-batch marker saying how many more match.
+
+Any replica of a stream answers a direct get, so on a cluster one that is a few messages behind may
+answer. A reader that must see a message it knows was stored (a worker, the reply request it was handed)
+names its sequence as `min_seq`: an answer that stops short is asked again, then read from the stream's
+leader through a consumer.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -16,10 +22,11 @@ from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
 
 from bus.errors import BusUnavailable
-from bus.reader import StoredMsg
+from bus.reader import StoredMsg, read_all
 from schemas.subjects import js_api, matches
 
 _BATCH = 256
+_BEHIND_RETRIES = 3
 
 
 async def read_direct(
@@ -29,9 +36,22 @@ async def read_direct(
     start_seq: int = 1,
     timeout: float = 10.0,
     batch: int = _BATCH,
+    min_seq: int = 0,
 ) -> list[StoredMsg]:
     """Every message on `subject` (wildcards allowed) from `start_seq` on, as far as the stream held them
-    when the last batch was read. The stream must allow direct gets (every stream of the catalogue does)."""
+    when the last batch was read, and at least up to `min_seq` (the sequence of a message on `subject`).
+    The stream must allow direct gets (every stream of the catalogue does)."""
+    for attempt in range(_BEHIND_RETRIES):
+        out = await _read_batches(js, stream, subject, start_seq, timeout, batch)
+        if not min_seq or (out and out[-1].seq >= min_seq):
+            return out
+        await asyncio.sleep(0.05 * (attempt + 1))  # a replica behind the leader: it catches up in ms
+    return await read_all(js, stream, [subject], start_seq=start_seq, timeout=timeout)
+
+
+async def _read_batches(
+    js: JetStreamContext, stream: str, subject: str, start_seq: int, timeout: float, batch: int
+) -> list[StoredMsg]:
     nc = js._nc  # noqa: SLF001 - nats-py's JetStreamContext keeps its connection private
     request_subject = js_api("DIRECT.GET", stream)
     deadline = time.monotonic() + timeout
@@ -89,12 +109,17 @@ async def read_direct(
 
 
 async def read_subjects(
-    js: JetStreamContext, stream: str, within: str, subjects: list[str], timeout: float = 10.0
+    js: JetStreamContext,
+    stream: str,
+    within: str,
+    subjects: list[str],
+    timeout: float = 10.0,
+    min_seq: int = 0,
 ) -> list[StoredMsg]:
     """The messages on any of `subjects`, all of them under `within` (e.g. one chat's `chat.<id>.>`), read
-    in one pass over `within` and kept in stream order."""
+    in one pass over `within` (at least up to `min_seq`, see read_direct) and kept in stream order."""
     return [
         m
-        for m in await read_direct(js, stream, within, timeout=timeout)
+        for m in await read_direct(js, stream, within, timeout=timeout, min_seq=min_seq)
         if any(matches(s, m.subject) for s in subjects)
     ]

@@ -70,3 +70,14 @@ def test_subject_matching_follows_nats_wildcards() -> None:
     assert not matches("chat.a.reply.*.completed", "chat.a.reply.r1.failed")
     assert not matches("chat.a.created", "chat.a.created.x")
     assert not matches("chat.*.created", "chat.created")
+
+
+async def test_a_read_that_stops_short_of_min_seq_is_read_again_then_from_the_leader(nbus: Bus) -> None:
+    # On a cluster any replica answers a direct get, and one a few messages behind stops short of what
+    # the reader knows was stored. Here a min_seq past the chat's last message stands for such a replica:
+    # the read is asked again, then made through a consumer (served by the stream's leader).
+    chat_id = await _chat_with_renames(nbus, 2)
+    held = await read_direct(nbus.js, "CHAT", f"chat.{chat_id}.>")
+    assert await read_direct(nbus.js, "CHAT", f"chat.{chat_id}.>", min_seq=held[-1].seq) == held
+    again = await read_direct(nbus.js, "CHAT", f"chat.{chat_id}.>", min_seq=held[-1].seq + 1)
+    assert [(m.seq, m.data) for m in again] == [(m.seq, m.data) for m in held]

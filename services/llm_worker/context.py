@@ -36,9 +36,11 @@ class Context:
     fittable: bool = True
 
 
-async def read_context(js: bus.JetStream, chat_id: str) -> list[bus.StoredMsg]:
-    """The chat's events a prompt is built from, as the log holds them now."""
-    return await bus.read_subjects(js, CHAT.name, one_chat(chat_id), context_subjects(chat_id))
+async def read_context(js: bus.JetStream, chat_id: str, request_seq: int) -> list[bus.StoredMsg]:
+    """The chat's events a prompt is built from, as the log holds them now: at least up to the request
+    (`request_seq`, its sequence in CHAT), whichever replica answers."""
+    scope, subjects = one_chat(chat_id), context_subjects(chat_id)
+    return await bus.read_subjects(js, CHAT.name, scope, subjects, min_seq=request_seq)
 
 
 def build_messages(request: ReplyRequested, stored: Iterable[bus.StoredMsg]) -> list[ChatMessage]:

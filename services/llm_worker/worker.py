@@ -227,7 +227,7 @@ class Worker:
             model=self.settings.alias,
         )
         # The context was in the log before the request: read it while the start is appended (TTFT).
-        context = asyncio.ensure_future(read_context(js, chat_id))
+        context = asyncio.ensure_future(read_context(js, chat_id, delivery.stream_seq))
         context.add_done_callback(_retrieved)
         try:
             fence = await append_fenced(self.bus.js, started, f"{reply_id}.started.{attempt}", None)
