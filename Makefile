@@ -29,8 +29,8 @@ install: $(VENV)/.installed
 # The llama.cpp engine (the `llama` extra): llama-cpp-python compiles llama.cpp from source; these flags
 # build only the library chatbus uses (no tests, examples, tools, server, multimodal or HTTPS) for this
 # CPU: 140 build steps instead of 193, 6.6 min of CPU time instead of 7.9 (9.5-11 min of wall time on 2
-# cores shared with other work). pip keeps the wheel in its cache: a reinstall on the same machine takes
-# seconds (and ignores changed flags: `pip cache remove llama_cpp_python` first).
+# cores shared with other work). pip may reuse a wheel it built before (then changed flags are ignored:
+# `pip cache remove llama_cpp_python` first), but a fresh clone here compiled again.
 LLAMA_CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
 	-DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON
 
