@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
 import sys
 import tempfile
@@ -58,7 +57,7 @@ from bench.openai_stacks import (  # noqa: E402
     Chatbus,
     alias_for,
     base_env,
-    close_stack,
+    finish,
     prepare_model,
     spawn,
     start_chatbus,
@@ -187,13 +186,7 @@ async def main(args: argparse.Namespace) -> None:
             }
             Path(args.json).write_text(json.dumps(dump, indent=1))
     finally:
-        if raw is not None:
-            await raw.close()
-        await close_stack(stack)
-        if args.keep:
-            console.print(f"logs and data kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        await finish(stack, tmp, args.keep, [raw] if raw is not None else [])
 
 
 def parse() -> argparse.Namespace:

@@ -42,9 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import shutil
 import sys
 import tempfile
 from dataclasses import asdict
@@ -59,8 +57,8 @@ from bench.openai_stacks import (  # noqa: E402
     ROOT,
     Chatbus,
     alias_for,
-    close_stack,
     ensure_serve_venv,
+    finish,
     prepare_model,
     run_main,
     start_chatbus,
@@ -187,14 +185,7 @@ async def run(args: argparse.Namespace) -> None:
             Path(args.json).write_text(json.dumps(dump, indent=1))
             console.print(f"results written to {args.json}")
     finally:
-        for path in paths:
-            with contextlib.suppress(Exception):
-                await path.close()
-        await close_stack(stack)
-        if args.keep:
-            console.print(f"logs and data kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        await finish(stack, tmp, args.keep, paths)
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -238,6 +239,19 @@ async def close_stack(stack: Chatbus | None) -> None:
     if stack is not None:
         stack.server.stop()
     processes.stop(CHILDREN, timeout=5)
+
+
+async def finish(stack: Chatbus | None, tmp: Path, keep: bool, closing: Iterable[Any] = ()) -> None:
+    """A bench's end: close what it drove (`closing`: paths, children with `close()`), stop every child
+    (close_stack), then keep the temporary directory (`--keep`: say where) or delete it."""
+    for item in closing:
+        with contextlib.suppress(Exception):
+            await item.close()
+    await close_stack(stack)
+    if keep:
+        console.print(f"logs and data kept in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def run_main(run: Callable[[], Awaitable[None]]) -> None:

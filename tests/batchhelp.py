@@ -14,7 +14,7 @@ import msgspec
 from bus import Bus
 from identity.accounts import add_user, issue_key
 from services.api import ApiSettings
-from tests.stack import Client, in_process_stack, wait_projector
+from tests.stack import Client, in_process_stack, stop_services, wait_projector
 
 ENDED = frozenset({"completed", "cancelled", "expired", "failed"})
 
@@ -81,11 +81,7 @@ async def stack_without_worker(nbus: Bus, tmp_path: Path) -> AsyncIterator[str]:
         await server.start_server()
         yield str(server.make_url("")).rstrip("/")
     finally:
-        await server.close()
-        stop.set()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
+        await stop_services(server, stop, tasks)
 
 
 async def submit(

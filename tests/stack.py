@@ -155,6 +155,15 @@ async def wait_event(nbus: Bus, subject: str, timeout: float = 60.0, stream: str
     raise TimeoutError(f"nothing on {subject} after {timeout}s")
 
 
+async def stop_services(server: Any, stop: asyncio.Event, tasks: list[asyncio.Task[Any]]) -> None:
+    """Close the API's test server, then stop the in-process services and wait for each to end."""
+    await server.close()
+    stop.set()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+
+
 @contextlib.asynccontextmanager
 async def extra_worker(
     nbus: Bus, model_dir: Path, alias: str, capacity: int = 2, worker_id: str | None = None, **settings: Any
@@ -221,8 +230,4 @@ async def in_process_stack(
         await server.start_server()
         yield str(server.make_url("")).rstrip("/"), worker
     finally:
-        await server.close()
-        stop.set()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
+        await stop_services(server, stop, tasks)

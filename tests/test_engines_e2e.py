@@ -8,7 +8,6 @@ where llama-cpp-python is not installed: `make test-all` builds it)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from services.llm_worker import WorkerSettings
 from services.llm_worker.main import llama_available, run_worker
 from services.llm_worker.model_config import DEFAULT_SOURCE
 from services.projector import run_projector
-from tests.stack import wait_event, wait_models, wait_projector
+from tests.stack import stop_services, wait_event, wait_models, wait_projector
 
 QUESTION = "What is the capital of France?"
 GREEDY = {"temperature": 0.0, "max_new_tokens": 24}
@@ -66,11 +65,7 @@ async def served(
         await server.start_server()
         yield str(server.make_url("")).rstrip("/"), key, alias, engine
     finally:
-        await server.close()
-        stop.set()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, 30)
+        await stop_services(server, stop, tasks)
 
 
 @pytest.mark.parametrize("served", ENGINES, indirect=True)
