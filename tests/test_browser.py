@@ -150,14 +150,27 @@ async def _a_reply(nbus: Bus, chat_id: str, text: str) -> None:
         await bus.append_event(nbus.js, event)
 
 
+CODE_REPLY = (
+    "Some code:\n\n```python\nimport os  # a comment\n@decorator\ndef f(xs: list[int]) -> bool:\n"
+    f"    return print(len(xs), 'a string', 42, True, None, os.sep, '{'x' * 300}')\n```\n\n"
+    "```diff\n- removed\n+ added\n```\n\n```ini\n[section]\nkey = value\n```\n\n"
+    '```html\n<a href="x">link</a>\n```\n'
+)
+
+
 async def test_the_main_views_have_no_critical_accessibility_issue(
     stack: dict[str, str],
     nbus: Bus,
     browser: Browser,
 ) -> None:
     await set_password(nbus.js, "ann", PASSWORD, by="test")
-    for viewport in ({"width": 1280, "height": 800}, {"width": 390, "height": 844}):
-        context = await browser.new_context(viewport=viewport, bypass_csp=True)  # to inject axe only
+    views = (({"width": 1280, "height": 800}, "light"), ({"width": 390, "height": 844}, "dark"))
+    for viewport, scheme in views:
+        context = await browser.new_context(
+            viewport=viewport,
+            color_scheme=scheme,
+            bypass_csp=True,  # bypass: to inject axe only
+        )
         page = await context.new_page()
         await page.goto(stack["base"] + "/")
         await page.wait_for_selector("#login-view:not([hidden])")
@@ -165,6 +178,9 @@ async def test_the_main_views_have_no_critical_accessibility_issue(
         await log_in(page, stack["base"], "ann")
         await page.click("#new-chat")
         await page.wait_for_selector("#composer:not([hidden])")
+        # A reply with highlighted code (every token colour, a line too long): readable, keyboard-scrollable.
+        await _a_reply(nbus, page.url.split("chat=")[1], CODE_REPLY)
+        await page.wait_for_selector("#messages .msg.assistant[data-status] pre code.hljs")
         chat = await axe(page)
         pages = [login, chat]
         arena_pages = (("#open-arena", "#arena-view:not([hidden])"), ("#open-leaderboard", "#board-rows tr"))
