@@ -44,6 +44,7 @@ from schemas.sampling import SamplingParams
 from schemas.seat import context_for
 from schemas.streams import CHAT, CONDUCTOR_SERVICE, worker_consumer
 from services.conductor import ConductorStatus, run_conductor
+from services.conductor.cache import ChatCache
 from tests.stack import extra_worker, spawn, stop_process
 
 NAMES = ["Zen Sage", "Hot Head", "Quiet One"]
@@ -334,6 +335,19 @@ async def test_a_conductor_killed_mid_conversation_and_restarted_skips_and_doubl
         stop_process(proc)
     for state in states:
         assert_a_chain(state, ["p1", "p2"] * 8)
+
+
+async def test_a_chat_read_while_the_cache_is_dropped_is_not_kept(nbus: Bus) -> None:
+    # A read under way when a gap showed (an event went to another conductor) may predate that event:
+    # kept, it would be folded onwards without it and could decide a running reply never ended.
+    chat_id = await party(nbus, "script", "auto")
+    cache = ChatCache(nbus.js)
+    reading = asyncio.create_task(cache.read(chat_id))
+    await asyncio.sleep(0)  # the read is asked of the server
+    cache.forget_all()
+    state = await reading
+    assert len(state.participants) == 2 and cache.get(chat_id) is None
+    assert await cache.read(chat_id) is cache.get(chat_id)  # a read after the drop is kept
 
 
 async def test_two_conductors_at_once_never_double_a_turn(nbus: Bus, nats_url: str, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ A chat without bots costs one lookup when first seen (does `participant.joined` 
 dictionary hit per event after it. A chat with bots is read whole once, then folded event by event as
 the consumer delivers them. The cache is only a shortcut: a state that missed an event (another
 conductor took it) is caught by the fence of the next append, or by `forget_all` when the consumer's
-delivery sequence shows a gap.
+delivery sequence shows a gap. A read that was under way when the cache was dropped is used by its own
+decision (its fence guards it) but not kept: it may predate the event that went elsewhere.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class ChatCache:
         self.size = size
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         self.reads = 0  # whole chats read from the log (misses and conflicts)
+        self.generation = 0  # how many times everything was dropped
 
     def get(self, chat_id: str) -> Entry | None:
         """The chat's entry, if this conductor holds one."""
@@ -54,14 +56,17 @@ class ChatCache:
     def forget_all(self) -> None:
         """Drop everything: some event went elsewhere, so any state may have missed it."""
         self.entries.clear()
+        self.generation += 1
 
     async def has_bots(self, chat_id: str) -> bool:
         """Whether any bot ever joined the chat (one direct read of the last `participant.joined`)."""
         return await bus.last_msg(self.js, CHAT.name, chat_event(chat_id, "participant.joined")) is not None
 
     async def read(self, chat_id: str) -> ChatState:
-        """The chat folded from the whole log now, held from now on."""
+        """The chat folded from the whole log now, held from now on (unless dropped meanwhile)."""
+        generation = self.generation
         state = await read_chat_state(self.js, chat_id)
         self.reads += 1
-        self.put(chat_id, state)
+        if generation == self.generation:
+            self.put(chat_id, state)
         return state
