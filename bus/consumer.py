@@ -81,6 +81,9 @@ class PullLane:
     spec: ConsumerSpec
     handler: Handler
     limit: int | Callable[[], int]  # or asked each time: a lane whose share changes (a batch yielding)
+    # Fetch every free slot's message in one request: for a backlog (a batch's lines), where one request per
+    # message would limit the rate; a lone message may then wait up to the fetch timeout (see _pull_lane).
+    fetch_many: bool = False
 
     def slots(self) -> int:
         """Busy slots below which this lane takes a message now."""
@@ -160,7 +163,8 @@ async def _pull_lane(
                 # One at a time: nats-py's long poll for a batch of n holds the first message back until
                 # n arrived or the timeout passed (up to `fetch_timeout` of latency for a lone request);
                 # for one it returns at once, and the next fetch takes what is waiting without a poll.
-                msgs = await sub.fetch(batch=1, timeout=fetch_timeout)
+                free = lane.slots() - len(pool.tasks) if lane.fetch_many else 1
+                msgs = await sub.fetch(batch=max(free, 1), timeout=fetch_timeout)
             except (TimeoutError, FetchTimeoutError, NatsTimeoutError):
                 continue
             except ConnectionClosedError:

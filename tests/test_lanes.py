@@ -112,6 +112,27 @@ async def test_a_person_is_served_before_queued_batch_lines(nbus: Bus, demo_mode
     assert not worker.active
 
 
+async def test_a_wide_worker_holds_a_batch_line_ready_and_a_person_still_finds_a_slot(
+    nbus: Bus, demo_model_dir: Path
+) -> None:
+    alias = "lanes-wide"  # capacity 9, reserve 1: 8 batch lines run and 1 more waits ready in the gate
+    async with running(nbus, demo_model_dir, alias, capacity=9, batch_reserve=1) as (worker, _, _):
+        lines = [await ask(nbus, alias, LONG, batch_id="q3") for _ in range(12)]
+        deadline = asyncio.get_running_loop().time() + 60
+        while worker.engine.held() < 1:
+            assert asyncio.get_running_loop().time() < deadline, "no batch line was held ready"
+            await asyncio.sleep(0.02)
+        assert worker.engine.inner.active() == 8
+        person = await ask(nbus, alias, SamplingParams(max_new_tokens=8, temperature=0.0, ignore_eos=True))
+        answered = await ended(nbus, person)
+        done = [await ended(nbus, line) for line in lines]
+    assert answered.completion_tokens == 8 and all(d.completion_tokens == LONG.max_new_tokens for d in done)
+    for line in lines:  # each line ended once
+        ends = await bus.read_all(nbus.js, "CHAT", [f"chat.{line.chat_id}.reply.{line.reply_id}.completed"])
+        assert len(ends) == 1
+    assert not worker.active and worker.engine.active() == 0
+
+
 async def test_with_no_reserve_batch_lines_take_every_slot(nbus: Bus, demo_model_dir: Path) -> None:
     alias = "lanes-open"
     async with running(nbus, demo_model_dir, alias, capacity=2, batch_reserve=0):
@@ -128,7 +149,7 @@ async def test_a_worker_whose_engine_died_hands_back_and_exits(nbus: Bus, demo_m
             nbus, alias, SamplingParams(max_new_tokens=1500, temperature=0.0, ignore_eos=True)
         )
         await wait_event(nbus, f"chat.{running_one.chat_id}.reply.{running_one.reply_id}.started")
-        manager = worker.engine._manager  # type: ignore[attr-defined]
+        manager = worker.engine.inner._manager  # type: ignore[attr-defined]
         manager.stop(block=False)  # its generation thread ends under the worker, on its own
         with pytest.raises(EngineDied):
             await asyncio.wait_for(task, 30)

@@ -1,16 +1,24 @@
 """Interactive first on the bus: a worker's two lanes, and its engine's health.
 
-A worker pulls two durable consumers of its alias into one pool of `capacity` slots: the interactive lane
-(`worker-<alias>`: people chatting, OpenAI calls, jobs) may take any free slot; the batch lane
-(`worker-<alias>-batch`: batches' lines) only while fewer than `capacity - CHATBUS_BATCH_RESERVE` slots are
-busy. A batch fills the idle slots, and a person arriving finds one free. While people are chatting (one
-asked within `CHATBUS_BATCH_YIELD_SECONDS`), the batch lane holds at most `CHATBUS_BATCH_BUSY_SLOTS` lines
-(default half the capacity): a person's first token waits for the engine step under way, and a narrower
-batch makes that step shorter; with nobody asking, the batch widens again to every slot but the reserve.
+A worker pulls two durable consumers of its alias into one pool: the interactive lane (`worker-<alias>`:
+people chatting, OpenAI calls, jobs) may take a message while fewer than `capacity` requests are its own or
+batch lines in the engine; a batch line (`worker-<alias>-batch`) runs in the engine only while fewer than
+`capacity - CHATBUS_BATCH_RESERVE` requests run there. A batch fills the idle slots, and a person arriving
+finds one free. While people are chatting (one asked within `CHATBUS_BATCH_YIELD_SECONDS`), at most
+`CHATBUS_BATCH_BUSY_SLOTS` batch lines run (default half the capacity): a person's first token waits for
+the engine step under way, and a narrower batch makes that step shorter; with nobody asking, the batch
+widens again to every slot but the reserve.
 
-A lane's fetch waits up to a second for a message; one that arrives after the other lane filled the pool (a
-batch line once people hold the free slots) is handed back at once (bus/consumer.py), so the pool never
-holds more than `capacity` nor a batch line a reserved slot. A worker of capacity 1 can reserve nothing: it
+The batch lane takes up to half as many lines again as may run (`batch_prefetch`), fetched together: lines
+being set up (their chat read, their prompt rendered), writing their end, or held ready in the worker's
+gate (gate.py), which starts one in the engine's very next step after a line ends. Without them a slot
+stayed empty for the trip over the bus, a step or more per line: with short lines (16 tokens) a tenth of a
+batch's throughput.
+
+A lane's fetch waits up to a second for a message (the batch lane's, fetching several, may hold the first
+that long while it waits for more); one that arrives after the other lane filled the pool (a batch line
+once people hold the free slots) is handed back at once (bus/consumer.py), so the engine never runs more
+than `capacity` requests nor a batch line in a reserved slot. A worker of capacity 1 can reserve nothing: it
 runs a batch line when idle, and a person arriving meanwhile waits for that line to end (or for another
 worker). Batch lines are submitted to the engine as background work, which its scheduler pauses for a
 person's prompt (priority.py).
@@ -34,6 +42,7 @@ import bus
 from bus.consumer import Handler
 from schemas.streams import ConsumerSpec, batch_worker_consumer, worker_consumer
 from services.llm_worker.engine import Engine
+from services.llm_worker.gate import BackgroundGate
 from services.llm_worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -79,18 +88,40 @@ class BatchWidth:
         return self.full
 
 
-def worker_lanes(settings: WorkerSettings, handler: Handler) -> list[bus.PullLane]:
-    """The two lanes, interactive first (see the module's docstring)."""
+def batch_prefetch(settings: WorkerSettings) -> int:
+    """Batch lines the lane takes beyond those that may run: being set up, writing their end, or held ready
+    in the gate (gate.py). Half the slots the batch may use (bench/bench_batch.py: with it, all 32 stayed
+    busy while a batch ran alone); none for a worker of capacity 2 or less (it would keep a line from its
+    idle neighbours)."""
+    return batch_limit(settings) // 2
+
+
+def worker_lanes(
+    settings: WorkerSettings, handler: Handler, width: BatchWidth, gate: BackgroundGate
+) -> list[bus.PullLane]:
+    """The two lanes, interactive first (see the module's docstring). The batch lane takes up to
+    `batch_prefetch` lines more than `width` lets run; `gate` holds those, and they leave a person's slot
+    free."""
     interactive, batch = lane_specs(settings)
-    width = BatchWidth(settings)
+    prefetch = batch_prefetch(settings)
+    lines = 0  # batch lines this worker holds (setting up, in the engine, held, writing their end)
 
     async def person(delivery: bus.Delivery) -> None:
         width.note_person()
         await handler(delivery)
 
+    async def line(delivery: bus.Delivery) -> None:
+        nonlocal lines
+        lines += 1
+        try:
+            await handler(delivery)
+        finally:
+            lines -= 1
+
     return [
-        bus.PullLane(interactive, person, settings.capacity),
-        bus.PullLane(batch, handler, width.limit),
+        # A person's request counts the batch lines in the engine only: one free slot there is enough.
+        bus.PullLane(interactive, person, lambda: settings.capacity + lines - gate.background_running()),
+        bus.PullLane(batch, line, lambda: width.limit() + prefetch, fetch_many=True),
     ]
 
 

@@ -36,7 +36,8 @@ from services.llm_worker.attempts import expired_error, refusal, retry_in, secon
 from services.llm_worker.coalesce import Chunk, reply_coalescer
 from services.llm_worker.context import build_context, fit_prompt, image_hashes, read_context
 from services.llm_worker.engine import ChatMessage, Engine, GenerationParams, Prompt, PromptTooLong
-from services.llm_worker.lanes import EngineDied, lane_specs, watch_engine, worker_lanes
+from services.llm_worker.gate import BackgroundGate
+from services.llm_worker.lanes import BatchWidth, EngineDied, lane_specs, watch_engine, worker_lanes
 from services.llm_worker.pictures import load_images
 from services.llm_worker.presence import beat, beat_every, presence_of
 from services.llm_worker.reply_events import (
@@ -73,7 +74,8 @@ class Worker:
     def __init__(self, settings: WorkerSettings, nbus: Bus, engine: Engine, tokenizer: Any) -> None:
         self.settings = settings
         self.bus = nbus
-        self.engine = engine
+        self.width = BatchWidth(settings)  # how many batch lines may run now
+        self.engine = BackgroundGate(engine, self.width.limit)  # holds the batch lines taken beyond that
         self.tokenizer = tokenizer
         self.active: dict[str, ActiveReply] = {}
         self.started_at = schemas.now()
@@ -121,7 +123,7 @@ class Worker:
             asyncio.create_task(self._keep_alive(halt)),
             asyncio.create_task(watch_engine(self.engine, stop, halt)),
         ]
-        lanes = worker_lanes(self.settings, self._handle)
+        lanes = worker_lanes(self.settings, self._handle, self.width, self.engine)
         try:
             await bus.pull_lanes(self.bus.js, lanes, stop=halt)
         finally:
