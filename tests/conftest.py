@@ -77,6 +77,18 @@ def demo_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture
+def demo_engine(demo_model_dir: Path) -> Iterator[Any]:
+    """A started continuous-batching engine on the demo model, this test's alone (stopped after it)."""
+    from services.llm_worker.continuous_batching import ContinuousBatchingEngine
+    from services.llm_worker.engine import EngineConfig
+
+    engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig())
+    engine.start()
+    yield engine
+    engine.stop()
+
+
 @pytest.fixture(scope="session")
 def demo_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline demo vision-language model (Llava: tiny CLIP tower + tiny Llama), built once."""

@@ -5,13 +5,11 @@ line ends; a person's request passes; every request gets exactly one final outpu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from services.llm_worker.continuous_batching import ContinuousBatchingEngine
-from services.llm_worker.engine import EngineConfig, EngineOutput, GenerationParams, Prompt
+from services.llm_worker.engine import EngineOutput, GenerationParams, Prompt
 from services.llm_worker.gate import BackgroundGate
 
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
@@ -55,11 +53,8 @@ class Recorder:
 
 
 @pytest.fixture
-def engine(demo_model_dir: Path) -> Iterator[ContinuousBatchingEngine]:
-    engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig())
-    engine.start()
-    yield engine
-    engine.stop()
+def engine(demo_engine: ContinuousBatchingEngine) -> ContinuousBatchingEngine:
+    return demo_engine
 
 
 def test_held_lines_start_in_the_step_after_a_line_ends_and_never_exceed_the_limit(

@@ -5,7 +5,6 @@ outputs stay complete and ordered."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,11 +49,8 @@ class Recorder:
 
 
 @pytest.fixture
-def engine(demo_model_dir: Path) -> Iterator[ContinuousBatchingEngine]:
-    engine = ContinuousBatchingEngine.from_pretrained(str(demo_model_dir), EngineConfig())
-    engine.start()
-    yield engine
-    engine.stop()
+def engine(demo_engine: ContinuousBatchingEngine) -> ContinuousBatchingEngine:
+    return demo_engine
 
 
 def _scheduler(engine: ContinuousBatchingEngine) -> PriorityScheduler:
