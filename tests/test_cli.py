@@ -50,6 +50,17 @@ def test_a_bad_choice_is_refused_naming_the_option(args: list[str], option: str)
     assert option in result.output
 
 
+def test_make_demo_model_builds_where_the_workers_look(tmp_path: Path) -> None:
+    cache, data = tmp_path / "cache", tmp_path / "data"
+    env = {"CHATBUS_MODEL_CACHE": str(cache), "CHATBUS_DATA_DIR": str(data), "COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["admin", "make-demo-model"], env=env)
+    assert result.exit_code == 0, result.output
+    assert (cache / "demo-text" / "config.json").exists() and (cache / "demo-vision" / "config.json").exists()
+    assert not (data / "models").exists()
+    again = CliRunner().invoke(app, ["admin", "make-demo-model"], env=env)
+    assert again.exit_code == 0 and "exists" in again.output
+
+
 def test_help_lists_the_choices() -> None:
     result = CliRunner().invoke(app, ["admin", "export", "sft", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0

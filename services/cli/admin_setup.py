@@ -13,7 +13,7 @@ from bus import Bus
 from services.cli.connect import run_admin
 from services.cli.options import DEFAULT_NATS, NatsOption
 from services.cli.output import console
-from services.cli.settings import data_dir
+from services.cli.settings import model_cache_dir
 
 
 def admin_init(
@@ -51,7 +51,10 @@ def admin_init(
 def admin_make_demo_model(
     out: Annotated[
         Path | None,
-        typer.Option(help="Directory for both models (default <data dir>/models): demo-text/, demo-vision/."),
+        typer.Option(
+            help="Directory for both models (default CHATBUS_MODEL_CACHE, where workers look for them, else "
+            "<data dir>/models): demo-text/, demo-vision/."
+        ),
     ] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if they exist.")] = False,
 ) -> None:
@@ -60,7 +63,9 @@ def admin_make_demo_model(
     Random weights with a real tokenizer and chat template, so every code path (continuous batching,
     streaming, images) runs without a model hub. Their replies are noise: they are not assistants.
     """
-    root = out or data_dir() / "models"
+    from services.llm_worker.settings import WorkerSettings  # torch comes with it: only for this command
+
+    root = out or model_cache_dir(WorkerSettings.from_env().model_cache)
     for name, label in (("demo-text", "text"), ("demo-vision", "vision-language")):
         target = root / name
         if (target / "config.json").exists() and not force:

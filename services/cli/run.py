@@ -20,7 +20,7 @@ from services.cli.connect import connect
 from services.cli.models import models_config
 from services.cli.options import DEFAULT_NATS, ConfigOption, NatsOption
 from services.cli.output import console
-from services.cli.settings import CliSettings, data_dir, setup_logging, variable_of
+from services.cli.settings import CliSettings, data_dir, model_cache_dir, setup_logging, variable_of
 
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
@@ -151,7 +151,7 @@ def worker(
     if not is_valid_id(settings.alias):
         console.print(f"[red]Alias {settings.alias!r} is not token-safe[/]: use letters, digits, _ and -.")
         raise typer.Exit(2)
-    cache = settings.model_cache or str(data_dir() / "models")
+    cache = str(model_cache_dir(settings.model_cache))
     try:
         with console.status(f"preparing {settings.model} (a GGUF file is converted once) ..."):
             settings = prepare_model(msgspec.structs.replace(settings, model_cache=cache))

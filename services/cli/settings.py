@@ -136,6 +136,12 @@ def data_dir(value: Path | None = None) -> Path:
     return (value or Path(CliSettings.from_env().data_dir)).resolve()
 
 
+def model_cache_dir(value: str = "") -> Path:
+    """Where GGUF files are converted to and demo models built: `value` (CHATBUS_MODEL_CACHE), else
+    `<data dir>/models`."""
+    return Path(value).resolve() if value else data_dir() / "models"
+
+
 LOCAL_CONTEXT = "nats-context.json"  # in the data dir: where `chatbus up`'s NATS listens, and who may log in
 
 
