@@ -22,6 +22,8 @@ from services.cli.options import DEFAULT_NATS, ConfigOption, NatsOption
 from services.cli.output import console
 from services.cli.settings import CliSettings, data_dir, model_cache_dir, setup_logging, variable_of
 
+ENGINE_DIED_EXIT = 3  # `chatbus worker`: the engine died (not a config error, 2): start the process again
+
 
 async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     """Run a service until SIGINT/SIGTERM sets its stop event."""
@@ -122,6 +124,7 @@ def worker(
     from schemas.ids import is_valid_id
     from schemas.settings_env import read_env
     from services.llm_worker import WorkerSettings, run_worker
+    from services.llm_worker.lanes import EngineDied
     from services.llm_worker.main import prepare_model
     from services.llm_worker.model_config import DEFAULT_ALIAS, ModelConfigError, entry_for
     from services.llm_worker.source_errors import ModelSourceError
@@ -159,7 +162,11 @@ def worker(
         console.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(2) from exc
 
-    serve(nats, f"worker-{settings.alias}", lambda nbus, stop: run_worker(settings, nbus, stop), worker=True)
+    try:
+        serve(nats, f"worker-{settings.alias}", lambda b, stop: run_worker(settings, b, stop), worker=True)
+    except EngineDied as exc:  # its replies went back to the queue; a fresh process gets a fresh engine
+        console.print(f"[red]{escape(str(exc))}[/]: exiting (3) for the supervisor to start a fresh worker")
+        raise typer.Exit(ENGINE_DIED_EXIT) from None
 
 
 def image_store(nats: NatsOption = DEFAULT_NATS) -> None:
