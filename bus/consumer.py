@@ -160,9 +160,10 @@ async def _pull_lane(
                 await pool.wait_change()
                 continue
             try:
-                # One at a time: nats-py's long poll for a batch of n holds the first message back until
-                # n arrived or the timeout passed (up to `fetch_timeout` of latency for a lone request);
-                # for one it returns at once, and the next fetch takes what is waiting without a poll.
+                # One at a time, unless the lane fetches many: nats-py's long poll for a batch of n holds
+                # the first message back until n arrived or the timeout passed (up to `fetch_timeout` of
+                # latency for a lone request); for one it returns at once, and the next fetch takes what
+                # is waiting without a poll. A backlog comes back at once either way (no-wait first).
                 free = lane.slots() - len(pool.tasks) if lane.fetch_many else 1
                 msgs = await sub.fetch(batch=max(free, 1), timeout=fetch_timeout)
             except (TimeoutError, FetchTimeoutError, NatsTimeoutError):

@@ -5,7 +5,7 @@ its next step. A worker refills through the bus: it acknowledges the line, fetch
 chat and renders its prompt, and by then the engine has begun its next step without it. With short batch
 lines (16 new tokens: 17 steps each) one step lost per line is about 6% of a batch's throughput.
 
-So the batch lane takes a few lines more than may run (`prefetch`, lanes.py), and this gate holds those
+So the batch lane takes more lines than may run (`batch_prefetch`, lanes.py), and this gate holds those
 lines, read and rendered, until the engine has room: a background request is submitted while fewer than
 `limit()` requests (of either kind) run in the engine, as the batch lane's rule was; the others wait here,
 in arrival order. When a request ends, its final output (delivered on the engine's thread) submits the
@@ -98,13 +98,14 @@ class BackgroundGate:
         background: bool = False,
     ) -> None:
         """As Engine.submit; a background request may wait here (then the engine's checks come later)."""
+        line = _Held(request_id, prompt, params, on_output)
         with self._lock:
             if background and (self._held or self._running >= self.limit()):
-                self._held.append(_Held(request_id, prompt, params, on_output))
+                self._held.append(line)
                 return
             self._running += 1
             self._background += background
-        self._hand_over(_Held(request_id, prompt, params, on_output), background)
+        self._hand_over(line, background)
 
     def cancel(self, request_id: str) -> None:
         """As Engine.cancel: a held request ends here, "cancelled", before this returns."""
